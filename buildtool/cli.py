@@ -1,0 +1,105 @@
+"""The ``bt`` command line: a click group whose commands are imported only when run.
+
+Start-up time matters (``bt plan`` is run on every edit), so command modules and their heavy
+dependencies (docker-py, rich) are imported lazily.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+from typing import Any
+
+import click
+
+from buildtool import __version__
+from buildtool.errors import BtError
+
+# name -> (module, one-line help). Kept here so `bt --help` imports no command module.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "query": ("buildtool.commands.query", "List targets matching a pattern or query expression."),
+    "plan": ("buildtool.commands.plan", "Show which platform builds are stale, and why."),
+    "why": ("buildtool.commands.why", "Explain what changed for one platform build."),
+    "build": ("buildtool.commands.build", "Build stale platform builds and record their digests."),
+    "test": ("buildtool.commands.test", "Run the image tests of built targets."),
+    "merge": ("buildtool.commands.merge", "Put multi-platform indexes for built images."),
+    "lock": ("buildtool.commands.lock", "Work with lockfile fragments from parallel runs."),
+    "watch": ("buildtool.commands.watch", "Rebuild what each edit touches, until Ctrl-C."),
+}
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return [name for name, (module, _) in COMMANDS.items() if _module_exists(module)]
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        entry = COMMANDS.get(cmd_name)
+        if entry is None or not _module_exists(entry[0]):
+            return None
+        module = importlib.import_module(entry[0])
+        command: click.Command = module.command
+        return command
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = [(name, COMMANDS[name][1]) for name in self.list_commands(ctx)]
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
+
+def _module_exists(module: str) -> bool:
+    from importlib.util import find_spec
+
+    return find_spec(module) is not None
+
+
+@click.group(
+    cls=LazyGroup,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+)
+@click.version_option(__version__, "--version", prog_name="bt", message="%(prog)s %(version)s")
+@click.option(
+    "-C",
+    "directory",
+    type=click.Path(file_okay=False, exists=True),
+    help="Run as if bt was started in DIRECTORY.",
+    metavar="DIRECTORY",
+)
+def cli(directory: str | None) -> None:
+    """bt builds large matrices of Docker images incrementally.
+
+    A platform build runs only when the content of something it depends on changed.
+    Targets are declared in BUILD.images files; the workspace root holds .cache-spec.
+
+    \b
+    Labels:   //matrix:large-v3-zh   :name (relative to the current package)
+    Patterns: //...  //matrix/...  //matrix:all
+
+    Exit codes: 0 ok, 1 a build failed, 2 usage or configuration error, 130 interrupted.
+    """
+    if directory:
+        os.chdir(directory)
+
+
+def main(argv: list[str] | None = None) -> Any:
+    try:
+        return cli.main(args=argv, prog_name="bt", standalone_mode=False)
+    except BtError as err:
+        click.echo(str(err), err=True)
+        sys.exit(err.exit_code)
+    except click.exceptions.Abort:
+        click.echo("interrupted", err=True)
+        sys.exit(130)
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        sys.exit(130)
+    except click.ClickException as err:
+        err.show()
+        sys.exit(2 if err.exit_code != 0 else 0)
+    except click.exceptions.Exit as err:
+        sys.exit(err.exit_code)
+    except BrokenPipeError:
+        # Output piped into `head`: not an error of ours.
+        sys.stderr.close()
+        sys.exit(0)

@@ -1,0 +1,1 @@
+"""One module per ``bt`` command; each exposes a click ``command``."""

@@ -1,0 +1,80 @@
+"""``bt query``: print the targets an expression selects."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from buildtool.graph import TargetGraph
+from buildtool.labels import Label
+from buildtool.query import evaluate
+from buildtool.session import Session
+
+
+@click.command("query", context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("expression")
+@click.option("--platforms", is_flag=True, help="Print one 'LABEL PLATFORM' line per platform build.")
+@click.option(
+    "--output",
+    type=click.Choice(["label", "json", "dot"]),
+    default="label",
+    show_default=True,
+    help="label: one label per line; json: an array of target objects; dot: a graphviz graph.",
+)
+def command(expression: str, platforms: bool, output: str) -> None:
+    """Print the targets EXPRESSION selects, sorted.
+
+    \b
+    EXPRESSION is a pattern or a query:
+      //...                      every target
+      //matrix/...  //matrix:all every target of a package (and below, for /...)
+      deps(//matrix:large-v3-zh) the target and everything it builds on
+      rdeps(//..., //model:tiny) targets in the universe that build on //model:tiny
+      A + B, A - B, A ^ B        union, difference, intersection
+    deps and rdeps take an optional depth: deps(//matrix:tiny-en, 1).
+    """
+    session = Session.here()
+    graph = session.graph
+    labels = sorted(evaluate(expression, graph, session.current_package))
+    if output == "json":
+        click.echo(json.dumps([_describe(graph, label) for label in labels], indent=2))
+    elif output == "dot":
+        click.echo(_dot(graph, labels))
+    elif platforms:
+        for label in labels:
+            for platform in graph.targets[label].platforms:
+                click.echo(f"{label} {platform}")
+    else:
+        for label in labels:
+            click.echo(str(label))
+
+
+def _describe(graph: TargetGraph, label: Label) -> dict[str, object]:
+    target = graph.targets[label]
+    return {
+        "label": str(label),
+        "platforms": list(target.platforms),
+        "parents": {arg: str(parent) for arg, parent in target.parents},
+        "dockerfile": target.dockerfile,
+        "context": target.context,
+        "stage": target.stage,
+        "args": dict(target.args),
+        "tags": list(target.tags),
+        "repository": target.repository,
+        "inputs": list(target.inputs) if target.inputs is not None else None,
+        "tests": list(target.tests),
+        "declared_at": str(target.location),
+    }
+
+
+def _dot(graph: TargetGraph, labels: list[Label]) -> str:
+    selected = set(labels)
+    lines = ["digraph images {", "  rankdir=LR;", "  node [shape=box];"]
+    lines += [f'  "{label}";' for label in labels]
+    for label in labels:
+        for arg, parent in graph.targets[label].parents:
+            if parent in selected:
+                lines.append(f'  "{label}" -> "{parent}" [label="{arg}"];')
+    lines.append("}")
+    return "\n".join(lines)

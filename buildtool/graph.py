@@ -1,0 +1,180 @@
+"""The target graph: validation, build order, pattern matching, deps and rdeps."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from functools import cached_property
+
+from buildtool.errors import BtError
+from buildtool.labels import Label, Pattern, parse_pattern
+from buildtool.loader import LoadedWorkspace
+from buildtool.target import ImageTarget
+
+
+@dataclass(frozen=True)
+class TargetGraph:
+    """A validated graph; every parent exists, there are no cycles, platforms line up."""
+
+    targets: dict[Label, ImageTarget]
+    groups: dict[Label, tuple[Label, ...]]
+
+    @cached_property
+    def children(self) -> dict[Label, tuple[Label, ...]]:
+        result: dict[Label, list[Label]] = {label: [] for label in self.targets}
+        for target in self.targets.values():
+            for parent in target.parent_labels:
+                result[parent].append(target.label)
+        return {label: tuple(sorted(kids)) for label, kids in result.items()}
+
+    @cached_property
+    def order(self) -> tuple[Label, ...]:
+        """Every target after its parents; ties broken by label for determinism."""
+        done: set[Label] = set()
+        ordered: list[Label] = []
+
+        def visit(label: Label) -> None:
+            if label in done:
+                return
+            done.add(label)
+            for parent in sorted(self.targets[label].parent_labels):
+                visit(parent)
+            ordered.append(label)
+
+        for label in sorted(self.targets):
+            visit(label)
+        return tuple(ordered)
+
+    def match(self, patterns: Iterable[str], current_package: str = "") -> set[Label]:
+        """Targets matched by label patterns; groups expand to their members."""
+        result: set[Label] = set()
+        for text in patterns:
+            pattern = parse_pattern(text, current_package)
+            result |= self._match_one(pattern, text)
+        return result
+
+    def _match_one(self, pattern: Pattern, text: str) -> set[Label]:
+        if pattern.name is not None and not pattern.recursive:
+            label = Label(pattern.package, pattern.name)
+            if label in self.targets:
+                return {label}
+            if label in self.groups:
+                return self._expand_group(label)
+            raise BtError(f"no target {label}{self._suggest(label)}")
+        matched = {label for label in self.targets if pattern.matches(label)}
+        if not matched:
+            raise BtError(f"pattern {text!r} matches no targets")
+        return matched
+
+    def _expand_group(self, label: Label, seen: frozenset[Label] = frozenset()) -> set[Label]:
+        if label in seen:
+            raise BtError(f"group {label} contains itself")
+        result: set[Label] = set()
+        for member in self.groups[label]:
+            if member in self.groups:
+                result |= self._expand_group(member, seen | {label})
+            else:
+                result.add(member)
+        return result
+
+    def _suggest(self, label: Label) -> str:
+        names = [str(known) for known in (*self.targets, *self.groups)]
+        close = difflib.get_close_matches(str(label), names, n=1, cutoff=0.75)
+        return f" (did you mean {close[0]}?)" if close else ""
+
+    def deps(self, labels: Iterable[Label], depth: int | None = None) -> set[Label]:
+        """The labels and everything they build on (Bazel's deps: the targets included)."""
+        return self._closure(labels, lambda lb: self.targets[lb].parent_labels, depth)
+
+    def rdeps(
+        self, universe: set[Label], labels: Iterable[Label], depth: int | None = None
+    ) -> set[Label]:
+        """Targets of ``universe`` that build on ``labels`` (Bazel's rdeps: the targets included)."""
+        found = self._closure(labels, lambda lb: self.children[lb], depth)
+        return found & universe
+
+    def _closure(self, start: Iterable[Label], step, depth: int | None) -> set[Label]:  # type: ignore[no-untyped-def]
+        seen = set(start)
+        frontier = list(seen)
+        level = 0
+        while frontier and (depth is None or level < depth):
+            level += 1
+            following = []
+            for label in frontier:
+                for nxt in step(label):
+                    if nxt not in seen:
+                        seen.add(nxt)
+                        following.append(nxt)
+            frontier = following
+        return seen
+
+
+def build_graph(loaded: LoadedWorkspace) -> TargetGraph:
+    targets = loaded.targets
+    known = [str(label) for label in (*targets, *loaded.groups)]
+    for target in targets.values():
+        loc = target.location
+        for arg, parent in target.parents:
+            if parent in targets:
+                continue
+            close = difflib.get_close_matches(str(parent), known, n=1, cutoff=0.75)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            what = "a group, not an image" if parent in loaded.groups else "not found"
+            raise BtError(f"parent {parent} of {target.label} ({arg}) {what}{hint}", loc.path, loc.line)
+    for group in loaded.groups.values():
+        for member in group.members:
+            if member not in targets and member not in loaded.groups:
+                raise BtError(
+                    f"group {group.label}: no target {member}",
+                    group.location.path,
+                    group.location.line,
+                )
+    _check_cycles(targets)
+    _check_platforms(targets)
+    groups = {label: group.members for label, group in loaded.groups.items()}
+    return TargetGraph(targets, groups)
+
+
+def _check_cycles(targets: dict[Label, ImageTarget]) -> None:
+    state: dict[Label, int] = {}  # 1 visiting, 2 done
+    for start in sorted(targets):
+        if state.get(start):
+            continue
+        path: list[Label] = []
+        stack: list[tuple[Label, Sequence[Label]]] = [(start, targets[start].parent_labels)]
+        state[start] = 1
+        path.append(start)
+        while stack:
+            label, pending = stack[-1]
+            if not pending:
+                stack.pop()
+                path.pop()
+                state[label] = 2
+                continue
+            stack[-1] = (label, pending[1:])
+            parent = pending[0]
+            if state.get(parent) == 1:
+                cycle = [*path[path.index(parent) :], parent]
+                loc = targets[parent].location
+                text = " -> ".join(str(lb) for lb in cycle)
+                raise BtError(f"dependency cycle: {text}", loc.path, loc.line)
+            if not state.get(parent):
+                state[parent] = 1
+                path.append(parent)
+                stack.append((parent, targets[parent].parent_labels))
+
+
+def _check_platforms(targets: dict[Label, ImageTarget]) -> None:
+    for target in targets.values():
+        for arg, parent_label in target.parents:
+            parent = targets[parent_label]
+            missing = [p for p in target.platforms if p not in parent.platforms]
+            if missing:
+                loc = target.location
+                raise BtError(
+                    f"{target.label} builds for {', '.join(missing)} but its parent "
+                    f"{parent_label} ({arg}) has only {', '.join(parent.platforms)}",
+                    loc.path,
+                    loc.line,
+                )

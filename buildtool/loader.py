@@ -1,0 +1,270 @@
+"""Evaluate every BUILD.images file of a workspace into image targets and groups.
+
+A BUILD.images file declares targets of its own package (its directory) by default; any call
+may pass ``package="sub/dir"`` to declare them in a package below the file's one, so the
+workspace's top-level file can describe the whole matrix (``//matrix:large-v3-zh``).
+Paths given to ``image()`` are relative to the declaring file's directory (``context``) and to
+the context (``dockerfile``, ``inputs``), as in docker buildx bake.
+"""
+
+from __future__ import annotations
+
+import glob as globlib
+import os
+import posixpath
+import re
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from buildtool import starlark
+from buildtool.errors import BtError
+from buildtool.labels import Label, check_name, check_package, parse_label
+from buildtool.target import Group, ImageTarget, Location
+from buildtool.workspace import BUILD_FILE_NAME, Config
+
+_TAG_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]{0,127}")
+_REPOSITORY_RE = re.compile(r"[a-z0-9]+([._\-]+[a-z0-9]+)*(/[a-z0-9]+([._\-]+[a-z0-9]+)*)*")
+_ARG_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_PLATFORM_RE = re.compile(r"[a-z0-9]+/[a-z0-9_]+(/[a-z0-9]+)?")
+
+
+@dataclass(frozen=True)
+class LoadedWorkspace:
+    targets: dict[Label, ImageTarget]
+    groups: dict[Label, Group]
+    build_files: tuple[str, ...]  # workspace-relative paths, sorted
+
+
+def find_build_files(root: Path, skip: Sequence[Path] = ()) -> list[str]:
+    """Workspace-relative paths of every BUILD.images, skipping hidden directories."""
+    skipped = {str(p) for p in skip}
+    found: list[str] = []
+    stack = [str(root)]
+    while stack:
+        directory = stack.pop()
+        try:
+            entries = list(os.scandir(directory))
+        except OSError as err:
+            raise BtError(f"cannot list directory: {err.strerror}", directory) from None
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue
+            if entry.is_dir(follow_symlinks=False):
+                if entry.path not in skipped:
+                    stack.append(entry.path)
+            elif entry.name == BUILD_FILE_NAME:
+                found.append(os.path.relpath(entry.path, root).replace(os.sep, "/"))
+    return sorted(found)
+
+
+def load_workspace(config: Config) -> LoadedWorkspace:
+    root = config.root
+    build_files = find_build_files(root, skip=[config.cache_dir])
+    if not build_files:
+        raise BtError(f"no {BUILD_FILE_NAME} file in the workspace", root)
+    targets: dict[Label, ImageTarget] = {}
+    groups: dict[Label, Group] = {}
+    for relpath in build_files:
+        for decl in _evaluate(config, relpath):
+            first = targets.get(decl.label) or groups.get(decl.label)
+            if first is not None:
+                raise BtError(
+                    f"duplicate target {decl.label} (first declared at {first.location})",
+                    decl.location.path,
+                    decl.location.line,
+                )
+            if isinstance(decl, ImageTarget):
+                targets[decl.label] = decl
+            else:
+                groups[decl.label] = decl
+    return LoadedWorkspace(targets, groups, tuple(build_files))
+
+
+def _evaluate(config: Config, relpath: str) -> list[ImageTarget | Group]:
+    path = config.root / relpath
+    try:
+        source = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise BtError(f"cannot read: {err}", relpath) from None
+    code = starlark.compile_file(source, relpath)
+    file_package = posixpath.dirname(relpath)
+    builtins = _Builtins(config, relpath, file_package)
+    starlark.execute(code, relpath, builtins.functions())
+    return builtins.declared
+
+
+class _Builtins:
+    """The functions a BUILD file can call; each records what it declares."""
+
+    def __init__(self, config: Config, relpath: str, file_package: str):
+        self.config = config
+        self.path = relpath
+        self.file_dir = file_package  # the directory of the BUILD file, workspace-relative
+        self.declared: list[ImageTarget | Group] = []
+
+    def functions(self) -> dict[str, Any]:
+        return {"image": self.image, "group": self.group, "glob": self.glob, "fail": self.fail}
+
+    def error(self, message: str) -> BtError:
+        return starlark.StarlarkError(message, self.path, starlark.caller_line(self.path))
+
+    def location(self) -> Location:
+        return Location(self.path, starlark.caller_line(self.path) or 0)
+
+    def fail(self, message: object) -> None:
+        raise self.error(f"fail: {message}")
+
+    def _package(self, package: object) -> str:
+        if package is None:
+            return self.file_dir
+        if not isinstance(package, str):
+            raise self.error("package must be a string")
+        joined = posixpath.normpath(posixpath.join(self.file_dir, package.strip("/")))
+        joined = "" if joined == "." else joined
+        try:
+            return check_package(joined)
+        except BtError as err:
+            raise self.error(err.message) from None
+
+    def _name(self, name: object, package: str) -> Label:
+        if not isinstance(name, str):
+            raise self.error("name must be a string")
+        try:
+            return Label(package, check_name(name))
+        except BtError as err:
+            raise self.error(err.message) from None
+
+    def _relative(self, what: str, value: object, base: str) -> str:
+        if not isinstance(value, str) or not value:
+            raise self.error(f"{what} must be a non-empty string")
+        if os.path.isabs(value):
+            raise self.error(f"{what} {value!r} must be a relative path")
+        joined = posixpath.normpath(posixpath.join(base, value))
+        if joined == ".." or joined.startswith("../"):
+            raise self.error(f"{what} {value!r} points outside the workspace")
+        return "" if joined == "." else joined
+
+    def _strings(self, what: str, value: object) -> tuple[str, ...]:
+        if isinstance(value, str) or not isinstance(value, (list, tuple)):
+            raise self.error(f"{what} must be a list of strings")
+        if not all(isinstance(v, str) for v in value):
+            raise self.error(f"{what} must be a list of strings")
+        return tuple(value)
+
+    def _mapping(self, what: str, value: object) -> dict[str, str]:
+        if not isinstance(value, Mapping):
+            raise self.error(f"{what} must be a dict of strings")
+        result: dict[str, str] = {}
+        for key, item in value.items():
+            if not isinstance(key, str) or not _ARG_RE.fullmatch(key):
+                raise self.error(f"{what}: invalid build-arg name {key!r}")
+            if isinstance(item, bool) or not isinstance(item, (str, int)):
+                raise self.error(f"{what}[{key!r}] must be a string")
+            result[key] = str(item)
+        return result
+
+    def image(
+        self,
+        *,
+        name: str,
+        dockerfile: str = "Dockerfile",
+        context: str = ".",
+        stage: str | None = None,
+        args: Mapping[str, str] | None = None,
+        parents: Mapping[str, str] | None = None,
+        platforms: Sequence[str] | None = None,
+        tags: Sequence[str] | None = None,
+        repository: str | None = None,
+        inputs: Sequence[str] | None = None,
+        tests: Sequence[str] | None = None,
+        package: str | None = None,
+    ) -> str:
+        location = self.location()
+        pkg = self._package(package)
+        label = self._name(name, pkg)
+        context_path = self._relative("context", context, self.file_dir)
+        dockerfile_path = self._relative("dockerfile", dockerfile, context_path)
+        if stage is not None and (not isinstance(stage, str) or not stage):
+            raise self.error("stage must be a non-empty string")
+        build_args = self._mapping("args", args or {})
+        parent_refs = self._mapping("parents", parents or {})
+        parent_labels: list[tuple[str, Label]] = []
+        for arg, text in sorted(parent_refs.items()):
+            if arg in build_args:
+                raise self.error(f"build arg {arg!r} is given both in args and in parents")
+            try:
+                parent_labels.append((arg, parse_label(text, pkg)))
+            except BtError as err:
+                raise self.error(f"parents[{arg!r}]: {err.message}") from None
+        platform_list = (
+            self.config.platforms
+            if platforms is None
+            else self._strings("platforms", platforms)
+        )
+        for platform in platform_list:
+            if not _PLATFORM_RE.fullmatch(platform):
+                raise self.error(f"invalid platform {platform!r} (expected os/arch[/variant])")
+        if not platform_list or len(set(platform_list)) != len(platform_list):
+            raise self.error("platforms must be a non-empty list without repeats")
+        tag_list = (label.name,) if tags is None else self._strings("tags", tags)
+        for tag in tag_list:
+            if not _TAG_RE.fullmatch(tag):
+                raise self.error(f"invalid tag {tag!r}")
+        repo = repository if repository is not None else (pkg or label.name)
+        if not isinstance(repo, str) or not _REPOSITORY_RE.fullmatch(repo):
+            raise self.error(f"invalid repository {repo!r} (lower-case path components)")
+        input_list = None
+        if inputs is not None:
+            input_list = tuple(
+                self._relative("inputs", item, "") for item in self._strings("inputs", inputs)
+            )
+        test_list = () if tests is None else self._strings("tests", tests)
+        target = ImageTarget(
+            label=label,
+            context=context_path,
+            dockerfile=dockerfile_path,
+            stage=stage,
+            args=tuple(sorted(build_args.items())),
+            parents=tuple(parent_labels),
+            platforms=tuple(sorted(platform_list)),
+            tags=tag_list,
+            repository=repo,
+            inputs=input_list,
+            tests=test_list,
+            location=location,
+        )
+        self.declared.append(target)
+        return str(label)
+
+    def group(self, *, name: str, targets: Sequence[str], package: str | None = None) -> str:
+        location = self.location()
+        pkg = self._package(package)
+        label = self._name(name, pkg)
+        members = []
+        for text in self._strings("targets", targets):
+            try:
+                members.append(parse_label(text, pkg))
+            except BtError as err:
+                raise self.error(f"targets: {err.message}") from None
+        self.declared.append(Group(label, tuple(members), location))
+        return str(label)
+
+    def glob(self, include: Sequence[str], *, exclude: Sequence[str] = ()) -> list[str]:
+        base = self.config.root / self.file_dir
+        patterns = self._strings("glob include", include)
+        excluded = self._strings("glob exclude", exclude)
+        for pattern in (*patterns, *excluded):
+            if os.path.isabs(pattern) or ".." in pattern.split("/"):
+                raise self.error(f"glob pattern {pattern!r} must stay below the BUILD file")
+        found = set(_glob(base, patterns))
+        found -= set(_glob(base, excluded))
+        return sorted(found)
+
+
+def _glob(base: Path, patterns: Sequence[str]) -> Iterator[str]:
+    for pattern in patterns:
+        for match in globlib.glob(pattern, root_dir=base, recursive=True):
+            if (base / match).is_file():
+                yield match.replace(os.sep, "/")

@@ -1,0 +1,41 @@
+"""What every command starts from: the workspace, its configuration and its target graph."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+from buildtool.graph import TargetGraph, build_graph
+from buildtool.loader import load_workspace
+from buildtool.workspace import Config, find_root, load_config
+
+
+@dataclass
+class Session:
+    """The workspace seen from the current directory."""
+
+    cwd: Path
+
+    @classmethod
+    def here(cls) -> Session:
+        return cls(Path(os.getcwd()))
+
+    @cached_property
+    def root(self) -> Path:
+        return find_root(self.cwd)
+
+    @cached_property
+    def config(self) -> Config:
+        return load_config(self.root)
+
+    @cached_property
+    def graph(self) -> TargetGraph:
+        return build_graph(load_workspace(self.config))
+
+    @cached_property
+    def current_package(self) -> str:
+        """The package of the current directory, for relative labels like ``:name``."""
+        rel = os.path.relpath(self.cwd.resolve(), self.root)
+        return "" if rel == "." else rel.replace(os.sep, "/")

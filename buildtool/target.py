@@ -1,0 +1,53 @@
+"""The records that flow out of BUILD.images: image targets and groups."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from buildtool.labels import Label
+
+
+@dataclass(frozen=True)
+class Location:
+    """Where a declaration was made, for ``path:line`` messages."""
+
+    path: str
+    line: int
+
+    def __str__(self) -> str:
+        return f"{self.path}:{self.line}"
+
+
+@dataclass(frozen=True)
+class ImageTarget:
+    """One image, built once per platform.
+
+    Paths are workspace-relative POSIX paths. ``parents`` maps a build-arg name to the label
+    whose exact image reference is passed in that arg at build time.
+    """
+
+    label: Label
+    context: str
+    dockerfile: str
+    stage: str | None
+    args: tuple[tuple[str, str], ...]
+    parents: tuple[tuple[str, Label], ...]
+    platforms: tuple[str, ...]
+    tags: tuple[str, ...]
+    repository: str
+    inputs: tuple[str, ...] | None
+    tests: tuple[str, ...]
+    location: Location
+
+    @property
+    def parent_labels(self) -> tuple[Label, ...]:
+        return tuple(label for _, label in self.parents)
+
+
+@dataclass(frozen=True)
+class Group:
+    """A named set of targets; building a group builds its members."""
+
+    label: Label
+    members: tuple[Label, ...]
+    location: Location

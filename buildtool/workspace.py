@@ -1,0 +1,207 @@
+"""Find the workspace root and read its ``.cache-spec`` (TOML)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from buildtool.errors import BtError
+
+SPEC_NAME = ".cache-spec"
+LOCKFILE_NAME = "images.lock"
+BUILD_FILE_NAME = "BUILD.images"
+DEFAULT_PLATFORMS = ("linux/amd64", "linux/arm64")
+BACKENDS = ("buildkit", "engine")
+_PLATFORM_RE = re.compile(r"[a-z0-9]+/[a-z0-9_]+(/[a-z0-9]+)?")
+
+
+@dataclass(frozen=True)
+class BuilderSpec:
+    """Where one platform's builds run."""
+
+    platform: str
+    host: str | None = None  # None: the local engine (DOCKER_HOST or the default socket)
+    backend: str = "buildkit"
+    jobs: int = 2
+    allow_emulation: bool = False
+
+
+@dataclass(frozen=True)
+class Config:
+    root: Path
+    spec_path: Path
+    global_inputs: tuple[str, ...] = ()
+    platforms: tuple[str, ...] = DEFAULT_PLATFORMS
+    cache_dir: Path = Path()
+    registry: str | None = None
+    push: bool = False
+    insecure_registries: tuple[str, ...] = ()
+    jobs: int = 4
+    builders: dict[str, BuilderSpec] = field(default_factory=dict)
+
+    @property
+    def lockfile(self) -> Path:
+        return self.root / LOCKFILE_NAME
+
+    def builder_for(self, platform: str) -> BuilderSpec:
+        return self.builders.get(platform) or self.builders.get("*") or BuilderSpec(platform)
+
+
+def find_root(start: Path) -> Path:
+    """The nearest ancestor of ``start`` (inclusive) that holds ``.cache-spec``."""
+    start = start.resolve()
+    for directory in (start, *start.parents):
+        if (directory / SPEC_NAME).is_file():
+            return directory
+    raise BtError(f"no {SPEC_NAME} found in {start} or any parent directory (not a bt workspace)")
+
+
+def load_config(root: Path) -> Config:
+    path = root / SPEC_NAME
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as err:
+        raise BtError(f"cannot read: {err.strerror}", path) from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as err:
+        line_match = re.search(r"line (\d+)", str(err))
+        message = re.sub(r"\s*\(at line \d+, column \d+\)", "", str(err))
+        raise BtError(
+            f"invalid TOML: {message}", path, int(line_match.group(1)) if line_match else None
+        ) from None
+    return _SpecReader(path, text).config(root, data)
+
+
+class _SpecReader:
+    """Validates the parsed TOML, pointing errors at the line of the offending key."""
+
+    _TOP_KEYS = {"global_inputs", "platforms", "cache_dir", "jobs", "registry", "builders"}
+    _REGISTRY_KEYS = {"url", "push", "insecure"}
+    _BUILDER_KEYS = {"host", "backend", "jobs", "allow_emulation"}
+
+    def __init__(self, path: Path, text: str):
+        self.path = path
+        self.lines = text.splitlines()
+
+    def fail(self, message: str, key: str) -> BtError:
+        return BtError(message, self.path, self._line_of(key))
+
+    def _line_of(self, key: str) -> int | None:
+        pattern = re.compile(rf'^\s*(\[+\s*)?[^#]*?\b"?{re.escape(key)}"?\s*(=|\])')
+        for number, line in enumerate(self.lines, 1):
+            if pattern.search(line):
+                return number
+        return None
+
+    def config(self, root: Path, data: dict[str, Any]) -> Config:
+        for key in data:
+            if key not in self._TOP_KEYS:
+                known = ", ".join(sorted(self._TOP_KEYS))
+                raise self.fail(f"unknown key {key!r} (known keys: {known})", key)
+        global_inputs = self._strings(data, "global_inputs", ())
+        for item in global_inputs:
+            if os.path.isabs(item) or ".." in Path(item).parts:
+                raise self.fail(f"global input {item!r} must be a path inside the workspace", item)
+        platforms = self._strings(data, "platforms", DEFAULT_PLATFORMS)
+        for platform in platforms:
+            self._check_platform(platform, "platforms")
+        jobs = self._positive_int(data, "jobs", os.cpu_count() or 2)
+        registry, push, insecure = self._registry(data.get("registry", {}))
+        builders = self._builders(data.get("builders", {}))
+        return Config(
+            root=root,
+            spec_path=self.path,
+            global_inputs=global_inputs,
+            platforms=platforms,
+            cache_dir=self._cache_dir(root, data.get("cache_dir")),
+            registry=registry,
+            push=push,
+            insecure_registries=insecure,
+            jobs=jobs,
+            builders=builders,
+        )
+
+    def _strings(self, table: dict[str, Any], key: str, default: tuple[str, ...]) -> tuple[str, ...]:
+        value = table.get(key)
+        if value is None:
+            return default
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise self.fail(f"{key} must be a list of strings", key)
+        return tuple(value)
+
+    def _positive_int(self, table: dict[str, Any], key: str, default: int) -> int:
+        value = table.get(key, default)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise self.fail(f"{key} must be a positive integer", key)
+        return value
+
+    def _check_platform(self, platform: str, key: str) -> None:
+        if platform != "*" and not _PLATFORM_RE.fullmatch(platform):
+            raise self.fail(f"invalid platform {platform!r} (expected os/arch[/variant])", key)
+
+    def _cache_dir(self, root: Path, value: Any) -> Path:
+        if value is None:
+            base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+            # One cache per workspace path: two checkouts never share stat caches or logs.
+            digest = hashlib.sha256(str(root).encode()).hexdigest()[:12]
+            return base / "bt" / f"{root.name}-{digest}"
+        if not isinstance(value, str):
+            raise self.fail("cache_dir must be a string", "cache_dir")
+        return (root / os.path.expanduser(value)).resolve()
+
+    def _registry(self, table: Any) -> tuple[str | None, bool, tuple[str, ...]]:
+        if not isinstance(table, dict):
+            raise self.fail("registry must be a table", "registry")
+        for key in table:
+            if key not in self._REGISTRY_KEYS:
+                known = ", ".join(sorted(self._REGISTRY_KEYS))
+                raise self.fail(f"unknown key registry.{key} (known: {known})", key)
+        url = table.get("url")
+        if url is not None and (not isinstance(url, str) or "://" in url or not url.strip("/")):
+            raise self.fail("registry.url must be host[:port][/prefix], without a scheme", "url")
+        push = table.get("push", url is not None)
+        if not isinstance(push, bool):
+            raise self.fail("registry.push must be true or false", "push")
+        insecure = table.get("insecure", False)
+        if not isinstance(insecure, bool):
+            raise self.fail("registry.insecure must be true or false", "insecure")
+        host = url.split("/", 1)[0] if url else None
+        return (url.rstrip("/") if url else None), push, ((host,) if insecure and host else ())
+
+    def _builders(self, table: Any) -> dict[str, BuilderSpec]:
+        if not isinstance(table, dict):
+            raise self.fail("builders must be a table of platform -> builder", "builders")
+        builders = {}
+        for platform, spec in table.items():
+            self._check_platform(platform, platform)
+            if not isinstance(spec, dict):
+                raise self.fail(f'builders."{platform}" must be a table', platform)
+            for key in spec:
+                if key not in self._BUILDER_KEYS:
+                    known = ", ".join(sorted(self._BUILDER_KEYS))
+                    raise self.fail(f'unknown key builders."{platform}".{key} (known: {known})', key)
+            host = spec.get("host")
+            if host is not None and (
+                not isinstance(host, str) or not host.startswith(("unix://", "tcp://", "ssh://"))
+            ):
+                raise self.fail("builder host must start with unix://, tcp:// or ssh://", "host")
+            backend = spec.get("backend", "buildkit")
+            if backend not in BACKENDS:
+                raise self.fail(f"builder backend must be one of {', '.join(BACKENDS)}", "backend")
+            emulation = spec.get("allow_emulation", False)
+            if not isinstance(emulation, bool):
+                raise self.fail("allow_emulation must be true or false", "allow_emulation")
+            builders[platform] = BuilderSpec(
+                platform=platform,
+                host=host,
+                backend=backend,
+                jobs=self._positive_int(spec, "jobs", 2),
+                allow_emulation=emulation,
+            )
+        return builders

@@ -71,11 +71,12 @@ def load_config(root: Path) -> Config:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
         line_match = re.search(r"line (\d+)", str(err))
-        message = re.sub(r"\s*\(at line \d+, column \d+\)", "", str(err))
-        raise BtError(
-            f"invalid TOML: {message}", path, int(line_match.group(1)) if line_match else None
-        ) from None
-    return _SpecReader(path, text).config(root, data)
+        line = int(line_match.group(1)) if line_match else None
+        if line is None and "end of document" in str(err):
+            line = text.count("\n") + 1
+        message = re.sub(r"\s*\(at (line \d+, column \d+|end of document)\)", "", str(err))
+        raise BtError(f"invalid TOML: {message}", SPEC_NAME, line) from None
+    return _SpecReader(Path(SPEC_NAME), text).config(root, data)
 
 
 class _SpecReader:
@@ -93,10 +94,13 @@ class _SpecReader:
         return BtError(message, self.path, self._line_of(key))
 
     def _line_of(self, key: str) -> int | None:
-        pattern = re.compile(rf'^\s*(\[+\s*)?[^#]*?\b"?{re.escape(key)}"?\s*(=|\])')
-        for number, line in enumerate(self.lines, 1):
-            if pattern.search(line):
-                return number
+        # tomllib gives no positions: find the key (or a quoted value) in the text.
+        key_re = re.compile(rf'^\s*(\[+\s*)?[^#]*?\b"?{re.escape(key)}"?\s*(=|\])')
+        value_re = re.compile(rf'["\']{re.escape(key)}["\']')
+        for pattern in (key_re, value_re):
+            for number, line in enumerate(self.lines, 1):
+                if pattern.search(line):
+                    return number
         return None
 
     def config(self, root: Path, data: dict[str, Any]) -> Config:

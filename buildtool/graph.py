@@ -90,7 +90,7 @@ class TargetGraph:
     def rdeps(
         self, universe: set[Label], labels: Iterable[Label], depth: int | None = None
     ) -> set[Label]:
-        """Targets of ``universe`` that build on ``labels`` (Bazel's rdeps: the targets included)."""
+        """Targets of ``universe`` building on ``labels`` (Bazel's rdeps: targets included)."""
         found = self._closure(labels, lambda lb: self.children[lb], depth)
         return found & universe
 
@@ -121,7 +121,9 @@ def build_graph(loaded: LoadedWorkspace) -> TargetGraph:
             close = difflib.get_close_matches(str(parent), known, n=1, cutoff=0.75)
             hint = f" (did you mean {close[0]}?)" if close else ""
             what = "a group, not an image" if parent in loaded.groups else "not found"
-            raise BtError(f"parent {parent} of {target.label} ({arg}) {what}{hint}", loc.path, loc.line)
+            raise BtError(
+                f"parent {parent} of {target.label} ({arg}) {what}{hint}", loc.path, loc.line
+            )
     for group in loaded.groups.values():
         for member in group.members:
             if member not in targets and member not in loaded.groups:

@@ -31,7 +31,9 @@ def check_package(package: str) -> str:
 def check_name(name: str) -> str:
     """Return ``name`` if it is a valid target name, else raise."""
     if not _NAME_RE.fullmatch(name) or name == "all":
-        raise BtError(f"invalid target name {name!r} (letters, digits, '_', '.', '+', '-'; not 'all')")
+        raise BtError(
+            f"invalid target name {name!r} (letters, digits, '_', '.', '+', '-'; not 'all')"
+        )
     return name
 
 

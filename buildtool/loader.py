@@ -199,9 +199,7 @@ class _Builtins:
             except BtError as err:
                 raise self.error(f"parents[{arg!r}]: {err.message}") from None
         platform_list = (
-            self.config.platforms
-            if platforms is None
-            else self._strings("platforms", platforms)
+            self.config.platforms if platforms is None else self._strings("platforms", platforms)
         )
         for platform in platform_list:
             if not _PLATFORM_RE.fullmatch(platform):

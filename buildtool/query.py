@@ -54,7 +54,9 @@ class _Parser:
             self.take()
             other = self.term()
             op = _OPERATORS[token or ""]
-            result = result | other if op == "+" else result - other if op == "-" else result & other
+            result = (
+                result | other if op == "+" else result - other if op == "-" else result & other
+            )
         return result
 
     def _depth(self) -> int | None:

@@ -48,12 +48,58 @@ _REFUSED = {
 
 _METHODS: dict[type, frozenset[str]] = {
     str: frozenset(
-        "capitalize count endswith find format index isalnum isalpha isdigit islower isspace "
-        "istitle isupper join lower lstrip partition removeprefix removesuffix replace rfind "
-        "rindex rpartition rsplit rstrip split splitlines startswith strip title upper zfill".split()
+        [
+            "capitalize",
+            "count",
+            "endswith",
+            "find",
+            "format",
+            "index",
+            "isalnum",
+            "isalpha",
+            "isdigit",
+            "islower",
+            "isspace",
+            "istitle",
+            "isupper",
+            "join",
+            "lower",
+            "lstrip",
+            "partition",
+            "removeprefix",
+            "removesuffix",
+            "replace",
+            "rfind",
+            "rindex",
+            "rpartition",
+            "rsplit",
+            "rstrip",
+            "split",
+            "splitlines",
+            "startswith",
+            "strip",
+            "title",
+            "upper",
+            "zfill",
+        ]
     ),
-    list: frozenset("append clear count extend index insert pop remove reverse sort".split()),
-    dict: frozenset("clear get items keys pop popitem setdefault update values".split()),
+    list: frozenset(
+        [
+            "append",
+            "clear",
+            "count",
+            "extend",
+            "index",
+            "insert",
+            "pop",
+            "remove",
+            "reverse",
+            "sort",
+        ]
+    ),
+    dict: frozenset(
+        ["clear", "get", "items", "keys", "pop", "popitem", "setdefault", "update", "values"]
+    ),
     tuple: frozenset(("count", "index")),
 }
 

@@ -131,7 +131,9 @@ class _SpecReader:
             builders=builders,
         )
 
-    def _strings(self, table: dict[str, Any], key: str, default: tuple[str, ...]) -> tuple[str, ...]:
+    def _strings(
+        self, table: dict[str, Any], key: str, default: tuple[str, ...]
+    ) -> tuple[str, ...]:
         value = table.get(key)
         if value is None:
             return default
@@ -189,7 +191,9 @@ class _SpecReader:
             for key in spec:
                 if key not in self._BUILDER_KEYS:
                     known = ", ".join(sorted(self._BUILDER_KEYS))
-                    raise self.fail(f'unknown key builders."{platform}".{key} (known: {known})', key)
+                    raise self.fail(
+                        f'unknown key builders."{platform}".{key} (known: {known})', key
+                    )
             host = spec.get("host")
             if host is not None and (
                 not isinstance(host, str) or not host.startswith(("unix://", "tcp://", "ssh://"))

@@ -93,7 +93,10 @@ def test_dot_output_draws_parent_edges() -> None:
 @pytest.mark.parametrize(
     ("expression", "message"),
     [
-        ("//matrix:large-v3-zz", "no target //matrix:large-v3-zz (did you mean //matrix:large-v3-zh?)"),
+        (
+            "//matrix:large-v3-zz",
+            "no target //matrix:large-v3-zz (did you mean //matrix:large-v3-zh?)",
+        ),
         ("//nothing/...", "pattern '//nothing/...' matches no targets"),
         ("deps(//matrix:tiny-en", "unexpected end of expression"),
     ],

@@ -14,7 +14,9 @@ from buildtool.session import Session
 
 @click.command("query", context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("expression")
-@click.option("--platforms", is_flag=True, help="Print one 'LABEL PLATFORM' line per platform build.")
+@click.option(
+    "--platforms", is_flag=True, help="Print one 'LABEL PLATFORM' line per platform build."
+)
 @click.option(
     "--output",
     type=click.Choice(["label", "json", "dot"]),

@@ -1,0 +1,132 @@
+"""Whole-process timings of a no-op `bt plan //...`.
+
+1. The example workspace: cold (no stat cache) and warm, against `python -c pass` as the
+   baseline of interpreter start-up measured in the same run.
+2. A generated workspace of 10,000 targets x 2 platforms over 100,000 small files.
+
+Medians of several runs; each run is a fresh `python -m buildtool` process.
+Usage: python bench/bench_plan.py [--runs N] [--skip-large]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def timed(cmd: list[str], cwd: Path, env: dict[str, str]) -> float:
+    start = time.perf_counter()
+    subprocess.run(cmd, cwd=cwd, env=env, check=True, stdout=subprocess.DEVNULL,
+                   stderr=subprocess.DEVNULL)  # fmt: skip
+    return time.perf_counter() - start
+
+
+def median_ms(samples: list[float]) -> str:
+    return f"{statistics.median(samples) * 1000:8.1f} ms"
+
+
+def copy_example(dest: Path) -> None:
+    for name in (".cache-spec", "BUILD.images", "docker"):
+        src = REPO / name
+        if src.is_dir():
+            shutil.copytree(src, dest / name)
+        else:
+            shutil.copy2(src, dest / name)
+
+
+def generate_large(root: Path, targets: int = 10_000, files: int = 100_000) -> None:
+    """Targets t0..tN; target i copies data/<i % dirs>/ (100 files each); every 100th target
+    is a base that the next 99 build on, so the graph has depth and fan-out."""
+    per_dir = 100
+    dirs = files // per_dir
+    (root / ".cache-spec").write_text('platforms = ["linux/amd64", "linux/arm64"]\n')
+    (root / "Dockerfile").write_text(
+        "ARG BASE=scratch\nFROM ${BASE}\nARG D\nCOPY common.txt /\nCOPY data/${D}/ /data/\n"
+    )
+    (root / "common.txt").write_text("common\n")
+    for d in range(dirs):
+        path = root / "data" / str(d)
+        path.mkdir(parents=True)
+        for f in range(per_dir):
+            (path / f"f{f}.txt").write_text(f"{d}/{f}\n")
+    (root / "BUILD.images").write_text(
+        f"""
+for i in range({targets}):
+    if i % 100 == 0:
+        image(name = "t%d" % i, args = {{"D": str(i % {dirs})}})
+    else:
+        image(
+            name = "t%d" % i,
+            args = {{"D": str(i % {dirs})}},
+            parents = {{"BASE": ":t%d" % (i - i % 100)}},
+        )
+"""
+    )
+
+
+def record_all(root: Path, env: dict[str, str]) -> None:
+    """Record every platform build as built, so that the timed runs are true no-ops."""
+    code = (
+        "import sys; from pathlib import Path\n"
+        "from buildtool.commands.common import Workbench\n"
+        "from buildtool.record import record_builds\n"
+        "from buildtool.session import Session\n"
+        "bench = Workbench(Session(Path(sys.argv[1])))\n"
+        "planned = bench.plan(['//...'])\n"
+        "record_builds(bench.config, bench.lock_path,"
+        " [(p.manifest, 'sha256:' + p.key[:64], 'local/' + p.key[:12]) for p in planned])\n"
+    )
+    subprocess.run([sys.executable, "-c", code, str(root)], env=env, check=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--runs", type=int, default=11)
+    parser.add_argument("--skip-large", action="store_true")
+    args = parser.parse_args()
+    bt = [sys.executable, "-m", "buildtool", "plan", "//..."]
+    with tempfile.TemporaryDirectory() as tmp:
+        base = Path(tmp)
+        env = {**os.environ, "XDG_CACHE_HOME": str(base / "cache")}
+        ws = base / "example"
+        ws.mkdir()
+        copy_example(ws)
+        baseline = [timed([sys.executable, "-c", "pass"], ws, env) for _ in range(args.runs)]
+        cold = []
+        for _ in range(args.runs):
+            shutil.rmtree(base / "cache", ignore_errors=True)
+            cold.append(timed(bt, ws, env))
+        record_all(ws, env)
+        timed(bt, ws, env)
+        warm = [timed(bt, ws, env) for _ in range(args.runs)]
+        print(f"example workspace (194 images, 388 platform builds), {args.runs} runs each")
+        print(f"  python -c pass (baseline)   {median_ms(baseline)}")
+        print(f"  bt plan //... cold cache    {median_ms(cold)}")
+        print(f"  bt plan //... warm no-op    {median_ms(warm)}   target <= 120 ms")
+        if args.skip_large:
+            return
+        large = base / "large"
+        large.mkdir()
+        start = time.perf_counter()
+        generate_large(large)
+        print(f"generated 10,000 targets over 100,000 files in {time.perf_counter() - start:.1f} s")
+        runs = max(3, args.runs // 2)
+        cold_large = timed(bt, large, env)
+        record_all(large, env)
+        warm_large = [timed(bt, large, env) for _ in range(runs)]
+        print(f"large workspace (10,000 targets x 2 platforms), {runs} warm runs")
+        print(f"  bt plan //... cold cache    {cold_large * 1000:8.1f} ms (one run)")
+        print(f"  bt plan //... warm no-op    {median_ms(warm_large)}   target <= 1500 ms")
+
+
+if __name__ == "__main__":
+    main()

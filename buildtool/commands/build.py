@@ -1,0 +1,98 @@
+"""``bt build``: build the stale platform builds of a selection and record their digests."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from buildtool.commands.common import Workbench, platform_option
+from buildtool.errors import BuildFailed, Interrupted
+
+
+@click.command("build", context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("patterns", nargs=-1, required=True)
+@platform_option
+@click.option(
+    "--push/--no-push",
+    default=None,
+    help="Push each platform image by digest to the registry of .cache-spec "
+    "(default: [registry] push).",
+)
+@click.option("-j", "--jobs", type=click.IntRange(min=1), help="Builds at once (default: jobs).")
+@click.option("--fail-fast", is_flag=True, help="Start nothing new after the first failure.")
+@click.option(
+    "--retries",
+    type=click.IntRange(min=0),
+    default=2,
+    show_default=True,
+    help="Extra attempts for transient faults (engine connection, registry 5xx/timeouts).",
+)
+@click.option("--no-tests", is_flag=True, help="Do not run the targets' image tests.")
+@click.option("--json", "json_events", is_flag=True, help="Print one JSON event per line.")
+@click.option(
+    "--lock-out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Also write what this run built to FILE, a lockfile fragment for `bt lock merge`.",
+)
+def command(
+    patterns: tuple[str, ...],
+    platforms: tuple[str, ...],
+    push: bool | None,
+    jobs: int | None,
+    fail_fast: bool,
+    retries: int,
+    no_tests: bool,
+    json_events: bool,
+    lock_out: Path | None,
+) -> None:
+    """Build what PATTERNS need and record every digest in images.lock.
+
+    Only stale platform builds run (see `bt plan`), parents before children, each on the builder
+    of its platform. A build whose key was built before is not rebuilt, only recorded. By
+    default the run keeps going past a failure, skipping only the failed build's dependents,
+    and exits 1 with a summary. Ctrl-C cancels running builds and exits 130; what finished is
+    recorded, so the next run does only the rest.
+
+    \b
+    Examples:
+      bt build //matrix:large-v3-zh
+      bt build //... --push --platform linux/arm64 --lock-out arm64.lock
+    """
+    bench = Workbench.open()
+    config = bench.config
+    planned = bench.plan(patterns, platforms)
+    stale = [p for p in planned if p.stale]
+    if not stale:
+        click.echo(f"nothing to build: {len(planned)} platform builds up to date", err=True)
+        return
+    from buildtool.build import BuildOptions, BuildRun
+    from buildtool.reporter import make_reporter
+
+    options = BuildOptions(
+        push=config.push if push is None else push,
+        jobs=jobs or config.jobs,
+        keep_going=not fail_fast,
+        retries=retries,
+        run_tests=not no_tests,
+        lock_out=lock_out.resolve() if lock_out else None,
+    )
+    reporter = make_reporter(json_events, sys.stdout if json_events else sys.stderr)
+    run = BuildRun(
+        config=config,
+        targets=bench.session.graph.targets,
+        lock_path=bench.lock_path,
+        options=options,
+        on_event=reporter,
+    )
+    try:
+        summary = run.run(planned)
+    finally:
+        reporter.close()
+    if summary.interrupted:
+        raise Interrupted("interrupted: finished builds are recorded; run again to resume")
+    if not summary.ok:
+        raise BuildFailed(
+            f"{len(summary.failed)} platform builds failed, {len(summary.skipped)} skipped"
+        )

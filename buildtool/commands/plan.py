@@ -1,0 +1,65 @@
+"""``bt plan``: list stale platform builds in build order, with a reason each."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from buildtool.commands.common import Workbench, platform_option
+from buildtool.plan import PlannedBuild
+
+
+@click.command("plan", context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("patterns", nargs=-1, required=True)
+@platform_option
+@click.option("--all", "show_all", is_flag=True, help="Include fresh (up-to-date) builds too.")
+@click.option(
+    "--format",
+    "output_format",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="text: one line per build; json: an array of build objects.",
+)
+def command(
+    patterns: tuple[str, ...], platforms: tuple[str, ...], show_all: bool, output_format: str
+) -> None:
+    """List the stale platform builds that PATTERNS need, in build order.
+
+    A build is stale when the content of something it depends on changed since the build
+    recorded in images.lock. Parents of the selected targets are included. No Docker engine
+    is needed.
+
+    \b
+    Examples:
+      bt plan //...
+      bt plan //matrix:large-v3-zh --platform linux/arm64
+      bt plan //... --format json    (feeds CI matrices)
+    """
+    bench = Workbench.open()
+    planned = bench.plan(patterns, platforms)
+    shown = [p for p in planned if show_all or p.stale]
+    if output_format == "json":
+        click.echo(json.dumps([_as_json(p) for p in shown], indent=2))
+        return
+    width = max((len(str(p.label)) for p in shown), default=0)
+    for p in shown:
+        status = "stale" if p.stale else "fresh"
+        click.echo(f"{status}  {p.label!s:<{width}}  {p.platform:<12} {p.key[:12]}  {p.reason}")
+    stale = sum(p.stale for p in planned)
+    click.echo(f"{stale} of {len(planned)} platform builds stale", err=True)
+
+
+def _as_json(p: PlannedBuild) -> dict[str, object]:
+    return {
+        "label": str(p.label),
+        "platform": p.platform,
+        "key": p.key,
+        "stale": p.stale,
+        "reason": p.reason,
+        "parents": [str(parent) for parent in p.parents],
+        "has_run": p.manifest.has_run,
+        "recorded_key": p.record.key if p.record else None,
+        "digest": p.record.digest if p.record and not p.stale else None,
+    }

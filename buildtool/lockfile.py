@@ -1,0 +1,112 @@
+"""``images.lock``: for every platform build its key and, once built, its digest and image.
+
+Deterministic, diff-friendly JSON (sorted keys, two-space indent, trailing newline), versioned,
+written atomically under the workspace lock so concurrent bt processes never interleave.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from buildtool.errors import BtError
+from buildtool.statefile import exclusive_lock, write_atomic
+
+VERSION = 1
+
+
+@dataclass(frozen=True)
+class BuildRecord:
+    """One built platform image: the key it was built from and where it lives."""
+
+    key: str
+    digest: str  # "sha256:..." manifest digest when pushed, else the local image id
+    image: str  # "repo@sha256:..." when pushed, else the local content-derived tag
+
+    def to_json(self) -> dict[str, str]:
+        return {"key": self.key, "digest": self.digest, "image": self.image}
+
+
+@dataclass(frozen=True)
+class IndexRecord:
+    """A multi-platform index put for an image, and the tags that point at it."""
+
+    digest: str
+    tags: tuple[str, ...]
+
+    def to_json(self) -> dict[str, object]:
+        return {"digest": self.digest, "tags": list(self.tags)}
+
+
+@dataclass
+class Lockfile:
+    builds: dict[str, dict[str, BuildRecord]] = field(default_factory=dict)
+    images: dict[str, IndexRecord] = field(default_factory=dict)
+
+    def get(self, label: str, platform: str) -> BuildRecord | None:
+        return self.builds.get(label, {}).get(platform)
+
+    def put(self, label: str, platform: str, record: BuildRecord) -> None:
+        self.builds.setdefault(label, {})[platform] = record
+
+    def records(self) -> Iterator[tuple[str, str, BuildRecord]]:
+        for label in sorted(self.builds):
+            for platform in sorted(self.builds[label]):
+                yield label, platform, self.builds[label][platform]
+
+    def dumps(self) -> bytes:
+        data = {
+            "version": VERSION,
+            "builds": {
+                label: {p: r.to_json() for p, r in platforms.items()}
+                for label, platforms in self.builds.items()
+                if platforms
+            },
+            "images": {label: r.to_json() for label, r in self.images.items()},
+        }
+        return (json.dumps(data, indent=2, sort_keys=True) + "\n").encode()
+
+    @classmethod
+    def loads(cls, text: str, path: str) -> Lockfile:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise BtError(f"not valid JSON: {err.msg}", path, err.lineno) from None
+        if not isinstance(data, dict) or data.get("version") != VERSION:
+            found = data.get("version") if isinstance(data, dict) else None
+            raise BtError(f"unsupported lockfile version {found!r} (this bt reads {VERSION})", path)
+        lock = cls()
+        try:
+            for label, platforms in data.get("builds", {}).items():
+                for platform, rec in platforms.items():
+                    lock.put(label, platform, BuildRecord(rec["key"], rec["digest"], rec["image"]))
+            for label, rec in data.get("images", {}).items():
+                lock.images[label] = IndexRecord(rec["digest"], tuple(rec["tags"]))
+        except (KeyError, TypeError, AttributeError) as err:
+            raise BtError(f"malformed lockfile entry ({err})", path) from None
+        return lock
+
+
+def read_lockfile(path: Path) -> Lockfile:
+    """The lockfile at ``path``; an empty one when it does not exist yet."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return Lockfile()
+    except OSError as err:
+        raise BtError(f"cannot read: {err.strerror}", path.name) from None
+    return Lockfile.loads(text, path.name)
+
+
+def update_lockfile(path: Path, lock_path: Path, change: Callable[[Lockfile], None]) -> Lockfile:
+    """Re-read the lockfile under the workspace lock, apply ``change``, write it atomically."""
+    with exclusive_lock(lock_path):
+        lock = read_lockfile(path)
+        before = lock.dumps()
+        change(lock)
+        after = lock.dumps()
+        if after != before:
+            write_atomic(path, after)
+        return lock

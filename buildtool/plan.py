@@ -1,0 +1,91 @@
+"""The plan: which platform builds are stale, in build order, each with one short reason.
+
+A platform build is stale exactly when its key differs from the key recorded in the lockfile
+(or nothing is recorded). Keys cover content, so stale means "something it depends on changed".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from buildtool.errors import BtError
+from buildtool.graph import TargetGraph
+from buildtool.keys import KeyComputer, KeyManifest, load_manifest
+from buildtool.labels import Label
+from buildtool.lockfile import BuildRecord, Lockfile
+from buildtool.why import diff_manifests, short_reason
+from buildtool.workspace import Config
+
+
+@dataclass(frozen=True)
+class PlannedBuild:
+    label: Label
+    platform: str
+    key: str
+    stale: bool
+    reason: str
+    parents: tuple[Label, ...]
+    manifest: KeyManifest
+    record: BuildRecord | None
+
+    @property
+    def id(self) -> tuple[Label, str]:
+        return (self.label, self.platform)
+
+
+def selected_builds(
+    graph: TargetGraph, labels: Iterable[Label], platforms: Iterable[str] = ()
+) -> list[tuple[Label, str]]:
+    """The platform builds needed for ``labels`` (their parents included), in build order."""
+    wanted = set(platforms)
+    closure = graph.deps(labels)
+    builds = [
+        (label, platform)
+        for label in graph.order
+        if label in closure
+        for platform in graph.targets[label].platforms
+        if not wanted or platform in wanted
+    ]
+    if not builds:
+        raise BtError(f"no platform builds for platform {', '.join(sorted(wanted))}")
+    return builds
+
+
+def make_plan(
+    config: Config,
+    computer: KeyComputer,
+    lock: Lockfile,
+    builds: Iterable[tuple[Label, str]],
+) -> list[PlannedBuild]:
+    planned = []
+    for label, platform in builds:
+        manifest = computer.manifest((label, platform))
+        key = manifest.key
+        record = lock.get(str(label), platform)
+        if record is None:
+            stale, reason = True, "new: never built"
+        elif record.key == key:
+            stale, reason = False, "up to date"
+        else:
+            stale, reason = True, _reason(config, record.key, manifest)
+        planned.append(
+            PlannedBuild(
+                label=label,
+                platform=platform,
+                key=key,
+                stale=stale,
+                reason=reason,
+                parents=computer.graph.targets[label].parent_labels,
+                manifest=manifest,
+                record=record,
+            )
+        )
+    return planned
+
+
+def _reason(config: Config, old_key: str, manifest: KeyManifest) -> str:
+    old = load_manifest(config.cache_dir, old_key)
+    if old is None:
+        return "key changed (no record of the inputs it was built from)"
+    return short_reason(diff_manifests(old, manifest))

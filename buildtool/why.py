@@ -1,0 +1,147 @@
+"""What changed between the build recorded in the lockfile and the build as it is now."""
+
+from __future__ import annotations
+
+import difflib
+import posixpath
+from dataclasses import dataclass
+
+from buildtool.keys import KeyManifest
+
+
+@dataclass(frozen=True)
+class Change:
+    kind: str  # dockerfile | stage | args | input | global | parent | platform | schema | remote
+    subject: str
+    old: str | None
+    new: str | None
+    detail: str = ""
+
+    def describe(self) -> str:
+        if self.kind == "input" or self.kind == "global":
+            if self.old is None:
+                return f"added {self.subject} ({self.new})"
+            if self.new is None:
+                return f"removed {self.subject} ({self.old})"
+            return f"changed {self.subject}: {self.old} -> {self.new}"
+        if self.kind == "dockerfile":
+            return f"Dockerfile {self.subject} changed at {self.detail}"
+        if self.kind == "parent":
+            return f"parent {self.subject} changed: key {self.old} -> {self.new}"
+        if self.kind == "args":
+            return f"build arg {self.subject}: {self.old!r} -> {self.new!r}"
+        return f"{self.kind} {self.subject}: {self.old} -> {self.new}"
+
+
+def _short(digest: str | None) -> str | None:
+    return digest[:16] if digest else digest
+
+
+def _entry_value(kind: str, executable: bool, value: str) -> str:
+    if kind == "file":
+        return f"blake3:{value}" + (" (executable)" if executable else "")
+    if kind == "symlink":
+        return f"symlink -> {value}"
+    return "directory"
+
+
+def diff_manifests(old: KeyManifest, new: KeyManifest) -> list[Change]:
+    """Every difference that moved the key, most telling first."""
+    changes: list[Change] = []
+    if old.schema != new.schema:
+        changes.append(Change("schema", "key schema", str(old.schema), str(new.schema)))
+    if old.platform != new.platform:
+        changes.append(Change("platform", "platform", old.platform, new.platform))
+    if old.dockerfile_digest != new.dockerfile_digest:
+        changes.append(
+            Change(
+                "dockerfile",
+                new.dockerfile,
+                _short(old.dockerfile_digest),
+                _short(new.dockerfile_digest),
+                _changed_lines(old.dockerfile_text, new.dockerfile_text),
+            )
+        )
+    if old.stage != new.stage:
+        changes.append(Change("stage", "stage", old.stage, new.stage))
+    old_args, new_args = dict(old.args), dict(new.args)
+    for name in sorted(old_args.keys() | new_args.keys()):
+        if old_args.get(name) != new_args.get(name):
+            changes.append(Change("args", name, old_args.get(name), new_args.get(name)))
+    changes += _diff_entries("input", old, new)
+    old_globals, new_globals = dict(old.global_inputs), dict(new.global_inputs)
+    for path in sorted(old_globals.keys() | new_globals.keys()):
+        a, b = old_globals.get(path), new_globals.get(path)
+        if a != b:
+            changes.append(
+                Change("global", path, a and f"blake3:{a}", b and f"blake3:{b}", "global input")
+            )
+    old_parents = {arg: (label, key) for arg, label, key in old.parents}
+    for arg, label, key in new.parents:
+        before = old_parents.get(arg)
+        if before is None or before[1] != key:
+            changes.append(
+                Change(
+                    "parent", f"{label} ({arg})", _short(before[1]) if before else None, key[:16]
+                )
+            )
+    if old.remote_sources != new.remote_sources:
+        changes.append(
+            Change("remote", "remote sources", ", ".join(old.remote_sources),
+                   ", ".join(new.remote_sources))
+        )  # fmt: skip
+    return changes
+
+
+def _diff_entries(kind: str, old: KeyManifest, new: KeyManifest) -> list[Change]:
+    old_entries = {path: (k, x, v) for path, k, x, v in old.inputs}
+    new_entries = {path: (k, x, v) for path, k, x, v in new.inputs}
+    changes = []
+    for path in sorted(old_entries.keys() | new_entries.keys()):
+        a, b = old_entries.get(path), new_entries.get(path)
+        if a == b:
+            continue
+        shown = (
+            posixpath.join(new.context or old.context, path)
+            if (new.context or old.context)
+            else path
+        )
+        changes.append(Change(kind, shown, a and _entry_value(*a), b and _entry_value(*b)))
+    return changes
+
+
+def _changed_lines(old: str, new: str) -> str:
+    ranges = []
+    matcher = difflib.SequenceMatcher(None, old.splitlines(), new.splitlines(), autojunk=False)
+    for tag, _, _, j1, j2 in matcher.get_opcodes():
+        if tag == "equal":
+            continue
+        if j2 > j1:
+            ranges.append(f"line {j1 + 1}" if j2 - j1 == 1 else f"lines {j1 + 1}-{j2}")
+        else:
+            ranges.append(f"lines removed before line {j1 + 1}")
+    return ", ".join(ranges) or "whitespace"
+
+
+def short_reason(changes: list[Change]) -> str:
+    """One short phrase for ``bt plan``."""
+    if not changes:
+        return "key changed"
+    kinds = {c.kind for c in changes}
+    for kind in ("schema", "platform", "stage"):
+        if kind in kinds:
+            return "key schema changed" if kind == "schema" else f"{kind} changed"
+    if "dockerfile" in kinds:
+        return "Dockerfile changed"
+    if "args" in kinds:
+        names = sorted({c.subject for c in changes if c.kind == "args"})
+        return "args changed: " + ", ".join(names)
+    for kind, phrase in (("input", "inputs changed"), ("global", "global inputs changed")):
+        subjects = [c.subject for c in changes if c.kind == kind]
+        if subjects:
+            more = f" (+{len(subjects) - 1} more)" if len(subjects) > 1 else ""
+            return f"{phrase}: {subjects[0]}{more}"
+    if "remote" in kinds:
+        return "remote sources changed"
+    parents = [c.subject.split(" ")[0] for c in changes if c.kind == "parent"]
+    return f"parent {parents[0]} changed"

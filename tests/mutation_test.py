@@ -1,0 +1,314 @@
+"""Invariants 1 and 2 on the example workspace: each kind of edit changes exactly the keys of the
+platform builds that read what was edited (and their descendants), and nothing else."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from btrun import copy_example
+from buildtool.hashing import StatCache
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from buildtool.graph import build_graph
+from buildtool.keys import KeyComputer
+from buildtool.loader import load_workspace
+from buildtool.plan import selected_builds
+from buildtool.workspace import load_config
+
+LANGUAGES = [
+    "en",
+    "fr",
+    "de",
+    "es",
+    "it",
+    "ja",
+    "zh",
+    "nl",
+    "uk",
+    "pt",
+    "ar",
+    "cs",
+    "ru",
+    "pl",
+    "hu",
+    "fi",
+    "fa",
+    "el",
+    "tr",
+    "da",
+    "he",
+    "vi",
+    "ko",
+    "ur",
+    "te",
+    "hi",
+    "ca",
+    "ml",
+    "no",
+    "nn",
+    "sk",
+    "sl",
+    "hr",
+    "ro",
+    "eu",
+    "gl",
+    "ka",
+]
+MODELS = ("tiny", "base", "small", "medium", "large-v3")
+PLATFORMS = ("linux/amd64", "linux/arm64")
+
+Keys = dict[tuple[str, str], str]
+
+
+def compute_keys(root: Path) -> Keys:
+    config = load_config(root)
+    graph = build_graph(load_workspace(config))
+    cache = StatCache.load(config.cache_dir / "statcache.msgpack")
+    computer = KeyComputer(config, graph, cache)
+    keys = {(str(lb), p): computer.key((lb, p)) for lb, p in selected_builds(graph, graph.targets)}
+    cache.save()
+    return keys
+
+
+def changed(before: Keys, after: Keys) -> set[tuple[str, str]]:
+    assert before.keys() == after.keys()
+    return {build for build in before if before[build] != after[build]}
+
+
+def builds(*labels: str) -> set[tuple[str, str]]:
+    return {(label, platform) for label in labels for platform in PLATFORMS}
+
+
+def every_build() -> set[tuple[str, str]]:
+    labels = ["//base:runtime", "//base:no_model", "//distil:en"]
+    labels += [f"//model:{m}" for m in (*MODELS, "distil-large-v3")]
+    labels += [f"//matrix:{m}-{lang}" for m in MODELS for lang in LANGUAGES]
+    return builds(*labels)
+
+
+@pytest.fixture()
+def workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    return copy_example(tmp_path / "ws")
+
+
+def append(path: Path, text: str = "x") -> None:
+    with path.open("a") as f:
+        f.write(text)
+
+
+def test_example_has_388_distinct_keys(workspace: Path) -> None:
+    keys = compute_keys(workspace)
+    assert set(keys) == every_build()
+    assert len(set(keys.values())) == 388
+
+
+def test_keys_are_stable_across_runs_and_copies(workspace: Path, tmp_path: Path) -> None:
+    first = compute_keys(workspace)
+    assert compute_keys(workspace) == first  # warm stat cache
+    other = copy_example(tmp_path / "elsewhere")
+    assert compute_keys(other) == first  # another path, another cache, same content
+
+
+ZH = {f"//matrix:{m}-zh" for m in MODELS}
+EN = {f"//matrix:{m}-en" for m in MODELS} | {"//distil:en"}
+TINY = {"//model:tiny"} | {f"//matrix:tiny-{lang}" for lang in LANGUAGES}
+ALL = every_build()
+
+
+def edit(rel: str, text: str = "changed\n") -> Callable[[Path], None]:
+    return lambda root: append(root / rel, text)
+
+
+def chmod_x(rel: str) -> Callable[[Path], None]:
+    return lambda root: os.chmod(root / rel, 0o755)
+
+
+def touch_everything(root: Path) -> None:
+    for path in root.rglob("*"):
+        if path.is_file():
+            os.utime(path, ns=(1_000_000_000, 1_000_000_000))
+
+
+def add(rel: str, text: str = "new\n") -> Callable[[Path], None]:
+    def apply(root: Path) -> None:
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text(text)
+
+    return apply
+
+
+def replace_with_symlink(rel: str, target: str) -> Callable[[Path], None]:
+    def apply(root: Path) -> None:
+        (root / rel).unlink()
+        (root / rel).symlink_to(target)
+
+    return apply
+
+
+def rename(rel: str, new: str) -> Callable[[Path], None]:
+    return lambda root: (root / rel).rename(root / new)
+
+
+def rewrite_same_content(rel: str) -> Callable[[Path], None]:
+    def apply(root: Path) -> None:
+        data = (root / rel).read_bytes()
+        (root / rel).unlink()
+        (root / rel).write_bytes(data)  # new inode, new mtime, same bytes
+
+    return apply
+
+
+def replace_in(rel: str, old: str, new: str) -> Callable[[Path], None]:
+    def apply(root: Path) -> None:
+        path = root / rel
+        text = path.read_text()
+        assert old in text
+        path.write_text(text.replace(old, new))
+
+    return apply
+
+
+MUTATIONS: list[tuple[str, Callable[[Path], None], set[tuple[str, str]]]] = [
+    ("one language's alignment file", edit("docker/align/zh/alignment.bin"), builds(*ZH)),
+    ("english alignment reaches distil too", edit("docker/align/en/vocab.json"), builds(*EN)),
+    ("new file in a copied language dir", add("docker/align/zh/extra.txt"), builds(*ZH)),
+    ("renamed file in a copied dir", rename("docker/align/zh/vocab.json", "docker/align/zh/v.json"),
+     builds(*ZH)),
+    ("executable bit of an input", chmod_x("docker/align/zh/vocab.json"), builds(*ZH)),
+    ("file replaced by a symlink", replace_with_symlink("docker/align/zh/vocab.json", "alignment.bin"),
+     builds(*ZH)),
+    ("one model's weights", edit("docker/models/tiny/model.bin"), builds(*TINY)),
+    ("the distil model", edit("docker/models/distil-large-v3/config.json"),
+     builds("//model:distil-large-v3", "//distil:en")),
+    ("distil's own file", edit("docker/distil/prompt.txt"), builds("//distil:en")),
+    ("the file every image reads", edit("docker/common/LICENSE"), ALL),
+    ("the global input", edit("docker/common/versions.txt"), ALL),
+    ("the runtime root fs", edit("docker/base/rootfs/etc/whisperx/whisperx.conf"), ALL),
+    ("no_model's files", edit("docker/base/no_model/cache-layout.txt"),
+     ALL - builds("//base:runtime")),
+    ("the matrix Dockerfile", edit("docker/matrix/Dockerfile", "# comment\n"),
+     builds(*(f"//matrix:{m}-{lang}" for m in MODELS for lang in LANGUAGES))),
+    ("a build arg in BUILD.images", replace_in("BUILD.images", '"distil-large-v3-en"]',
+     '"distil-large-v3-en"], args = {"EXTRA": "1"}'), builds("//distil:en")),
+    ("a file of a stage no target reaches", edit("docker/base/docs/usage.txt"), set()),
+    ("an ignored file inside a copied dir", add("docker/align/zh/NOTES.md"), set()),
+    ("an edit to an ignored file", edit("docker/models/tiny/README.md"), set()),
+    ("an unrelated new file in the context", add("docker/unrelated/file.txt"), set()),
+    ("an unrelated file outside the context", add("notes.txt"), set()),
+    ("mtimes of every file", touch_everything, set()),
+    ("same bytes, new inode", rewrite_same_content("docker/align/zh/alignment.bin"), set()),
+    ("dict order in BUILD.images", replace_in("BUILD.images", 'MODELS = ["tiny", "base", "small", "medium", "large-v3"]',
+     'MODELS = ["tiny", "base", "small", "medium", "large-v3"]\nUNUSED = {"b": 1, "a": 2}'), set()),
+    ("a .dockerignore rule that hides an input", edit("docker/.dockerignore", "align/zh/vocab.json\n"),
+     builds(*ZH)),
+    ("a .dockerignore rule that hides nothing read", edit("docker/.dockerignore", "unrelated/\n"),
+     set()),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("what", "mutate", "expected"), MUTATIONS, ids=[m[0] for m in MUTATIONS])
+def test_edit_changes_exactly_the_expected_keys(
+    workspace: Path, what: str, mutate: Callable[[Path], None], expected: set[tuple[str, str]]
+) -> None:
+    before = compute_keys(workspace)
+    mutate(workspace)
+    assert changed(before, compute_keys(workspace)) == expected
+
+
+def test_one_language_file_changes_ten_builds_and_one_model_file_76(workspace: Path) -> None:
+    before = compute_keys(workspace)
+    append(workspace / "docker/align/zh/alignment.bin")
+    assert len(changed(before, compute_keys(workspace))) == 10
+    before = compute_keys(workspace)
+    append(workspace / "docker/models/large-v3/model.bin")
+    assert len(changed(before, compute_keys(workspace))) == 76
+
+
+def test_reverting_an_edit_restores_every_key(workspace: Path) -> None:
+    before = compute_keys(workspace)
+    path = workspace / "docker/align/zh/alignment.bin"
+    original = path.read_bytes()
+    path.write_bytes(original + b"x")
+    assert compute_keys(workspace) != before
+    path.write_bytes(original)
+    assert compute_keys(workspace) == before
+
+
+def test_platforms_have_different_keys(workspace: Path) -> None:
+    keys = compute_keys(workspace)
+    label = "//matrix:large-v3-zh"
+    assert keys[(label, "linux/amd64")] != keys[(label, "linux/arm64")]
+
+
+# An oracle independent of bt's inference: which builds read a path of the example workspace.
+def readers(rel: str) -> set[tuple[str, str]]:
+    parts = rel.split("/")
+    if rel.endswith(".md") or parts[:3] == ["docker", "base", "docs"]:
+        return set()
+    if parts[:2] == ["docker", "align"]:
+        lang = parts[2]
+        labels = {f"//matrix:{m}-{lang}" for m in MODELS} | (
+            {"//distil:en"} if lang == "en" else set()
+        )
+        return builds(*labels)
+    if parts[:2] == ["docker", "models"]:
+        model = parts[2]
+        if model == "distil-large-v3":
+            return builds("//model:distil-large-v3", "//distil:en")
+        return builds(f"//model:{model}", *(f"//matrix:{model}-{lang}" for lang in LANGUAGES))
+    if parts[:3] == ["docker", "base", "no_model"]:
+        return ALL - builds("//base:runtime")
+    if parts[:3] == ["docker", "distil", "prompt.txt"]:
+        return builds("//distil:en")
+    return ALL  # LICENSE, versions.txt, the runtime root fs
+
+
+def editable_files() -> list[str]:
+    from btrun import REPO
+
+    files = []
+    for path in sorted((REPO / "docker").rglob("*")):
+        rel = path.relative_to(REPO).as_posix()
+        if path.is_file() and "Dockerfile" not in rel and ".dockerignore" not in rel:
+            files.append(rel)
+    return files
+
+
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    edits=st.lists(
+        st.tuples(st.sampled_from(editable_files()), st.sampled_from(["append", "touch", "same"])),
+        min_size=1,
+        max_size=4,
+    )
+)
+def test_random_edits_change_exactly_the_readers_keys(
+    tmp_path_factory: pytest.TempPathFactory, edits: list[tuple[str, str]]
+) -> None:
+    base = tmp_path_factory.mktemp("prop")
+    os.environ["XDG_CACHE_HOME"] = str(base / "cache")
+    try:
+        root = copy_example(base / "ws")
+        before = compute_keys(root)
+        expected: set[tuple[str, str]] = set()
+        for rel, how in edits:
+            path = root / rel
+            if how == "append":
+                append(path, "edit")
+                expected |= readers(rel)
+            elif how == "touch":
+                os.utime(path, ns=(5_000_000_000, 5_000_000_000))
+            else:
+                rewrite_same_content(rel)(root)
+        assert changed(before, compute_keys(root)) == expected
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+        os.environ.pop("XDG_CACHE_HOME", None)

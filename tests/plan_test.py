@@ -1,0 +1,152 @@
+"""``bt plan`` and ``bt why`` on the example workspace, run as a user runs them."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from btrun import bt, copy_example
+
+from buildtool.commands.common import Workbench
+from buildtool.record import record_builds
+from buildtool.session import Session
+
+
+@pytest.fixture()
+def workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg-cache"))
+    return copy_example(tmp_path / "ws")
+
+
+def record_all_as_built(root: Path) -> None:
+    """Stand-in for `bt build`: record every platform build with a made-up digest."""
+    bench = Workbench(Session(root))
+    planned = bench.plan(["//..."])
+    record_builds(
+        bench.config,
+        bench.lock_path,
+        [(p.manifest, f"sha256:{p.key[:64]}", f"local/{p.key[:12]}") for p in planned],
+    )
+
+
+def plan_json(root: Path, *args: str) -> list[dict[str, object]]:
+    return json.loads(bt("plan", *args, "--format", "json", cwd=root, check=True).stdout)  # type: ignore[no-any-return]
+
+
+def test_fresh_copy_plans_all_388_builds_parents_first(workspace: Path) -> None:
+    plan = plan_json(workspace, "//...")
+    assert len(plan) == 388
+    assert all(p["stale"] and p["reason"] == "new: never built" for p in plan)
+    position = {(p["label"], p["platform"]): i for i, p in enumerate(plan)}
+    for p in plan:
+        for parent in p["parents"]:  # type: ignore[attr-defined]
+            assert position[(parent, p["platform"])] < position[(p["label"], p["platform"])]
+    assert set(plan[0]) >= {"label", "platform", "key", "stale", "reason", "parents"}
+
+
+def test_after_recording_editing_zh_alignment_stales_exactly_the_10_zh_builds(
+    workspace: Path,
+) -> None:
+    record_all_as_built(workspace)
+    assert plan_json(workspace, "//...") == []
+    zh = workspace / "docker/align/zh/alignment.bin"
+    old = bt("why", "//matrix:large-v3-zh", "--platform", "linux/arm64", cwd=workspace).stdout
+    assert "up to date" in old
+    with zh.open("ab") as f:
+        f.write(b"retrained")
+    plan = plan_json(workspace, "//...")
+    assert sorted((p["label"], p["platform"]) for p in plan) == sorted(
+        (f"//matrix:{m}-zh", platform)
+        for m in ("tiny", "base", "small", "medium", "large-v3")
+        for platform in ("linux/amd64", "linux/arm64")
+    )
+    assert {p["reason"] for p in plan} == {"inputs changed: docker/align/zh/alignment.bin"}
+    text = bt("plan", "//...", cwd=workspace, check=True)
+    assert len(text.stdout.splitlines()) == 10
+    assert "10 of 388 platform builds stale" in text.stderr
+
+
+def test_why_names_the_changed_file_with_both_digests(workspace: Path) -> None:
+    from buildtool.hashing import digest_file
+
+    zh = workspace / "docker/align/zh/alignment.bin"
+    old_digest = digest_file(str(zh))
+    record_all_as_built(workspace)
+    with zh.open("ab") as f:
+        f.write(b"retrained")
+    new_digest = digest_file(str(zh))
+    out = bt("why", "//matrix:large-v3-zh", "--platform", "linux/arm64", cwd=workspace, check=True)
+    assert (
+        f"changed docker/align/zh/alignment.bin: blake3:{old_digest} -> blake3:{new_digest}"
+        in out.stdout
+    )
+    assert out.stdout.startswith("//matrix:large-v3-zh linux/arm64: stale")
+
+
+def test_why_shows_args_dockerfile_lines_and_parents(workspace: Path) -> None:
+    record_all_as_built(workspace)
+    dockerfile = workspace / "docker/model/Dockerfile"
+    dockerfile.write_text(dockerfile.read_text() + "LABEL maintainer=me\n")
+    out = bt("why", "//matrix:tiny-en", "--platform", "linux/amd64", cwd=workspace, check=True)
+    assert "parent //model:tiny (LOAD_WHISPER_STAGE) changed: key" in out.stdout
+    out = bt("why", "//model:tiny", "--platform", "linux/amd64", cwd=workspace, check=True).stdout
+    lines = len(dockerfile.read_text().splitlines())
+    assert f"Dockerfile docker/model/Dockerfile changed at line {lines}" in out
+    plan = {(p["label"], p["platform"]): p["reason"] for p in plan_json(workspace, "//...")}
+    assert plan[("//model:tiny", "linux/amd64")] == "Dockerfile changed"
+    assert plan[("//matrix:tiny-en", "linux/amd64")] == "parent //model:tiny changed"
+    assert len(plan) == 2 * (6 + 1 + 185)
+
+
+def test_plan_filters_platforms_and_includes_parents(workspace: Path) -> None:
+    plan = plan_json(workspace, "//matrix:tiny-en", "--platform", "linux/arm64")
+    assert [(p["label"], p["platform"]) for p in plan] == [
+        ("//base:no_model", "linux/arm64"),
+        ("//model:tiny", "linux/arm64"),
+        ("//matrix:tiny-en", "linux/arm64"),
+    ]
+
+
+def test_plan_all_lists_fresh_builds_too(workspace: Path) -> None:
+    record_all_as_built(workspace)
+    plan = plan_json(workspace, "//distil:en", "--all")
+    assert [(p["label"], p["stale"], p["reason"]) for p in plan[-2:]] == [
+        ("//distil:en", False, "up to date"),
+        ("//distil:en", False, "up to date"),
+    ]
+
+
+BAD_INPUT = [
+    ("missing COPY source", "docker/distil/Dockerfile", "FROM scratch\nCOPY nothing-here.txt /\n",
+     "docker/distil/Dockerfile:2:"),
+    ("Dockerfile syntax error", "docker/distil/Dockerfile", "COPY a b\n",
+     "docker/distil/Dockerfile:1:"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("what", "rel", "text", "prefix"), BAD_INPUT, ids=[b[0] for b in BAD_INPUT]
+)
+def test_bad_dockerfile_input_is_one_line_exit_2(
+    workspace: Path, what: str, rel: str, text: str, prefix: str
+) -> None:
+    (workspace / rel).write_text(text)
+    before = sorted(p.relative_to(workspace) for p in workspace.rglob("*"))
+    result = bt("plan", "//...", cwd=workspace)
+    assert result.returncode == 2, result.stderr
+    assert len(result.stderr.splitlines()) == 1, result.stderr
+    assert result.stderr.startswith(prefix)
+    assert sorted(p.relative_to(workspace) for p in workspace.rglob("*")) == before
+
+
+def test_symlink_escaping_the_context_is_one_line_exit_2(workspace: Path, tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret.txt").write_text("s")
+    (workspace / "docker/distil/prompt.txt").unlink()
+    (workspace / "docker/distil/prompt.txt").symlink_to(outside / "secret.txt")
+    result = bt("plan", "//...", cwd=workspace)
+    assert result.returncode == 2, result.stderr
+    assert len(result.stderr.splitlines()) == 1
+    assert "docker/distil/prompt.txt" in result.stderr or "prompt.txt" in result.stderr

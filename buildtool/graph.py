@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
@@ -80,6 +79,8 @@ class TargetGraph:
 
     def _suggest(self, label: Label) -> str:
         names = [str(known) for known in (*self.targets, *self.groups)]
+        import difflib
+
         close = difflib.get_close_matches(str(label), names, n=1, cutoff=0.75)
         return f" (did you mean {close[0]}?)" if close else ""
 
@@ -118,6 +119,8 @@ def build_graph(loaded: LoadedWorkspace) -> TargetGraph:
         for arg, parent in target.parents:
             if parent in targets:
                 continue
+            import difflib
+
             close = difflib.get_close_matches(str(parent), known, n=1, cutoff=0.75)
             hint = f" (did you mean {close[0]}?)" if close else ""
             what = "a group, not an image" if parent in loaded.groups else "not found"

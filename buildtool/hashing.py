@@ -13,7 +13,6 @@ import mmap
 import os
 import time
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import blake3
@@ -103,6 +102,8 @@ class StatCache:
             now = time.time_ns()
             paths = [abspath for _, abspath, _ in missing]
             if len(paths) > 4:
+                from concurrent.futures import ThreadPoolExecutor
+
                 with ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 2) * 2)) as pool:
                     digests = list(pool.map(digest_file, paths))
             else:

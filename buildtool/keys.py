@@ -9,10 +9,10 @@ and the keys of the parents' builds for the same platform.
 
 from __future__ import annotations
 
-import glob as globlib
 import os
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -70,12 +70,13 @@ class KeyManifest:
             list(self.remote_sources),
         ]
 
-    @property
+    @cached_property
     def key(self) -> str:
         return digest_bytes(msgpack.packb(self.key_material(), use_bin_type=True))
 
     def to_msgpack(self) -> bytes:
-        return msgpack.packb(self.__dict__, use_bin_type=True)  # type: ignore[no-any-return]
+        data = {f.name: getattr(self, f.name) for f in fields(self)}
+        return msgpack.packb(data, use_bin_type=True)  # type: ignore[no-any-return]
 
     @classmethod
     def from_msgpack(cls, data: bytes) -> KeyManifest:
@@ -98,6 +99,7 @@ class KeyComputer:
         self._trees: dict[tuple[str, str], ContextTree] = {}
         self._reads: dict[tuple[Any, ...], dockerfile_mod.StageReads] = {}
         self._manifests: dict[BuildId, KeyManifest] = {}
+        self._inputs: dict[tuple[Any, ...], tuple[tuple[str, str, bool, str], ...]] = {}
         self._globals: tuple[tuple[str, str], ...] | None = None
         self._exclude = self._tool_paths()
 
@@ -123,6 +125,8 @@ class KeyComputer:
     def global_inputs(self) -> tuple[tuple[str, str], ...]:
         if self._globals is None:
             paths: list[str] = []
+            import glob as globlib
+
             for pattern in self.config.global_inputs:
                 matches = sorted(globlib.glob(pattern, root_dir=self.root, recursive=True))
                 files = [m for m in matches if os.path.isfile(os.path.join(self.root, m))]
@@ -198,16 +202,17 @@ class KeyComputer:
         tree = self._tree(target)
         fallback = reads.whole_context
         if target.inputs is not None:
-            entries = resolve_inputs(
-                tree, [(path, target.location.path, target.location.line) for path in target.inputs]
-            )
             fallback = None
+            sources = tuple((p, target.location.path, target.location.line) for p in target.inputs)
         elif fallback is not None:
-            entries = tree.whole()
+            sources = ((".", target.dockerfile, 0),)
         else:
-            entries = resolve_inputs(
-                tree, [(ref.source, target.dockerfile, ref.line) for ref in reads.sources]
-            )
+            sources = tuple((ref.source, target.dockerfile, ref.line) for ref in reads.sources)
+        memo = (target.context, target.dockerfile, sources)
+        inputs = self._inputs.get(memo)
+        if inputs is None:
+            inputs = self._describe_inputs(tree, resolve_inputs(tree, sources))
+            self._inputs[memo] = inputs
         parents = tuple(
             (arg, str(parent), self.key((parent, platform))) for arg, parent in target.parents
         )
@@ -220,7 +225,7 @@ class KeyComputer:
             dockerfile_text=df_text,
             stage=target.stage,
             args=target.args,
-            inputs=self._describe_inputs(tree, entries),
+            inputs=inputs,
             global_inputs=self.global_inputs(),
             parents=parents,
             remote_sources=tuple(reads.remote_sources),

@@ -9,7 +9,6 @@ the context (``dockerfile``, ``inputs``), as in docker buildx bake.
 
 from __future__ import annotations
 
-import glob as globlib
 import os
 import posixpath
 import re
@@ -262,6 +261,8 @@ class _Builtins:
 
 
 def _glob(base: Path, patterns: Sequence[str]) -> Iterator[str]:
+    import glob as globlib
+
     for pattern in patterns:
         for match in globlib.glob(pattern, root_dir=base, recursive=True):
             if (base / match).is_file():

@@ -19,7 +19,7 @@ from buildtool.workspace import BuilderSpec, Config
 
 if TYPE_CHECKING:
     from buildtool.builders import Builder
-    from buildtool.scheduler import Event, Job, Outcome, Summary
+    from buildtool.scheduler import AnyEvent, Job, Outcome, Summary
 
 _TAG_UNSAFE = re.compile(r"[^a-z0-9_.\-]")
 
@@ -60,7 +60,7 @@ class BuildRun:
     targets: dict[Label, ImageTarget]
     lock_path: Path
     options: BuildOptions
-    on_event: Callable[[Event], None]
+    on_event: Callable[[AnyEvent], None]
     builders: dict[str, Builder] = field(default_factory=dict)
     references: dict[tuple[Label, str], str] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -72,9 +72,15 @@ class BuildRun:
                 from buildtool.builders import open_builder
 
                 spec = self.config.builder_for(platform)
-                found = open_builder(spec.host, spec.backend)
+                found = open_builder(spec.host, spec.backend, spec.network)
                 self.builders[platform] = found
             return found
+
+    def _needs_push(self, planned: PlannedBuild) -> bool:
+        """A fresh build recorded only locally still has to reach the registry."""
+        if not self.options.push or planned.record is None:
+            return False
+        return not planned.record.image.startswith(f"{self.config.registry}/")
 
     def check_routing(self, stale: Sequence[PlannedBuild]) -> None:
         """Refuse, before anything starts, a build that would need emulation."""
@@ -98,7 +104,7 @@ class BuildRun:
         for p in planned:
             if not p.stale and p.record is not None:
                 self.references[p.id] = p.record.image
-        stale = [p for p in planned if p.stale]
+        stale = [p for p in planned if p.stale or self._needs_push(p)]
         self.check_routing(stale)
         by_id = {p.id: p for p in stale}
         jobs = [

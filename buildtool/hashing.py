@@ -31,7 +31,7 @@ RACY_WINDOW_NS = 2_000_000_000
 
 
 def digest_bytes(data: bytes) -> str:
-    return blake3.blake3(data).hexdigest()  # type: ignore[no-any-return]
+    return blake3.blake3(data).hexdigest()
 
 
 def digest_file(path: str) -> str:
@@ -40,11 +40,11 @@ def digest_file(path: str) -> str:
         with open(path, "rb") as f:
             size = os.fstat(f.fileno()).st_size
             if size < LARGE_FILE:
-                return blake3.blake3(f.read()).hexdigest()  # type: ignore[no-any-return]
+                return blake3.blake3(f.read()).hexdigest()
             hasher = blake3.blake3(max_threads=blake3.blake3.AUTO)
             with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
                 hasher.update(mapped)
-            return hasher.hexdigest()  # type: ignore[no-any-return]
+            return hasher.hexdigest()
     except OSError as err:
         raise BtError(f"cannot read input file: {err.strerror}", path) from None
 

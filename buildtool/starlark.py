@@ -267,11 +267,11 @@ def execute(code: Any, path: str, builtins: Mapping[str, Any]) -> dict[str, Any]
 
 def caller_line(path: str) -> int | None:
     """Line of the innermost frame executing ``path`` (for builtins called from BUILD code)."""
-    frame = sys._getframe(1)
+    frame: Any = sys._getframe(1)
     while frame is not None:
         if frame.f_code.co_filename == path:
-            return frame.f_lineno
-        frame = frame.f_back  # type: ignore[assignment]
+            return int(frame.f_lineno)
+        frame = frame.f_back
     return None
 
 

@@ -29,6 +29,7 @@ class BuilderSpec:
     backend: str = "buildkit"
     jobs: int = 2
     allow_emulation: bool = False
+    network: str | None = None  # --network for builds, e.g. "none" on engines without a bridge
 
 
 @dataclass(frozen=True)
@@ -84,7 +85,7 @@ class _SpecReader:
 
     _TOP_KEYS = {"global_inputs", "platforms", "cache_dir", "jobs", "registry", "builders"}
     _REGISTRY_KEYS = {"url", "push", "insecure"}
-    _BUILDER_KEYS = {"host", "backend", "jobs", "allow_emulation"}
+    _BUILDER_KEYS = {"host", "backend", "jobs", "allow_emulation", "network"}
 
     def __init__(self, path: Path, text: str):
         self.path = path
@@ -205,11 +206,15 @@ class _SpecReader:
             emulation = spec.get("allow_emulation", False)
             if not isinstance(emulation, bool):
                 raise self.fail("allow_emulation must be true or false", "allow_emulation")
+            network = spec.get("network")
+            if network is not None and not isinstance(network, str):
+                raise self.fail("builder network must be a string", "network")
             builders[platform] = BuilderSpec(
                 platform=platform,
                 host=host,
                 backend=backend,
                 jobs=self._positive_int(spec, "jobs", 2),
                 allow_emulation=emulation,
+                network=network,
             )
         return builders

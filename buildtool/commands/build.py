@@ -63,7 +63,13 @@ def command(
     bench = Workbench.open()
     config = bench.config
     planned = bench.plan(patterns, platforms)
-    stale = [p for p in planned if p.stale]
+    push_wanted = config.push if push is None else push
+    stale = [
+        p
+        for p in planned
+        if p.stale
+        or (push_wanted and p.record and not p.record.image.startswith(f"{config.registry}/"))
+    ]
     if not stale:
         click.echo(f"nothing to build: {len(planned)} platform builds up to date", err=True)
         return
@@ -71,7 +77,7 @@ def command(
     from buildtool.reporter import make_reporter
 
     options = BuildOptions(
-        push=config.push if push is None else push,
+        push=push_wanted,
         jobs=jobs or config.jobs,
         keep_going=not fail_fast,
         retries=retries,

@@ -23,6 +23,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "why": ("buildtool.commands.why", "Explain what changed for one platform build."),
     "build": ("buildtool.commands.build", "Build stale platform builds and record their digests."),
     "test": ("buildtool.commands.test", "Run the image tests of built targets."),
+    "merge": ("buildtool.commands.merge", "Put multi-platform indexes for built images."),
+    "lock": ("buildtool.commands.lock", "Work with lockfile fragments from parallel runs."),
 }
 
 

@@ -58,6 +58,10 @@ class RegistryUnavailable(BtError, TransientError):
     may still retry."""
 
 
+class ManifestNotFound(BtError):
+    """The registry has no manifest behind the reference asked for."""
+
+
 class Reference(NamedTuple):
     """``registry/repository[:tag][@digest]``, normalized the way Docker does."""
 
@@ -217,7 +221,7 @@ class RegistryClient:
         r = _as_reference(ref)
         response = self._request("GET", r, f"manifests/{r.reference}", {"Accept": _ACCEPT})
         if response.status == 404:
-            raise BtError(f"manifest {r} not found in the registry")
+            raise ManifestNotFound(f"manifest {r} not found in the registry")
         self._expect(response, (200,), f"GET {r}")
         body = response.body
         digest = sha256_digest(body)
@@ -317,10 +321,7 @@ class RegistryClient:
                 f"registry {registry} asks for credentials over plain HTTP at {parts.netloc}; "
                 "refusing to send them"
             )
-        scopes = [scope]
-        for extra in challenge.get("scope", "").split(" "):
-            if extra and extra not in scopes:
-                scopes.append(extra)
+        scopes = _union_scopes([scope, *challenge.get("scope", "").split(" ")])
         service = challenge.get("service")
         if creds is not None and creds.identity_token:
             # An OAuth2 refresh token (Docker's token spec, "oauth"): POST, never in the URL.
@@ -573,6 +574,16 @@ def _parse_challenge(header: str) -> tuple[str, dict[str, str]]:
         for m in _CHALLENGE_PARAM_RE.finditer(rest)
     }
     return kind.lower(), params
+
+
+def _union_scopes(scopes: Sequence[str]) -> list[str]:
+    """``repository:a:pull`` and ``repository:a:push,pull`` -> ``repository:a:pull,push``."""
+    actions: dict[str, set[str]] = {}
+    for scope in scopes:
+        resource, _, wanted = scope.rpartition(":")
+        if resource:
+            actions.setdefault(resource, set()).update(a for a in wanted.split(",") if a)
+    return [f"{resource}:{','.join(sorted(acts))}" for resource, acts in actions.items()]
 
 
 def _registry_error(response: _Response) -> str:

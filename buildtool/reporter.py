@@ -1,13 +1,19 @@
-"""Renders scheduler events: a live view on terminals, plain lines otherwise, JSON on request."""
+"""Renders scheduler events: a live view on terminals, plain lines otherwise, JSON on request.
+
+rich is imported only by the live view: it costs import time that `bt plan` must not pay.
+"""
 
 from __future__ import annotations
 
 import json
+import threading
 import time
-from typing import IO, Any, Protocol
+from collections.abc import Callable
+from typing import IO, TYPE_CHECKING, Any, Protocol
 
 from buildtool.scheduler import (
     AnyEvent,
+    BuildId,
     Cached,
     Failed,
     Finished,
@@ -19,6 +25,13 @@ from buildtool.scheduler import (
     Summary,
 )
 
+if TYPE_CHECKING:
+    from rich.console import Console, RenderableType
+    from rich.live import Live
+
+# Running builds the live view lists; the rest are counted on one line so the view fits.
+_LIVE_ROWS = 20
+
 
 class Reporter(Protocol):
     def __call__(self, event: AnyEvent) -> None: ...
@@ -26,7 +39,8 @@ class Reporter(Protocol):
     def close(self) -> None: ...
 
 
-def _short(digest: str | None) -> str:
+def short_digest(digest: str | None) -> str:
+    """``sha256:`` and the first 12 hex digits, as `docker images` shows ids."""
     return digest[:19] if digest else "-"
 
 
@@ -38,6 +52,10 @@ def summary_line(summary: Summary) -> str:
     return text + (" (interrupted)" if summary.interrupted else "")
 
 
+def _build(build: BuildId) -> str:
+    return f"{build[0]} {build[1]}"
+
+
 class PlainReporter:
     """One line per event, for logs and pipes."""
 
@@ -46,159 +64,214 @@ class PlainReporter:
         self.total = 0
         self.done = 0
 
-    def _line(self, text: str) -> None:
-        self.stream.write(text + "\n")
+    def _write(self, *lines: str) -> None:
+        self.stream.write("".join(line + "\n" for line in lines))
         self.stream.flush()
 
     def __call__(self, event: AnyEvent) -> None:
         if isinstance(event, RunStarted):
-            self.total = event.total
-            self._line(f"{event.total} platform builds to run")
+            self.total, self.done = event.total, 0
+            self._write(f"{event.total} platform builds to run")
             return
         if isinstance(event, RunFinished):
-            self._line(summary_line(event.summary))
+            self._write(summary_line(event.summary))
             return
-        label, platform = event.id
         if isinstance(event, (Finished, Cached, Failed, Skipped)):
             self.done += 1
-        count = f"[{self.done}/{self.total}]"
+        head = f"[{self.done}/{self.total}]"
+        build = _build(event.id)
         if isinstance(event, Started):
-            self._line(f"{count} started {label} {platform}")
+            self._write(f"{head} started {build}")
         elif isinstance(event, Finished):
-            self._line(
-                f"{count} built {label} {platform} {_short(event.digest)} ({event.seconds:.1f}s)"
-            )
+            digest = short_digest(event.digest)
+            self._write(f"{head} built {build} {digest} ({event.seconds:.1f}s)")
         elif isinstance(event, Cached):
-            self._line(f"{count} cached {label} {platform} {_short(event.digest)}")
+            self._write(f"{head} cached {build} {short_digest(event.digest)}")
         elif isinstance(event, Failed):
-            self._line(f"{count} FAILED {label} {platform}: {event.message}")
-            for tail in event.log_tail.splitlines():
-                self._line(f"    {tail}")
-            if event.log_path:
-                self._line(f"    log: {event.log_path}")
+            self._write(f"{head} FAILED {build}: {event.message}", *_failure_details(event))
         elif isinstance(event, Skipped):
-            self._line(f"{count} skipped {label} {platform} ({event.reason})")
+            self._write(f"{head} skipped {build} ({event.reason})")
         elif isinstance(event, Retrying):
-            self._line(
-                f"{count} retrying {label} {platform} in {event.delay:.1f}s "
-                f"(attempt {event.attempt + 1}): {event.message}"
+            self._write(
+                f"{head} retrying {build} in {event.delay:.1f}s "
+                f"(attempt {event.attempt}): {event.message}"
             )
 
     def close(self) -> None:
         pass
 
 
+def _failure_details(event: Failed) -> list[str]:
+    lines = [f"    {line}" for line in event.log_tail.splitlines()]
+    if event.log_path:
+        lines.append(f"    log: {event.log_path}")
+    return lines
+
+
 class JsonReporter:
-    """One JSON object per line."""
+    """One JSON object per line, for CI and other programs."""
 
     def __init__(self, stream: IO[str]):
         self.stream = stream
 
     def __call__(self, event: AnyEvent) -> None:
-        record: dict[str, Any]
-        if isinstance(event, RunStarted):
-            record = {"event": "run_started", "total": event.total}
-        elif isinstance(event, RunFinished):
-            s = event.summary
-            record = {
-                "event": "run_finished",
-                "built": len(s.succeeded),
-                "cached": len(s.cached),
-                "failed": len(s.failed),
-                "skipped": len(s.skipped),
-                "interrupted": s.interrupted,
-                "seconds": round(s.seconds, 3),
-            }
-        else:
-            label, platform = event.id
-            record = {"label": label, "platform": platform}
-            if isinstance(event, Started):
-                record["event"] = "started"
-            elif isinstance(event, Finished):
-                record |= {"event": "finished", "digest": event.digest,
-                           "seconds": round(event.seconds, 3)}  # fmt: skip
-            elif isinstance(event, Cached):
-                record |= {"event": "cached", "digest": event.digest}
-            elif isinstance(event, Failed):
-                record |= {"event": "failed", "message": event.message,
-                           "log_tail": event.log_tail, "log": event.log_path}  # fmt: skip
-            elif isinstance(event, Skipped):
-                record |= {"event": "skipped", "reason": event.reason}
-            elif isinstance(event, Retrying):
-                record |= {"event": "retrying", "attempt": event.attempt, "delay": event.delay,
-                           "message": event.message}  # fmt: skip
-        self.stream.write(json.dumps(record, sort_keys=True) + "\n")
+        self.stream.write(json.dumps(json_record(event), sort_keys=True) + "\n")
         self.stream.flush()
 
     def close(self) -> None:
         pass
 
 
-class LiveReporter:
-    """A rich live view for terminals: running builds with elapsed time, progress, failures."""
+def json_record(event: AnyEvent) -> dict[str, Any]:
+    if isinstance(event, RunStarted):
+        return {"event": "run_started", "total": event.total}
+    if isinstance(event, RunFinished):
+        summary = event.summary
+        return {
+            "event": "run_finished",
+            "built": len(summary.succeeded),
+            "cached": len(summary.cached),
+            "failed": len(summary.failed),
+            "skipped": len(summary.skipped),
+            "interrupted": summary.interrupted,
+            "seconds": round(summary.seconds, 3),
+        }
+    record: dict[str, Any] = {"label": event.id[0], "platform": event.id[1]}
+    if isinstance(event, Started):
+        record["event"] = "started"
+    elif isinstance(event, Finished):
+        record |= {"event": "finished", "digest": event.digest, "seconds": round(event.seconds, 3)}
+    elif isinstance(event, Cached):
+        record |= {"event": "cached", "digest": event.digest}
+    elif isinstance(event, Failed):
+        record |= {
+            "event": "failed",
+            "message": event.message,
+            "log_tail": event.log_tail,
+            "log_path": event.log_path,
+        }
+    elif isinstance(event, Skipped):
+        record |= {"event": "skipped", "reason": event.reason}
+    elif isinstance(event, Retrying):
+        record |= {
+            "event": "retrying",
+            "attempt": event.attempt,
+            "delay": event.delay,
+            "message": event.message,
+        }
+    return record
 
-    def __init__(self, console: Any = None):
+
+class LiveReporter:
+    """A rich live view for terminals: running builds with elapsed time and a progress line;
+    results are printed above the view as they happen."""
+
+    def __init__(self, console: Console | None = None, clock: Callable[[], float] = time.monotonic):
         from rich.console import Console
-        from rich.live import Live
 
         self.console = console or Console(stderr=True)
-        self.running: dict[tuple[str, str], float] = {}
+        self.clock = clock
+        # The scheduling thread updates, rich's refresh thread renders: one lock for both.
+        self.lock = threading.Lock()
+        self.running: dict[BuildId, float] = {}
         self.total = self.done = self.cached = self.failed = 0
-        self.live = Live(self._render(), console=self.console, refresh_per_second=4,
-                         get_renderable=self._render, transient=True)  # fmt: skip
-        self.live.start()
+        self.live: Live | None = None
 
-    def _render(self) -> Any:
+    def render(self) -> RenderableType:
+        from rich.console import Group
         from rich.table import Table
+        from rich.text import Text
 
-        table = Table.grid(padding=(0, 2))
-        now = time.monotonic()
-        for (label, platform), since in sorted(self.running.items(), key=lambda kv: kv[1]):
-            table.add_row("[cyan]building[/]", label, platform, f"{now - since:5.1f}s")
-        table.add_row(
-            f"[bold]{self.done}/{self.total}[/]", f"cached {self.cached}",
-            f"[red]failed {self.failed}[/]" if self.failed else "failed 0", "",
-        )  # fmt: skip
-        return table
+        with self.lock:
+            now = self.clock()
+            running = sorted(self.running.items(), key=lambda item: (item[1], item[0]))
+            table = Table.grid(padding=(0, 2))
+            for (label, platform), since in running[:_LIVE_ROWS]:
+                table.add_row(Text("building", "cyan"), label, platform, f"{now - since:.1f}s")
+            if len(running) > _LIVE_ROWS:
+                table.add_row("", f"and {len(running) - _LIVE_ROWS} more")
+            progress = Text.assemble(
+                (f"{self.done}/{self.total} done", "bold"),
+                f", {len(running)} running, cached {self.cached}, ",
+                (f"failed {self.failed}", "bold red" if self.failed else ""),
+            )
+            return Group(table, progress)
 
     def __call__(self, event: AnyEvent) -> None:
         if isinstance(event, RunStarted):
-            self.total = event.total
-        elif isinstance(event, RunFinished):
-            self.live.stop()
-            self.console.print(summary_line(event.summary))
+            self._start(event.total)
             return
-        elif isinstance(event, Started):
-            self.running[event.id] = event.time
-        else:
-            self.running.pop(event.id, None)
-            if isinstance(event, (Finished, Cached, Failed, Skipped)):
+        if isinstance(event, RunFinished):
+            self.close()
+            self.console.print(summary_line(event.summary), highlight=False)
+            return
+        with self.lock:
+            if isinstance(event, Started):
+                self.running[event.id] = event.time
+            elif not isinstance(event, Retrying):
+                self.running.pop(event.id, None)
                 self.done += 1
-            label, platform = event.id
-            if isinstance(event, Finished):
-                self.console.print(f"built  {label} {platform} {_short(event.digest)} "
-                                   f"({event.seconds:.1f}s)")  # fmt: skip
-            elif isinstance(event, Cached):
-                self.cached += 1
-                self.console.print(f"cached {label} {platform}")
-            elif isinstance(event, Failed):
-                self.failed += 1
-                self.console.print(f"[red]FAILED[/] {label} {platform}: {event.message}")
-                for tail in event.log_tail.splitlines():
-                    self.console.print(f"    {tail}", markup=False, highlight=False)
-                if event.log_path:
-                    self.console.print(f"    log: {event.log_path}", markup=False)
-            elif isinstance(event, Skipped):
-                self.console.print(f"[yellow]skipped[/] {label} {platform} ({event.reason})")
-        self.live.refresh()
+                if isinstance(event, Cached):
+                    self.cached += 1
+                elif isinstance(event, Failed):
+                    self.failed += 1
+        if self.live is not None:
+            self.live.refresh()  # first, so the print below redraws the view as it is now
+        self._print(event)
+
+    def _start(self, total: int) -> None:
+        from rich.live import Live
+
+        self.close()
+        with self.lock:
+            self.running.clear()
+            self.total, self.done, self.cached, self.failed = total, 0, 0, 0
+        self.live = Live(
+            console=self.console,
+            get_renderable=self.render,
+            refresh_per_second=4,
+            transient=True,
+        )
+        self.live.start()
+
+    def _print(self, event: AnyEvent) -> None:
+        """Results go above the live view, where they stay in the terminal's scrollback."""
+        from rich.text import Text
+
+        if isinstance(event, Finished):
+            text = f" {_build(event.id)} {short_digest(event.digest)} ({event.seconds:.1f}s)"
+            self._emit(Text.assemble(("built", "green"), text))
+        elif isinstance(event, Cached):
+            self._emit(Text.assemble(("cached", "dim"), f" {_build(event.id)}"))
+        elif isinstance(event, Failed):
+            self._emit(
+                Text.assemble(("FAILED", "bold red"), f" {_build(event.id)}: ", event.message)
+            )
+            for line in _failure_details(event):
+                self._emit(Text(line))
+        elif isinstance(event, Skipped):
+            self._emit(
+                Text.assemble(("skipped", "yellow"), f" {_build(event.id)} ({event.reason})")
+            )
+        elif isinstance(event, Retrying):
+            text = f" {_build(event.id)} in {event.delay:.1f}s (attempt {event.attempt}): "
+            self._emit(Text.assemble(("retrying", "yellow"), text, event.message))
+
+    def _emit(self, text: RenderableType) -> None:
+        self.console.print(text, highlight=False)
 
     def close(self) -> None:
-        self.live.stop()
+        if self.live is not None:
+            self.live.stop()
+            self.live = None
 
 
 def make_reporter(json_output: bool, stream: IO[str]) -> Reporter:
+    """JSON lines when asked, the live view on a terminal, plain lines otherwise."""
     if json_output:
         return JsonReporter(stream)
     if stream.isatty():
-        return LiveReporter()
+        from rich.console import Console
+
+        return LiveReporter(Console(file=stream))
     return PlainReporter(stream)

@@ -2,7 +2,8 @@
 concurrency limits, keep going past failures (skipping only dependents), retries with backoff
 for transient faults, and clean cancellation on Ctrl-C.
 
-The scheduler knows nothing of Docker: it calls a runner per job and reports events.
+The scheduler knows nothing of Docker: it calls a runner per job, one thread each, and reports
+what happens as events. All bookkeeping and every callback run in the calling thread.
 """
 
 from __future__ import annotations
@@ -11,23 +12,32 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+
+from buildtool.errors import BtError
 
 BuildId = tuple[str, str]  # (label, platform)
+
+# How long the scheduling thread blocks at most before it checks again; a pending Ctrl-C is
+# raised at the next bytecode, and not every platform wakes a blocked lock wait for a signal.
+_POLL_SECONDS = 0.2
+CANCEL_TIMEOUT = 30.0
 
 
 @dataclass(frozen=True)
 class Job:
     id: BuildId
-    deps: tuple[BuildId, ...]
-    pool: str
-    cost: float = 1.0
+    deps: tuple[BuildId, ...]  # jobs of this run that must succeed first
+    pool: str  # builder name: concurrency is limited per pool
+    cost: float = 1.0  # estimated seconds, for critical-path priority
 
 
 @dataclass(frozen=True)
 class Outcome:
+    """What a runner returns on success."""
+
     digest: str | None = None
-    cached: bool = False
+    cached: bool = False  # nothing was built: the action cache had it
     detail: str = ""
 
 
@@ -51,13 +61,9 @@ class Cancelled(Exception):
 
 @dataclass(frozen=True)
 class Event:
+    """Something that happened to one platform build; ``time`` is ``time.monotonic()``."""
+
     id: BuildId
-    time: float
-
-
-@dataclass(frozen=True)
-class RunStarted:
-    total: int
     time: float
 
 
@@ -91,9 +97,15 @@ class Skipped(Event):
 
 @dataclass(frozen=True)
 class Retrying(Event):
-    attempt: int
+    attempt: int  # the attempt about to run: 2 for the first retry
     delay: float
     message: str
+
+
+@dataclass(frozen=True)
+class RunStarted:
+    total: int
+    time: float
 
 
 @dataclass(frozen=True)
@@ -119,44 +131,6 @@ class RunFinished:
 AnyEvent = Event | RunStarted | RunFinished
 
 
-def _critical_path(
-    jobs: Mapping[BuildId, Job], children: Mapping[BuildId, list[BuildId]]
-) -> dict[BuildId, float]:
-    """Longest cost chain from each job through its dependents (itself included)."""
-    memo: dict[BuildId, float] = {}
-    order: list[BuildId] = []
-    state: dict[BuildId, int] = {}
-    for start in sorted(jobs):
-        stack = [(start, False)]
-        while stack:
-            node, done = stack.pop()
-            if done:
-                state[node] = 2
-                order.append(node)
-                continue
-            if state.get(node) == 2:
-                continue
-            if state.get(node) == 1:
-                raise ValueError(f"dependency cycle through {node}")
-            state[node] = 1
-            stack.append((node, True))
-            stack.extend((child, False) for child in children[node] if state.get(child) != 2)
-    for node in order:  # children come before parents in this order
-        memo[node] = jobs[node].cost + max((memo[c] for c in children[node]), default=0.0)
-    return memo
-
-
-@dataclass
-class _State:
-    waiting: dict[BuildId, set[BuildId]]
-    running: dict[BuildId, threading.Event] = field(default_factory=dict)
-    pool_running: dict[str, int] = field(default_factory=dict)
-    succeeded: list[BuildId] = field(default_factory=list)
-    cached: list[BuildId] = field(default_factory=list)
-    failed: list[BuildId] = field(default_factory=list)
-    skipped: list[BuildId] = field(default_factory=list)
-
-
 def run_jobs(
     jobs: Sequence[Job],
     runner: Callable[[Job, threading.Event], Outcome],
@@ -168,192 +142,391 @@ def run_jobs(
     backoff: float = 1.0,
     on_event: Callable[[AnyEvent], None] = lambda event: None,
     on_success: Callable[[Job, Outcome], None] = lambda job, outcome: None,
-    cancel_timeout: float = 30.0,
+    cancel_timeout: float = CANCEL_TIMEOUT,
 ) -> Summary:
-    """Run ``jobs``; ``on_event`` and ``on_success`` are called in the calling thread only.
+    """Run ``jobs`` and return what became of each.
 
-    With ``keep_going`` False (fail fast) nothing new starts after the first failure; builds
-    already running finish, since their result is recorded and resumes the next run.
+    ``runner(job, cancel)`` runs in a thread of its own and must stop soon after ``cancel`` is
+    set. ``on_event`` and ``on_success`` run in the calling thread; their exceptions propagate
+    (after running jobs are cancelled), as do runner exceptions other than ``JobFailed``,
+    ``TransientError``, ``Cancelled`` and ``BtError``: those are bugs, not failed builds.
+
+    With ``keep_going`` False (fail fast) nothing new starts after the first failure, but
+    builds already running finish: each success is recorded, so the next run resumes from it.
+
+    Ctrl-C (KeyboardInterrupt in the calling thread) cancels running jobs, waits up to
+    ``cancel_timeout`` seconds for their runners, records those that still succeeded, skips
+    the rest and returns a summary with ``interrupted`` set.
+
+    Raises ValueError for malformed input: duplicate ids, unknown deps, cycles, limits below 1.
     """
-    by_id = {job.id: job for job in jobs}
-    children: dict[BuildId, list[BuildId]] = {job.id: [] for job in jobs}
+    if max_parallel < 1:
+        raise ValueError(f"max_parallel must be at least 1, not {max_parallel}")
+    for pool, limit in pool_limits.items():
+        if limit < 1:
+            raise ValueError(f"pool {pool!r} limit must be at least 1, not {limit}")
+    by_id = _index(jobs)
+    run = _Run(
+        jobs=by_id,
+        runner=runner,
+        max_parallel=max_parallel,
+        pool_limits=pool_limits,
+        keep_going=keep_going,
+        retries=retries,
+        backoff=backoff,
+        on_event=on_event,
+        on_success=on_success,
+        cancel_timeout=cancel_timeout,
+    )
+    return run.run()
+
+
+def _index(jobs: Sequence[Job]) -> dict[BuildId, Job]:
+    by_id: dict[BuildId, Job] = {}
+    for job in jobs:
+        if job.id in by_id:
+            raise ValueError(f"job {_name(job.id)} is listed twice")
+        by_id[job.id] = job
     for job in jobs:
         for dep in job.deps:
             if dep not in by_id:
-                raise ValueError(f"{job.id} depends on unknown job {dep}")
+                raise ValueError(f"job {_name(job.id)} depends on unknown job {_name(dep)}")
+    return by_id
+
+
+def _name(build: BuildId) -> str:
+    return f"{build[0]} {build[1]}"
+
+
+def _dependents(jobs: Mapping[BuildId, Job]) -> dict[BuildId, list[BuildId]]:
+    children: dict[BuildId, list[BuildId]] = {job_id: [] for job_id in jobs}
+    for job in jobs.values():
+        for dep in set(job.deps):
             children[dep].append(job.id)
-    priority = _critical_path(by_id, children)
-    state = _State(waiting={job.id: set(job.deps) for job in jobs})
-    results: queue.Queue[tuple[BuildId, Outcome | BaseException | _RetryNotice, float]]
-    results = queue.Queue()
-    started_at = time.monotonic()
-    stop_starting = False
-    interrupted = False
-    on_event(RunStarted(len(jobs), started_at))
+    for found in children.values():
+        found.sort()
+    return children
 
-    def worker(job: Job, cancel: threading.Event) -> None:
-        begin = time.monotonic()
-        attempt = 0
-        while True:
-            try:
-                results.put((job.id, runner(job, cancel), begin))
-                return
-            except TransientError as err:
-                if attempt >= retries or cancel.is_set():
-                    results.put((job.id, JobFailed(f"{err} (after {attempt + 1} attempts)"), begin))
-                    return
-                delay = backoff * 2**attempt
-                attempt += 1
-                results.put((job.id, _RetryNotice(attempt, delay, str(err)), begin))
-                if cancel.wait(delay):
-                    results.put((job.id, Cancelled("cancelled"), begin))
-                    return
-            except BaseException as err:  # reported by the scheduling thread
-                results.put((job.id, err, begin))
-                return
 
-    def skip_dependents(failed: BuildId) -> None:
-        stack = list(children[failed])
-        while stack:
-            node = stack.pop()
-            if node in state.waiting:
-                del state.waiting[node]
-                state.skipped.append(node)
-                on_event(
-                    Skipped(node, time.monotonic(), f"dependency {failed[0]} {failed[1]} failed")
-                )
-                stack.extend(children[node])
+def _topological(
+    jobs: Mapping[BuildId, Job], children: Mapping[BuildId, list[BuildId]]
+) -> list[BuildId]:
+    """Dependencies before dependents (Kahn); a cycle is a ValueError naming its path."""
+    missing = {job_id: len(set(job.deps)) for job_id, job in jobs.items()}
+    frontier = sorted(job_id for job_id, count in missing.items() if count == 0)
+    order: list[BuildId] = []
+    while frontier:
+        job_id = frontier.pop()
+        order.append(job_id)
+        for child in children[job_id]:
+            missing[child] -= 1
+            if missing[child] == 0:
+                frontier.append(child)
+    if len(order) < len(jobs):
+        raise ValueError(f"dependency cycle: {_cycle(jobs, set(jobs) - set(order))}")
+    return order
 
-    def start_ready() -> None:
-        ready = sorted(
-            (job_id for job_id, deps in state.waiting.items() if not deps),
-            key=lambda j: (-priority[j], j),
-        )
-        for job_id in ready:
-            if len(state.running) >= max_parallel:
-                return
-            job = by_id[job_id]
-            limit = pool_limits.get(job.pool, 1)
-            if state.pool_running.get(job.pool, 0) >= limit:
-                continue
-            del state.waiting[job_id]
-            cancel = threading.Event()
-            state.running[job_id] = cancel
-            state.pool_running[job.pool] = state.pool_running.get(job.pool, 0) + 1
-            on_event(Started(job_id, time.monotonic()))
-            threading.Thread(
-                target=worker, args=(job, cancel), daemon=True, name=str(job_id)
-            ).start()
 
-    def finish(job_id: BuildId, result: Outcome | BaseException, begin: float) -> None:
-        nonlocal stop_starting
-        job = by_id[job_id]
-        del state.running[job_id]
-        state.pool_running[job.pool] -= 1
-        now = time.monotonic()
-        if isinstance(result, Outcome):
-            on_success(job, result)
-            if result.cached:
-                state.cached.append(job_id)
-                on_event(Cached(job_id, now, result.digest))
-            else:
-                state.succeeded.append(job_id)
-                on_event(Finished(job_id, now, result.digest, now - begin))
-            for child in children[job_id]:
-                if child in state.waiting:
-                    state.waiting[child].discard(job_id)
-            return
-        if isinstance(result, (KeyboardInterrupt, SystemExit)):
-            raise result
-        state.failed.append(job_id)
-        if isinstance(result, JobFailed):
-            on_event(Failed(job_id, now, result.message, result.log_tail, result.log_path))
-        elif isinstance(result, Cancelled):
-            on_event(Failed(job_id, now, "cancelled", "", None))
-        elif isinstance(result, Exception) and _is_user_error(result):
-            on_event(Failed(job_id, now, str(result), "", None))
-        else:
-            raise result  # a bug in bt: do not hide it behind a failed build
-        skip_dependents(job_id)
-        if not keep_going:
-            stop_starting = True
+def _cycle(jobs: Mapping[BuildId, Job], stuck: set[BuildId]) -> str:
+    """Every job Kahn could not order waits on another such job, so walking deps finds a loop."""
+    path: list[BuildId] = []
+    seen: dict[BuildId, int] = {}
+    node = min(stuck)
+    while node not in seen:
+        seen[node] = len(path)
+        path.append(node)
+        node = min(dep for dep in jobs[node].deps if dep in stuck)
+    loop = [*path[seen[node] :], node]
+    return " -> ".join(_name(build) for build in loop)
 
-    try:
-        while state.waiting or state.running:
-            if not stop_starting:
-                start_ready()
-            if not state.running:
-                break  # nothing can run: the rest waits on failed or unstarted work
-            try:
-                job_id, result, begin = results.get(timeout=0.2)
-            except queue.Empty:
-                continue
-            if isinstance(result, _RetryNotice):
-                on_event(
-                    Retrying(job_id, time.monotonic(), result.attempt, result.delay, result.message)
-                )
-                continue
-            finish(job_id, result, begin)
-    except KeyboardInterrupt:
-        interrupted = True
-        _cancel_running(state, results, cancel_timeout, finish, on_event)
-    for job_id in sorted(state.waiting):
-        state.skipped.append(job_id)
-        reason = "interrupted" if interrupted else "not started after a failure"
-        on_event(Skipped(job_id, time.monotonic(), reason))
-    state.waiting.clear()
-    summary = Summary(
-        succeeded=tuple(state.succeeded),
-        cached=tuple(state.cached),
-        failed=tuple(state.failed),
-        skipped=tuple(state.skipped),
-        interrupted=interrupted,
-        seconds=time.monotonic() - started_at,
-    )
-    on_event(RunFinished(summary, time.monotonic()))
-    return summary
+
+def _critical_path(
+    jobs: Mapping[BuildId, Job], children: Mapping[BuildId, list[BuildId]]
+) -> dict[BuildId, float]:
+    """Longest cost chain from each job through its dependents, itself included."""
+    remaining: dict[BuildId, float] = {}
+    for job_id in reversed(_topological(jobs, children)):
+        after = max((remaining[child] for child in children[job_id]), default=0.0)
+        remaining[job_id] = jobs[job_id].cost + after
+    return remaining
 
 
 @dataclass(frozen=True)
-class _RetryNotice:
+class _Failure:
+    message: str
+    log_tail: str = ""
+    log_path: str | None = None
+    cancelled: bool = False
+
+
+@dataclass(frozen=True)
+class _Bug:
+    error: BaseException
+
+
+@dataclass(frozen=True)
+class _Retry:
     attempt: int
     delay: float
     message: str
 
 
-def _is_user_error(err: Exception) -> bool:
-    from buildtool.errors import BtError
+@dataclass(frozen=True)
+class _Result:
+    id: BuildId
+    began: float
+    value: Outcome | _Failure | _Bug | _Retry
 
-    return isinstance(err, BtError)
+
+@dataclass(frozen=True)
+class _Running:
+    thread: threading.Thread
+    cancel: threading.Event
 
 
-def _cancel_running(
-    state: _State,
-    results: queue.Queue[tuple[BuildId, Outcome | BaseException | _RetryNotice, float]],
-    timeout: float,
-    finish: Callable[[BuildId, Outcome | BaseException, float], None],
-    on_event: Callable[[AnyEvent], None],
-) -> None:
-    """Ctrl-C: tell every runner to stop, and record what still finishes in time."""
-    for cancel in state.running.values():
-        cancel.set()
-    deadline = time.monotonic() + timeout
-    while state.running and time.monotonic() < deadline:
+class _Run:
+    """One call of ``run_jobs``: the state only the scheduling thread touches."""
+
+    def __init__(
+        self,
+        *,
+        jobs: dict[BuildId, Job],
+        runner: Callable[[Job, threading.Event], Outcome],
+        max_parallel: int,
+        pool_limits: Mapping[str, int],
+        keep_going: bool,
+        retries: int,
+        backoff: float,
+        on_event: Callable[[AnyEvent], None],
+        on_success: Callable[[Job, Outcome], None],
+        cancel_timeout: float,
+    ) -> None:
+        self.jobs = jobs
+        self.runner = runner
+        self.max_parallel = max_parallel
+        self.pool_limits = pool_limits
+        self.keep_going = keep_going
+        self.retries = retries
+        self.backoff = backoff
+        self.emit = on_event
+        self.on_success = on_success
+        self.cancel_timeout = cancel_timeout
+
+        self.children = _dependents(jobs)
+        self.priority = _critical_path(jobs, self.children)
+        self.blocked = {job_id: set(job.deps) for job_id, job in jobs.items()}  # not started
+        self.ready = {job_id for job_id, deps in self.blocked.items() if not deps}
+        self.running: dict[BuildId, _Running] = {}
+        self.pool_busy: dict[str, int] = {}
+        self.results: queue.Queue[_Result] = queue.Queue()
+        self.succeeded: list[BuildId] = []
+        self.cached: list[BuildId] = []
+        self.failed: list[BuildId] = []
+        self.skipped: list[BuildId] = []
+        self.first_failure: BuildId | None = None
+
+    def run(self) -> Summary:
+        started_at = time.monotonic()
+        interrupted = False
         try:
-            job_id, result, begin = results.get(timeout=0.2)
-        except queue.Empty:
-            continue
+            self.emit(RunStarted(len(self.jobs), started_at))
+            self.schedule()
         except KeyboardInterrupt:
-            break  # a second Ctrl-C: stop waiting
-        if isinstance(result, _RetryNotice):
-            continue
-        if isinstance(result, Outcome):
-            finish(job_id, result, begin)
+            interrupted = True
+            self.cancel_running()
+        except BaseException:
+            self.abandon_running()
+            raise
+        if interrupted:
+            self.skip_unsettled("interrupted")
+        elif self.first_failure is not None:
+            # Only fail-fast leaves jobs unsettled without an interrupt.
+            failure = _name(self.first_failure)
+            self.skip_unsettled(f"not started: stopping at the first failure ({failure})")
+        summary = Summary(
+            succeeded=tuple(self.succeeded),
+            cached=tuple(self.cached),
+            failed=tuple(self.failed),
+            skipped=tuple(self.skipped),
+            interrupted=interrupted,
+            seconds=time.monotonic() - started_at,
+        )
+        self.emit(RunFinished(summary, time.monotonic()))
+        return summary
+
+    def schedule(self) -> None:
+        while True:
+            if self.keep_going or self.first_failure is None:
+                self.start_ready()
+            if not self.running:
+                return  # with limits >= 1 and nothing running, nothing ready is left to start
+            self.settle(self.next_result())
+
+    def next_result(self) -> _Result:
+        while True:
+            try:
+                return self.results.get(timeout=_POLL_SECONDS)
+            except queue.Empty:
+                continue
+
+    def start_ready(self) -> None:
+        for job_id in sorted(self.ready, key=lambda j: (-self.priority[j], j)):
+            if len(self.running) >= self.max_parallel:
+                return
+            job = self.jobs[job_id]
+            if self.pool_busy.get(job.pool, 0) >= self.pool_limits.get(job.pool, 1):
+                continue
+            self.start(job)
+
+    def start(self, job: Job) -> None:
+        self.ready.discard(job.id)
+        del self.blocked[job.id]
+        cancel = threading.Event()
+        # Daemon: a runner that ignores its cancel event must not keep bt from exiting.
+        thread = threading.Thread(
+            target=self.work, args=(job, cancel), name=f"bt {_name(job.id)}", daemon=True
+        )
+        # Registered before it starts, so a Ctrl-C at any point finds every live runner.
+        self.running[job.id] = _Running(thread, cancel)
+        self.pool_busy[job.pool] = self.pool_busy.get(job.pool, 0) + 1
+        thread.start()
+        self.emit(Started(job.id, time.monotonic()))
+
+    def work(self, job: Job, cancel: threading.Event) -> None:
+        """The runner's thread: attempts with backoff; every result goes through the queue."""
+        began = time.monotonic()
+        self.results.put(_Result(job.id, began, self.attempts(job, cancel, began)))
+
+    def attempts(
+        self, job: Job, cancel: threading.Event, began: float
+    ) -> Outcome | _Failure | _Bug:
+        attempt = 1
+        while True:
+            try:
+                return self.runner(job, cancel)
+            except TransientError as err:
+                if attempt > self.retries or cancel.is_set():
+                    tries = "1 attempt" if attempt == 1 else f"{attempt} attempts"
+                    return _Failure(f"{err} (gave up after {tries})")
+                delay = self.backoff * 2 ** (attempt - 1)
+                attempt += 1
+                self.results.put(_Result(job.id, began, _Retry(attempt, delay, str(err))))
+                if cancel.wait(delay):
+                    return _Failure("cancelled", cancelled=True)
+            except JobFailed as err:
+                return _Failure(err.message, err.log_tail, err.log_path)
+            except Cancelled:
+                return _Failure("cancelled", cancelled=True)
+            except BtError as err:
+                return _Failure(str(err))
+            except BaseException as err:  # re-raised by the scheduling thread
+                return _Bug(err)
+
+    def release(self, job_id: BuildId) -> None:
+        del self.running[job_id]
+        self.pool_busy[self.jobs[job_id].pool] -= 1
+
+    def settle(self, result: _Result) -> None:
+        value = result.value
+        if isinstance(value, _Retry):
+            now = time.monotonic()
+            self.emit(Retrying(result.id, now, value.attempt, value.delay, value.message))
+            return
+        self.release(result.id)
+        if isinstance(value, _Bug):
+            raise value.error
+        if isinstance(value, _Failure):
+            self.fail(result.id, value)
+            return
+        self.succeed(result.id, value, result.began)
+
+    def succeed(self, job_id: BuildId, outcome: Outcome, began: float) -> None:
+        self.on_success(self.jobs[job_id], outcome)
+        now = time.monotonic()
+        if outcome.cached:
+            self.cached.append(job_id)
+            self.emit(Cached(job_id, now, outcome.digest))
         else:
-            state.running.pop(job_id, None)
-            state.skipped.append(job_id)
-            on_event(Skipped(job_id, time.monotonic(), "cancelled"))
-    for job_id in list(state.running):
-        state.running.pop(job_id)
-        state.skipped.append(job_id)
-        on_event(Skipped(job_id, time.monotonic(), "cancelled; still running when bt gave up"))
+            self.succeeded.append(job_id)
+            self.emit(Finished(job_id, now, outcome.digest, now - began))
+        for child in self.children[job_id]:
+            deps = self.blocked.get(child)
+            if deps is not None:
+                deps.discard(job_id)
+                if not deps:
+                    self.ready.add(child)
+
+    def fail(self, job_id: BuildId, failure: _Failure) -> None:
+        self.failed.append(job_id)
+        now = time.monotonic()
+        self.emit(Failed(job_id, now, failure.message, failure.log_tail, failure.log_path))
+        if self.first_failure is None:
+            self.first_failure = job_id
+        reason = f"dependency {_name(job_id)} failed"
+        # Breadth first over sorted dependents: a stable order for the Skipped events.
+        frontier = list(self.children[job_id])
+        while frontier:
+            child = frontier.pop(0)
+            if child not in self.blocked:
+                continue  # already skipped through another failed dependency
+            self.skip(child, reason)
+            frontier.extend(self.children[child])
+
+    def skip(self, job_id: BuildId, reason: str) -> None:
+        self.blocked.pop(job_id, None)
+        self.ready.discard(job_id)
+        self.skipped.append(job_id)
+        self.emit(Skipped(job_id, time.monotonic(), reason))
+
+    def skip_unsettled(self, reason: str) -> None:
+        """Skip every job without a result yet, whatever step a Ctrl-C interrupted."""
+        settled = {*self.succeeded, *self.cached, *self.failed, *self.skipped}
+        for job_id in sorted(set(self.jobs) - settled):
+            self.skip(job_id, reason)
+
+    def cancel_running(self) -> None:
+        """Ctrl-C: tell every runner to stop; record the successes that still arrive in time."""
+        for running in self.running.values():
+            running.cancel.set()
+        deadline = time.monotonic() + self.cancel_timeout
+        try:
+            while self.running and time.monotonic() < deadline:
+                try:
+                    result = self.results.get(timeout=_POLL_SECONDS)
+                except queue.Empty:
+                    self.forget_dead_runners()
+                    continue
+                self.settle_cancelled(result)
+        except KeyboardInterrupt:
+            pass  # a second Ctrl-C: stop waiting; the rest is skipped below
+        for job_id in sorted(self.running):
+            self.release(job_id)
+            self.skip(job_id, "interrupted; its runner had not stopped when bt gave up waiting")
+
+    def settle_cancelled(self, result: _Result) -> None:
+        if isinstance(result.value, _Retry) or result.id not in self.running:
+            return
+        self.release(result.id)
+        if isinstance(result.value, Outcome):
+            self.succeed(result.id, result.value, result.began)
+        # Failures now are most likely the cancellation itself; skip_unsettled marks them.
+
+    def forget_dead_runners(self) -> None:
+        """Threads never started, or whose result was taken when Ctrl-C hit, will not report."""
+        dead = [job_id for job_id, r in self.running.items() if not r.thread.is_alive()]
+        while True:  # a thread puts its result before it ends: drain what the dead left
+            try:
+                self.settle_cancelled(self.results.get_nowait())
+            except queue.Empty:
+                break
+        for job_id in dead:
+            if job_id in self.running:
+                self.release(job_id)
+
+    def abandon_running(self) -> None:
+        """A bug ends the run: stop runners (their builds and subprocesses) before raising."""
+        for running in self.running.values():
+            running.cancel.set()
+        deadline = time.monotonic() + self.cancel_timeout
+        for running in self.running.values():
+            running.thread.join(max(0.0, deadline - time.monotonic()))

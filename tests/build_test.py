@@ -169,7 +169,7 @@ def test_a_failing_build_skips_only_its_dependents_and_exits_1(tmp_path: Path, e
     assert by_event["failed"] == ["//:bad"]
     assert sorted(by_event["skipped"]) == ["//:child", "//:grandchild"]  # type: ignore[type-var]
     failed = next(e for e in events(result.stdout) if e["event"] == "failed")
-    assert Path(str(failed["log"])).is_file()
+    assert Path(str(failed["log_path"])).is_file()
     assert "nonexistent-stage-image" in str(failed["log_tail"])
     assert list(lock(root)) == ["//:good"]
     assert "1 platform builds failed, 2 skipped" in result.stderr

@@ -1,6 +1,10 @@
-"""Fixtures for the real parts tests use: Docker engines and a registry started by
-``bash .ci/setup``. In CI (CI=true) a missing engine fails the test; elsewhere it skips with a
-message saying how to start it."""
+"""Fixtures for the real parts tests use: two Docker engines and a registry, started by
+``bash .ci/setup``. Each fixture checks once per session that its part answers; when it does
+not, the test fails in CI (CI=true) and skips elsewhere, with a message saying how to start it.
+
+Environment overrides: BT_TEST_ENGINE, BT_TEST_ENGINE2 (engine hosts, ``unix:///path`` or
+``tcp://host:port``) and BT_TEST_REGISTRY (``host:port`` of a plain-HTTP registry without auth).
+"""
 
 from __future__ import annotations
 
@@ -12,80 +16,92 @@ from pathlib import Path
 
 import pytest
 
+# Test modules import helpers such as ``btrun`` as top-level modules, under any --import-mode.
 sys.path.insert(0, str(Path(__file__).parent))
 
 ENGINE = os.environ.get("BT_TEST_ENGINE", "unix:///run/bt-test/engine1.sock")
 ENGINE2 = os.environ.get("BT_TEST_ENGINE2", "unix:///run/bt-test/engine2.sock")
 REGISTRY = os.environ.get("BT_TEST_REGISTRY", "127.0.0.1:5000")
+# Debian's 20.10 CLI still builds with BuildKit via DOCKER_BUILDKIT=1; the newer CLI earlier on
+# PATH has no buildx, so `docker build` there falls back to the legacy builder or fails.
 DOCKER_CLI = "/usr/bin/docker"
+PING_TIMEOUT = 5.0
 
 
 class _UnixHTTPConnection(http.client.HTTPConnection):
-    def __init__(self, path: str):
-        super().__init__("localhost", timeout=5)
+    """HTTP over the engine's unix socket, as the docker CLI speaks it."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__("localhost", timeout=PING_TIMEOUT)
         self.socket_path = path
 
     def connect(self) -> None:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(5)
+        sock.settimeout(PING_TIMEOUT)
         sock.connect(self.socket_path)
         self.sock = sock
 
 
-def engine_answers(host: str) -> bool:
-    if not host.startswith("unix://"):
-        return False
+def _get_status(conn: http.client.HTTPConnection, path: str) -> int | None:
     try:
-        conn = _UnixHTTPConnection(host[len("unix://") :])
-        conn.request("GET", "/_ping")
-        return conn.getresponse().status == 200
-    except OSError:
-        return False
+        conn.request("GET", path)
+        return conn.getresponse().status
+    except (OSError, http.client.HTTPException):
+        return None
+    finally:
+        conn.close()
+
+
+def engine_answers(host: str) -> bool:
+    """Whether the engine at ``host`` answers the Engine API's ``GET /_ping`` with 200."""
+    if host.startswith("unix://"):
+        return _get_status(_UnixHTTPConnection(host.removeprefix("unix://")), "/_ping") == 200
+    if host.startswith("tcp://"):
+        conn = http.client.HTTPConnection(host.removeprefix("tcp://"), timeout=PING_TIMEOUT)
+        return _get_status(conn, "/_ping") == 200
+    return False
 
 
 def registry_answers(address: str) -> bool:
-    try:
-        conn = http.client.HTTPConnection(address, timeout=5)
-        conn.request("GET", "/v2/")
-        return conn.getresponse().status in (200, 401)
-    except OSError:
-        return False
+    """Whether ``address`` serves the registry API's base endpoint without asking for auth."""
+    conn = http.client.HTTPConnection(address, timeout=PING_TIMEOUT)
+    return _get_status(conn, "/v2/") == 200
 
 
 def _missing(what: str) -> None:
-    message = f"{what} is not running; start it with `bash .ci/setup`"
+    message = f"{what} does not answer; start it with `bash .ci/setup`"
     if os.environ.get("CI") == "true":
-        pytest.fail(message)
+        pytest.fail(message, pytrace=False)
     pytest.skip(message)
 
 
 @pytest.fixture(scope="session")
 def engine() -> str:
-    """Host of engine 1, e.g. unix:///run/bt-test/engine1.sock."""
+    """Host of engine 1, by default ``unix:///run/bt-test/engine1.sock``."""
     if not engine_answers(ENGINE):
-        _missing(f"Docker engine {ENGINE}")
+        _missing(f"Docker engine {ENGINE} (BT_TEST_ENGINE)")
     return ENGINE
 
 
 @pytest.fixture(scope="session")
 def engine2() -> str:
-    """Host of engine 2, standing in for a native builder of another platform."""
+    """Host of engine 2, a separate image store standing in for another platform's builder."""
     if not engine_answers(ENGINE2):
-        _missing(f"Docker engine {ENGINE2}")
+        _missing(f"Docker engine {ENGINE2} (BT_TEST_ENGINE2)")
     return ENGINE2
 
 
 @pytest.fixture(scope="session")
 def registry() -> str:
-    """Address of the registry, e.g. 127.0.0.1:5000 (plain HTTP, no auth)."""
+    """Address of the registry, by default ``127.0.0.1:5000`` (plain HTTP, no auth)."""
     if not registry_answers(REGISTRY):
-        _missing(f"registry {REGISTRY}")
+        _missing(f"registry http://{REGISTRY} (BT_TEST_REGISTRY)")
     return REGISTRY
 
 
 @pytest.fixture(scope="session")
 def docker_cli() -> str:
-    """A docker CLI that builds with `DOCKER_BUILDKIT=1 docker build`."""
+    """Path of a docker CLI that builds with ``DOCKER_BUILDKIT=1 docker build``."""
     if not os.access(DOCKER_CLI, os.X_OK):
-        _missing(f"the Debian docker CLI {DOCKER_CLI}")
+        _missing(f"the Debian docker CLI {DOCKER_CLI} (package docker.io)")
     return DOCKER_CLI

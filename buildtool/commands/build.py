@@ -50,9 +50,10 @@ def command(
     """Build what PATTERNS need and record every digest in images.lock.
 
     Only stale platform builds run (see `bt plan`), parents before children, each on the builder
-    of its platform. A build whose key was built before is not rebuilt, only recorded. By
-    default the run keeps going past a failure, skipping only the failed build's dependents,
-    and exits 1 with a summary. Ctrl-C cancels running builds and exits 130; what finished is
+    of its platform. A build whose key was built before is not rebuilt, only recorded. With
+    --push (and no --platform or --lock-out, which make partial runs), every built image then
+    gets its multi-platform index, as `bt merge` puts it. By default the run keeps going past a
+    failure, skipping only the failed build's dependents, and exits 1 with a summary. Ctrl-C cancels running builds and exits 130; what finished is
     recorded, so the next run does only the rest.
 
     \b
@@ -70,8 +71,11 @@ def command(
         if p.stale
         or (push_wanted and p.record and not p.record.image.startswith(f"{config.registry}/"))
     ]
+    merge = push_wanted and not platforms and lock_out is None
     if not stale:
         click.echo(f"nothing to build: {len(planned)} platform builds up to date", err=True)
+        if merge:
+            _merge(bench, patterns)
         return
     from buildtool.build import BuildOptions, BuildRun
     from buildtool.reporter import make_reporter
@@ -102,3 +106,17 @@ def command(
         raise BuildFailed(
             f"{len(summary.failed)} platform builds failed, {len(summary.skipped)} skipped"
         )
+    if merge:
+        _merge(bench, patterns)
+
+
+def _merge(bench: Workbench, patterns: tuple[str, ...]) -> None:
+    """After a complete push, every built image gets its multi-platform index."""
+    from buildtool.merge import merge_images
+
+    graph = bench.session.graph
+    report = merge_images(
+        bench.config, graph.targets, graph.deps(bench.labels(patterns)), bench.lock_path
+    )
+    for outcome in report.tags:
+        click.echo(str(outcome), err=True)

@@ -1,0 +1,418 @@
+"""The last arrow of the data path: images.lock -> multi-platform indexes behind each tag.
+
+For an image whose platform builds are all recorded (and pushed), the index lists exactly those
+manifests, with platforms read from the children themselves. It is put only where the tag does
+not already point at it, and recorded in images.lock once every tag serves it (invariant 5).
+
+Also here: folding lockfile fragments from parallel CI jobs into images.lock (`bt lock merge`).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from buildtool.errors import BtError
+from buildtool.labels import Label
+from buildtool.lockfile import BuildRecord, IndexRecord, Lockfile, read_lockfile, update_lockfile
+from buildtool.registry import (
+    DOCKER_MANIFEST,
+    DOCKER_MANIFEST_LIST,
+    INDEX_TYPES,
+    OCI_INDEX,
+    ManifestNotFound,
+    Reference,
+    RegistryClient,
+    parse_reference,
+    sha256_digest,
+)
+from buildtool.target import ImageTarget
+from buildtool.workspace import Config
+
+Status = Literal["unchanged", "created", "updated"]
+_SHOWN_PROBLEMS = 5
+
+
+@dataclass(frozen=True)
+class Platform:
+    """A platform as an index descriptor states it (OCI image-index ``platform``)."""
+
+    os: str
+    architecture: str
+    variant: str | None = None
+    os_version: str | None = None
+    os_features: tuple[str, ...] = ()
+
+    @classmethod
+    def parse(cls, text: str) -> Platform:
+        parts = text.split("/")
+        return cls(
+            parts[0], parts[1] if len(parts) > 1 else "", parts[2] if len(parts) > 2 else None
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"architecture": self.architecture, "os": self.os}
+        if self.os_version:
+            data["os.version"] = self.os_version
+        if self.os_features:
+            data["os.features"] = list(self.os_features)
+        if self.variant:
+            data["variant"] = self.variant
+        return data
+
+    def __str__(self) -> str:
+        return "/".join(p for p in (self.os, self.architecture, self.variant) if p)
+
+
+@dataclass(frozen=True)
+class Child:
+    """One platform manifest of an index."""
+
+    media_type: str
+    digest: str
+    size: int
+    platform: Platform
+
+
+def index_for(children: Sequence[Child]) -> tuple[str, bytes]:
+    """(media type, body) of the index listing ``children`` in the order given.
+
+    A Docker manifest list when every child is a Docker v2 manifest (what Docker's own engines
+    and `docker manifest` read best), an OCI image index otherwise. The bytes are a pure function
+    of the children, so the same builds always give the same index digest.
+    """
+    docker = all(child.media_type == DOCKER_MANIFEST for child in children)
+    media_type = DOCKER_MANIFEST_LIST if docker else OCI_INDEX
+    document = {
+        "schemaVersion": 2,
+        "mediaType": media_type,
+        "manifests": [
+            {
+                "mediaType": child.media_type,
+                "digest": child.digest,
+                "size": child.size,
+                "platform": child.platform.to_json(),
+            }
+            for child in children
+        ],
+    }
+    return media_type, json.dumps(document, indent=2).encode()
+
+
+@dataclass(frozen=True)
+class TagOutcome:
+    """What happened (or, on a dry run, would happen) to one tag."""
+
+    label: Label
+    tag: str
+    status: Status
+    digest: str
+    previous: str | None = None
+    dry_run: bool = False
+
+    def __str__(self) -> str:
+        if self.status == "unchanged":
+            return f"{self.tag}: unchanged"
+        verb = {"created": "create", "updated": "update"}[self.status]
+        text = f"would {verb}" if self.dry_run else self.status
+        if self.previous:
+            text += f" (was {self.previous})"
+        return f"{self.tag}: {text}"
+
+
+@dataclass(frozen=True)
+class MergeReport:
+    tags: tuple[TagOutcome, ...]
+    partial: tuple[tuple[Label, tuple[str, ...]], ...]  # merged without these platforms
+    skipped: tuple[Label, ...]  # nothing recorded at all (only with allow_partial)
+
+
+@dataclass(frozen=True)
+class _Wanted:
+    """An index to put: the image's repository, its tags, and the recorded children."""
+
+    label: Label
+    repository: Reference
+    tags: tuple[str, ...]  # "<registry>/<repository>:<tag>"
+    children: tuple[tuple[str, Reference], ...]  # (platform, child reference by digest)
+    missing: tuple[str, ...]
+
+
+def merge_images(
+    config: Config,
+    targets: Mapping[Label, ImageTarget],
+    labels: Iterable[Label],
+    lock_path: Path,
+    *,
+    allow_partial: bool = False,
+    dry_run: bool = False,
+    client: RegistryClient | None = None,
+    jobs: int = 8,
+) -> MergeReport:
+    """Put a multi-platform index to every tag of the images ``labels`` name.
+
+    Everything is checked against images.lock before the registry is contacted: an image with
+    a platform missing is refused unless ``allow_partial``; a build that was not pushed, or was
+    pushed to another repository than its tags, is refused. Each tag is put only when it does
+    not serve the index already; the index digest and tags are then recorded in images.lock.
+    """
+    wanted = _select(config, targets, sorted(set(labels)), read_lockfile(config.lockfile))
+    if not allow_partial:
+        _refuse_missing(wanted)
+    skipped = tuple(w.label for w in wanted if not w.children)
+    wanted = [w for w in wanted if w.children]
+    registry = client or RegistryClient(config.insecure_registries)
+    done: dict[Label, tuple[IndexRecord, list[TagOutcome]]] = {}
+    failed: dict[Label, BtError] = {}
+
+    def one(item: _Wanted) -> None:
+        try:
+            done[item.label] = _put_index(registry, item, dry_run)
+        except BtError as err:
+            failed[item.label] = err
+
+    pool = ThreadPoolExecutor(max_workers=max(1, min(jobs, len(wanted))))
+    try:
+        list(pool.map(one, wanted))
+    finally:
+        # On Ctrl-C start nothing new, and still record what every tag already serves.
+        pool.shutdown(wait=True, cancel_futures=True)
+        records = {str(label): record for label, (record, _) in done.items()}
+        if records and not dry_run:
+            update_lockfile(config.lockfile, lock_path, lambda lock: lock.images.update(records))
+    errors = [failed[w.label] for w in wanted if w.label in failed]
+    if errors:
+        more = f" (and {len(errors) - 1} more images failed)" if len(errors) > 1 else ""
+        raise BtError(f"{errors[0]}{more}")
+    outcomes = tuple(outcome for w in wanted for outcome in done[w.label][1])
+    partial = tuple((w.label, w.missing) for w in wanted if w.missing)
+    return MergeReport(outcomes, partial, skipped)
+
+
+def _select(
+    config: Config, targets: Mapping[Label, ImageTarget], labels: Sequence[Label], lock: Lockfile
+) -> list[_Wanted]:
+    if not config.registry:
+        raise BtError("merging needs [registry] url in .cache-spec", config.spec_path)
+    wanted: list[_Wanted] = []
+    problems: list[str] = []
+    for label in labels:
+        target = targets[label]
+        name = f"{config.registry}/{target.repository}"
+        repository = parse_reference(name)
+        children: list[tuple[str, Reference]] = []
+        missing: list[str] = []
+        for platform in target.platforms:
+            record = lock.get(str(label), platform)
+            if record is None:
+                missing.append(platform)
+                continue
+            child = _pushed_child(label, platform, record, repository, problems)
+            if child is not None:
+                children.append((platform, child))
+        tags = tuple(f"{name}:{tag}" for tag in target.tags)
+        wanted.append(_Wanted(label, repository, tags, tuple(children), tuple(missing)))
+    _raise_problems(problems)
+    return wanted
+
+
+def _pushed_child(
+    label: Label, platform: str, record: BuildRecord, repository: Reference, problems: list[str]
+) -> Reference | None:
+    """The registry reference of a recorded build, or None after noting why it has none."""
+    how = f"run `bt build {label} --platform {platform} --push`"
+    try:
+        ref = parse_reference(record.image)
+    except BtError:
+        ref = None
+    if ref is None or ref.digest is None or ref.digest != record.digest:
+        problems.append(
+            f"{label} {platform} was not pushed (images.lock has {record.image}); {how}"
+        )
+        return None
+    if ref.name != repository.name:
+        problems.append(
+            f"{label} {platform} was pushed to {ref.name}, but its tags go to {repository.name} "
+            f"(an index can only list manifests of its own repository); {how}"
+        )
+        return None
+    return ref
+
+
+def _refuse_missing(wanted: Sequence[_Wanted]) -> None:
+    problems = []
+    for item in wanted:
+        if item.missing:
+            platforms = " ".join(f"--platform {p}" for p in item.missing)
+            problems.append(
+                f"{item.label} has no pushed build for {', '.join(item.missing)} in images.lock "
+                f"(run `bt build {item.label} {platforms} --push`, or pass --allow-partial)"
+            )
+    _raise_problems(problems)
+
+
+def _raise_problems(problems: Sequence[str]) -> None:
+    if not problems:
+        return
+    shown = "; ".join(problems[:_SHOWN_PROBLEMS])
+    more = len(problems) - _SHOWN_PROBLEMS
+    raise BtError(shown + (f"; and {more} more" if more > 0 else ""))
+
+
+def _put_index(
+    client: RegistryClient, item: _Wanted, dry_run: bool
+) -> tuple[IndexRecord, list[TagOutcome]]:
+    children = [_read_child(client, item.label, platform, ref) for platform, ref in item.children]
+    media_type, body = index_for(children)
+    digest = sha256_digest(body)
+    outcomes = []
+    for tag in item.tags:
+        current = client.head_manifest(tag)
+        if current is not None and current.digest == digest:
+            outcomes.append(TagOutcome(item.label, tag, "unchanged", digest, dry_run=dry_run))
+            continue
+        status: Status = "created" if current is None else "updated"
+        previous = current.digest if current else None
+        if not dry_run:
+            client.put_manifest(tag, media_type, body)
+        outcomes.append(TagOutcome(item.label, tag, status, digest, previous, dry_run))
+    return IndexRecord(digest, item.tags), outcomes
+
+
+def _read_child(client: RegistryClient, label: Label, platform: str, ref: Reference) -> Child:
+    """The descriptor of one recorded build, its platform read from its image config."""
+    try:
+        media_type, body, digest = client.get_manifest(ref)
+    except ManifestNotFound as err:
+        raise BtError(f"{label} {platform}: {err.message}") from None
+    manifest = _json_object(body, f"manifest {ref}")
+    if media_type in INDEX_TYPES:
+        # BuildKit may push one platform as an index (image + attestations): list the image.
+        ref = _only_image_of(manifest, label, platform, ref)
+        media_type, body, digest = client.get_manifest(ref)
+        manifest = _json_object(body, f"manifest {ref}")
+    config_digest = (manifest.get("config") or {}).get("digest")
+    if not isinstance(config_digest, str):
+        raise BtError(f"manifest {ref} of {label} {platform} has no image config")
+    config = _json_object(client.get_blob(ref, config_digest), f"image config of {ref}")
+    found = _platform_of(config, Platform.parse(platform))
+    expected = Platform.parse(platform)
+    if (found.os, found.architecture) != (expected.os, expected.architecture) or (
+        expected.variant and found.variant != expected.variant
+    ):
+        raise BtError(
+            f"{label} is recorded for {platform} in images.lock, but the image it names "
+            f"({ref}) is {found}"
+        )
+    return Child(media_type, digest, len(body), found)
+
+
+def _only_image_of(index: dict[str, Any], label: Label, platform: str, ref: Reference) -> Reference:
+    expected = Platform.parse(platform)
+    matches = [
+        entry
+        for entry in index.get("manifests") or []
+        if isinstance(entry, dict)
+        and isinstance(entry.get("digest"), str)
+        and (entry.get("platform") or {}).get("os") == expected.os
+        and (entry.get("platform") or {}).get("architecture") == expected.architecture
+    ]
+    if len(matches) != 1:
+        raise BtError(
+            f"{label} {platform}: {ref} is an index with {len(matches)} images for {platform}; "
+            "expected exactly one"
+        )
+    return ref.at(digest=matches[0]["digest"])
+
+
+def _platform_of(config: dict[str, Any], declared: Platform) -> Platform:
+    """The platform an image config states; the declared variant fills in a missing one."""
+
+    def text(key: str) -> str | None:
+        value = config.get(key)
+        return value if isinstance(value, str) and value else None
+
+    features = config.get("os.features")
+    return Platform(
+        os=text("os") or "",
+        architecture=text("architecture") or "",
+        variant=text("variant") or declared.variant,
+        os_version=text("os.version"),
+        os_features=tuple(f for f in features if isinstance(f, str))
+        if isinstance(features, list)
+        else (),
+    )
+
+
+def _json_object(body: bytes, what: str) -> dict[str, Any]:
+    try:
+        data = json.loads(body)
+    except ValueError:
+        data = None
+    if not isinstance(data, dict):
+        raise BtError(f"{what} is not a JSON object")
+    return data
+
+
+# -- lockfile fragments -----------------------------------------------------------------------
+
+
+def fold_fragments(fragments: Sequence[tuple[str, Lockfile]]) -> Lockfile:
+    """One lockfile holding every record of ``fragments`` (name, lockfile).
+
+    Fragments come from parallel jobs of one revision, so they must agree: the same build with
+    different digests, or built from different keys, is refused naming both fragments. The
+    result does not depend on the order of the fragments.
+    """
+    folded = Lockfile()
+    origin: dict[tuple[str, str], str] = {}
+    for name, fragment in fragments:
+        for label, platform, record in fragment.records():
+            known = folded.get(label, platform)
+            if known is not None and known != record:
+                raise _conflict(origin[(label, platform)], name, label, platform, known, record)
+            folded.put(label, platform, record)
+            origin.setdefault((label, platform), name)
+        for label, index in fragment.images.items():
+            known_index = folded.images.get(label)
+            if known_index is not None and known_index != index:
+                raise BtError(
+                    f"{origin[(label, '')]} and {name} record different indexes for {label}: "
+                    f"{known_index.digest} and {index.digest}"
+                )
+            folded.images[label] = index
+            origin.setdefault((label, ""), name)
+    return folded
+
+
+def _conflict(
+    first: str, second: str, label: str, platform: str, a: BuildRecord, b: BuildRecord
+) -> BtError:
+    if a.key == b.key:
+        return BtError(
+            f"{first} and {second} record different digests for {label} {platform} "
+            f"(key {a.key[:16]}): {a.digest} and {b.digest}"
+        )
+    return BtError(
+        f"{first} and {second} record {label} {platform} built from different keys "
+        f"({a.key[:16]} and {b.key[:16]}); fragments must come from one revision"
+    )
+
+
+def apply_fragments(lock: Lockfile, folded: Lockfile) -> int:
+    """Write ``folded``'s records over ``lock``'s (a fragment is newer than images.lock);
+    return how many records changed."""
+    changed = 0
+    for label, platform, record in folded.records():
+        if lock.get(label, platform) != record:
+            lock.put(label, platform, record)
+            changed += 1
+    for label, index in sorted(folded.images.items()):
+        if lock.images.get(label) != index:
+            lock.images[label] = index
+            changed += 1
+    return changed

@@ -1,0 +1,224 @@
+"""Reporters render a scripted event sequence exactly; the live view renders on a terminal."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+
+from rich.console import Console
+
+from buildtool.reporter import JsonReporter, LiveReporter, PlainReporter, make_reporter
+from buildtool.scheduler import (
+    AnyEvent,
+    Cached,
+    Failed,
+    Finished,
+    Retrying,
+    RunFinished,
+    RunStarted,
+    Skipped,
+    Started,
+    Summary,
+)
+
+ARM = "linux/arm64"
+TINY = ("//matrix:tiny-en", ARM)
+MODEL = ("//model:tiny", ARM)
+BASE = ("//base:no_model", ARM)
+DIGEST = "sha256:abcd1234567890abcdef"
+
+SUMMARY = Summary(
+    succeeded=(BASE,),
+    cached=(("//base:cuda", ARM),),
+    failed=(MODEL,),
+    skipped=(TINY,),
+    interrupted=False,
+    seconds=12.34,
+)
+
+EVENTS: list[AnyEvent] = [
+    RunStarted(4, 100.0),
+    Started(BASE, 100.0),
+    Cached(("//base:cuda", ARM), 100.5, DIGEST),
+    Retrying(BASE, 101.0, 2, 1.0, "connection reset by peer"),
+    Finished(BASE, 103.2, DIGEST, 3.2),
+    Started(MODEL, 103.3),
+    Failed(
+        MODEL, 104.0, "RUN exited with code 1", "step 4/7\nerror: no space left", "/c/logs/m.log"
+    ),
+    Skipped(TINY, 104.0, "dependency //model:tiny linux/arm64 failed"),
+    RunFinished(SUMMARY, 112.34),
+]
+
+
+def render(reporter: PlainReporter | JsonReporter) -> str:
+    for event in EVENTS:
+        reporter(event)
+    reporter.close()
+    return reporter.stream.getvalue()  # type: ignore[attr-defined,no-any-return]
+
+
+def test_plain_reporter_writes_one_line_per_event_and_a_summary() -> None:
+    assert render(PlainReporter(io.StringIO())).splitlines() == [
+        "4 platform builds to run",
+        "[0/4] started //base:no_model linux/arm64",
+        "[1/4] cached //base:cuda linux/arm64 sha256:abcd12345678",
+        "[1/4] retrying //base:no_model linux/arm64 in 1.0s (attempt 2): connection reset by peer",
+        "[2/4] built //base:no_model linux/arm64 sha256:abcd12345678 (3.2s)",
+        "[2/4] started //model:tiny linux/arm64",
+        "[3/4] FAILED //model:tiny linux/arm64: RUN exited with code 1",
+        "    step 4/7",
+        "    error: no space left",
+        "    log: /c/logs/m.log",
+        "[4/4] skipped //matrix:tiny-en linux/arm64 (dependency //model:tiny linux/arm64 failed)",
+        "built 1, cached 1, failed 1, skipped 1 in 12.3s",
+    ]
+
+
+def test_plain_summary_says_when_the_run_was_interrupted() -> None:
+    stream = io.StringIO()
+    reporter = PlainReporter(stream)
+    summary = Summary((), (), (), (TINY,), interrupted=True, seconds=0.5)
+    reporter(RunFinished(summary, 1.0))
+    assert stream.getvalue() == "built 0, cached 0, failed 0, skipped 1 in 0.5s (interrupted)\n"
+
+
+def test_plain_reporter_shows_a_missing_digest_as_a_dash() -> None:
+    stream = io.StringIO()
+    reporter = PlainReporter(stream)
+    reporter(RunStarted(1, 0.0))
+    reporter(Finished(TINY, 1.0, None, 1.0))
+    assert stream.getvalue().splitlines()[-1] == "[1/1] built //matrix:tiny-en linux/arm64 - (1.0s)"
+
+
+def test_json_reporter_writes_one_object_per_line() -> None:
+    records = [json.loads(line) for line in render(JsonReporter(io.StringIO())).splitlines()]
+    base = {"label": "//base:no_model", "platform": ARM}
+    model = {"label": "//model:tiny", "platform": ARM}
+    assert records == [
+        {"event": "run_started", "total": 4},
+        {"event": "started", **base},
+        {"event": "cached", "label": "//base:cuda", "platform": ARM, "digest": DIGEST},
+        {
+            "event": "retrying",
+            **base,
+            "attempt": 2,
+            "delay": 1.0,
+            "message": "connection reset by peer",
+        },
+        {"event": "finished", **base, "digest": DIGEST, "seconds": 3.2},
+        {"event": "started", **model},
+        {
+            "event": "failed",
+            **model,
+            "message": "RUN exited with code 1",
+            "log_tail": "step 4/7\nerror: no space left",
+            "log_path": "/c/logs/m.log",
+        },
+        {
+            "event": "skipped",
+            "label": "//matrix:tiny-en",
+            "platform": ARM,
+            "reason": "dependency //model:tiny linux/arm64 failed",
+        },
+        {
+            "event": "run_finished",
+            "built": 1,
+            "cached": 1,
+            "failed": 1,
+            "skipped": 1,
+            "interrupted": False,
+            "seconds": 12.34,
+        },
+    ]
+
+
+def test_json_lines_are_stable_text() -> None:
+    stream = io.StringIO()
+    JsonReporter(stream)(Finished(TINY, 1.0, DIGEST, 2.0))
+    assert stream.getvalue() == (
+        '{"digest": "sha256:abcd1234567890abcdef", "event": "finished", '
+        '"label": "//matrix:tiny-en", "platform": "linux/arm64", "seconds": 2.0}\n'
+    )
+
+
+def terminal() -> tuple[Console, io.StringIO]:
+    out = io.StringIO()
+    return Console(file=out, force_terminal=True, width=100, color_system=None), out
+
+
+def test_live_view_shows_running_builds_with_elapsed_time_and_counts() -> None:
+    console, _ = terminal()
+    reporter = LiveReporter(console, clock=lambda: 105.0)
+    for event in EVENTS[:6]:  # up to //model:tiny started
+        reporter(event)
+    with console.capture() as capture:
+        console.print(reporter.render())
+    view = capture.get()
+    reporter.close()
+    assert "//model:tiny" in view and "1.7s" in view
+    assert "//base:no_model" not in view  # finished: no longer in the running table
+    assert "2/4 done, 1 running, cached 1, failed 0" in view
+
+
+def test_live_view_prints_results_above_and_the_summary_at_the_end() -> None:
+    console, out = terminal()
+    reporter = LiveReporter(console, clock=lambda: 105.0)
+    for event in EVENTS:
+        reporter(event)
+    reporter.close()
+    text = out.getvalue()
+    assert "built //base:no_model linux/arm64 sha256:abcd12345678 (3.2s)" in text
+    assert "FAILED //model:tiny linux/arm64: RUN exited with code 1" in text
+    assert "    error: no space left" in text and "    log: /c/logs/m.log" in text
+    assert (
+        "skipped //matrix:tiny-en linux/arm64 (dependency //model:tiny linux/arm64 failed)" in text
+    )
+    assert "3/4 done" in text  # the live view was drawn before the last event
+    assert text.rstrip().endswith("built 1, cached 1, failed 1, skipped 1 in 12.3s")
+
+
+def test_live_view_close_is_safe_before_start_and_twice() -> None:
+    console, out = terminal()
+    reporter = LiveReporter(console)
+    reporter.close()
+    assert out.getvalue() == ""  # nothing drawn until the run starts
+    reporter(RunStarted(1, 0.0))
+    reporter.close()
+    reporter.close()
+    assert reporter.live is None
+
+
+class Tty(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_make_reporter_picks_json_then_live_on_a_terminal_then_plain() -> None:
+    assert isinstance(make_reporter(True, Tty()), JsonReporter)
+    assert isinstance(make_reporter(False, Tty()), LiveReporter)
+    assert isinstance(make_reporter(False, io.StringIO()), PlainReporter)
+
+
+def test_importing_the_reporter_does_not_import_rich() -> None:
+    code = "import sys, buildtool.reporter; print(sorted(m for m in sys.modules if m.startswith('rich')))"
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+    assert result.stdout == "[]\n"
+
+
+def test_live_view_lists_twenty_running_builds_and_counts_the_rest() -> None:
+    console, _ = terminal()
+    reporter = LiveReporter(console, clock=lambda: 10.0)
+    reporter(RunStarted(25, 0.0))
+    for i in range(25):
+        reporter(Started((f"//matrix:m{i:02}", ARM), float(i)))
+    with console.capture() as capture:
+        console.print(reporter.render())
+    reporter.close()
+    view = capture.get()
+    assert "//matrix:m19" in view and "//matrix:m20" not in view
+    assert "and 5 more" in view and "0/25 done, 25 running" in view

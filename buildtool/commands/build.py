@@ -53,8 +53,9 @@ def command(
     of its platform. A build whose key was built before is not rebuilt, only recorded. With
     --push (and no --platform or --lock-out, which make partial runs), every built image then
     gets its multi-platform index, as `bt merge` puts it. By default the run keeps going past a
-    failure, skipping only the failed build's dependents, and exits 1 with a summary. Ctrl-C cancels running builds and exits 130; what finished is
-    recorded, so the next run does only the rest.
+    failure, skipping only the failed build's dependents, and exits 1 with a summary. Ctrl-C
+    cancels running builds and exits 130; what finished is recorded, so the next run does only
+    the rest.
 
     \b
     Examples:

@@ -28,7 +28,7 @@ from buildtool.labels import Label
 from buildtool.target import ImageTarget
 from buildtool.workspace import Config
 
-KEY_SCHEMA = 1
+KEY_SCHEMA = 2
 
 # BuildKit's automatic platform args. Builds are native, so BUILDPLATFORM is the platform.
 _PLATFORM_ARGS = ("TARGETPLATFORM", "TARGETOS", "TARGETARCH", "TARGETVARIANT",
@@ -50,6 +50,7 @@ class KeyManifest:
     stage: str | None
     args: tuple[tuple[str, str], ...]
     inputs: tuple[tuple[str, str, bool, str], ...]  # (context path, kind, exec, digest/link)
+    inputs_digest: str  # blake3 of the canonical encoding of ``inputs``
     global_inputs: tuple[tuple[str, str], ...]
     parents: tuple[tuple[str, str, str], ...]  # (arg, parent label, parent key)
     remote_sources: tuple[str, ...]
@@ -64,7 +65,8 @@ class KeyManifest:
             self.dockerfile_digest,
             self.stage or "",
             [list(a) for a in self.args],
-            [list(i) for i in self.inputs],
+            # A Merkle node: many builds share one input set, which is encoded once.
+            self.inputs_digest,
             [list(g) for g in self.global_inputs],
             [[arg, key] for arg, _, key in self.parents],
             list(self.remote_sources),
@@ -99,8 +101,9 @@ class KeyComputer:
         self._trees: dict[tuple[str, str], ContextTree] = {}
         self._reads: dict[tuple[Any, ...], dockerfile_mod.StageReads] = {}
         self._manifests: dict[BuildId, KeyManifest] = {}
-        self._inputs: dict[tuple[Any, ...], tuple[tuple[str, str, bool, str], ...]] = {}
+        self._inputs: dict[tuple[Any, ...], tuple[tuple[tuple[str, str, bool, str], ...], str]] = {}
         self._globals: tuple[tuple[str, str], ...] | None = None
+        self._mentions_platform: dict[str, bool] = {}
         self._exclude = self._tool_paths()
 
     def _tool_paths(self) -> tuple[str, ...]:
@@ -176,6 +179,13 @@ class KeyComputer:
             self._trees[tree_key] = tree
         return tree
 
+    def _platform_dependent(self, dockerfile: str, text: str) -> bool:
+        found = self._mentions_platform.get(dockerfile)
+        if found is None:
+            found = any(name in text for name in _PLATFORM_ARGS)
+            self._mentions_platform[dockerfile] = found
+        return found
+
     def _stage_reads(
         self, target: ImageTarget, platform: str, df: dockerfile_mod.Dockerfile, text: str
     ) -> dockerfile_mod.StageReads:
@@ -184,7 +194,7 @@ class KeyComputer:
         for arg, _ in target.parents:
             args[arg] = f"bt-parent-{arg}"
         # Only Dockerfiles that mention the platform args read differently per platform.
-        dependent = platform if any(name in text for name in _PLATFORM_ARGS) else None
+        dependent = platform if self._platform_dependent(target.dockerfile, text) else None
         memo = (target.dockerfile, target.stage, tuple(sorted(args.items())), dependent)
         reads = self._reads.get(memo)
         if reads is None:
@@ -209,10 +219,13 @@ class KeyComputer:
         else:
             sources = tuple((ref.source, target.dockerfile, ref.line) for ref in reads.sources)
         memo = (target.context, target.dockerfile, sources)
-        inputs = self._inputs.get(memo)
-        if inputs is None:
+        described = self._inputs.get(memo)
+        if described is None:
             inputs = self._describe_inputs(tree, resolve_inputs(tree, sources))
-            self._inputs[memo] = inputs
+            packed = msgpack.packb([list(i) for i in inputs], use_bin_type=True)
+            described = (inputs, digest_bytes(packed))
+            self._inputs[memo] = described
+        inputs, inputs_digest = described
         parents = tuple(
             (arg, str(parent), self.key((parent, platform))) for arg, parent in target.parents
         )
@@ -226,6 +239,7 @@ class KeyComputer:
             stage=target.stage,
             args=target.args,
             inputs=inputs,
+            inputs_digest=inputs_digest,
             global_inputs=self.global_inputs(),
             parents=parents,
             remote_sources=tuple(reads.remote_sources),

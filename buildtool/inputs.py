@@ -1,207 +1,401 @@
 """The exact file set a build reads from its context.
 
 A ``ContextTree`` is a lazy, cached view of one build context filtered by one set of ignore
-rules; every target sharing that context and ignore file shares one tree, so directories are
-listed once however many targets read them.
+rules: each directory is listed once (``os.scandir``; one ``lstat`` per regular file for its
+mode) and each source expanded once, however many targets read them. What it returns is what
+Docker would send for a ``COPY``/``ADD``/``RUN --mount=type=bind`` source and copy into the image.
 """
 
 from __future__ import annotations
 
 import os
 import posixpath
-import re
 import stat
-from collections.abc import Collection, Iterable, Sequence
-from dataclasses import dataclass
-from fnmatch import translate
+from collections.abc import Collection, Iterable
+from dataclasses import dataclass, field
+from itertools import chain, pairwise
+from operator import attrgetter
 from pathlib import Path
 
-from buildtool.dockerignore import IgnoreRules
+from buildtool.dockerignore import IgnoreRules, PathState, go_match_regex
 from buildtool.errors import BtError
 
-_GLOB_CHARS = re.compile(r"[*?\[\\]")
+_MAX_LINKS = 40  # Linux's MAXSYMLINKS: a longer chain fails with ELOOP
+# A whole "**" component spans any number of directories. BuildKit's COPY reads it as "*"
+# (one component) today; spanning more can only add inputs, never miss one.
+_DOUBLE_STAR = "**"
+_by_path = attrgetter("path")
+_by_name = attrgetter("name")
 
 
 @dataclass(frozen=True, order=True)
 class InputEntry:
     path: str  # slash-separated, relative to the context
     kind: str  # "file" | "symlink" | "dir"
-    executable: bool
-    link_target: str | None
+    executable: bool  # a file's owner-exec bit
+    link_target: str | None  # a symlink's text, as os.readlink returns it
 
 
-_Listing = list[tuple[str, InputEntry]]  # (name, entry)
+@dataclass
+class _Listing:
+    """One directory's children as the filtered context holds them, keyed by name."""
+
+    kept: dict[str, InputEntry] = field(default_factory=dict)
+    # Excluded directories a walk still enters: present only if something below is sent.
+    hidden: dict[str, InputEntry] = field(default_factory=dict)
+    problems: dict[str, str] = field(default_factory=dict)  # name -> why it cannot be an input
+    has_dirs: bool = False  # whether ``kept`` holds a directory
 
 
-def _segment_regex(segment: str) -> re.Pattern[str]:
-    # Go's filepath.Match for one path component: like fnmatch, but "\\" escapes a character
-    # and "[!...]"/"[^...]" negate; "*" and "?" never match "/".
-    parts, i = [], 0
+class _Unusable(Exception):
+    """A path that would be sent but cannot be read as an input."""
+
+    def __init__(self, path: str, reason: str):
+        super().__init__(path, reason)
+        self.path = path
+        self.reason = reason
+
+
+class _Escapes(Exception):
+    """A source path that leaves the context through a symlink."""
+
+    def __init__(self, link: InputEntry):
+        super().__init__(link)
+        self.link = link
+
+
+def _has_wildcard(segment: str) -> bool:
+    """BuildKit's containsWildcards: an unescaped ``*``, ``?`` or ``[``."""
+    i = 0
     while i < len(segment):
         ch = segment[i]
-        if ch == "\\" and i + 1 < len(segment):
-            parts.append(re.escape(segment[i + 1]))
+        if ch == "\\":
             i += 2
             continue
-        if ch == "[":
-            end = segment.find("]", i + 2)
-            if end != -1:
-                body = segment[i + 1 : end].replace("\\", "\\\\")
-                if body.startswith("^"):
-                    body = "!" + body[1:]
-                parts.append(translate(f"[{body}]")[4:-3])
-                i = end + 1
-                continue
-        parts.append(translate(ch)[4:-3] if ch in "*?" else re.escape(ch))
+        if ch in "*?[":
+            return True
         i += 1
-    return re.compile("".join(parts).replace(".*", "[^/]*").replace("(?s:.)", "[^/]") + r"\Z")
+    return False
 
 
 class ContextTree:
+    """Lazy, cached view of one build context, filtered by one ``IgnoreRules``."""
+
     def __init__(self, context_dir: Path, rules: IgnoreRules, exclude: Collection[str] = ()):
         self.context_dir = context_dir
-        self.base = str(context_dir)
+        self.base = os.fspath(context_dir)
         self.rules = rules
-        self.exclude = frozenset(exclude)
+        # bt's own files (lockfile, cache) inside the context: never inputs.
+        self.exclude = frozenset(posixpath.normpath(p) for p in exclude) - {".", ""}
+        self._states: dict[str, PathState] = {"": rules.root}
         self._listings: dict[str, _Listing] = {}
         self._below: dict[str, list[InputEntry]] = {}
         self._expanded: dict[str, list[InputEntry]] = {}
+        self._whole: list[InputEntry] | None = None
+        self._euid = os.geteuid()
+        self._groups = frozenset(os.getgroups()) | {os.getegid()}
+        self._real_base: str | None = None
+        self._stats: dict[str, os.stat_result] = {}
+
+    def file_stat(self, relpath: str) -> os.stat_result | None:
+        """The lstat taken when the regular file ``relpath`` was listed, so that a digest
+        cache can reuse it instead of asking the file system again (None if not listed)."""
+        return self._stats.get(relpath)
 
     def _abs(self, rel: str) -> str:
         return os.path.join(self.base, rel) if rel else self.base
 
-    def _excluded(self, rel: str) -> bool:
-        return rel in self.exclude or self.rules.ignored(rel)
+    # -- listing -------------------------------------------------------------------------
 
     def _list(self, reldir: str) -> _Listing:
-        """Entries directly in ``reldir`` (not ignore-filtered), sorted by name."""
         found = self._listings.get(reldir)
         if found is not None:
             return found
-        listing: _Listing = []
+        state = self._states[reldir]
         try:
             with os.scandir(self._abs(reldir)) as it:
-                for item in it:
-                    rel = f"{reldir}/{item.name}" if reldir else item.name
-                    listing.append((item.name, self._entry(rel, item.stat(follow_symlinks=False))))
+                items = sorted(it, key=_by_name)
+        except PermissionError:
+            if state.kept:
+                raise _Unusable(reldir, "permission denied") from None
+            items = []  # fsutil skips an unreadable directory it entered only to look inside
         except OSError as err:
-            raise BtError(f"cannot list directory: {err.strerror}", self._abs(reldir)) from None
-        listing.sort()
+            raise _Unusable(reldir, f"cannot list directory: {err.strerror}") from None
+        listing = _Listing()
+        kept, stats, exclude = listing.kept, self._stats, self.exclude
+        rules = self.rules if self.rules.patterns else None
+        prefix = reldir + "/" if reldir else ""
+        for item in items:
+            name = item.name
+            rel = prefix + name
+            if rel in exclude:
+                continue
+            try:
+                if item.is_dir(follow_symlinks=False):
+                    self._add_dir(listing, name, rel, rules.enter(state, rel) if rules else state)
+                    continue
+                if rules and not rules.keeps(state, rel):
+                    continue
+                if item.is_symlink():
+                    kept[name] = InputEntry(rel, "symlink", False, os.readlink(item.path))
+                    continue
+                # The hot path: one lstat per regular file, for its mode (and for reuse).
+                st = item.stat(follow_symlinks=False)
+                mode = st.st_mode
+                if stat.S_ISREG(mode) and (self._euid == 0 or self._readable(st, item.path)):
+                    kept[name] = InputEntry(rel, "file", bool(mode & stat.S_IXUSR), None)
+                    stats[rel] = st
+                elif stat.S_ISREG(mode):
+                    listing.problems[name] = "permission denied"
+                else:
+                    listing.problems[name] = "not a regular file, directory or symlink"
+            except OSError as err:
+                listing.problems[name] = err.strerror or str(err)
         self._listings[reldir] = listing
         return listing
 
-    def _entry(self, rel: str, st: os.stat_result) -> InputEntry:
-        if stat.S_ISLNK(st.st_mode):
-            return InputEntry(rel, "symlink", False, os.readlink(self._abs(rel)))
-        if stat.S_ISDIR(st.st_mode):
-            return InputEntry(rel, "dir", False, None)
-        if not stat.S_ISREG(st.st_mode):
-            raise BtError("inputs must be regular files, directories or symlinks", self._abs(rel))
-        if not os.access(self._abs(rel), os.R_OK):
-            raise BtError("cannot read input file: permission denied", self._abs(rel))
-        return InputEntry(rel, "file", bool(st.st_mode & stat.S_IXUSR), None)
+    def _add_dir(self, listing: _Listing, name: str, rel: str, state: PathState) -> None:
+        if state.present:
+            listing.kept[name] = InputEntry(rel, "dir", False, None)
+            listing.has_dirs = True
+        elif state.descend:
+            listing.hidden[name] = InputEntry(rel, "dir", False, None)
+        else:
+            return
+        self._states[rel] = state
 
-    def _below_dir(self, reldir: str) -> list[InputEntry]:
-        """Every non-ignored entry below ``reldir``, recursively (symlinks not followed)."""
+    def _readable(self, st: os.stat_result, path: str) -> bool:
+        # Decided from the mode at hand (the class that applies, as the kernel picks it);
+        # os.access only confirms a refusal, which an ACL may override.
+        if st.st_uid == self._euid:
+            bit = stat.S_IRUSR
+        elif st.st_gid in self._groups:
+            bit = stat.S_IRGRP
+        else:
+            bit = stat.S_IROTH
+        return bool(st.st_mode & bit) or os.access(path, os.R_OK)
+
+    def _collect(self, reldir: str, out: list[InputEntry]) -> None:
+        """Append every entry sent below ``reldir``, recursively (symlinks not followed)."""
+        cached = self._below.get(reldir)
+        if cached is not None:
+            out.extend(cached)
+            return
+        listing = self._list(reldir)
+        for name, reason in listing.problems.items():
+            raise _Unusable(posixpath.join(reldir, name), reason)
+        if not listing.has_dirs:
+            out.extend(listing.kept.values())
+        else:
+            for entry in listing.kept.values():
+                out.append(entry)
+                if entry.kind == "dir":
+                    self._collect(entry.path, out)
+        for entry in listing.hidden.values():
+            mark = len(out)
+            out.append(entry)  # sent as the parent of what is re-included below it
+            self._collect(entry.path, out)
+            if len(out) == mark + 1:
+                out.pop()
+
+    def _subtree(self, reldir: str) -> list[InputEntry]:
         found = self._below.get(reldir)
-        if found is not None:
-            return found
-        result: list[InputEntry] = []
-        for _, entry in self._list(reldir):
-            ignored = self._excluded(entry.path)
-            if entry.kind == "dir":
-                if ignored and not self.rules.may_include_under(entry.path):
-                    continue
-                below = self._below_dir(entry.path)
-                if not ignored or below:
-                    result.append(entry)
-                result.extend(below)
-            elif not ignored:
-                result.append(entry)
-        self._below[reldir] = result
-        return result
+        if found is None:
+            found = []
+            self._collect(reldir, found)
+            self._below[reldir] = found
+        return found
 
-    def whole(self) -> list[InputEntry]:
-        return self._below_dir("")
+    def _child(self, reldir: str, name: str) -> InputEntry | None:
+        """The entry ``name`` in directory ``reldir`` if the filtered context holds it."""
+        listing = self._list(reldir)
+        reason = listing.problems.get(name)
+        if reason is not None:
+            raise _Unusable(posixpath.join(reldir, name), reason)
+        entry = listing.kept.get(name)
+        if entry is None:
+            entry = listing.hidden.get(name)
+            if entry is not None and not self._subtree(entry.path):
+                return None
+        return entry
 
-    def _lookup(self, rel: str, origin: str, line: int) -> InputEntry | None:
-        """The entry at ``rel``, following symlinks inside the context as BuildKit does for a
-        source path; a path that leaves the context is an error."""
-        real_base = os.path.realpath(self.base)
-        real = os.path.realpath(self._abs(rel))
-        if real != real_base and not real.startswith(real_base + os.sep):
-            raise BtError(
-                f"source {rel!r} resolves through a symlink to {real}, outside the build context",
-                origin,
-                line,
-            )
-        try:
-            st = os.stat(self._abs(rel))
-        except FileNotFoundError:
+    def _children(self, reldir: str) -> Iterable[InputEntry]:
+        listing = self._list(reldir)
+        hidden = (e for e in listing.hidden.values() if self._subtree(e.path))
+        return chain(listing.kept.values(), hidden)
+
+    # -- sources -------------------------------------------------------------------------
+
+    def _inside(self, target: str) -> str | None:
+        """An absolute symlink target as a context path, or None when it is outside."""
+        if self._real_base is None:
+            self._real_base = os.path.realpath(self.base)
+        target = posixpath.normpath(target)
+        for base in (self.base, self._real_base):
+            if target == base:
+                return ""
+            if target.startswith(base.rstrip("/") + "/"):
+                return target[len(base.rstrip("/")) + 1 :]
+        return None
+
+    def _resolve(self, rel: str) -> tuple[str, InputEntry | None, list[InputEntry]] | None:
+        """Follow ``rel`` through symlinks inside the context, as COPY does for a source:
+        (real path, its entry or None for the context root, symlinks passed), or None when
+        the filtered context does not hold it."""
+        todo = list(reversed(rel.split("/")))
+        current, entry = "", None
+        links: list[InputEntry] = []
+        while todo:
+            name = todo.pop()
+            if name in ("", "."):
+                continue
+            if name == "..":
+                if not current:
+                    if not links:
+                        return None
+                    raise _Escapes(links[-1])
+                current = posixpath.dirname(current)
+                entry = None if not current else InputEntry(current, "dir", False, None)
+                continue
+            if entry is not None and entry.kind != "dir":
+                return None  # a file used as a directory: ENOTDIR
+            found = self._child(current, name)
+            if found is None:
+                return None
+            if found.kind == "symlink":
+                links.append(found)
+                if len(links) > _MAX_LINKS:
+                    raise _Unusable(found.path, "too many levels of symbolic links")
+                target = found.link_target or ""
+                if target.startswith("/"):
+                    inside = self._inside(target)
+                    if inside is None:
+                        raise _Escapes(found)
+                    current, entry, target = "", None, inside
+                todo.extend(reversed(target.split("/")))
+                continue
+            current, entry = found.path, found
+        return current, entry, links
+
+    def _matches(self, base: str, segments: list[str], out: list[str]) -> None:
+        """Paths below directory ``base`` matching ``segments`` (Go filepath.Match each), as
+        BuildKit walks the sent context: symlinks are not followed."""
+        if not segments:
+            out.append(base)
+            return
+        segment, rest = segments[0], segments[1:]
+        if segment == _DOUBLE_STAR:
+            self._matches(base, rest, out)
+            if rest:
+                for child in self._children(base):
+                    if child.kind == "dir":
+                        self._matches(child.path, segments, out)
+            return
+        regex = go_match_regex(segment)
+        if regex is None:
+            return
+        for name, reason in self._list(base).problems.items():
+            if not rest and regex.fullmatch(name):
+                raise _Unusable(posixpath.join(base, name), reason)
+        for child in self._children(base):
+            if regex.fullmatch(posixpath.basename(child.path)):
+                if not rest:
+                    out.append(child.path)
+                elif child.kind == "dir":
+                    self._matches(child.path, rest, out)
+
+    def _entries_at(self, rel: str) -> list[InputEntry] | None:
+        """What COPY takes for the context path ``rel``, symlinks followed; None if absent."""
+        resolved = self._resolve(rel)
+        if resolved is None:
             return None
-        except OSError as err:
-            raise BtError(f"cannot read {rel!r}: {err.strerror}", origin, line) from None
-        kind_entry = self._entry(rel, st)
-        return kind_entry
+        real, entry, links = resolved
+        if entry is None:
+            entries = [*self._subtree("")]
+        elif entry.kind == "dir":
+            entries = [entry, *self._subtree(real)]
+        else:
+            entries = [entry]
+        return [*entries, *links]
 
-    def _glob(self, pattern: str) -> list[str]:
-        """Context paths matching a pattern of Go filepath.Match segments (plus ``**``)."""
-        paths = [""]
-        for segment in pattern.split("/"):
-            following: list[str] = []
-            if segment == "**":
-                for base in paths:
-                    following.append(base)
-                    following.extend(e.path for e in self._below_dir(base) if e.kind == "dir")
-            elif not _GLOB_CHARS.search(segment):
-                following = [f"{b}/{segment}" if b else segment for b in paths]
-                following = [p for p in following if os.path.lexists(self._abs(p))]
-            else:
-                regex = _segment_regex(segment)
-                for base in paths:
-                    if not os.path.isdir(self._abs(base)):
-                        continue
-                    following.extend(e.path for n, e in self._list(base) if regex.match(n))
-            paths = following
-        return sorted(set(paths))
+    def _expand(self, rel: str) -> list[InputEntry] | None:
+        segments = rel.split("/") if rel else []
+        first = next((i for i, s in enumerate(segments) if _has_wildcard(s)), None)
+        if first is None:
+            return self._entries_at(rel)
+        # BuildKit resolves the literal prefix (following symlinks), then matches the rest.
+        resolved = self._resolve("/".join(segments[:first]))
+        if resolved is None or (resolved[1] is not None and resolved[1].kind != "dir"):
+            return None
+        real, _, links = resolved
+        matched: list[str] = []
+        self._matches(real, segments[first:], matched)
+        if not matched:
+            return None
+        entries = list(links)
+        for path in dict.fromkeys(matched):
+            found = self._entries_at(path)
+            if found is None:
+                return None  # a matched symlink that leads nowhere: COPY fails
+            entries.extend(found)
+        return entries
 
     def expand(self, source: str, *, origin: str, line: int) -> list[InputEntry]:
-        """The entries Docker sends for one COPY/ADD/bind-mount source."""
-        rel = posixpath.normpath(source.lstrip("/")) if source not in ("", ".", "/") else "."
-        memo = self._expanded.get(rel)
-        if memo is not None:
-            return memo
-        if rel == ".":
-            result = list(self.whole())
-        elif _GLOB_CHARS.search(rel):
-            result = []
-            for path in self._glob(rel):
-                if not self._excluded(path):
-                    result.extend(self._expand_path(path, origin, line))
-        else:
-            if self._excluded(rel):
-                raise BtError(
-                    f"COPY source {source!r} is excluded by {self.rules.source}", origin, line
-                )
-            result = self._expand_path(rel, origin, line)
+        """The entries Docker sends and copies for one COPY/ADD/bind-mount source from the
+        context, sorted by path; ``.`` is the whole context. The list is cached and shared:
+        callers must not change it."""
+        # BuildKit roots a source at the context: "/x", "./x" and "../x" all name "x".
+        rel = posixpath.normpath("/" + source).lstrip("/")
+        found = self._expanded.get(rel)
+        if found is not None:
+            return found
+        try:
+            entries = self._expand(rel)
+        except _Unusable as err:
+            raise BtError(f"cannot use {self._abs(err.path)}: {err.reason}", origin, line) from None
+        except _Escapes as err:
+            link = err.link
+            raise BtError(
+                f"COPY source {source!r} leaves the build context through symlink "
+                f"{self._abs(link.path)} -> {link.link_target}",
+                origin,
+                line,
+            ) from None
+        if entries is None:
+            raise BtError(self._missing(source, rel), origin, line)
+        result = _unique_sorted(entries)
         self._expanded[rel] = result
         return result
 
-    def _expand_path(self, rel: str, origin: str, line: int) -> list[InputEntry]:
-        entry = self._lookup(rel, origin, line)
-        if entry is None:
-            raise BtError(f"COPY source {rel!r} not found in context {self.base}", origin, line)
-        if entry.kind == "dir":
-            return [entry, *self._below_dir(rel)]
-        return [entry]
+    def _missing(self, source: str, rel: str) -> str:
+        message = f"COPY source {source!r} not found in context {self.base}"
+        if not os.path.lexists(self._abs(rel)):
+            return message
+        if any(rel == p or rel.startswith(p + "/") for p in self.exclude):
+            return f"{message} ({rel} is bt's own state, never a build input)"
+        if self.rules.ignored(rel):
+            return f"{message} (excluded by {self.rules.source})"
+        return message
+
+    def whole(self) -> list[InputEntry]:
+        """Every entry of the context that Docker sends, sorted by path (cached and shared)."""
+        if self._whole is None:
+            try:
+                self._whole = sorted(self._subtree(""), key=_by_path)
+            except _Unusable as err:
+                raise BtError(f"cannot use {self._abs(err.path)}: {err.reason}") from None
+        return self._whole
 
 
-def resolve_inputs(
-    tree: ContextTree, sources: Sequence[tuple[str, str, int]] | Iterable[tuple[str, str, int]]
-) -> list[InputEntry]:
+def _unique_sorted(entries: Iterable[InputEntry]) -> list[InputEntry]:
+    by_path = {entry.path: entry for entry in entries}
+    return [by_path[path] for path in sorted(by_path)]
+
+
+def resolve_inputs(tree: ContextTree, sources: Iterable[tuple[str, str, int]]) -> list[InputEntry]:
     """(source, origin, line) triples -> the sorted, de-duplicated union of their entries."""
-    entries: dict[str, InputEntry] = {}
-    for source, origin, line in sources:
-        for entry in tree.expand(source, origin=origin, line=line):
-            entries[entry.path] = entry
-    return [entries[path] for path in sorted(entries)]
+    expansions = [tree.expand(source, origin=origin, line=line) for source, origin, line in sources]
+    expansions = sorted((e for e in expansions if e), key=lambda e: e[0].path)
+    if all(a[-1].path < b[0].path for a, b in pairwise(expansions)):
+        return list(chain.from_iterable(expansions))  # disjoint sorted runs: the usual case
+    return _unique_sorted(chain.from_iterable(expansions))

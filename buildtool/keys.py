@@ -14,19 +14,23 @@ from collections.abc import Iterable
 from dataclasses import dataclass, fields
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import msgpack
 
-from buildtool import dockerfile as dockerfile_mod
+from buildtool import __version__
 from buildtool.dockerignore import load_ignore_rules
 from buildtool.errors import BtError
 from buildtool.graph import TargetGraph
 from buildtool.hashing import StatCache, digest_bytes
 from buildtool.inputs import ContextTree, InputEntry, resolve_inputs
 from buildtool.labels import Label
+from buildtool.statefile import exclusive_lock, write_atomic
 from buildtool.target import ImageTarget
 from buildtool.workspace import Config
+
+if TYPE_CHECKING:
+    from buildtool.dockerfile import Dockerfile, StageReads
 
 KEY_SCHEMA = 2
 
@@ -89,6 +93,66 @@ class KeyManifest:
         return cls(**raw)
 
 
+class Reads(NamedTuple):
+    """What key computation needs of a Dockerfile analysis; small enough to keep on disk."""
+
+    sources: tuple[tuple[str, int], ...]  # (context source, line)
+    whole_context: str | None
+    remote_sources: tuple[str, ...]
+    has_run: bool
+
+    @classmethod
+    def of(cls, reads: StageReads) -> Reads:
+        return cls(
+            tuple((ref.source, ref.line) for ref in reads.sources),
+            reads.whole_context,
+            tuple(reads.remote_sources),
+            reads.has_run,
+        )
+
+
+class AnalysisCache:
+    """Dockerfile analyses by (Dockerfile digest, stage, args, platform), kept between runs:
+    a warm run neither parses Dockerfiles nor imports the parser."""
+
+    VERSION = 1
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.entries: dict[str, Any] = self._read()
+        self.added: dict[str, Any] = {}
+
+    def _read(self) -> dict[str, Any]:
+        try:
+            data = msgpack.unpackb(self.path.read_bytes(), raw=False)
+        except (OSError, ValueError, msgpack.UnpackException):
+            return {}
+        if isinstance(data, dict) and data.get("version") == self.VERSION:
+            return dict(data.get("entries", {}))
+        return {}
+
+    def get(self, key: str) -> Reads | None:
+        raw = self.entries.get(key)
+        if raw is None:
+            return None
+        sources, whole, remote, has_run = raw
+        return Reads(tuple((s, n) for s, n in sources), whole, tuple(remote), has_run)
+
+    def put(self, key: str, reads: Reads) -> None:
+        value = [[list(s) for s in reads.sources], reads.whole_context,
+                 list(reads.remote_sources), reads.has_run]  # fmt: skip
+        self.entries[key] = self.added[key] = value
+
+    def save(self) -> None:
+        if not self.added:
+            return
+        with exclusive_lock(self.path.with_name(self.path.name + ".lock")):
+            merged = {**self._read(), **self.added}
+            data = msgpack.packb({"version": self.VERSION, "entries": merged}, use_bin_type=True)
+            write_atomic(self.path, data)
+        self.added = {}
+
+
 class KeyComputer:
     """Computes keys for platform builds of one graph, sharing parses, trees and digests."""
 
@@ -97,9 +161,11 @@ class KeyComputer:
         self.graph = graph
         self.stat_cache = stat_cache
         self.root = str(config.root)
-        self._dockerfiles: dict[str, tuple[str, str, dockerfile_mod.Dockerfile]] = {}
+        self._dockerfiles: dict[str, tuple[str, str]] = {}
+        self._parsed: dict[str, Dockerfile] = {}
+        self.analyses = AnalysisCache(config.cache_dir / "analysis.msgpack")
         self._trees: dict[tuple[str, str], ContextTree] = {}
-        self._reads: dict[tuple[Any, ...], dockerfile_mod.StageReads] = {}
+        self._reads: dict[tuple[Any, ...], Reads] = {}
         self._manifests: dict[BuildId, KeyManifest] = {}
         self._inputs: dict[tuple[Any, ...], tuple[tuple[tuple[str, str, bool, str], ...], str]] = {}
         self._globals: tuple[tuple[str, str], ...] | None = None
@@ -141,7 +207,7 @@ class KeyComputer:
             self._globals = tuple(zip(unique, digests, strict=True))
         return self._globals
 
-    def _dockerfile(self, relpath: str) -> tuple[str, str, dockerfile_mod.Dockerfile]:
+    def _dockerfile(self, relpath: str) -> tuple[str, str]:
         found = self._dockerfiles.get(relpath)
         if found is None:
             path = os.path.join(self.root, relpath)
@@ -154,9 +220,18 @@ class KeyComputer:
                 text = data.decode("utf-8")
             except UnicodeDecodeError:
                 raise BtError("Dockerfile is not valid UTF-8", relpath) from None
-            found = (digest_bytes(data), text, dockerfile_mod.parse_dockerfile(text, relpath))
+            found = (digest_bytes(data), text)
             self._dockerfiles[relpath] = found
         return found
+
+    def _parse(self, relpath: str, text: str) -> Dockerfile:
+        parsed = self._parsed.get(relpath)
+        if parsed is None:
+            from buildtool.dockerfile import parse_dockerfile
+
+            parsed = parse_dockerfile(text, relpath)
+            self._parsed[relpath] = parsed
+        return parsed
 
     def _tree(self, target: ImageTarget) -> ContextTree:
         tree_key = (target.context, target.dockerfile)
@@ -186,29 +261,37 @@ class KeyComputer:
             self._mentions_platform[dockerfile] = found
         return found
 
-    def _stage_reads(
-        self, target: ImageTarget, platform: str, df: dockerfile_mod.Dockerfile, text: str
-    ) -> dockerfile_mod.StageReads:
+    def _stage_reads(self, target: ImageTarget, platform: str, digest: str, text: str) -> Reads:
         args = dict(target.args)
         # Parent args carry an image reference; their value is covered by the parent's key.
         for arg, _ in target.parents:
             args[arg] = f"bt-parent-{arg}"
         # Only Dockerfiles that mention the platform args read differently per platform.
         dependent = platform if self._platform_dependent(target.dockerfile, text) else None
-        memo = (target.dockerfile, target.stage, tuple(sorted(args.items())), dependent)
+        memo = (digest, target.stage, tuple(sorted(args.items())), dependent)
         reads = self._reads.get(memo)
         if reads is None:
-            reads = dockerfile_mod.context_reads(
-                df, target.stage, args, platform=dependent, build_platform=dependent
-            )
+            # bt's version is part of the entry's key: a newer analysis never reads an old one.
+            material = [__version__, KEY_SCHEMA, *memo]
+            cache_key = digest_bytes(msgpack.packb(material, use_bin_type=True))
+            reads = self.analyses.get(cache_key)
+            if reads is None:
+                from buildtool.dockerfile import context_reads
+
+                df = self._parse(target.dockerfile, text)
+                analysis = context_reads(
+                    df, target.stage, args, platform=dependent, build_platform=dependent
+                )
+                reads = Reads.of(analysis)
+                self.analyses.put(cache_key, reads)
             self._reads[memo] = reads
         return reads
 
     def _compute(self, build: BuildId) -> KeyManifest:
         label, platform = build
         target = self.graph.targets[label]
-        df_digest, df_text, df = self._dockerfile(target.dockerfile)
-        reads = self._stage_reads(target, platform, df, df_text)
+        df_digest, df_text = self._dockerfile(target.dockerfile)
+        reads = self._stage_reads(target, platform, df_digest, df_text)
         tree = self._tree(target)
         fallback = reads.whole_context
         if target.inputs is not None:
@@ -217,7 +300,7 @@ class KeyComputer:
         elif fallback is not None:
             sources = ((".", target.dockerfile, 0),)
         else:
-            sources = tuple((ref.source, target.dockerfile, ref.line) for ref in reads.sources)
+            sources = tuple((source, target.dockerfile, line) for source, line in reads.sources)
         memo = (target.context, target.dockerfile, sources)
         described = self._inputs.get(memo)
         if described is None:

@@ -71,4 +71,5 @@ class Workbench:
         builds = selected_builds(self.session.graph, self.labels(patterns), platforms)
         planned = make_plan(self.session.config, self.computer, self.lockfile(), builds)
         self.stat_cache.save()
+        self.computer.analyses.save()
         return planned

@@ -203,7 +203,9 @@ class KeyComputer:
                     raise BtError(f"global input {pattern!r} matches no file", ".cache-spec")
                 paths.extend(files)
             unique = sorted(set(paths))
-            digests = self.stat_cache.digest_many([os.path.join(self.root, p) for p in unique])
+            # A global input that is a symlink counts by the content it points at.
+            real = [os.path.realpath(os.path.join(self.root, p)) for p in unique]
+            digests = self.stat_cache.digest_many(real)
             self._globals = tuple(zip(unique, digests, strict=True))
         return self._globals
 

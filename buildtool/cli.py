@@ -25,6 +25,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "test": ("buildtool.commands.test", "Run the image tests of built targets."),
     "merge": ("buildtool.commands.merge", "Put multi-platform indexes for built images."),
     "lock": ("buildtool.commands.lock", "Work with lockfile fragments from parallel runs."),
+    "watch": ("buildtool.commands.watch", "Rebuild what each edit touches, until Ctrl-C."),
 }
 
 

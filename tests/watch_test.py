@@ -1,0 +1,261 @@
+"""`bt watch`: the watched set, the round summary, and the loop against a real engine."""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from btrun import copy_example
+
+from buildtool.commands.common import Workbench
+from buildtool.session import Session
+from buildtool.watch import Round, bare_watch_set, changed_paths, watch_set
+
+BOTH = ("linux/amd64", "linux/arm64")
+Event = dict[str, object]
+
+
+def fresh_example(dest: Path) -> Path:
+    """A copy of the example whose keys no earlier run has built (see build_test)."""
+    root = copy_example(dest)
+    with (root / "docker/common/versions.txt").open("a") as f:
+        f.write(f"# run {uuid.uuid4().hex}\n")
+    return root
+
+
+def test_watch_set_holds_the_inputs_of_the_selection_and_the_graph_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = copy_example(tmp_path / "ws")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    bench = Workbench(Session(root))
+    watched = watch_set(bench.config, bench.plan(["//matrix:tiny-en"]))
+    accepted = [
+        "docker/align/en/alignment.bin",
+        "docker/align/en/new-file.txt",  # added next to inputs: maybe a new input
+        "docker/models/tiny/model.bin",
+        "docker/matrix/Dockerfile",
+        "docker/.dockerignore",
+        "docker/matrix/Dockerfile.dockerignore",
+        "docker/common/versions.txt",
+        "BUILD.images",
+        "docker/BUILD.images",
+        ".cache-spec",
+    ]
+    rejected = [
+        "docker/align/zh/vocab.json",  # another language's input
+        "docker/models/small/model.bin",  # another model's input
+        "images.lock",  # bt writes it: watching it would loop
+        "README.md",
+    ]
+    assert [p for p in accepted if not watched.accepts(str(root / p))] == []
+    assert [p for p in rejected if watched.accepts(str(root / p))] == []
+
+
+def test_the_bare_watch_set_accepts_only_the_files_that_declare_the_graph(
+    tmp_path: Path,
+) -> None:
+    watched = bare_watch_set(tmp_path)
+    paths = ["BUILD.images", "pkg/BUILD.images", ".cache-spec", "images.lock", "a/b.txt"]
+    assert [p for p in paths if watched.accepts(str(tmp_path / p))] == [
+        "BUILD.images",
+        "pkg/BUILD.images",
+        ".cache-spec",
+    ]
+
+
+def test_changed_paths_are_relative_sorted_and_unique(tmp_path: Path) -> None:
+    paths = [str(tmp_path / "b/x"), str(tmp_path / "a"), str(tmp_path / "b/x")]
+    assert changed_paths(str(tmp_path), paths) == ["a", "b/x"]
+
+
+def test_a_round_that_built_nothing_says_no_build_affected() -> None:
+    assert Round(("a.md",), (), 0, 0.0123).line() == "a.md: no build affected (0.01s)"
+
+
+def test_a_round_names_changed_paths_rebuilt_labels_and_failures() -> None:
+    rebuilt = (("//m:a", "linux/amd64"), ("//m:a", "linux/arm64"), ("//m:b", "linux/amd64"))
+    changed = ("a", "b", "c", "d", "e")
+    assert Round(changed, rebuilt, 1, 2.26).line() == (
+        "a, b, c and 2 more: rebuilt 3 (//m:a, //m:b), 1 failed in 2.3s"
+    )
+    assert Round((), rebuilt[:1], 0, 1.0).record() == {
+        "event": "watch_round",
+        "changed": [],
+        "rebuilt": [["//m:a", "linux/amd64"]],
+        "failed": 0,
+        "seconds": 1.0,
+    }
+
+
+class WatchProcess:
+    """`bt watch --json` as a child process, its stdout read line by line in the background."""
+
+    def __init__(self, root: Path, env: dict[str, str], *patterns: str):
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "buildtool", "watch", *patterns, "--json"],
+            cwd=root,
+            env={**os.environ, **env},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+            text=True,
+        )
+        self.lines: queue.Queue[str | None] = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.put(line)
+        self.lines.put(None)
+
+    def until(self, done: Callable[[Event], bool], timeout: float = 30.0) -> list[Event]:
+        """Events up to and including the first for which ``done`` holds."""
+        seen: list[Event] = []
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                line = self.lines.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                raise AssertionError(f"timed out; events so far: {seen}") from None
+            if line is None:
+                raise AssertionError(f"bt watch exited; events: {seen}; {self.stderr()}")
+            event: Event = json.loads(line)
+            seen.append(event)
+            if done(event):
+                return seen
+
+    def next_round(self, timeout: float = 30.0) -> tuple[list[Event], Event]:
+        """The events of the next round and its summary (a round or an error)."""
+        events = self.until(lambda e: e["event"] in ("watch_round", "watch_error"), timeout)
+        self.until(lambda e: e["event"] == "watching", timeout)
+        return events, events[-1]
+
+    def stderr(self) -> str:
+        if self.proc.poll() is None or self.proc.stderr is None:
+            return ""
+        return self.proc.stderr.read()
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(timeout=10)
+
+
+def finished(events: list[Event]) -> list[tuple[object, object]]:
+    return sorted((e["label"], e["platform"]) for e in events if e["event"] == "finished")
+
+
+def lock(root: Path) -> dict[str, dict[str, dict[str, str]]]:
+    return json.loads((root / "images.lock").read_text())["builds"]  # type: ignore[no-any-return]
+
+
+@pytest.fixture()
+def watching(tmp_path: Path, engine: str) -> Iterator[tuple[Path, WatchProcess]]:
+    """`bt watch //matrix:tiny-en` on a fresh example, past its initial build of six."""
+    root = fresh_example(tmp_path / "ws")
+    env = {"DOCKER_HOST": engine, "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    process = WatchProcess(root, env, "//matrix:tiny-en")
+    try:
+        events, summary = process.next_round(timeout=120)
+        assert summary["event"] == "watch_round", summary
+        assert len(finished(events)) == 6
+        yield root, process
+    finally:
+        process.kill()
+
+
+def append(path: Path, data: bytes) -> None:
+    with path.open("ab") as f:
+        f.write(data)
+
+
+@pytest.mark.engine
+def test_editing_an_input_rebuilds_exactly_its_builds_and_touching_or_ignored_files_do_not(
+    watching: tuple[Path, WatchProcess],
+) -> None:
+    root, process = watching
+    before = lock(root)["//matrix:tiny-en"]
+    alignment = root / "docker/align/en/alignment.bin"
+    append(alignment, b"retrained")
+    events, summary = process.next_round(timeout=10)
+    assert finished(events) == [("//matrix:tiny-en", p) for p in BOTH]
+    assert summary["changed"] == ["docker/align/en/alignment.bin"]
+    after = lock(root)["//matrix:tiny-en"]
+    assert {p: after[p]["digest"] != before[p]["digest"] for p in BOTH} == dict.fromkeys(BOTH, True)
+
+    os.utime(alignment, (time.time() + 5, time.time() + 5))
+    events, summary = process.next_round(timeout=10)
+    assert (finished(events), summary["rebuilt"]) == ([], [])
+
+    append(root / "docker/align/en/NOTES.md", b"*.md is ignored\n")
+    events, summary = process.next_round(timeout=10)
+    assert summary["changed"] == ["docker/align/en/NOTES.md"]
+    assert (finished(events), summary["rebuilt"]) == ([], [])
+    assert lock(root)["//matrix:tiny-en"] == after
+
+
+@pytest.mark.engine
+def test_editing_a_model_rebuilds_the_model_and_the_matrix_image_on_both_platforms(
+    watching: tuple[Path, WatchProcess],
+) -> None:
+    root, process = watching
+    append(root / "docker/models/tiny/model.bin", b"fine-tuned")
+    events, summary = process.next_round(timeout=20)
+    expected = sorted((label, p) for label in ("//matrix:tiny-en", "//model:tiny") for p in BOTH)
+    assert finished(events) == expected
+    assert summary["rebuilt"] == [list(build) for build in expected]
+
+
+@pytest.mark.engine
+def test_an_edit_saved_during_a_build_is_built_right_after_it(
+    watching: tuple[Path, WatchProcess],
+) -> None:
+    root, process = watching
+    append(root / "docker/models/tiny/model.bin", b"fine-tuned")
+    process.until(lambda e: e["event"] == "started")
+    append(root / "docker/align/en/alignment.bin", b"retrained")
+    events, summary = process.next_round(timeout=20)
+    assert summary["changed"] == ["docker/models/tiny/model.bin"]
+    assert len(finished(events)) == 4
+    events, summary = process.next_round(timeout=20)
+    assert summary["changed"] == ["docker/align/en/alignment.bin"]
+    assert finished(events) == [("//matrix:tiny-en", p) for p in BOTH]
+
+
+@pytest.mark.engine
+def test_a_syntax_error_in_build_images_is_reported_and_fixing_it_resumes_then_sigint_exits_130(
+    watching: tuple[Path, WatchProcess],
+) -> None:
+    root, process = watching
+    build_file = root / "BUILD.images"
+    good = build_file.read_text()
+    build_file.write_text(good + "oops(\n")
+    _, summary = process.next_round(timeout=10)
+    assert (summary["event"], summary["changed"]) == ("watch_error", ["BUILD.images"])
+    assert str(summary["message"]).startswith("BUILD.images:")
+    assert "syntax error" in str(summary["message"])
+
+    build_file.write_text(good)
+    _, summary = process.next_round(timeout=10)
+    assert (summary["event"], summary["rebuilt"]) == ("watch_round", [])
+    append(root / "docker/align/en/alignment.bin", b"again")
+    events, _ = process.next_round(timeout=10)
+    assert finished(events) == [("//matrix:tiny-en", p) for p in BOTH]
+
+    lock_text = (root / "images.lock").read_text()
+    process.proc.send_signal(signal.SIGINT)
+    assert process.proc.wait(timeout=10) == 130
+    assert (root / "images.lock").read_text() == lock_text
+    assert "interrupted" in process.stderr()

@@ -7,19 +7,14 @@ from pathlib import Path
 
 import click
 
-from buildtool.commands.common import Workbench, platform_option
+from buildtool.commands.common import Workbench, platform_option, push_option
 from buildtool.errors import BuildFailed, Interrupted
 
 
 @click.command("build", context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("patterns", nargs=-1, required=True)
 @platform_option
-@click.option(
-    "--push/--no-push",
-    default=None,
-    help="Push each platform image by digest to the registry of .cache-spec "
-    "(default: [registry] push).",
-)
+@push_option
 @click.option("-j", "--jobs", type=click.IntRange(min=1), help="Builds at once (default: jobs).")
 @click.option("--fail-fast", is_flag=True, help="Start nothing new after the first failure.")
 @click.option(

@@ -30,6 +30,15 @@ def platform_option(func: F) -> F:
     )(func)
 
 
+def push_option(func: F) -> F:
+    return click.option(
+        "--push/--no-push",
+        default=None,
+        help="Push each platform image by digest to the registry of .cache-spec "
+        "(default: [registry] push).",
+    )(func)
+
+
 @dataclass
 class Workbench:
     """A session plus the hashing state needed to plan: stat cache, key computer, lockfile."""

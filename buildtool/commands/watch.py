@@ -11,7 +11,7 @@ from typing import IO
 
 import click
 
-from buildtool.commands.common import Workbench, platform_option
+from buildtool.commands.common import Workbench, platform_option, push_option
 from buildtool.errors import BtError, Interrupted
 from buildtool.plan import PlannedBuild
 from buildtool.session import Session
@@ -30,12 +30,7 @@ IDLE_MS = 100
 @click.command("watch", context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("patterns", nargs=-1, required=True)
 @platform_option
-@click.option(
-    "--push/--no-push",
-    default=None,
-    help="Push each platform image by digest to the registry of .cache-spec "
-    "(default: [registry] push).",
-)
+@push_option
 @click.option("--json", "json_events", is_flag=True, help="Print one JSON event per line.")
 def command(
     patterns: tuple[str, ...], platforms: tuple[str, ...], push: bool | None, json_events: bool

@@ -13,12 +13,12 @@ def run(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_ruff_lint_is_clean() -> None:
-    result = run("ruff", "check", "buildtool", "tests", "bench")
+    result = run("ruff", "check", "--no-cache", "buildtool", "tests", "bench")
     assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_ruff_format_is_clean() -> None:
-    result = run("ruff", "format", "--check", "buildtool", "tests", "bench")
+    result = run("ruff", "format", "--no-cache", "--check", "buildtool", "tests", "bench")
     assert result.returncode == 0, result.stdout + result.stderr
 
 

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 from btrun import copy_example
-from buildtool.hashing import StatCache
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from buildtool.graph import build_graph
+from buildtool.hashing import StatCache
 from buildtool.keys import KeyComputer
 from buildtool.loader import load_workspace
 from buildtool.plan import selected_builds

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 from buildtool.errors import BtError
 from buildtool.labels import Label
-from buildtool.plan import PlannedBuild
+from buildtool.plan import PlannedBuild, needs_run
 from buildtool.record import record_builds
 from buildtool.target import ImageTarget
 from buildtool.workspace import BuilderSpec, Config
@@ -76,12 +76,6 @@ class BuildRun:
                 self.builders[platform] = found
             return found
 
-    def _needs_push(self, planned: PlannedBuild) -> bool:
-        """A fresh build recorded only locally still has to reach the registry."""
-        if not self.options.push or planned.record is None:
-            return False
-        return not planned.record.image.startswith(f"{self.config.registry}/")
-
     def check_routing(self, stale: Sequence[PlannedBuild]) -> None:
         """Refuse, before anything starts, a build that would need emulation."""
         for planned in stale:
@@ -104,7 +98,7 @@ class BuildRun:
         for p in planned:
             if not p.stale and p.record is not None:
                 self.references[p.id] = p.record.image
-        stale = [p for p in planned if p.stale or self._needs_push(p)]
+        stale = [p for p in planned if needs_run(p, self.options.push, self.config.registry)]
         self.check_routing(stale)
         by_id = {p.id: p for p in stale}
         jobs = [

@@ -34,6 +34,14 @@ class PlannedBuild:
         return (self.label, self.platform)
 
 
+def needs_run(planned: PlannedBuild, push: bool, registry: str | None) -> bool:
+    """Stale, or fresh but recorded only locally while pushing: what `bt build` runs."""
+    if planned.stale:
+        return True
+    record = planned.record
+    return push and record is not None and not record.image.startswith(f"{registry}/")
+
+
 def selected_builds(
     graph: TargetGraph, labels: Iterable[Label], platforms: Iterable[str] = ()
 ) -> list[tuple[Label, str]]:

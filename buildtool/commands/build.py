@@ -9,6 +9,7 @@ import click
 
 from buildtool.commands.common import Workbench, platform_option, push_option
 from buildtool.errors import BuildFailed, Interrupted
+from buildtool.plan import needs_run
 
 
 @click.command("build", context_settings={"help_option_names": ["-h", "--help"]})
@@ -61,12 +62,7 @@ def command(
     config = bench.config
     planned = bench.plan(patterns, platforms)
     push_wanted = config.push if push is None else push
-    stale = [
-        p
-        for p in planned
-        if p.stale
-        or (push_wanted and p.record and not p.record.image.startswith(f"{config.registry}/"))
-    ]
+    stale = [p for p in planned if needs_run(p, push_wanted, config.registry)]
     merge = push_wanted and not platforms and lock_out is None
     if not stale:
         click.echo(f"nothing to build: {len(planned)} platform builds up to date", err=True)

@@ -13,7 +13,7 @@ import click
 
 from buildtool.commands.common import Workbench, platform_option, push_option
 from buildtool.errors import BtError, Interrupted
-from buildtool.plan import PlannedBuild
+from buildtool.plan import PlannedBuild, needs_run
 from buildtool.session import Session
 from buildtool.watch import Round, WatchSet, bare_watch_set, changed_paths, watch_set
 
@@ -117,7 +117,7 @@ class Watcher:
         planned = bench.plan(self.patterns, self.platforms)
         self.watched = watch_set(config, planned)
         push = config.push if self.push is None else self.push
-        if not any(_needs_run(p, push, config.registry) for p in planned):
+        if not any(needs_run(p, push, config.registry) for p in planned):
             return Round(changed, (), 0, time.monotonic() - began)
         from buildtool.build import BuildOptions, BuildRun
         from buildtool.reporter import make_reporter
@@ -150,12 +150,3 @@ class Watcher:
         report = merge_images(bench.config, graph.targets, labels, bench.lock_path)
         for outcome in report.tags:
             self.say(str(outcome), {"event": "merged", "detail": str(outcome)})
-
-
-def _needs_run(planned: PlannedBuild, push: bool, registry: str | None) -> bool:
-    """Stale, or built but recorded only locally while pushing: what `bt build` would run."""
-    if planned.stale:
-        return True
-    return (
-        push and planned.record is not None and not planned.record.image.startswith(f"{registry}/")
-    )

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from buildtool.cachedir import CacheDir
 from buildtool.errors import BtError
 from buildtool.labels import Label
 from buildtool.plan import PlannedBuild, needs_run
@@ -210,7 +211,7 @@ class BuildRun:
     def log_path(self, planned: PlannedBuild) -> Path:
         name = f"{planned.label.package or '_'}/{planned.label.name}"
         platform = planned.platform.replace("/", "-")
-        return self.config.cache_dir / "logs" / name / f"{platform}-{planned.key[:16]}.log"
+        return CacheDir(self.config.cache_dir).build_log(name, platform, planned.key)
 
     def record(self, planned: PlannedBuild, outcome: Outcome) -> None:
         digest = outcome.digest or ""

@@ -22,8 +22,8 @@ from typing import NamedTuple
 import blake3
 import msgpack
 
+from buildtool.cachedir import update_file
 from buildtool.errors import BtError
-from buildtool.statefile import exclusive_lock, write_atomic
 
 CACHE_VERSION = 1
 
@@ -164,8 +164,18 @@ class _Table:
     def read(cls, path: Path) -> _Table:
         """The table in ``path``; anything unreadable is an empty table."""
         try:
-            return cls._decode(path.read_bytes())
-        except Exception:  # a cache never fails a build: missing, truncated, garbage -> empty
+            data = path.read_bytes()
+        except OSError:
+            return cls.empty()
+        return cls.decode_or_empty(data)
+
+    @classmethod
+    def decode_or_empty(cls, data: bytes | None) -> _Table:
+        if data is None:
+            return cls.empty()
+        try:
+            return cls._decode(data)
+        except Exception:  # a cache never fails a build: truncated, garbage -> empty
             return cls.empty()
 
     @classmethod
@@ -302,12 +312,18 @@ class StatCache:
         self._hashed = {}
         if not worth:
             return
-        with exclusive_lock(self.path.with_name(self.path.name + ".lock")):
-            table = _Table.read(self.path)  # another bt may have saved since we loaded
-            table.merge(worth)
-            table.written_ns = _now_ns()
-            write_atomic(self.path, table.encode())
-        self._table = table
+        merged = _Table.empty()
+
+        def merge(current: bytes | None) -> bytes:
+            nonlocal merged
+            # Another bt may have saved since we loaded: merge into what is there now.
+            merged = _Table.decode_or_empty(current)
+            merged.merge(worth)
+            merged.written_ns = _now_ns()
+            return merged.encode()
+
+        update_file(self.path, merge)
+        self._table = merged
 
 
 def _hash_concurrently(pending: dict[str, os.stat_result]) -> dict[str, str]:

@@ -11,8 +11,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from buildtool.cachedir import update_file
 from buildtool.errors import BtError
-from buildtool.statefile import exclusive_lock, write_atomic
 
 VERSION = 1
 
@@ -92,21 +92,33 @@ class Lockfile:
 def read_lockfile(path: Path) -> Lockfile:
     """The lockfile at ``path``; an empty one when it does not exist yet."""
     try:
-        text = path.read_text(encoding="utf-8")
+        data = path.read_bytes()
     except FileNotFoundError:
         return Lockfile()
     except OSError as err:
         raise BtError(f"cannot read: {err.strerror}", path.name) from None
-    return Lockfile.loads(text, path.name)
+    return _decode(data, path.name)
 
 
 def update_lockfile(path: Path, lock_path: Path, change: Callable[[Lockfile], None]) -> Lockfile:
     """Re-read the lockfile under the workspace lock, apply ``change``, write it atomically."""
-    with exclusive_lock(lock_path):
-        lock = read_lockfile(path)
+    lock = Lockfile()
+
+    def merge(current: bytes | None) -> bytes | None:
+        nonlocal lock
+        lock = Lockfile() if current is None else _decode(current, path.name)
         before = lock.dumps()
         change(lock)
         after = lock.dumps()
-        if after != before:
-            write_atomic(path, after)
-        return lock
+        return after if after != before else None
+
+    update_file(path, merge, lock=lock_path)
+    return lock
+
+
+def _decode(data: bytes, name: str) -> Lockfile:
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise BtError(f"not valid UTF-8 (byte {err.start})", name) from None
+    return Lockfile.loads(text, name)

@@ -13,6 +13,7 @@ from btrun import copy_example
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from buildtool.cachedir import CacheDir
 from buildtool.graph import build_graph
 from buildtool.hashing import StatCache
 from buildtool.keys import KeyComputer
@@ -68,7 +69,7 @@ Keys = dict[tuple[str, str], str]
 def compute_keys(root: Path) -> Keys:
     config = load_config(root)
     graph = build_graph(load_workspace(config))
-    cache = StatCache.load(config.cache_dir / "statcache.msgpack")
+    cache = StatCache.load(CacheDir(config.cache_dir).stat_cache)
     computer = KeyComputer(config, graph, cache)
     keys = {(str(lb), p): computer.key((lb, p)) for lb, p in selected_builds(graph, graph.targets)}
     cache.save()

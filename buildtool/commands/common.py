@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 
 import click
 
+from buildtool.cachedir import CacheDir
 from buildtool.hashing import StatCache
 from buildtool.keys import KeyComputer
 from buildtool.labels import Label
@@ -59,12 +60,12 @@ class Workbench:
 
     @property
     def stat_cache_path(self) -> Path:
-        return self.session.config.cache_dir / "statcache.msgpack"
+        return CacheDir(self.session.config.cache_dir).stat_cache
 
     @property
     def lock_path(self) -> Path:
         """The workspace lock: every writer of the lockfile holds it."""
-        return self.session.config.cache_dir / "workspace.lock"
+        return CacheDir(self.session.config.cache_dir).workspace_lock
 
     @cached_property
     def computer(self) -> KeyComputer:

@@ -1,0 +1,81 @@
+"""bt's cache directory: the one owner of every path inside it, and of the one way state there
+is changed (read, merge, write atomically, all under a lock).
+
+Layout (``cache_dir`` of ``.cache-spec``, by default ``$XDG_CACHE_HOME/bt/<dir>-<hash>``):
+
+    statcache.msgpack        file digests by stat (hashing)
+    analysis.msgpack         Dockerfile analyses by content (filesets)
+    manifests/ab/<key>.msgpack   what went into each key (keys; read by ``bt why``)
+    logs/<label>/<platform>-<key>.log   one build's full output
+    logs/crash-<time>.log    the traceback of an internal error
+    workspace.lock           held by every writer of images.lock
+    <file>.lock              held while <file> is merged and rewritten
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from buildtool.statefile import exclusive_lock, write_atomic
+
+
+@dataclass(frozen=True)
+class CacheDir:
+    """The paths of one workspace's cache directory."""
+
+    root: Path
+
+    @property
+    def stat_cache(self) -> Path:
+        return self.root / "statcache.msgpack"
+
+    @property
+    def analyses(self) -> Path:
+        return self.root / "analysis.msgpack"
+
+    def manifest(self, key: str) -> Path:
+        return self.root / "manifests" / key[:2] / f"{key}.msgpack"
+
+    def build_log(self, label_name: str, platform: str, key: str) -> Path:
+        """``label_name`` is the label without its ``//`` (its package and name)."""
+        return self.root / "logs" / label_name / f"{platform}-{key[:16]}.log"
+
+    def crash_log(self) -> Path:
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        return self.root / "logs" / f"crash-{stamp}-{time.time_ns() % 1_000_000:06d}.log"
+
+    @property
+    def workspace_lock(self) -> Path:
+        """Every writer of the lockfile (and of fragments) holds it."""
+        return self.root / "workspace.lock"
+
+
+def update_file(
+    path: Path,
+    change: Callable[[bytes | None], bytes | None],
+    *,
+    lock: Path | None = None,
+    durable: bool = True,
+) -> None:
+    """Read ``path`` (None when missing), let ``change`` merge into it, and write what it returns
+    atomically (nothing when it returns None), all under ``lock`` (default ``<path>.lock``), so
+    that concurrent bt processes merge instead of overwriting each other."""
+    with exclusive_lock(lock or path.with_name(path.name + ".lock")):
+        try:
+            current: bytes | None = path.read_bytes()
+        except FileNotFoundError:
+            current = None
+        new = change(current)
+        if new is not None and new != current:
+            write_atomic(path, new, durable=durable)
+
+
+def write_once(path: Path, data: bytes) -> None:
+    """Write a content-addressed file: an existing one already holds ``data``. A cache, not
+    state: atomic rename, no fsync (a lost file costs only detail, never correctness)."""
+    if path.exists():
+        return
+    write_atomic(path, data, durable=False)

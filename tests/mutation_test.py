@@ -153,7 +153,10 @@ def replace_with_symlink(rel: str, target: str) -> Callable[[Path], None]:
 
 
 def rename(rel: str, new: str) -> Callable[[Path], None]:
-    return lambda root: (root / rel).rename(root / new)
+    def apply(root: Path) -> None:
+        (root / rel).rename(root / new)
+
+    return apply
 
 
 def rewrite_same_content(rel: str) -> Callable[[Path], None]:

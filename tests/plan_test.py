@@ -90,9 +90,9 @@ def test_why_shows_args_dockerfile_lines_and_parents(workspace: Path) -> None:
     dockerfile.write_text(dockerfile.read_text() + "LABEL maintainer=me\n")
     out = bt("why", "//matrix:tiny-en", "--platform", "linux/amd64", cwd=workspace, check=True)
     assert "parent //model:tiny (LOAD_WHISPER_STAGE) changed: key" in out.stdout
-    out = bt("why", "//model:tiny", "--platform", "linux/amd64", cwd=workspace, check=True).stdout
+    text = bt("why", "//model:tiny", "--platform", "linux/amd64", cwd=workspace, check=True).stdout
     lines = len(dockerfile.read_text().splitlines())
-    assert f"Dockerfile docker/model/Dockerfile changed at line {lines}" in out
+    assert f"Dockerfile docker/model/Dockerfile changed at line {lines}" in text
     plan = {(p["label"], p["platform"]): p["reason"] for p in plan_json(workspace, "//...")}
     assert plan[("//model:tiny", "linux/amd64")] == "Dockerfile changed"
     assert plan[("//matrix:tiny-en", "linux/amd64")] == "parent //model:tiny changed"

@@ -21,6 +21,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "query": ("buildtool.commands.query", "List targets matching a pattern or query expression."),
     "plan": ("buildtool.commands.plan", "Show which platform builds are stale, and why."),
     "why": ("buildtool.commands.why", "Explain what changed for one platform build."),
+    "inputs": ("buildtool.commands.inputs", "List the files one platform build's key covers."),
     "build": ("buildtool.commands.build", "Build stale platform builds and record their digests."),
     "test": ("buildtool.commands.test", "Run the image tests of built targets."),
     "merge": ("buildtool.commands.merge", "Put multi-platform indexes for built images."),

@@ -89,6 +89,42 @@ class FileSet:
     global_inputs: tuple[tuple[str, str], ...]  # (workspace path, digest)
 
 
+class InputRow(NamedTuple):
+    """One thing a build's key covers, as ``bt inputs`` lists it."""
+
+    path: str  # workspace-relative
+    kind: str  # "file", "symlink", "dir", "dockerfile" or "global"
+    executable: bool
+    digest: str  # blake3 of the content, or a symlink's target
+    origin: str  # what brought it in: "docker/Dockerfile:12", "BUILD.images:30 (inputs)", ...
+
+    def to_json(self) -> dict[str, object]:
+        return self._asdict()
+
+
+def input_rows(fileset: FileSet, origins: dict[str, Source]) -> list[InputRow]:
+    """The files a key covers, each with what brought it in (``FileSets.origins``)."""
+    rows = [InputRow(fileset.dockerfile, "dockerfile", False, fileset.dockerfile_digest,
+                     "the Dockerfile (the stages the build reaches)")]  # fmt: skip
+    prefix = f"{fileset.context}/" if fileset.context else ""
+    for path, kind, executable, value in fileset.entries:
+        source = origins.get(path)
+        if fileset.fallback is not None:
+            origin = f"whole context ({fileset.fallback})"
+        elif source is None:
+            origin = "unknown"
+        elif fileset.explicit:
+            origin = f"{source[1]}:{source[2]} (inputs = {source[0]!r})"
+        else:
+            origin = f"{source[1]}:{source[2]} ({source[0]!r})"
+        rows.append(InputRow(prefix + path, kind, executable, value, origin))
+    rows += [
+        InputRow(path, "global", False, digest, ".cache-spec (global_inputs)")
+        for path, digest in fileset.global_inputs
+    ]
+    return rows
+
+
 class AnalysisCache:
     """Dockerfile analyses by (Dockerfile digest, stage, args, platform), kept between runs:
     a warm run neither parses Dockerfiles nor imports the parser."""

@@ -17,7 +17,7 @@ from typing import Any
 import msgpack
 
 from buildtool.cachedir import CacheDir, write_once
-from buildtool.filesets import AnalysisCache, FileSets
+from buildtool.filesets import AnalysisCache, FileSets, InputRow, input_rows
 from buildtool.graph import TargetGraph
 from buildtool.hashing import StatCache, digest_bytes
 from buildtool.labels import Label
@@ -102,6 +102,22 @@ class KeyComputer:
 
     def key(self, build: BuildId) -> str:
         return self.manifest(build).key
+
+    def covered_inputs(self, build: BuildId) -> list[InputRow]:
+        """Every file the build's key covers: its own file set's, then (through their keys)
+        its parents', each once, with what brought it in."""
+        label, platform = build
+        target = self.graph.targets[label]
+        fileset = self.filesets.of(target, platform)
+        rows = input_rows(fileset, self.filesets.origins(target, fileset))
+        seen = {(row.path, row.kind) for row in rows}
+        for arg, parent in target.parents:
+            for row in self.covered_inputs((parent, platform)):
+                if (row.path, row.kind) not in seen:
+                    seen.add((row.path, row.kind))
+                    via = f"parent {parent} ({arg})"
+                    rows.append(row._replace(origin=f"{via}: {row.origin}"))
+        return rows
 
     def _compute(self, build: BuildId) -> KeyManifest:
         label, platform = build

@@ -40,7 +40,21 @@ def command(expression: str, platforms: bool, output: str) -> None:
     graph = session.graph
     labels = sorted(evaluate(expression, graph, session.current_package))
     if output == "json":
-        click.echo(json.dumps([_describe(graph, label) for label in labels], indent=2))
+        from buildtool.commands.common import Workbench
+        from buildtool.filesets import input_rows
+
+        filesets = Workbench(session).computer.filesets
+        described = []
+        for label in labels:
+            target = graph.targets[label]
+            # Per platform, its own file set as `bt inputs` lists it (parents' files aside).
+            inputs = {
+                platform: [row.path for row in input_rows(filesets.of(target, platform), {})]
+                for platform in target.platforms
+            }
+            described.append(_describe(graph, label, inputs))
+        filesets.save()
+        click.echo(json.dumps(described, indent=2))
     elif output == "dot":
         click.echo(_dot(graph, labels))
     elif platforms:
@@ -52,7 +66,7 @@ def command(expression: str, platforms: bool, output: str) -> None:
             click.echo(str(label))
 
 
-def _describe(graph: TargetGraph, label: Label) -> dict[str, object]:
+def _describe(graph: TargetGraph, label: Label, inputs: dict[str, list[str]]) -> dict[str, object]:
     target = graph.targets[label]
     return {
         "label": str(label),
@@ -64,7 +78,8 @@ def _describe(graph: TargetGraph, label: Label) -> dict[str, object]:
         "args": dict(target.args),
         "tags": list(target.tags),
         "repository": target.repository,
-        "inputs": list(target.inputs) if target.inputs is not None else None,
+        "explicit_inputs": list(target.inputs) if target.inputs is not None else None,
+        "inputs": inputs,
         "tests": list(target.tests),
         "declared_at": str(target.location),
     }

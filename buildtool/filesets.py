@@ -24,7 +24,7 @@ from buildtool.cachedir import CacheDir, update_file
 from buildtool.dockerignore import load_ignore_rules
 from buildtool.errors import BtError
 from buildtool.hashing import StatCache, digest_bytes
-from buildtool.inputs import ContextTree, InputEntry, resolve_inputs
+from buildtool.inputs import ContextTree, InputEntry, Source, resolve_inputs
 from buildtool.target import ImageTarget
 from buildtool.workspace import Config
 
@@ -40,14 +40,12 @@ _PLATFORM_ARGS = ("TARGETPLATFORM", "TARGETOS", "TARGETARCH", "TARGETVARIANT",
 
 # (context path, kind, executable bit, content digest or symlink target)
 FileEntry = tuple[str, str, bool, str]
-# (source as the Dockerfile or BUILD.images names it, the file naming it, its line)
-Source = tuple[str, str, int]
 
 
 class Reads(NamedTuple):
     """What a file set needs of a Dockerfile analysis; small enough to keep on disk."""
 
-    sources: tuple[tuple[str, int], ...]  # (context source, line)
+    sources: tuple[tuple[str, int, str, tuple[str, ...]], ...]  # (source, line, instr, excludes)
     whole_context: str | None
     remote_sources: tuple[str, ...]
     has_run: bool
@@ -55,20 +53,25 @@ class Reads(NamedTuple):
     @classmethod
     def of(cls, reads: StageReads) -> Reads:
         return cls(
-            tuple((ref.source, ref.line) for ref in reads.sources),
+            tuple((r.source, r.line, r.instruction, tuple(r.excludes)) for r in reads.sources),
             reads.whole_context,
             tuple(reads.remote_sources),
             reads.has_run,
         )
 
     def to_msgpack(self) -> list[Any]:
-        return [[list(s) for s in self.sources], self.whole_context,
+        return [[[*s[:3], list(s[3])] for s in self.sources], self.whole_context,
                 list(self.remote_sources), self.has_run]  # fmt: skip
 
     @classmethod
     def from_msgpack(cls, raw: list[Any]) -> Reads:
         sources, whole, remote, has_run = raw
-        return cls(tuple((s, n) for s, n in sources), whole, tuple(remote), has_run)
+        return cls(
+            tuple((s, n, ins, tuple(ex)) for s, n, ins, ex in sources),
+            whole,
+            tuple(remote),
+            has_run,
+        )
 
 
 @dataclass(frozen=True)
@@ -203,11 +206,12 @@ class FileSets:
         if target.inputs is not None:
             fallback = None
             loc = target.location
-            sources = tuple((p, loc.path, loc.line) for p in target.inputs)
+            sources = tuple((p, loc.path, loc.line, "inputs", ()) for p in target.inputs)
         elif fallback is not None:
-            sources = ((".", target.dockerfile, 0),)
+            sources = ((".", target.dockerfile, 0, "whole context", ()),)
         else:
-            sources = tuple((source, target.dockerfile, line) for source, line in reads.sources)
+            df = target.dockerfile
+            sources = tuple((src, df, line, ins, ex) for src, line, ins, ex in reads.sources)
         entries, entries_digest = self._described(target, tree, sources)
         return FileSet(
             context=target.context,
@@ -229,7 +233,7 @@ class FileSets:
         tree = self.tree(target)
         found: dict[str, Source] = {}
         for source in fileset.sources:
-            for entry in tree.expand(source[0], origin=source[1], line=source[2]):
+            for entry in resolve_inputs(tree, [source]):
                 found.setdefault(entry.path, source)
         return found
 

@@ -340,7 +340,9 @@ class ContextTree:
             entries.extend(found)
         return entries
 
-    def expand(self, source: str, *, origin: str, line: int) -> list[InputEntry]:
+    def expand(
+        self, source: str, *, origin: str, line: int, instruction: str = "COPY"
+    ) -> list[InputEntry]:
         """The entries Docker sends and copies for one COPY/ADD/bind-mount source from the
         context, sorted by path; ``.`` is the whole context. The list is cached and shared:
         callers must not change it."""
@@ -356,20 +358,27 @@ class ContextTree:
         except _Escapes as err:
             link = err.link
             raise BtError(
-                f"COPY source {source!r} leaves the build context through symlink "
+                f"{instruction} source {source!r} leaves the build context through symlink "
                 f"{self._abs(link.path)} -> {link.link_target}",
                 origin,
                 line,
             ) from None
         if entries is None:
-            raise BtError(self._missing(source, rel), origin, line)
+            raise BtError(self._missing(source, rel, instruction), origin, line)
         result = _unique_sorted(entries)
         self._expanded[rel] = result
         return result
 
-    def _missing(self, source: str, rel: str) -> str:
-        message = f"COPY source {source!r} not found in context {self.base}"
+    def _missing(self, source: str, rel: str, instruction: str) -> str:
+        what = "bind source" if instruction.startswith("RUN") else "source"
+        message = f"{instruction} {what} {source!r} not found in context {self.base}"
         if not os.path.lexists(self._abs(rel)):
+            submodule = _unchecked_submodule(self._abs(rel))
+            if submodule is not None:
+                return (
+                    f"{message}: it is inside git submodule {submodule}, which is not checked "
+                    "out (run `git submodule update --init`)"
+                )
             return message
         if any(rel == p or rel.startswith(p + "/") for p in self.exclude):
             return f"{message} ({rel} is bt's own state, never a build input)"
@@ -392,10 +401,82 @@ def _unique_sorted(entries: Iterable[InputEntry]) -> list[InputEntry]:
     return [by_path[path] for path in sorted(by_path)]
 
 
-def resolve_inputs(tree: ContextTree, sources: Iterable[tuple[str, str, int]]) -> list[InputEntry]:
-    """(source, origin, line) triples -> the sorted, de-duplicated union of their entries."""
-    expansions = [tree.expand(source, origin=origin, line=line) for source, origin, line in sources]
+# (source as written, the file naming it, its line, the instruction, its --exclude patterns)
+Source = tuple[str, str, int, str, tuple[str, ...]]
+
+
+def resolve_inputs(tree: ContextTree, sources: Iterable[Source]) -> list[InputEntry]:
+    """Sources -> the sorted, de-duplicated union of their entries."""
+    expansions = []
+    for source, origin, line, instruction, excludes in sources:
+        found = tree.expand(source, origin=origin, line=line, instruction=instruction)
+        if excludes:
+            found = _without_excluded(found, source, excludes, f"{origin}:{line}")
+        expansions.append(found)
     expansions = sorted((e for e in expansions if e), key=lambda e: e[0].path)
     if all(a[-1].path < b[0].path for a, b in pairwise(expansions)):
         return list(chain.from_iterable(expansions))  # disjoint sorted runs: the usual case
     return _unique_sorted(chain.from_iterable(expansions))
+
+
+def _without_excluded(
+    entries: list[InputEntry], source: str, excludes: tuple[str, ...], where: str
+) -> list[InputEntry]:
+    """Drop what ``COPY --exclude`` keeps out of the copy. BuildKit matches the patterns (with
+    .dockerignore syntax) relative to each copied root: the source directory, or for a file or
+    a wildcard match, the match's parent. A wildcard's match root is not known statically, so
+    an entry is dropped only when every root it could have is excluded (never a missed input)."""
+    rules = IgnoreRules.parse("\n".join(excludes), f"--exclude of {where}")
+    rel = posixpath.normpath("/" + source).lstrip("/")
+    literal = [] if rel in ("", ".") else rel.split("/")
+    wild = next((i for i, seg in enumerate(literal) if _has_wildcard(seg)), None)
+    prefix = "/".join(literal if wild is None else literal[:wild])
+    kept = []
+    for entry in entries:
+        path = entry.path
+        if wild is None and path == prefix:
+            roots = [posixpath.dirname(path)]  # a file source: matched by its own name
+        elif wild is None:
+            roots = [prefix]
+        else:
+            parts = path.split("/")
+            depth = len(prefix.split("/")) if prefix else 0
+            roots = ["/".join(parts[:n]) for n in range(depth, len(parts))]
+        inside = [posixpath.relpath(path, root) if root else path for root in roots]
+        if not inside or not all(r != "." and rules.ignored(r) for r in inside):
+            kept.append(entry)
+    return kept
+
+
+def _unchecked_submodule(path: str) -> str | None:
+    """The git submodule (as .gitmodules names it) holding ``path`` when it is not checked out
+    (its directory is missing or empty), else None."""
+    directory = os.path.dirname(path)
+    while True:
+        modules = os.path.join(directory, ".gitmodules")
+        if os.path.isfile(modules):
+            for sub in _submodule_paths(modules):
+                full = os.path.join(directory, sub)
+                inside = path == full or path.startswith(full.rstrip("/") + "/")
+                if inside and (not os.path.isdir(full) or not os.listdir(full)):
+                    return sub
+        if os.path.exists(os.path.join(directory, ".git")):
+            return None
+        parent = os.path.dirname(directory)
+        if parent == directory:
+            return None
+        directory = parent
+
+
+def _submodule_paths(modules: str) -> list[str]:
+    try:
+        with open(modules, encoding="utf-8", errors="replace") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return []
+    paths = []
+    for line in lines:
+        key, _, value = line.strip().partition("=")
+        if key.strip() == "path" and value.strip():
+            paths.append(value.strip())
+    return paths

@@ -431,7 +431,9 @@ def test_unreadable_files_and_directories_are_errors_naming_them(open_dir: Path)
 def test_resolve_inputs_is_the_sorted_union_of_overlapping_sources(tmp_path: Path) -> None:
     make(tmp_path, "a/x", "a/y", "b", "c")
     t = tree(tmp_path)
-    entries = resolve_inputs(t, [("a", "D", 1), ("a/x", "D", 2), ("c", "D", 3), ("*", "D", 4)])
+    entries = resolve_inputs(
+        t, [(s, "D", n, "COPY", ()) for n, s in enumerate(("a", "a/x", "c", "*"))]
+    )
     assert [e.path for e in entries] == ["a", "a/x", "a/y", "b", "c"]
     assert resolve_inputs(t, []) == []
 
@@ -439,8 +441,64 @@ def test_resolve_inputs_is_the_sorted_union_of_overlapping_sources(tmp_path: Pat
 def test_resolve_inputs_reports_the_failing_source_line(tmp_path: Path) -> None:
     make(tmp_path, "a")
     with pytest.raises(BtError) as err:
-        resolve_inputs(tree(tmp_path), [("a", "df", 1), ("b", "df", 9)])
+        resolve_inputs(tree(tmp_path), [("a", "df", 1, "COPY", ()), ("b", "df", 9, "COPY", ())])
     assert str(err.value) == f"df:9: COPY source 'b' not found in context {tmp_path}"
+
+
+def test_a_missing_bind_mount_source_is_named_as_the_run_mount_that_reads_it(
+    tmp_path: Path,
+) -> None:
+    with pytest.raises(BtError) as err:
+        resolve_inputs(tree(tmp_path), [("req.txt", "df", 4, "RUN --mount", ())])
+    assert (
+        str(err.value) == f"df:4: RUN --mount bind source 'req.txt' not found in context {tmp_path}"
+    )
+
+
+def test_a_missing_source_inside_an_unchecked_submodule_says_so(tmp_path: Path) -> None:
+    (tmp_path / ".git").mkdir()
+    (tmp_path / ".gitmodules").write_text(
+        '[submodule "vendor/lib"]\n\tpath = vendor/lib\n\turl = https://example.invalid/lib\n'
+    )
+    (tmp_path / "vendor/lib").mkdir(parents=True)
+    with pytest.raises(BtError) as err:
+        resolve_inputs(tree(tmp_path), [("vendor/lib/setup.py", "df", 3, "COPY", ())])
+    assert str(err.value) == (
+        f"df:3: COPY source 'vendor/lib/setup.py' not found in context {tmp_path}: it is inside "
+        "git submodule vendor/lib, which is not checked out (run `git submodule update --init`)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("source", "excludes", "kept"),
+    [
+        # relative to a directory source
+        ("src/", ("*.md",), ["src", "src/a.py", "src/sub", "src/sub/b.py", "src/sub/c.md"]),
+        ("src", ("**/*.md",), ["src", "src/a.py", "src/sub", "src/sub/b.py"]),
+        ("src", ("sub",), ["src", "src/a.py", "src/top.md"]),
+        (
+            "src",
+            ("*.md", "!top.md"),
+            ["src", "src/a.py", "src/sub", "src/sub/b.py", "src/sub/c.md", "src/top.md"],
+        ),
+        # a file source matches by its own name
+        ("src/top.md", ("*.md",), []),
+        ("src/a.py", ("*.md",), ["src/a.py"]),
+        # a wildcard: dropped only when excluded under every root the match could have
+        ("src/*", ("*.md",), ["src/a.py", "src/sub", "src/sub/b.py", "src/sub/c.md"]),
+        (
+            "src/*",
+            ("sub/b.py",),
+            ["src/a.py", "src/sub", "src/sub/b.py", "src/sub/c.md", "src/top.md"],
+        ),
+    ],
+)
+def test_copy_exclude_drops_what_it_keeps_out_of_the_copy(
+    tmp_path: Path, source: str, excludes: tuple[str, ...], kept: list[str]
+) -> None:
+    make(tmp_path, "src/a.py", "src/top.md", "src/sub/b.py", "src/sub/c.md")
+    entries = resolve_inputs(tree(tmp_path), [(source, "df", 2, "COPY", excludes)])
+    assert [e.path for e in entries] == kept
 
 
 def count_listings(monkeypatch: pytest.MonkeyPatch, root: Path) -> list[str]:
@@ -463,7 +521,9 @@ def test_each_directory_is_listed_once_however_many_sources_read_it(
     listed = count_listings(monkeypatch, tmp_path)
     t = tree(tmp_path)
     for i in range(50):
-        resolve_inputs(t, [("common.txt", "D", 1), (f"data/{i % 2 + 1}/", "D", 2)])
+        resolve_inputs(
+            t, [("common.txt", "D", 1, "COPY", ()), (f"data/{i % 2 + 1}/", "D", 2, "COPY", ())]
+        )
     t.expand("data/*/a", origin="D", line=3)
     t.expand(".", origin="D", line=4)
     assert sorted(listed) == [".", "data", "data/1", "data/2"]

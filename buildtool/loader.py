@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import posixpath
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -104,7 +104,25 @@ class _Builtins:
         self.declared: list[ImageTarget | Group] = []
 
     def functions(self) -> dict[str, Any]:
-        return {"image": self.image, "group": self.group, "glob": self.glob, "fail": self.fail}
+        found: dict[str, Callable[..., Any]] = {
+            "image": self.image, "group": self.group, "glob": self.glob, "fail": self.fail,
+        }  # fmt: skip
+        return {name: self._checked(name, func) for name, func in found.items()}
+
+    def _checked(self, name: str, func: Callable[..., Any]) -> Callable[..., Any]:
+        """``func`` whose wrong arguments are reported in the BUILD file's own words."""
+        import inspect
+
+        signature = inspect.signature(func)
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            try:
+                signature.bind(*args, **kwargs)
+            except TypeError as err:
+                raise self.error(_argument_error(name, signature, args, kwargs, err)) from None
+            return func(*args, **kwargs)
+
+        return call
 
     def error(self, message: str) -> BtError:
         return starlark.StarlarkError(message, self.path, starlark.caller_line(self.path))
@@ -208,6 +226,12 @@ class _Builtins:
         tag_list = (label.name,) if tags is None else self._strings("tags", tags)
         for tag in tag_list:
             if not _TAG_RE.fullmatch(tag):
+                repo_part, colon, tag_part = str(tag).rpartition(":")
+                if colon and repo_part and _TAG_RE.fullmatch(tag_part):
+                    raise self.error(
+                        f"invalid tag {tag!r}: a tag has no repository; write "
+                        f"repository = {repo_part!r}, tags = [{tag_part!r}]"
+                    )
                 raise self.error(f"invalid tag {tag!r}")
         repo = repository if repository is not None else (pkg or label.name)
         if not isinstance(repo, str) or not _REPOSITORY_RE.fullmatch(repo):
@@ -258,6 +282,38 @@ class _Builtins:
         found = set(_glob(base, patterns))
         found -= set(_glob(base, excluded))
         return sorted(found)
+
+
+# Words users bring from `docker buildx bake` (and the CLI) for what image() calls otherwise.
+_FOREIGN_WORDS = {
+    "target": "stage", "contexts": "parents", "build_args": "args", "buildargs": "args",
+    "tag": "tags", "platform": "platforms", "file": "dockerfile", "repo": "repository",
+}  # fmt: skip
+
+
+def _argument_error(
+    name: str, signature: Any, args: tuple[Any, ...], kwargs: dict[str, Any], err: TypeError
+) -> str:
+    import difflib
+
+    known = [p for p in signature.parameters if not p.startswith("_")]
+    for word in kwargs:
+        if word in known:
+            continue
+        hint = _FOREIGN_WORDS.get(word) if name == "image" else None
+        if hint is None:
+            close = difflib.get_close_matches(word, known, n=1)
+            hint = close[0] if close else None
+        suggestion = f" (did you mean {hint}=?)" if hint else ""
+        return f"{name}() has no argument {word!r}{suggestion}"
+    keyword_only = all(p.kind == p.KEYWORD_ONLY for p in signature.parameters.values())
+    if args and keyword_only:
+        return f"{name}() takes keyword arguments only, e.g. {name}({known[0]} = ...)"
+    missing = [p for p in known if p not in kwargs
+               and signature.parameters[p].default is signature.empty]  # fmt: skip
+    if missing and not args:
+        return f"{name}() needs argument {missing[0]!r}"
+    return f"{name}(): {str(err).removeprefix('missing a required argument: ')}"
 
 
 def _glob(base: Path, patterns: Sequence[str]) -> Iterator[str]:

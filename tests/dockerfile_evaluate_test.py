@@ -9,7 +9,7 @@ from dockerfile_cases import parse, paths, reads
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from buildtool.dockerfile import SourceRef, StageReads, context_reads, parse_dockerfile
+from buildtool.dockerfile import ImageRef, SourceRef, StageReads, context_reads, parse_dockerfile
 from buildtool.errors import BtError
 
 # --- targets and reachability --------------------------------------------------------------------
@@ -312,6 +312,14 @@ def test_copy_parents_and_excludes_are_recorded_verbatim() -> None:
     )
 
 
+def test_add_excludes_are_recorded_verbatim_on_each_of_its_sources() -> None:
+    result = reads("FROM scratch\nARG X=y\nADD --exclude=*.md --exclude=$X docs/ extra /d/\n")
+    assert result.sources == (
+        SourceRef("docs", 3, "ADD", False, ("*.md", "$X")),
+        SourceRef("extra", 3, "ADD", False, ("*.md", "$X")),
+    )
+
+
 def test_add_urls_and_git_repositories_are_remote_sources() -> None:
     result = reads(
         """
@@ -454,6 +462,49 @@ def test_copy_only_dockerfile_has_no_run() -> None:
         external_bases=(),
         stage_lines=((1, 3),),
         from_images=(),
+        meaning=(
+            ("directives", None, "\\", None),
+            ("global-args",),
+            (
+                "stage",
+                0,
+                ("FROM", ("scratch",), None),
+                ("COPY", "shell", (), ("a", "/"), ()),
+                ("CMD", "json", (), ("/a",), ()),
+            ),
+        ),
+        instructions=(
+            (0, 1, "FROM", '["FROM",["scratch"],null]'),
+            (0, 2, "COPY", '["COPY","shell",[],["a","/"],[]]'),
+            (0, 3, "CMD", '["CMD","json",[],["/a"],[]]'),
+        ),
+        images=(),
+    )
+
+
+IMAGES = """
+    ARG BASE=alpine:3.20
+    ARG TOOL
+    FROM $BASE AS build
+    COPY --from=busybox:1.36 /bin/sh /sh
+    RUN --mount=from=golang:1.22,target=/go --mount=type=cache,target=/c true
+    FROM ${TOOL} AS tool
+    FROM python:${PY} AS unreached
+    FROM build
+    COPY --from=tool / /
+    COPY --from=scratch / /
+    """
+
+
+def test_images_of_reached_stages_are_listed_with_the_arg_that_names_them() -> None:
+    assert reads(IMAGES).images == (
+        ImageRef("alpine:3.20", 3, "from", "BASE"),
+        ImageRef("busybox:1.36", 4, "copy"),
+        ImageRef("golang:1.22", 5, "mount"),
+        ImageRef("${TOOL}", 6, "from", "TOOL", unresolved=True),
+    )
+    assert reads(IMAGES, args={"TOOL": "debian:12"}).images[3] == (
+        ImageRef("debian:12", 6, "from", "TOOL")
     )
 
 

@@ -4,16 +4,29 @@ A platform build is stale exactly when something it reads changed, so this packa
 BuildKit's Dockerfile frontend (moby/buildkit ``frontend/dockerfile``) rule by rule rather than
 approximating, in BuildKit's own split: ``syntax`` (the parser), ``flags`` (instruction flags
 and mounts), ``shell`` (variable substitution) and ``evaluate`` (dockerfile2llb: the stages a
-build reaches and what they read).
+build reaches, what they read and the images they use), with ``meaning`` (what they build, as a
+canonical value for build keys).
 """
 
 from buildtool.dockerfile.evaluate import context_reads
-from buildtool.dockerfile.records import Dockerfile, Instruction, SourceRef, Stage, StageReads
+from buildtool.dockerfile.records import (
+    Dockerfile,
+    ImageRef,
+    Instruction,
+    InstructionMeaning,
+    Meaning,
+    SourceRef,
+    Stage,
+    StageReads,
+)
 from buildtool.dockerfile.syntax import parse_dockerfile
 
 __all__ = [
     "Dockerfile",
+    "ImageRef",
     "Instruction",
+    "InstructionMeaning",
+    "Meaning",
     "SourceRef",
     "Stage",
     "StageReads",

@@ -8,19 +8,33 @@ guesses: it reports ``whole_context`` with the reason, and the whole context cou
 Two rule sets are in use: current BuildKit, and v0.8, built into Docker 20.10, which differs
 for some builds that succeed (checked against a real engine). Unless the Dockerfile pins a
 current frontend, a build's reads are the union of both.
+
+The same walk gives the build's meaning (see meaning.py): per reached stage, in order, its name,
+its base as resolved, its platform and its instructions; before them the parser directives and
+the ARGs before the first FROM that reached FROM lines use or reached stages redeclare.
 """
 
 from __future__ import annotations
 
 import difflib
 import re
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
-from typing import TypeVar
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, replace
+from typing import Literal, TypeVar
 from urllib.parse import urlsplit
 
 from buildtool.dockerfile.flags import bool_flag, flag_value, flag_values, mount_fields
-from buildtool.dockerfile.records import Dockerfile, Instruction, SourceRef, Stage, StageReads
+from buildtool.dockerfile.meaning import UNKNOWN, arg_meaning, described, instruction_meaning
+from buildtool.dockerfile.records import (
+    Dockerfile,
+    ImageRef,
+    Instruction,
+    InstructionMeaning,
+    Meaning,
+    SourceRef,
+    Stage,
+    StageReads,
+)
 from buildtool.dockerfile.shell import ExpandError, Lexer, Unresolved
 from buildtool.dockerfile.syntax import STAGE_INDEX, arg_pair, is_inline_source
 from buildtool.errors import BtError
@@ -38,6 +52,7 @@ _CURRENT_FRONTEND = re.compile(
 )
 _PROTOCOL = re.compile(r"([a-zA-Z0-9]+)://")
 _SCP_URL = re.compile(r"[a-zA-Z0-9_-]+@[a-zA-Z0-9.-]+:")
+_ONE_ARG = re.compile(r"\$(?:\{([A-Za-z_][A-Za-z0-9_]*)\}|([A-Za-z_][A-Za-z0-9_]*))")
 
 
 @dataclass(frozen=True)
@@ -49,6 +64,7 @@ class _Unknown:
 
 
 _Value = str | _Unknown
+_Use = Literal["copy", "mount"]
 _MISSING = _Unknown("")
 
 
@@ -62,6 +78,17 @@ class _Env:
 
     def copy(self) -> _Env:
         return _Env(dict(self.values), self.fallback)
+
+    def lookup(self, seen: set[str] | None) -> Callable[[str], str | None]:
+        """``get``, noting the names looked up in ``seen`` when given."""
+        if seen is None:
+            return self.get
+
+        def get(name: str) -> str | None:
+            seen.add(name)
+            return self.get(name)
+
+        return get
 
     def get(self, name: str) -> str | None:
         value = self.values.get(name, _MISSING)
@@ -80,6 +107,18 @@ class _Base:
     stage: int = -1
     ref: str = ""
     reason: str = ""
+    uses: frozenset[str] = frozenset()  # the variables its FROM line looks up
+    platform: Meaning = None  # its --platform value (None without the flag)
+
+
+def _value_meaning(value: _Value | None) -> Meaning:
+    return UNKNOWN if isinstance(value, _Unknown) else value
+
+
+def _one_arg(word: str) -> str | None:
+    """The ARG a word names when it is exactly ``$NAME`` or ``${NAME}``."""
+    match = _ONE_ARG.fullmatch(word)
+    return (match.group(1) or match.group(2)) if match else None
 
 
 def _platform_args(prefix: str, platform: str | None, flag: str) -> dict[str, _Value]:
@@ -172,6 +211,9 @@ class _Evaluation:
         self.sources: list[SourceRef] = []
         self.remote: list[str] = []
         self.from_images: list[str] = []
+        self.images: list[ImageRef] = []
+        self.described: list[InstructionMeaning] = []
+        self.arg_names: set[str] = set()  # the names ARG instructions of reached stages declare
         self.has_run = False
         self.by_name = {s.name: s.index for s in df.stages if s.name}
         self.globals = _Env({}, None)
@@ -184,9 +226,9 @@ class _Evaluation:
         if reason not in self.reasons:
             self.reasons.append(reason)
 
-    def expand(self, word: str, env: _Env, what: str) -> _Value:
+    def expand(self, word: str, env: _Env, what: str, seen: set[str] | None = None) -> _Value:
         try:
-            return self.lexer.word(word, env.get)
+            return self.lexer.word(word, env.lookup(seen))
         except Unresolved as err:
             return _Unknown(str(err))
         except ExpandError as err:
@@ -222,14 +264,20 @@ class _Evaluation:
 
     def resolve_base(self, stage: Stage) -> _Base:
         where = f"line {stage.line}: FROM {stage.base}"
+        uses: set[str] = set()
+        platform: _Value | None = None
         # Docker expands every stage's FROM, reached or not, so a failure anywhere fails it.
         if stage.platform_flag is not None:
-            platform = self.expand(stage.platform_flag, self.globals, where)
+            platform = self.expand(stage.platform_flag, self.globals, where, uses)
             if platform == "":
                 self.whole(f"{where}: empty platform value (Docker fails this build)")
             elif isinstance(platform, _Unknown) and platform.fails:
                 self.whole(platform.reason)
-        ref = self.expand(stage.base, self.globals, where)
+        base = self.base_ref(stage, where, uses)
+        return replace(base, uses=frozenset(uses), platform=_value_meaning(platform))
+
+    def base_ref(self, stage: Stage, where: str, uses: set[str]) -> _Base:
+        ref = self.expand(stage.base, self.globals, where, uses)
         if isinstance(ref, _Unknown):
             if ref.fails:
                 self.whole(ref.reason)
@@ -258,20 +306,20 @@ class _Evaluation:
         instructions = self.df.stages[base.stage].instructions
         return [ins.trigger for ins in instructions if ins.trigger is not None]
 
-    def dependencies(self, index: int) -> Iterable[int | str]:
-        """Stages (indexes) and images a stage copies or mounts from."""
+    def dependencies(self, index: int) -> Iterable[tuple[Instruction, _Use, int | str]]:
+        """Stages (indexes) and images a stage copies or mounts from, by instruction."""
         for ins in [*self.triggers(index), *self.df.stages[index].instructions]:
             if ins.keyword == "COPY":
                 source = flag_value(ins, "from")
                 if source is not None:
                     found = self.stage_ref(source, by_index=True)
-                    yield source if found is None else found
+                    yield ins, "copy", source if found is None else found
             elif ins.keyword == "RUN":
                 for spec in flag_values(ins, "mount"):
                     # A mount without from= takes "scratch" (or a stage of that name).
                     source = mount_fields(spec).get("from", "") or "scratch"
                     found = self.stage_ref(source, by_index=False)
-                    yield source if found is None else found
+                    yield ins, "mount", source if found is None else found
 
     def reached(self) -> list[int]:
         seen: set[int] = set()
@@ -284,7 +332,7 @@ class _Evaluation:
             base = self.bases[index]
             if base.kind == "stage":
                 todo.append(base.stage)
-            todo += [dep for dep in self.dependencies(index) if isinstance(dep, int)]
+            todo += [dep for _, _, dep in self.dependencies(index) if isinstance(dep, int)]
         return sorted(seen)
 
     def run(self) -> StageReads:
@@ -294,8 +342,8 @@ class _Evaluation:
         reached = self.reached()
         final_envs: dict[int, _Env] = {}
         external: list[str] = []
+        stages: list[Meaning] = []
         for index in reached:
-            stage = self.df.stages[index]
             base = self.bases[index]
             if base.kind == "stage":
                 env = final_envs[base.stage].copy()
@@ -307,17 +355,10 @@ class _Evaluation:
             else:
                 self.whole(base.reason)
                 env = _Env({}, f"is unknown: {base.reason}")
-            for dep in self.dependencies(index):
-                if isinstance(dep, int) and dep >= index:
-                    self.whole(
-                        f"stage at line {stage.line} copies or mounts from stage "
-                        f"{self.df.stages[dep].name or dep}, which is not defined before it "
-                        "(Docker fails this build)"
-                    )
-                elif isinstance(dep, str) and dep != "scratch":
-                    self.from_images.append(dep)
-            for ins in [*self.triggers(index), *stage.instructions]:
+            self.note_images(index)
+            for ins in self.triggers(index):
                 self.apply(ins, env)
+            stages.append(self.stage_meaning(index, env))
             final_envs[index] = env
         unique_sources = list(dict.fromkeys(self.sources))
         unique_sources.sort(key=lambda ref: ref.line)
@@ -331,7 +372,62 @@ class _Evaluation:
                 (self.df.stages[i].line, self.df.stages[i].end_line) for i in reached
             ),
             from_images=tuple(dict.fromkeys(self.from_images)),
+            meaning=(*self.header(reached), *stages),
+            instructions=tuple(self.described),
+            images=tuple(dict.fromkeys(self.images)),
         )
+
+    def note_images(self, index: int) -> None:
+        """The images a reached stage uses, and the stages it uses before they are built."""
+        stage, base = self.df.stages[index], self.bases[index]
+        arg = _one_arg(stage.base)
+        if base.kind == "image":
+            self.images.append(ImageRef(base.ref, stage.line, "from", arg))
+        elif base.kind == "unknown":
+            self.images.append(ImageRef(stage.base, stage.line, "from", arg, unresolved=True))
+        for ins, use, dep in self.dependencies(index):
+            if isinstance(dep, int) and dep >= index:
+                self.whole(
+                    f"stage at line {stage.line} copies or mounts from stage "
+                    f"{self.df.stages[dep].name or dep}, which is not defined before it "
+                    "(Docker fails this build)"
+                )
+            elif isinstance(dep, str) and dep != "scratch":
+                self.from_images.append(dep)
+                self.images.append(ImageRef(dep, ins.line, use))
+
+    def stage_id(self, index: int) -> str | int:
+        return self.df.stages[index].name or index
+
+    def stage_meaning(self, index: int, env: _Env) -> Meaning:
+        """Applies the stage's own instructions to ``env`` and describes them."""
+        stage, base = self.df.stages[index], self.bases[index]
+        stage_id = self.stage_id(index)
+        resolved: Meaning
+        if base.kind == "stage":
+            resolved = ("stage", self.stage_id(base.stage))
+        elif base.kind == "image":
+            resolved = ("image", base.ref)
+        else:
+            resolved = (base.kind,) if base.kind == "scratch" else ("unknown", stage.base)
+        head: Meaning = ("FROM", resolved, base.platform)
+        self.described.append(described(stage_id, stage.line, "FROM", head))
+        items: list[Meaning] = [head]
+        for ins in stage.instructions:
+            arg_values = self.apply(ins, env)
+            item = instruction_meaning(ins) if arg_values is None else arg_meaning(arg_values)
+            self.described.append(described(stage_id, ins.line, ins.keyword, item))
+            items.append(item)
+        return ("stage", stage_id, *items)
+
+    def header(self, reached: list[int]) -> tuple[Meaning, Meaning]:
+        """The directives, and the ARGs before the first FROM that the reached stages see."""
+        df = self.df
+        seen = self.arg_names.union(*(self.bases[i].uses for i in reached))
+        # By the value the build gives them (a str, None when unset, or UNKNOWN).
+        global_args = {name: _value_meaning(self.meta.get(name)) for name, _ in df.meta_args}
+        used = tuple((name, value) for name, value in global_args.items() if name in seen)
+        return (("directives", df.syntax, df.escape, df.check), ("global-args", *used))
 
     def _whole_context(self) -> str | None:
         if not self.reasons:
@@ -339,11 +435,12 @@ class _Evaluation:
         more = len(self.reasons) - 1
         return self.reasons[0] + (f" (and {more} more)" if more else "")
 
-    def apply(self, ins: Instruction, env: _Env) -> None:
+    def apply(self, ins: Instruction, env: _Env) -> list[tuple[str, Meaning]] | None:
+        """Applies one instruction; for ARG, returns each name with the value it gets."""
         kw = ins.keyword
         if kw == "ARG":
-            self.apply_arg(ins, env)
-        elif kw == "ENV":
+            return self.apply_arg(ins, env)
+        if kw == "ENV":
             # Every word of one ENV sees the environment from before that instruction.
             what = f"ENV at line {ins.line}"
             pairs = [
@@ -361,11 +458,13 @@ class _Evaluation:
         elif kw == "RUN":
             self.has_run = True
             self.apply_mounts(ins, env)
+        return None
 
-    def apply_arg(self, ins: Instruction, env: _Env) -> None:
+    def apply_arg(self, ins: Instruction, env: _Env) -> list[tuple[str, Meaning]]:
         # A build arg wins; else the ARG's default; else the value of the ARG of that name
         # before the first FROM; else the variable stays unset.
         before = env.copy() if self.legacy else env
+        values: list[tuple[str, Meaning]] = []
         for word in ins.args:
             name, default = arg_pair(word)
             value: _Value | None
@@ -377,6 +476,9 @@ class _Evaluation:
                 value = self.meta.get(name)
             if value is not None and name not in _NON_ENV_ARGS:
                 env.values[name] = value
+            self.arg_names.add(name)
+            values.append((name, _value_meaning(value)))
+        return values
 
     def resolve_source(self, ins: Instruction, label: str, word: str, env: _Env) -> str | None:
         value = self.expand(word, env, "")
@@ -476,4 +578,10 @@ def _union(first: StageReads, second: StageReads) -> StageReads:
         external_bases=merged(first.external_bases, second.external_bases),
         stage_lines=tuple(sorted(merged(first.stage_lines, second.stage_lines))),
         from_images=merged(first.from_images, second.from_images),
+        # Both meanings when the rule sets differ on it (e.g. ARG defaults that see earlier ARGs).
+        meaning=first.meaning
+        if first.meaning == second.meaning
+        else (first.meaning, second.meaning),
+        instructions=merged(first.instructions, second.instructions),
+        images=merged(first.images, second.images),
     )

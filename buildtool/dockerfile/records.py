@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal, TypeAlias
+
+# A canonical value to hash into a build key: msgpack-able, no line numbers, deterministic.
+Meaning: TypeAlias = "str | int | tuple[Meaning, ...] | None"
 
 
 @dataclass(frozen=True)
@@ -45,6 +49,7 @@ class Dockerfile:
     meta_args: tuple[tuple[str, str | None], ...]
     stages: tuple[Stage, ...]
     syntax: str | None = None  # the `# syntax=` directive: which frontend BuildKit runs
+    check: str | None = None  # the `# check=` directive: which build checks BuildKit runs
 
 
 @dataclass(frozen=True)
@@ -52,7 +57,8 @@ class SourceRef:
     """A context path a build reads, as BuildKit resolves it: relative to the context root,
     cleaned like Go's ``path.Join("/", src)`` ("." is the whole context). It may hold glob
     characters with Go ``filepath.Match`` syntax (``*``, ``?``, ``[...]``, backslash escapes).
-    ``excludes`` are ``--exclude`` patterns verbatim: BuildKit does not substitute them.
+    ``excludes`` are the instruction's ``--exclude`` patterns, verbatim: BuildKit does not
+    substitute them (dockerfile2llb passes ``ExcludePatterns`` to the copy as parsed).
     A source may match nothing (a missing COPY source fails the build; a path read only under
     the other BuildKit rule set may not exist): it then contributes no input."""
 
@@ -61,6 +67,23 @@ class SourceRef:
     instruction: str  # "COPY", "ADD" or "RUN --mount"
     parents: bool
     excludes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ImageRef:
+    """An image (not a stage, not ``scratch``) a reached stage uses: ``FROM <image>``,
+    ``COPY --from=<image>`` or ``RUN --mount=from=<image>``, after ARG substitution."""
+
+    reference: str  # as written when ``unresolved``
+    line: int
+    kind: Literal["from", "copy", "mount"]
+    arg: str | None = None  # the ARG, when the reference is written as exactly $ARG or ${ARG}
+    unresolved: bool = False  # its value is not known statically (e.g. an ARG without value)
+
+
+# Per-instruction detail of ``StageReads.meaning``: (stage name or index, line, keyword,
+# canonical text), so a change can be explained as "stage final: LABEL at line 58 changed".
+InstructionMeaning: TypeAlias = tuple[str | int, int, str, str]
 
 
 @dataclass(frozen=True)
@@ -73,3 +96,8 @@ class StageReads:
     stage_lines: tuple[tuple[int, int], ...]
     # Images (not stages) named by `COPY --from=` or `RUN --mount=from=` in reached stages.
     from_images: tuple[str, ...] = ()
+    # What the reached stages build, to hash instead of the Dockerfile's bytes (see
+    # evaluate.py: stages as parsed and resolved, ARGs by the value the build sees).
+    meaning: tuple[Meaning, ...] = ()
+    instructions: tuple[InstructionMeaning, ...] = ()
+    images: tuple[ImageRef, ...] = ()

@@ -302,6 +302,7 @@ class _Parser:
         self.pos = 0
         self.escape = "\\"
         self.syntax: str | None = None
+        self.check: str | None = None
         self.directives_done = False
         self.directives_seen: set[str] = set()
 
@@ -327,6 +328,8 @@ class _Parser:
             self.escape = value
         elif key == "syntax":
             self.syntax = value
+        else:
+            self.check = value
 
     def parse(self) -> Dockerfile:
         nodes: list[Instruction] = []
@@ -469,7 +472,9 @@ class _Parser:
                 source = (flag_value(ins, "from") if ins.keyword == "COPY" else None) or ""
                 if STAGE_INDEX.fullmatch(source) and not 0 <= int(source) < len(stages):
                     raise self.error(f"invalid stage index {int(source)}", ins.line)
-        return Dockerfile(self.path, self.escape, tuple(meta), tuple(stages), self.syntax)
+        return Dockerfile(
+            self.path, self.escape, tuple(meta), tuple(stages), self.syntax, self.check
+        )
 
 
 def arg_pair(word: str) -> tuple[str, str | None]:

@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from buildtool.dockerfile import Dockerfile, StageReads
 
 # Bump when what an analysis records changes: older entries are then never read.
-ANALYSIS_SCHEMA = 3
+ANALYSIS_SCHEMA = 4
 
 # BuildKit's automatic platform args. Builds are native, so BUILDPLATFORM is the platform.
 _PLATFORM_ARGS = ("TARGETPLATFORM", "TARGETOS", "TARGETARCH", "TARGETVARIANT",
@@ -42,6 +42,12 @@ _PLATFORM_ARGS = ("TARGETPLATFORM", "TARGETOS", "TARGETARCH", "TARGETVARIANT",
 FileEntry = tuple[str, str, bool, str]
 
 
+# (stage name or index, line, keyword, canonical text) of one reached instruction
+InstructionText = tuple[str | int, int, str, str]
+# (reference, line, kind "from"/"copy"/"mount", the ARG it is written as, unresolved)
+ImageUse = tuple[str, int, str, str | None, bool]
+
+
 class Reads(NamedTuple):
     """What a file set needs of a Dockerfile analysis; small enough to keep on disk."""
 
@@ -49,28 +55,41 @@ class Reads(NamedTuple):
     whole_context: str | None
     remote_sources: tuple[str, ...]
     has_run: bool
+    # blake3 of the canonical meaning of the reached stages: what the key holds of the
+    # Dockerfile (comments, layout and unreached stages are not in it).
+    meaning: str
+    instructions: tuple[InstructionText, ...]  # to explain a changed meaning
+    images: tuple[ImageUse, ...]  # images the reached stages use
 
     @classmethod
     def of(cls, reads: StageReads) -> Reads:
+        packed = msgpack.packb(reads.meaning, use_bin_type=True)
         return cls(
             tuple((r.source, r.line, r.instruction, tuple(r.excludes)) for r in reads.sources),
             reads.whole_context,
             tuple(reads.remote_sources),
             reads.has_run,
+            digest_bytes(packed),
+            tuple(reads.instructions),
+            tuple((i.reference, i.line, i.kind, i.arg, i.unresolved) for i in reads.images),
         )
 
     def to_msgpack(self) -> list[Any]:
         return [[[*s[:3], list(s[3])] for s in self.sources], self.whole_context,
-                list(self.remote_sources), self.has_run]  # fmt: skip
+                list(self.remote_sources), self.has_run, self.meaning,
+                [list(i) for i in self.instructions], [list(i) for i in self.images]]  # fmt: skip
 
     @classmethod
     def from_msgpack(cls, raw: list[Any]) -> Reads:
-        sources, whole, remote, has_run = raw
+        sources, whole, remote, has_run, meaning, instructions, images = raw
         return cls(
             tuple((s, n, ins, tuple(ex)) for s, n, ins, ex in sources),
             whole,
             tuple(remote),
             has_run,
+            meaning,
+            tuple((st, n, kw, text) for st, n, kw, text in instructions),
+            tuple((ref, n, kind, arg, bad) for ref, n, kind, arg, bad in images),
         )
 
 

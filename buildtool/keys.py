@@ -2,9 +2,11 @@
 
 The key of a platform build is a blake3 of a canonical msgpack encoding of everything that can
 change its image (invariant 1) and nothing else (invariant 2): the key schema version, the
-platform, the Dockerfile's bytes, the stage, the resolved build args, the sorted inputs (path,
-kind, executable bit, content digest or symlink target), the global inputs of ``.cache-spec``,
-and the keys of the parents' builds for the same platform.
+platform, the meaning of the Dockerfile stages the build reaches on that platform (each
+instruction as parsed, the parser directives, the value every ARG takes; see
+``dockerfile/meaning.py``), the stage, the resolved build args, the sorted inputs (path, kind,
+executable bit, content digest or symlink target), the global inputs of ``.cache-spec``, and the
+keys of the parents' builds for the same platform. The file sets come from ``filesets.py``.
 """
 
 from __future__ import annotations
@@ -17,13 +19,13 @@ from typing import Any
 import msgpack
 
 from buildtool.cachedir import CacheDir, write_once
-from buildtool.filesets import AnalysisCache, FileSets, InputRow, input_rows
+from buildtool.filesets import AnalysisCache, FileSets, InputRow, InstructionText, input_rows
 from buildtool.graph import TargetGraph
 from buildtool.hashing import StatCache, digest_bytes
 from buildtool.labels import Label
 from buildtool.workspace import Config
 
-KEY_SCHEMA = 2
+KEY_SCHEMA = 3
 
 BuildId = tuple[Label, str]
 
@@ -36,8 +38,9 @@ class KeyManifest:
     label: str
     platform: str
     dockerfile: str  # workspace-relative path
-    dockerfile_digest: str
-    dockerfile_text: str
+    dockerfile_digest: str  # of its bytes: shown, not keyed
+    meaning: str  # of the reached stages' meaning: keyed
+    instructions: tuple[InstructionText, ...]  # the reached instructions, for `bt why`
     stage: str | None
     args: tuple[tuple[str, str], ...]
     inputs: tuple[tuple[str, str, bool, str], ...]  # (context path, kind, exec, digest/link)
@@ -53,7 +56,7 @@ class KeyManifest:
         return [
             self.schema,
             self.platform,
-            self.dockerfile_digest,
+            self.meaning,
             self.stage or "",
             [list(a) for a in self.args],
             # A Merkle node: many builds share one input set, which is encoded once.
@@ -74,7 +77,7 @@ class KeyManifest:
     @classmethod
     def from_msgpack(cls, data: bytes) -> KeyManifest:
         raw = msgpack.unpackb(data, raw=False)
-        for name in ("args", "inputs", "global_inputs", "parents"):
+        for name in ("args", "inputs", "global_inputs", "parents", "instructions"):
             raw[name] = tuple(tuple(item) for item in raw[name])
         raw["remote_sources"] = tuple(raw["remote_sources"])
         return cls(**raw)
@@ -132,7 +135,8 @@ class KeyComputer:
             platform=platform,
             dockerfile=target.dockerfile,
             dockerfile_digest=fileset.dockerfile_digest,
-            dockerfile_text=fileset.dockerfile_text,
+            meaning=fileset.reads.meaning,
+            instructions=fileset.reads.instructions,
             stage=target.stage,
             args=target.args,
             inputs=fileset.entries,

@@ -13,7 +13,7 @@ from typing import NamedTuple
 
 from buildtool.errors import BtError
 
-_PART = re.compile(r"[a-z0-9_]+")
+_PART = re.compile(r"[a-z0-9_-]+")
 # `uname -m` and Go names an engine may report, as GOARCH names.
 _ARCH_ALIASES = {"x86_64": "amd64", "x86-64": "amd64", "aarch64": "arm64", "armv7l": "arm",
                  "armhf": "arm", "armel": "arm", "i386": "386", "i686": "386"}  # fmt: skip

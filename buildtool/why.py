@@ -6,6 +6,7 @@ import difflib
 import posixpath
 from dataclasses import dataclass
 
+from buildtool.filesets import InstructionText
 from buildtool.keys import KeyManifest
 
 
@@ -25,7 +26,7 @@ class Change:
                 return f"removed {self.subject} ({self.old})"
             return f"changed {self.subject}: {self.old} -> {self.new}"
         if self.kind == "dockerfile":
-            return f"Dockerfile {self.subject} changed at {self.detail}"
+            return f"Dockerfile {self.subject} changed: {self.detail}"
         if self.kind == "parent":
             return f"parent {self.subject} changed: key {self.old} -> {self.new}"
         if self.kind == "args":
@@ -52,14 +53,14 @@ def diff_manifests(old: KeyManifest, new: KeyManifest) -> list[Change]:
         changes.append(Change("schema", "key schema", str(old.schema), str(new.schema)))
     if old.platform != new.platform:
         changes.append(Change("platform", "platform", old.platform, new.platform))
-    if old.dockerfile_digest != new.dockerfile_digest:
+    if old.meaning != new.meaning:
         changes.append(
             Change(
                 "dockerfile",
                 new.dockerfile,
-                _short(old.dockerfile_digest),
-                _short(new.dockerfile_digest),
-                _changed_lines(old.dockerfile_text, new.dockerfile_text),
+                _short(old.meaning),
+                _short(new.meaning),
+                _changed_instructions(old.instructions, new.instructions),
             )
         )
     if old.stage != new.stage:
@@ -110,17 +111,25 @@ def _diff_entries(kind: str, old: KeyManifest, new: KeyManifest) -> list[Change]
     return changes
 
 
-def _changed_lines(old: str, new: str) -> str:
-    ranges = []
-    matcher = difflib.SequenceMatcher(None, old.splitlines(), new.splitlines(), autojunk=False)
-    for tag, _, _, j1, j2 in matcher.get_opcodes():
+def _changed_instructions(
+    old: tuple[InstructionText, ...], new: tuple[InstructionText, ...]
+) -> str:
+    """ "stage final: LABEL at line 58 changed", one phrase per changed instruction."""
+    a = [(stage, keyword, text) for stage, _, keyword, text in old]
+    b = [(stage, keyword, text) for stage, _, keyword, text in new]
+    phrases = []
+    matcher = difflib.SequenceMatcher(None, a, b, autojunk=False)
+    for tag, i1, i2, j1, j2 in matcher.get_opcodes():
         if tag == "equal":
             continue
-        if j2 > j1:
-            ranges.append(f"line {j1 + 1}" if j2 - j1 == 1 else f"lines {j1 + 1}-{j2}")
-        else:
-            ranges.append(f"lines removed before line {j1 + 1}")
-    return ", ".join(ranges) or "whitespace"
+        for stage, line, keyword, _ in new[j1:j2]:
+            verb = "changed" if tag == "replace" else "added"
+            phrases.append(f"stage {stage}: {keyword} at line {line} {verb}")
+        if tag == "delete" or (tag == "replace" and i2 - i1 > j2 - j1):
+            for stage, line, keyword, _ in old[i1 + (j2 - j1) if tag == "replace" else i1 : i2]:
+                phrases.append(f"stage {stage}: {keyword} (line {line} before) removed")
+    # Equal instructions with a new meaning: directives or the global ARGs their FROMs use.
+    return ", ".join(phrases) or "parser directives or global ARGs"
 
 
 def short_reason(changes: list[Change]) -> str:

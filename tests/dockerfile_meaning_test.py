@@ -2,9 +2,24 @@
 
 from __future__ import annotations
 
-from dockerfile_cases import reads
+from typing import Any
+
+from dockerfile_cases import reads as typed_reads
 
 SIMPLE = "FROM scratch\nARG V=1\nENV A=1 B=2\nCOPY a b /dst/\nRUN echo hi && echo there\n"
+
+
+def reads(
+    text: str,
+    stage: str | None = None,
+    args: dict[str, str] | None = None,
+    *,
+    platform: str | None = None,
+    build_platform: str | None = None,
+) -> Any:
+    """The analysis, untyped: these tests index into nested meanings."""
+    extra = {k: v for k, v in (("platform", platform), ("build_platform", build_platform)) if v}
+    return typed_reads(text, stage, args, **extra)
 
 
 def test_meaning_lists_directives_global_args_and_each_instruction_as_parsed() -> None:
@@ -165,8 +180,7 @@ def test_global_args_count_when_a_reached_from_line_uses_them_or_a_reached_stage
 def test_a_from_platform_counts_by_its_resolved_value() -> None:
     text = "FROM --platform=$BUILDPLATFORM scratch\nCOPY a /\n"
     heads = [
-        reads(text, **platform).meaning[2][2]
-        for platform in ({"build_platform": "linux/arm64/v8"}, {})
+        reads(text, build_platform=platform).meaning[2][2] for platform in ("linux/arm64/v8", None)
     ]
     assert heads == [("FROM", ("scratch",), "linux/arm64"), ("FROM", ("scratch",), ("unknown",))]
 

@@ -92,7 +92,10 @@ def test_why_shows_args_dockerfile_lines_and_parents(workspace: Path) -> None:
     assert "parent //model:tiny (LOAD_WHISPER_STAGE) changed: key" in out.stdout
     text = bt("why", "//model:tiny", "--platform", "linux/amd64", cwd=workspace, check=True).stdout
     lines = len(dockerfile.read_text().splitlines())
-    assert f"Dockerfile docker/model/Dockerfile changed at line {lines}" in text
+    # The instruction that changed, by stage, keyword and line.
+    assert (
+        f"Dockerfile docker/model/Dockerfile changed: stage 0: LABEL at line {lines} added" in text
+    )
     plan = {(p["label"], p["platform"]): p["reason"] for p in plan_json(workspace, "//...")}
     assert plan[("//model:tiny", "linux/amd64")] == "Dockerfile changed"
     assert plan[("//matrix:tiny-en", "linux/amd64")] == "parent //model:tiny changed"

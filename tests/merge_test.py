@@ -33,7 +33,7 @@ from buildtool.labels import Label
 from buildtool.lockfile import BuildRecord, IndexRecord, Lockfile, read_lockfile
 from buildtool.merge import (
     Child,
-    Platform,
+    IndexPlatform,
     TagOutcome,
     apply_fragments,
     fold_fragments,
@@ -141,8 +141,8 @@ ARM64 = {"architecture": "arm64", "os": "linux"}
 
 
 def test_index_of_docker_manifests_is_a_docker_manifest_list_in_the_order_given() -> None:
-    arm = Child(DOCKER_MANIFEST, "sha256:" + "b" * 64, 528, Platform("linux", "arm64", "v8"))
-    amd = Child(DOCKER_MANIFEST, "sha256:" + "a" * 64, 527, Platform("linux", "amd64"))
+    arm = Child(DOCKER_MANIFEST, "sha256:" + "b" * 64, 528, IndexPlatform("linux", "arm64", "v8"))
+    amd = Child(DOCKER_MANIFEST, "sha256:" + "a" * 64, 527, IndexPlatform("linux", "amd64"))
     media_type, body = index_for([amd, arm])
     assert media_type == DOCKER_MANIFEST_LIST
     assert json.loads(body) == {
@@ -160,8 +160,10 @@ def test_index_of_docker_manifests_is_a_docker_manifest_list_in_the_order_given(
 
 def test_index_with_any_oci_child_is_an_oci_index() -> None:
     children = [
-        Child(DOCKER_MANIFEST, "sha256:" + "a" * 64, 1, Platform("linux", "amd64")),
-        Child(OCI_MANIFEST, "sha256:" + "b" * 64, 2, Platform("windows", "amd64", None, "10.0.1")),
+        Child(DOCKER_MANIFEST, "sha256:" + "a" * 64, 1, IndexPlatform("linux", "amd64")),
+        Child(
+            OCI_MANIFEST, "sha256:" + "b" * 64, 2, IndexPlatform("windows", "amd64", None, "10.0.1")
+        ),
     ]
     media_type, body = index_for(children)
     assert media_type == OCI_INDEX

@@ -186,7 +186,8 @@ class BuildRun:
         """Invariant 5: record a digest only once the registry serves it."""
         from buildtool.registry import RegistryClient
 
-        client = RegistryClient(self.config.insecure_registries)
+        # One try: a registry fault raises TransientError, which the scheduler retries.
+        client = RegistryClient(self.config.insecure_registries, attempts=1)
         if client.manifest_digest(image) is None:
             raise BtError(f"pushed {image}, but the registry does not serve it")
 

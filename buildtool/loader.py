@@ -20,11 +20,10 @@ from typing import Any
 from buildtool import starlark
 from buildtool.errors import BtError
 from buildtool.labels import Label, check_name, check_package, parse_label
+from buildtool.registry.reference import is_repository, is_tag
 from buildtool.target import Group, ImageTarget, Location
 from buildtool.workspace import BUILD_FILE_NAME, Config
 
-_TAG_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]{0,127}")
-_REPOSITORY_RE = re.compile(r"[a-z0-9]+([._\-]+[a-z0-9]+)*(/[a-z0-9]+([._\-]+[a-z0-9]+)*)*")
 _ARG_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _PLATFORM_RE = re.compile(r"[a-z0-9]+/[a-z0-9_]+(/[a-z0-9]+)?")
 
@@ -207,10 +206,10 @@ class _Builtins:
             raise self.error("platforms must be a non-empty list without repeats")
         tag_list = (label.name,) if tags is None else self._strings("tags", tags)
         for tag in tag_list:
-            if not _TAG_RE.fullmatch(tag):
+            if not is_tag(tag):
                 raise self.error(f"invalid tag {tag!r}")
         repo = repository if repository is not None else (pkg or label.name)
-        if not isinstance(repo, str) or not _REPOSITORY_RE.fullmatch(repo):
+        if not isinstance(repo, str) or not is_repository(repo):
             raise self.error(f"invalid repository {repo!r} (lower-case path components)")
         input_list = None
         if inputs is not None:

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from buildtool.errors import BtError
+from buildtool.registry.reference import is_repository, names_registry
 
 SPEC_NAME = ".cache-spec"
 LOCKFILE_NAME = "images.lock"
@@ -172,6 +173,14 @@ class _SpecReader:
         url = table.get("url")
         if url is not None and (not isinstance(url, str) or "://" in url or not url.strip("/")):
             raise self.fail("registry.url must be host[:port][/prefix], without a scheme", "url")
+        if url is not None:
+            # Images go to <url>/<repository>: the part Docker reads as a path must be one.
+            first, _, rest = url.strip("/").partition("/")
+            prefix = rest if names_registry(first) else url.strip("/")
+            if prefix and not is_repository(prefix):
+                raise self.fail(
+                    f"registry.url path {prefix!r} must be lower-case path components", "url"
+                )
         push = table.get("push", url is not None)
         if not isinstance(push, bool):
             raise self.fail("registry.push must be true or false", "push")

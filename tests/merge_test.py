@@ -18,13 +18,11 @@ from typing import Any
 
 import pytest
 from btrun import bt, write_tree
-from registry_test import (  # the auth registries' fixtures are shared with this module
+from registries import (
     PASSWORD,
     USER,
     basic_auths,
-    basic_registry,  # noqa: F401
     push_scratch,
-    token_registry,  # noqa: F401
     write_docker_config,
 )
 

@@ -3,8 +3,6 @@
 For an image whose platform builds are all recorded (and pushed), the index lists exactly those
 manifests, with platforms read from the children themselves. It is put only where the tag does
 not already point at it, and recorded in images.lock once every tag serves it (invariant 5).
-
-Also here: folding lockfile fragments from parallel CI jobs into images.lock (`bt lock merge`).
 """
 
 from __future__ import annotations
@@ -371,63 +369,3 @@ def _json_object(body: bytes, what: str) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise BtError(f"{what} is not a JSON object")
     return data
-
-
-# -- lockfile fragments -----------------------------------------------------------------------
-
-
-def fold_fragments(fragments: Sequence[tuple[str, Lockfile]]) -> Lockfile:
-    """One lockfile holding every record of ``fragments`` (name, lockfile).
-
-    Fragments come from parallel jobs of one revision, so they must agree: the same build with
-    different digests, or built from different keys, is refused naming both fragments. The
-    result does not depend on the order of the fragments.
-    """
-    folded = Lockfile()
-    origin: dict[tuple[str, str], str] = {}
-    for name, fragment in fragments:
-        for label, platform, record in fragment.records():
-            known = folded.get(label, platform)
-            if known is not None and known != record:
-                raise _conflict(origin[(label, platform)], name, label, platform, known, record)
-            folded.put(label, platform, record)
-            origin.setdefault((label, platform), name)
-        for label, index in fragment.images.items():
-            known_index = folded.images.get(label)
-            if known_index is not None and known_index != index:
-                raise BtError(
-                    f"{origin[(label, '')]} and {name} record different indexes for {label}: "
-                    f"{known_index.digest} and {index.digest}"
-                )
-            folded.images[label] = index
-            origin.setdefault((label, ""), name)
-    return folded
-
-
-def _conflict(
-    first: str, second: str, label: str, platform: str, a: BuildRecord, b: BuildRecord
-) -> BtError:
-    if a.key == b.key:
-        return BtError(
-            f"{first} and {second} record different digests for {label} {platform} "
-            f"(key {a.key[:16]}): {a.digest} and {b.digest}"
-        )
-    return BtError(
-        f"{first} and {second} record {label} {platform} built from different keys "
-        f"({a.key[:16]} and {b.key[:16]}); fragments must come from one revision"
-    )
-
-
-def apply_fragments(lock: Lockfile, folded: Lockfile) -> int:
-    """Write ``folded``'s records over ``lock``'s (a fragment is newer than images.lock);
-    return how many records changed."""
-    changed = 0
-    for label, platform, record in folded.records():
-        if lock.get(label, platform) != record:
-            lock.put(label, platform, record)
-            changed += 1
-    for label, index in sorted(folded.images.items()):
-        if lock.images.get(label) != index:
-            lock.images[label] = index
-            changed += 1
-    return changed

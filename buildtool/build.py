@@ -14,6 +14,7 @@ from buildtool.cachedir import CacheDir
 from buildtool.errors import BtError
 from buildtool.labels import Label
 from buildtool.plan import PlannedBuild, needs_run
+from buildtool.platforms import same_machine
 from buildtool.record import record_builds
 from buildtool.target import ImageTarget
 from buildtool.workspace import BuilderSpec, Config
@@ -49,10 +50,6 @@ def remote_ref(config: Config, target: ImageTarget, key: str) -> str:
     return f"{config.registry}/{target.repository}:bt-{key[:32]}"
 
 
-def _arch(platform: str) -> str:
-    return "/".join(platform.split("/")[:2])
-
-
 @dataclass
 class BuildRun:
     """One `bt build` run over a plan."""
@@ -82,7 +79,7 @@ class BuildRun:
         for planned in stale:
             spec: BuilderSpec = self.config.builder_for(planned.platform)
             arch = self.builder(planned.platform).architecture()
-            if _arch(arch) == _arch(planned.platform):
+            if same_machine(arch, planned.platform):
                 continue
             if planned.manifest.has_run and not spec.allow_emulation:
                 raise BtError(
@@ -189,7 +186,8 @@ class BuildRun:
         """Invariant 5: record a digest only once the registry serves it."""
         from buildtool.registry import RegistryClient
 
-        client = RegistryClient(self.config.insecure_registries)
+        # One try: a registry fault raises TransientError, which the scheduler retries.
+        client = RegistryClient(self.config.insecure_registries, attempts=1)
         if client.manifest_digest(image) is None:
             raise BtError(f"pushed {image}, but the registry does not serve it")
 
@@ -200,7 +198,7 @@ class BuildRun:
 
         from buildtool.scheduler import JobFailed
 
-        if not target.tests or _arch(builder.architecture()) != _arch(planned.platform):
+        if not target.tests or not same_machine(builder.architecture(), planned.platform):
             return  # this engine cannot run the image natively; tests run where it can
         for test in target.tests:
             code, output = builder.run(image, shlex.split(test), timeout=300)

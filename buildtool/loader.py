@@ -20,13 +20,12 @@ from typing import Any
 from buildtool import starlark
 from buildtool.errors import BtError
 from buildtool.labels import Label, check_name, check_package, parse_label
+from buildtool.platforms import normalise
+from buildtool.registry.reference import is_repository, is_tag
 from buildtool.target import Group, ImageTarget, Location
 from buildtool.workspace import BUILD_FILE_NAME, Config
 
-_TAG_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]{0,127}")
-_REPOSITORY_RE = re.compile(r"[a-z0-9]+([._\-]+[a-z0-9]+)*(/[a-z0-9]+([._\-]+[a-z0-9]+)*)*")
 _ARG_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-_PLATFORM_RE = re.compile(r"[a-z0-9]+/[a-z0-9_]+(/[a-z0-9]+)?")
 
 
 @dataclass(frozen=True)
@@ -218,23 +217,25 @@ class _Builtins:
         platform_list = (
             self.config.platforms if platforms is None else self._strings("platforms", platforms)
         )
-        for platform in platform_list:
-            if not _PLATFORM_RE.fullmatch(platform):
-                raise self.error(f"invalid platform {platform!r} (expected os/arch[/variant])")
+        try:
+            # One spelling per platform (``linux/arm64/v8`` is ``linux/arm64``).
+            platform_list = tuple(normalise(platform) for platform in platform_list)
+        except BtError as err:
+            raise self.error(err.message) from None
         if not platform_list or len(set(platform_list)) != len(platform_list):
             raise self.error("platforms must be a non-empty list without repeats")
         tag_list = (label.name,) if tags is None else self._strings("tags", tags)
         for tag in tag_list:
-            if not _TAG_RE.fullmatch(tag):
+            if not is_tag(tag):
                 repo_part, colon, tag_part = str(tag).rpartition(":")
-                if colon and repo_part and _TAG_RE.fullmatch(tag_part):
+                if colon and repo_part and is_tag(tag_part):
                     raise self.error(
                         f"invalid tag {tag!r}: a tag has no repository; write "
                         f"repository = {repo_part!r}, tags = [{tag_part!r}]"
                     )
                 raise self.error(f"invalid tag {tag!r}")
         repo = repository if repository is not None else (pkg or label.name)
-        if not isinstance(repo, str) or not _REPOSITORY_RE.fullmatch(repo):
+        if not isinstance(repo, str) or not is_repository(repo):
             raise self.error(f"invalid repository {repo!r} (lower-case path components)")
         input_list = None
         if inputs is not None:

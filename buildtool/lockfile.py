@@ -7,7 +7,7 @@ written atomically under the workspace lock so concurrent bt processes never int
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -122,3 +122,63 @@ def _decode(data: bytes, name: str) -> Lockfile:
     except UnicodeDecodeError as err:
         raise BtError(f"not valid UTF-8 (byte {err.start})", name) from None
     return Lockfile.loads(text, name)
+
+
+# -- fragments (`bt lock merge`) ----------------------------------------------------------------
+
+
+def fold_fragments(fragments: Sequence[tuple[str, Lockfile]]) -> Lockfile:
+    """One lockfile holding every record of ``fragments`` (name, lockfile).
+
+    Fragments come from parallel jobs of one revision, so they must agree: the same build with
+    different digests, or built from different keys, is refused naming both fragments. The
+    result does not depend on the order of the fragments.
+    """
+    folded = Lockfile()
+    origin: dict[tuple[str, str], str] = {}
+    for name, fragment in fragments:
+        for label, platform, record in fragment.records():
+            known = folded.get(label, platform)
+            if known is not None and known != record:
+                raise _conflict(origin[(label, platform)], name, label, platform, known, record)
+            folded.put(label, platform, record)
+            origin.setdefault((label, platform), name)
+        for label, index in fragment.images.items():
+            known_index = folded.images.get(label)
+            if known_index is not None and known_index != index:
+                raise BtError(
+                    f"{origin[(label, '')]} and {name} record different indexes for {label}: "
+                    f"{known_index.digest} and {index.digest}"
+                )
+            folded.images[label] = index
+            origin.setdefault((label, ""), name)
+    return folded
+
+
+def _conflict(
+    first: str, second: str, label: str, platform: str, a: BuildRecord, b: BuildRecord
+) -> BtError:
+    if a.key == b.key:
+        return BtError(
+            f"{first} and {second} record different digests for {label} {platform} "
+            f"(key {a.key[:16]}): {a.digest} and {b.digest}"
+        )
+    return BtError(
+        f"{first} and {second} record {label} {platform} built from different keys "
+        f"({a.key[:16]} and {b.key[:16]}); fragments must come from one revision"
+    )
+
+
+def apply_fragments(lock: Lockfile, folded: Lockfile) -> int:
+    """Write ``folded``'s records over ``lock``'s (a fragment is newer than images.lock);
+    return how many records changed."""
+    changed = 0
+    for label, platform, record in folded.records():
+        if lock.get(label, platform) != record:
+            lock.put(label, platform, record)
+            changed += 1
+    for label, index in sorted(folded.images.items()):
+        if lock.images.get(label) != index:
+            lock.images[label] = index
+            changed += 1
+    return changed

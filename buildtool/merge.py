@@ -3,8 +3,6 @@
 For an image whose platform builds are all recorded (and pushed), the index lists exactly those
 manifests, with platforms read from the children themselves. It is put only where the tag does
 not already point at it, and recorded in images.lock once every tag serves it (invariant 5).
-
-Also here: folding lockfile fragments from parallel CI jobs into images.lock (`bt lock merge`).
 """
 
 from __future__ import annotations
@@ -19,6 +17,7 @@ from typing import Any, Literal
 from buildtool.errors import BtError
 from buildtool.labels import Label
 from buildtool.lockfile import BuildRecord, IndexRecord, Lockfile, read_lockfile, update_lockfile
+from buildtool.platforms import Platform
 from buildtool.registry import (
     DOCKER_MANIFEST,
     DOCKER_MANIFEST_LIST,
@@ -38,21 +37,15 @@ _SHOWN_PROBLEMS = 5
 
 
 @dataclass(frozen=True)
-class Platform:
-    """A platform as an index descriptor states it (OCI image-index ``platform``)."""
+class IndexPlatform:
+    """A platform as an index descriptor states it (OCI image-index ``platform``): bt's
+    ``Platform`` plus what only Windows images carry."""
 
     os: str
     architecture: str
     variant: str | None = None
     os_version: str | None = None
     os_features: tuple[str, ...] = ()
-
-    @classmethod
-    def parse(cls, text: str) -> Platform:
-        parts = text.split("/")
-        return cls(
-            parts[0], parts[1] if len(parts) > 1 else "", parts[2] if len(parts) > 2 else None
-        )
 
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {"architecture": self.architecture, "os": self.os}
@@ -75,7 +68,7 @@ class Child:
     media_type: str
     digest: str
     size: int
-    platform: Platform
+    platform: IndexPlatform
 
 
 def index_for(children: Sequence[Child]) -> tuple[str, bytes]:
@@ -299,10 +292,11 @@ def _read_child(client: RegistryClient, label: Label, platform: str, ref: Refere
     if not isinstance(config_digest, str):
         raise BtError(f"manifest {ref} of {label} {platform} has no image config")
     config = _json_object(client.get_blob(ref, config_digest), f"image config of {ref}")
-    found = _platform_of(config, Platform.parse(platform))
     expected = Platform.parse(platform)
-    if (found.os, found.architecture) != (expected.os, expected.architecture) or (
-        expected.variant and found.variant != expected.variant
+    found = _platform_of(config, expected)
+    stated = _stated(found.to_json())
+    if stated is None or not (
+        stated.runs_on(expected) and expected.variant in ("", stated.variant)
     ):
         raise BtError(
             f"{label} is recorded for {platform} in images.lock, but the image it names "
@@ -318,8 +312,8 @@ def _only_image_of(index: dict[str, Any], label: Label, platform: str, ref: Refe
         for entry in index.get("manifests") or []
         if isinstance(entry, dict)
         and isinstance(entry.get("digest"), str)
-        and (entry.get("platform") or {}).get("os") == expected.os
-        and (entry.get("platform") or {}).get("architecture") == expected.architecture
+        and (stated := _stated(entry.get("platform"))) is not None
+        and stated.runs_on(expected)
     ]
     if len(matches) != 1:
         raise BtError(
@@ -329,7 +323,26 @@ def _only_image_of(index: dict[str, Any], label: Label, platform: str, ref: Refe
     return ref.at(digest=matches[0]["digest"])
 
 
-def _platform_of(config: dict[str, Any], declared: Platform) -> Platform:
+def _stated(descriptor: Any) -> Platform | None:
+    """The platform a descriptor's or config's ``os``/``architecture``/``variant`` state,
+    normalised; None when they name no platform."""
+    if not isinstance(descriptor, dict):
+        return None
+    os_name, arch, variant = (descriptor.get(k) for k in ("os", "architecture", "variant"))
+    if not isinstance(os_name, str) or not isinstance(arch, str):
+        return None
+    text = (
+        f"{os_name}/{arch}/{variant}"
+        if isinstance(variant, str) and variant
+        else f"{os_name}/{arch}"
+    )
+    try:
+        return Platform.parse(text)
+    except BtError:
+        return None
+
+
+def _platform_of(config: dict[str, Any], declared: Platform) -> IndexPlatform:
     """The platform an image config states; the declared variant fills in a missing one."""
 
     def text(key: str) -> str | None:
@@ -337,10 +350,10 @@ def _platform_of(config: dict[str, Any], declared: Platform) -> Platform:
         return value if isinstance(value, str) and value else None
 
     features = config.get("os.features")
-    return Platform(
+    return IndexPlatform(
         os=text("os") or "",
         architecture=text("architecture") or "",
-        variant=text("variant") or declared.variant,
+        variant=text("variant") or declared.variant or None,
         os_version=text("os.version"),
         os_features=tuple(f for f in features if isinstance(f, str))
         if isinstance(features, list)
@@ -356,63 +369,3 @@ def _json_object(body: bytes, what: str) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise BtError(f"{what} is not a JSON object")
     return data
-
-
-# -- lockfile fragments -----------------------------------------------------------------------
-
-
-def fold_fragments(fragments: Sequence[tuple[str, Lockfile]]) -> Lockfile:
-    """One lockfile holding every record of ``fragments`` (name, lockfile).
-
-    Fragments come from parallel jobs of one revision, so they must agree: the same build with
-    different digests, or built from different keys, is refused naming both fragments. The
-    result does not depend on the order of the fragments.
-    """
-    folded = Lockfile()
-    origin: dict[tuple[str, str], str] = {}
-    for name, fragment in fragments:
-        for label, platform, record in fragment.records():
-            known = folded.get(label, platform)
-            if known is not None and known != record:
-                raise _conflict(origin[(label, platform)], name, label, platform, known, record)
-            folded.put(label, platform, record)
-            origin.setdefault((label, platform), name)
-        for label, index in fragment.images.items():
-            known_index = folded.images.get(label)
-            if known_index is not None and known_index != index:
-                raise BtError(
-                    f"{origin[(label, '')]} and {name} record different indexes for {label}: "
-                    f"{known_index.digest} and {index.digest}"
-                )
-            folded.images[label] = index
-            origin.setdefault((label, ""), name)
-    return folded
-
-
-def _conflict(
-    first: str, second: str, label: str, platform: str, a: BuildRecord, b: BuildRecord
-) -> BtError:
-    if a.key == b.key:
-        return BtError(
-            f"{first} and {second} record different digests for {label} {platform} "
-            f"(key {a.key[:16]}): {a.digest} and {b.digest}"
-        )
-    return BtError(
-        f"{first} and {second} record {label} {platform} built from different keys "
-        f"({a.key[:16]} and {b.key[:16]}); fragments must come from one revision"
-    )
-
-
-def apply_fragments(lock: Lockfile, folded: Lockfile) -> int:
-    """Write ``folded``'s records over ``lock``'s (a fragment is newer than images.lock);
-    return how many records changed."""
-    changed = 0
-    for label, platform, record in folded.records():
-        if lock.get(label, platform) != record:
-            lock.put(label, platform, record)
-            changed += 1
-    for label, index in sorted(folded.images.items()):
-        if lock.images.get(label) != index:
-            lock.images[label] = index
-            changed += 1
-    return changed

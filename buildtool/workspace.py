@@ -11,13 +11,14 @@ from pathlib import Path
 from typing import Any
 
 from buildtool.errors import BtError
+from buildtool.platforms import normalise
+from buildtool.registry.reference import is_repository, names_registry
 
 SPEC_NAME = ".cache-spec"
 LOCKFILE_NAME = "images.lock"
 BUILD_FILE_NAME = "BUILD.images"
 DEFAULT_PLATFORMS = ("linux/amd64", "linux/arm64")
 BACKENDS = ("buildkit", "engine")
-_PLATFORM_RE = re.compile(r"[a-z0-9]+/[a-z0-9_]+(/[a-z0-9]+)?")
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,7 @@ class Config:
         return self.root / LOCKFILE_NAME
 
     def builder_for(self, platform: str) -> BuilderSpec:
+        """The builder of ``platform`` (spelt as ``buildtool.platforms`` normalises it)."""
         return self.builders.get(platform) or self.builders.get("*") or BuilderSpec(platform)
 
 
@@ -113,9 +115,10 @@ class _SpecReader:
         for item in global_inputs:
             if os.path.isabs(item) or ".." in Path(item).parts:
                 raise self.fail(f"global input {item!r} must be a path inside the workspace", item)
-        platforms = self._strings(data, "platforms", DEFAULT_PLATFORMS)
-        for platform in platforms:
-            self._check_platform(platform, "platforms")
+        platforms = tuple(
+            self._platform(p, "platforms")
+            for p in self._strings(data, "platforms", DEFAULT_PLATFORMS)
+        )
         jobs = self._positive_int(data, "jobs", os.cpu_count() or 2)
         registry, push, insecure = self._registry(data.get("registry", {}))
         builders = self._builders(data.get("builders", {}))
@@ -148,9 +151,14 @@ class _SpecReader:
             raise self.fail(f"{key} must be a positive integer", key)
         return value
 
-    def _check_platform(self, platform: str, key: str) -> None:
-        if platform != "*" and not _PLATFORM_RE.fullmatch(platform):
-            raise self.fail(f"invalid platform {platform!r} (expected os/arch[/variant])", key)
+    def _platform(self, platform: str, key: str) -> str:
+        """The platform in its one spelling (``buildtool.platforms``), or ``*``."""
+        if platform == "*":
+            return platform
+        try:
+            return normalise(platform)
+        except BtError as err:
+            raise self.fail(err.message, key) from None
 
     def _cache_dir(self, root: Path, value: Any) -> Path:
         if value is None:
@@ -172,6 +180,14 @@ class _SpecReader:
         url = table.get("url")
         if url is not None and (not isinstance(url, str) or "://" in url or not url.strip("/")):
             raise self.fail("registry.url must be host[:port][/prefix], without a scheme", "url")
+        if url is not None:
+            # Images go to <url>/<repository>: the part Docker reads as a path must be one.
+            first, _, rest = url.strip("/").partition("/")
+            prefix = rest if names_registry(first) else url.strip("/")
+            if prefix and not is_repository(prefix):
+                raise self.fail(
+                    f"registry.url path {prefix!r} must be lower-case path components", "url"
+                )
         push = table.get("push", url is not None)
         if not isinstance(push, bool):
             raise self.fail("registry.push must be true or false", "push")
@@ -185,8 +201,8 @@ class _SpecReader:
         if not isinstance(table, dict):
             raise self.fail("builders must be a table of platform -> builder", "builders")
         builders = {}
-        for platform, spec in table.items():
-            self._check_platform(platform, platform)
+        for written, spec in table.items():
+            platform = self._platform(written, written)
             if not isinstance(spec, dict):
                 raise self.fail(f'builders."{platform}" must be a table', platform)
             for key in spec:

@@ -8,12 +8,20 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 from btrun import bt, copy_example, write_tree
+from registries import MANIFEST, fake_registry, manifest_answer
+
+from buildtool.build import BuildOptions, BuildRun
+from buildtool.registry import sha256_digest
+from buildtool.scheduler import AnyEvent, Job, Outcome, Retrying, Summary, run_jobs
+from buildtool.workspace import Config
 
 pytestmark = pytest.mark.engine
 DOCKER = "/usr/bin/docker"
@@ -307,3 +315,58 @@ def test_engine_api_backend_builds_too(tmp_path: Path, engine: str) -> None:
     assert image_id(engine, record["image"]) == record["digest"]
     out = docker(engine, "run", "--rm", "--network=none", record["image"], "cat", "/a.txt")
     assert out.stdout == "via the engine API\n"
+
+
+# -- one retry layer --------------------------------------------------------------------------
+
+
+def verify_under_the_scheduler(
+    tmp_path: Path, answers: list[int]
+) -> tuple[Summary, list[str], list[Retrying]]:
+    """Run one job that checks a pushed image as a build does (``BuildRun.verify_pushed``)
+    against a fake registry answering HEADs with ``answers`` in turn (then 200), under the
+    scheduler's retry layer; return its summary, the registry's requests and the retries."""
+    digest = sha256_digest(MANIFEST)
+    calls: list[str] = []
+
+    def handle(method: str, path: str, headers: dict[str, str], body: bytes) -> Any:
+        calls.append(method)
+        status = answers[len(calls) - 1] if len(calls) <= len(answers) else 200
+        return manifest_answer() if status == 200 else (status, {}, b"")
+
+    seen: list[AnyEvent] = []
+    with fake_registry(handle) as address:
+        config = Config(root=tmp_path, spec_path=tmp_path / ".cache-spec", registry=address)
+        run = BuildRun(config, {}, tmp_path / "lock", BuildOptions(), seen.append)
+
+        def runner(job: Job, cancel: threading.Event) -> Outcome:
+            run.verify_pushed(f"{address}/x@{digest}")
+            return Outcome(digest=digest)
+
+        job = Job(id=("//x:y", "linux/amd64"), deps=(), pool="linux/amd64")
+        summary = run_jobs(
+            [job], runner, max_parallel=1, pool_limits={}, retries=2, backoff=0.01,
+            on_event=seen.append,
+        )  # fmt: skip
+    return summary, calls, [e for e in seen if isinstance(e, Retrying)]
+
+
+@pytest.mark.registry
+def test_registry_faults_during_a_build_are_retried_by_the_scheduler_alone(
+    tmp_path: Path,
+) -> None:
+    summary, calls, retries = verify_under_the_scheduler(tmp_path, [503, 502])
+    assert summary.ok
+    assert calls == ["HEAD", "HEAD", "HEAD"]  # one request per scheduler attempt
+    assert [r.attempt for r in retries] == [2, 3]
+    assert retries[0].message.endswith("is unavailable: 503 Service Unavailable")
+
+
+@pytest.mark.registry
+def test_a_registry_that_keeps_failing_during_a_build_is_asked_three_times_not_nine(
+    tmp_path: Path,
+) -> None:
+    summary, calls, retries = verify_under_the_scheduler(tmp_path, [503] * 9)
+    assert summary.failed == (("//x:y", "linux/amd64"),)
+    assert calls == ["HEAD"] * 3
+    assert len(retries) == 2

@@ -19,18 +19,11 @@ from pathlib import Path
 
 import pytest
 
-from buildtool.builders import (
-    Builder,
-    BuildKitCliBuilder,
-    BuildRequest,
-    BuiltImage,
-    EngineApiBuilder,
-    find_docker_cli,
-    normalise_platform,
-    open_builder,
-    split_tag,
-)
+from buildtool.builders import Builder, BuildRequest, BuiltImage, open_builder, split_tag
+from buildtool.builders.buildkit import BuildKitCliBuilder, find_docker_cli
+from buildtool.builders.engine import EngineApiBuilder
 from buildtool.errors import BtError
+from buildtool.platforms import Platform
 from buildtool.scheduler import Cancelled, JobFailed, TransientError
 
 BASE_IMAGE = "bt-test/busybox:latest"  # amd64, imported into both engines by .ci/setup
@@ -154,10 +147,10 @@ def builder(request: pytest.FixtureRequest, engine: str) -> Iterator[Builder]:
         ("Linux", "arm64", "linux/arm64"),
     ],
 )
-def test_normalise_platform_uses_go_architecture_names(
+def test_engine_platforms_use_go_architecture_names(
     os_name: str, machine: str, platform: str
 ) -> None:
-    assert normalise_platform(os_name, machine) == platform
+    assert str(Platform.of_engine(os_name, machine)) == platform
 
 
 @pytest.mark.parametrize(
@@ -238,7 +231,7 @@ def test_find_docker_cli_probes_once_per_process(tmp_path: Path) -> None:
 
 @pytest.mark.engine
 def test_architecture_is_the_engines_platform_in_go_names(builder: Builder) -> None:
-    assert builder.architecture() == normalise_platform("linux", os.uname().machine)
+    assert builder.architecture() == str(Platform.of_engine("linux", os.uname().machine))
 
 
 @pytest.mark.engine

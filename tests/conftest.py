@@ -10,11 +10,17 @@ from __future__ import annotations
 
 import http.client
 import os
+import shutil
 import socket
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from registries import TokenServer
 
 # Test modules import helpers such as ``btrun`` as top-level modules, under any --import-mode.
 sys.path.insert(0, str(Path(__file__).parent))
@@ -105,3 +111,35 @@ def docker_cli() -> str:
     if not os.access(DOCKER_CLI, os.X_OK):
         _missing(f"the Debian docker CLI {DOCKER_CLI} (package docker.io)")
     return DOCKER_CLI
+
+
+@pytest.fixture(scope="module")
+def basic_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A docker-registry of the test's own with htpasswd auth: alice / PASSWORD."""
+    from registries import PASSWORD, USER, bcrypt_hash, run_registry
+
+    root = tmp_path_factory.mktemp("basic-registry")
+    (root / "htpasswd").write_text(f"{USER}:{bcrypt_hash(PASSWORD)}\n")
+    auth = f"auth:\n  htpasswd:\n    realm: bt-test\n    path: {root / 'htpasswd'}\n"
+    with run_registry(root, auth) as address:
+        yield address
+
+
+@pytest.fixture(scope="module")
+def token_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, TokenServer]]:
+    """A registry with token auth, and the token server it trusts (alice / PASSWORD)."""
+    from registries import PASSWORD, USER, TokenServer, run_registry, unavailable
+
+    if shutil.which("openssl") is None:
+        unavailable("openssl")
+    root = tmp_path_factory.mktemp("token-registry")
+    tokens = TokenServer(root, {USER: PASSWORD})
+    auth = (
+        f"auth:\n  token:\n    realm: {tokens.realm}\n    service: {tokens.service}\n"
+        f"    issuer: {tokens.issuer}\n    rootcertbundle: {tokens.cert}\n"
+    )
+    try:
+        with run_registry(root, auth) as address:
+            yield address, tokens
+    finally:
+        tokens.close()

@@ -149,6 +149,10 @@ BAD_BUILD_FILES = [
      "BUILD.images:1: context '../..' points outside the workspace"),
     ("bad-platform", 'image(name = "x", platforms = ["amd64"])\n',
      "BUILD.images:1: invalid platform 'amd64'"),
+    # Tags and repositories follow Docker's reference grammar (buildtool.registry.reference).
+    ("bad-tag", 'image(name = "x", tags = ["v1", "caf\u00e9"])\n', "BUILD.images:1: invalid tag 'caf\u00e9'"),
+    ("bad-repository", 'image(name = "x", repository = "acme/a..b")\n',
+     "BUILD.images:1: invalid repository 'acme/a..b' (lower-case path components)"),
     ("args-type", 'image(name = "x", args = {"A": ["1"]})\n',
      "BUILD.images:1: args['A'] must be a string"),
     ("unknown-parent", 'image(name = "large-v3")\nimage(name = "zh", parents = {"P": ":larg-v3"})\n',
@@ -189,6 +193,8 @@ BAD_SPECS = [
      ".cache-spec:2: builder host must start with unix://, tcp:// or ssh://"),
     ("registry", '[registry]\nurl = "https://r.example"\n',
      ".cache-spec:2: registry.url must be host[:port][/prefix], without a scheme"),
+    ("registry-path", '[registry]\nurl = "127.0.0.1:5000/Team"\n',
+     ".cache-spec:2: registry.url path 'Team' must be lower-case path components"),
     ("global", 'global_inputs = ["../outside"]\n',
      ".cache-spec:1: global input '../outside' must be a path inside the workspace"),
 ]  # fmt: skip

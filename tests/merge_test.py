@@ -18,25 +18,20 @@ from typing import Any
 
 import pytest
 from btrun import bt, write_tree
-from registry_test import (  # the auth registries' fixtures are shared with this module
+from registries import (
     PASSWORD,
     USER,
     basic_auths,
-    basic_registry,  # noqa: F401
     push_scratch,
-    token_registry,  # noqa: F401
     write_docker_config,
 )
 
-from buildtool.errors import BtError
 from buildtool.labels import Label
-from buildtool.lockfile import BuildRecord, IndexRecord, Lockfile, read_lockfile
+from buildtool.lockfile import BuildRecord, Lockfile, read_lockfile
 from buildtool.merge import (
     Child,
-    Platform,
+    IndexPlatform,
     TagOutcome,
-    apply_fragments,
-    fold_fragments,
     index_for,
     merge_images,
 )
@@ -141,8 +136,8 @@ ARM64 = {"architecture": "arm64", "os": "linux"}
 
 
 def test_index_of_docker_manifests_is_a_docker_manifest_list_in_the_order_given() -> None:
-    arm = Child(DOCKER_MANIFEST, "sha256:" + "b" * 64, 528, Platform("linux", "arm64", "v8"))
-    amd = Child(DOCKER_MANIFEST, "sha256:" + "a" * 64, 527, Platform("linux", "amd64"))
+    arm = Child(DOCKER_MANIFEST, "sha256:" + "b" * 64, 528, IndexPlatform("linux", "arm64", "v8"))
+    amd = Child(DOCKER_MANIFEST, "sha256:" + "a" * 64, 527, IndexPlatform("linux", "amd64"))
     media_type, body = index_for([amd, arm])
     assert media_type == DOCKER_MANIFEST_LIST
     assert json.loads(body) == {
@@ -160,8 +155,10 @@ def test_index_of_docker_manifests_is_a_docker_manifest_list_in_the_order_given(
 
 def test_index_with_any_oci_child_is_an_oci_index() -> None:
     children = [
-        Child(DOCKER_MANIFEST, "sha256:" + "a" * 64, 1, Platform("linux", "amd64")),
-        Child(OCI_MANIFEST, "sha256:" + "b" * 64, 2, Platform("windows", "amd64", None, "10.0.1")),
+        Child(DOCKER_MANIFEST, "sha256:" + "a" * 64, 1, IndexPlatform("linux", "amd64")),
+        Child(
+            OCI_MANIFEST, "sha256:" + "b" * 64, 2, IndexPlatform("windows", "amd64", None, "10.0.1")
+        ),
     ]
     media_type, body = index_for(children)
     assert media_type == OCI_INDEX
@@ -489,91 +486,6 @@ def test_fragments_folded_by_lock_merge_give_the_same_index_as_one_lockfile(
     assert merged.stdout.splitlines() == [f"{tag}: unchanged" for tag in workspace.tags]
     assert workspace.lockfile().images["//x:y"] == expected
     assert workspace.lockfile().dumps() == whole.lockfile().dumps()
-
-
-def test_lock_merge_refuses_fragments_with_conflicting_digests_and_writes_nothing(
-    workspace: Workspace,
-) -> None:
-    key = "k" * 64
-    workspace.record({"linux/amd64": "sha256:" + "1" * 64}, workspace.root / "a.json", key)
-    workspace.record({"linux/amd64": "sha256:" + "2" * 64}, workspace.root / "b.json", key)
-
-    result = workspace.bt("lock", "merge", "a.json", "b.json")
-
-    assert result.returncode == 2
-    assert result.stderr.strip() == (
-        f"a.json and b.json record different digests for //x:y linux/amd64 (key {'k' * 16}): "
-        f"sha256:{'1' * 64} and sha256:{'2' * 64}"
-    )
-    assert not (workspace.root / "images.lock").exists()
-
-
-def test_lock_merge_refuses_fragments_of_different_revisions(workspace: Workspace) -> None:
-    workspace.record({"linux/amd64": "sha256:" + "1" * 64}, workspace.root / "a.json", "a" * 64)
-    workspace.record({"linux/amd64": "sha256:" + "1" * 64}, workspace.root / "b.json", "b" * 64)
-
-    result = workspace.bt("lock", "merge", "a.json", "b.json")
-
-    assert result.returncode == 2
-    assert result.stderr.strip() == (
-        f"a.json and b.json record //x:y linux/amd64 built from different keys "
-        f"({'a' * 16} and {'b' * 16}); fragments must come from one revision"
-    )
-
-
-def test_lock_merge_of_a_missing_fragment_is_an_error(workspace: Workspace) -> None:
-    result = workspace.bt("lock", "merge", "nope.json")
-    assert (result.returncode, result.stderr.strip()) == (2, "nope.json: no such lockfile fragment")
-
-
-def lockfile_of(*records: tuple[str, str, str, str]) -> Lockfile:
-    lock = Lockfile()
-    for label, platform, key, digest in records:
-        lock.put(label, platform, BuildRecord(key, digest, f"r/x@{digest}"))
-    return lock
-
-
-def test_folding_is_independent_of_fragment_order_and_tolerates_repeats() -> None:
-    a = lockfile_of(
-        ("//x:y", "linux/amd64", "k1", "sha256:1"), ("//x:z", "linux/amd64", "k3", "sha256:3")
-    )
-    b = lockfile_of(
-        ("//x:y", "linux/arm64", "k2", "sha256:2"), ("//x:z", "linux/amd64", "k3", "sha256:3")
-    )
-    b.images["//x:y"] = IndexRecord("sha256:i", ("r/x:latest",))
-    forward = fold_fragments([("a", a), ("b", b)]).dumps()
-    assert fold_fragments([("b", b), ("a", a)]).dumps() == forward
-    assert json.loads(forward)["builds"] == {
-        "//x:y": {
-            "linux/amd64": {"key": "k1", "digest": "sha256:1", "image": "r/x@sha256:1"},
-            "linux/arm64": {"key": "k2", "digest": "sha256:2", "image": "r/x@sha256:2"},
-        },
-        "//x:z": {"linux/amd64": {"key": "k3", "digest": "sha256:3", "image": "r/x@sha256:3"}},
-    }
-
-
-def test_fragments_replace_what_images_lock_held_for_the_same_builds() -> None:
-    base = lockfile_of(
-        ("//x:y", "linux/amd64", "old", "sha256:old"), ("//x:q", "linux/amd64", "q", "sha256:q")
-    )
-    fragment = lockfile_of(
-        ("//x:y", "linux/amd64", "new", "sha256:new"), ("//x:q", "linux/amd64", "q", "sha256:q")
-    )
-    assert apply_fragments(base, fragment) == 1
-    assert base.get("//x:y", "linux/amd64") == BuildRecord("new", "sha256:new", "r/x@sha256:new")
-    assert apply_fragments(base, fragment) == 0
-
-
-def test_fragments_with_different_indexes_for_one_image_are_refused() -> None:
-    a, b = Lockfile(), Lockfile()
-    a.images["//x:y"] = IndexRecord("sha256:1", ())
-    b.images["//x:y"] = IndexRecord("sha256:2", ())
-    with pytest.raises(BtError) as err:
-        fold_fragments([("a.json", a), ("b.json", b)])
-    assert (
-        err.value.message
-        == "a.json and b.json record different indexes for //x:y: sha256:1 and sha256:2"
-    )
 
 
 # -- registries that need credentials ----------------------------------------------------------

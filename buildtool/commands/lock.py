@@ -30,8 +30,13 @@ def merge(fragments: tuple[Path, ...]) -> None:
     Example:
       bt lock merge amd64.lock arm64.lock && bt merge //...
     """
-    from buildtool.lockfile import Lockfile, read_lockfile, update_lockfile
-    from buildtool.merge import apply_fragments, fold_fragments
+    from buildtool.lockfile import (
+        Lockfile,
+        apply_fragments,
+        fold_fragments,
+        read_lockfile,
+        update_lockfile,
+    )
 
     loaded = []
     for path in fragments:

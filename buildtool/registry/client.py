@@ -1,51 +1,48 @@
 """A small client for the registry HTTP API (the OCI distribution spec), on the standard library.
 
-It reads and writes manifests, reads blobs and signs in the way the docker CLI does: anonymously
-first, then, when the registry answers 401, with the user's docker credentials (basic auth, or a
-bearer token fetched from the realm the registry names). Every digest it hands out was checked
-against the bytes it describes.
+It reads and writes manifests and reads blobs, signing in as the docker CLI does (``auth``):
+anonymously first, then, when the registry answers 401, with the user's docker credentials.
+Every digest it hands out was checked against the bytes it describes.
+
+Retries: a stand-alone command (``bt merge``) keeps the default of a few attempts with backoff.
+Code the build scheduler drives passes ``attempts=1``: the client then raises the transient
+fault at once (``RegistryUnavailable`` is a ``TransientError``) and the scheduler's retry layer,
+the only one, decides whether to try again.
 """
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import http.client
 import ipaddress
 import json
-import os
-import re
 import socket
 import ssl
 import threading
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, NamedTuple
-from urllib.parse import urlencode, urljoin, urlsplit
+from typing import NamedTuple
+from urllib.parse import urljoin, urlsplit
 
 from buildtool.errors import BtError
+from buildtool.registry import auth
+from buildtool.registry.reference import (
+    DOCKER_HUB,
+    IMAGE_MANIFEST_TYPES,
+    INDEX_TYPES,
+    MANIFEST_ACCEPT,
+    Descriptor,
+    Reference,
+    as_reference,
+    declared_media_type,
+    media_type_of,
+    sha256_digest,
+)
 from buildtool.scheduler import TransientError
 
-DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
-DOCKER_MANIFEST_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
-OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
-OCI_INDEX = "application/vnd.oci.image.index.v1+json"
-IMAGE_MANIFEST_TYPES = (DOCKER_MANIFEST, OCI_MANIFEST)
-INDEX_TYPES = (DOCKER_MANIFEST_LIST, OCI_INDEX)
-_ACCEPT = ", ".join((*INDEX_TYPES, *IMAGE_MANIFEST_TYPES))
-
-DOCKER_HUB = "docker.io"
+STANDALONE_ATTEMPTS = 3
 _DOCKER_HUB_API = "registry-1.docker.io"
-# Docker's reference grammar (distribution/reference): lower-case path components joined by
-# '/', separators '.', '_', '__' or runs of '-'; tags up to 128 word characters, '.' and '-'.
-_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
-_REPOSITORY_RE = re.compile(rf"{_COMPONENT}(?:/{_COMPONENT})*")
-_TAG_RE = re.compile(r"[\w][\w.-]{0,127}")
-_DIGEST_RE = re.compile(r"[a-z0-9]+(?:[.+_-][a-z0-9]+)*:[a-zA-Z0-9=_-]{32,}")
-_CHALLENGE_PARAM_RE = re.compile(r'(\w+)\s*=\s*(?:"([^"]*)"|([^\s,]+))')
 # Statuses worth another attempt: the registry or a proxy in front of it hiccuped.
 _TRANSIENT_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 _REDIRECT_STATUS = frozenset({301, 302, 303, 307, 308})
@@ -62,71 +59,6 @@ class ManifestNotFound(BtError):
     """The registry has no manifest behind the reference asked for."""
 
 
-class Reference(NamedTuple):
-    """``registry/repository[:tag][@digest]``, normalized the way Docker does."""
-
-    registry: str
-    repository: str
-    tag: str | None = None
-    digest: str | None = None
-
-    @property
-    def name(self) -> str:
-        return f"{self.registry}/{self.repository}"
-
-    @property
-    def reference(self) -> str:
-        """What goes after ``/manifests/`` in a URL: the digest when known, else the tag."""
-        return self.digest or self.tag or "latest"
-
-    def at(self, *, tag: str | None = None, digest: str | None = None) -> Reference:
-        return Reference(self.registry, self.repository, tag, digest)
-
-    def __str__(self) -> str:
-        tag = f":{self.tag}" if self.tag else ""
-        digest = f"@{self.digest}" if self.digest else ""
-        return f"{self.name}{tag}{digest}"
-
-
-class Descriptor(NamedTuple):
-    """What a registry says about a manifest without sending it."""
-
-    media_type: str
-    digest: str
-    size: int
-
-
-def parse_reference(text: str) -> Reference:
-    """Parse an image reference. Like Docker, the first path part names the registry only when
-    it has a '.' or ':' or is ``localhost``; otherwise the image lives on Docker Hub."""
-    name, at, digest = text.strip().partition("@")
-    if at and not _DIGEST_RE.fullmatch(digest):
-        raise BtError(f"invalid image reference {text!r}: bad digest {digest!r}")
-    tag: str | None = None
-    last = name.rsplit("/", 1)[-1]
-    if ":" in last:
-        name, tag = name.rsplit(":", 1)
-        if not _TAG_RE.fullmatch(tag):
-            raise BtError(f"invalid image reference {text!r}: bad tag {tag!r}")
-    first, slash, rest = name.partition("/")
-    if slash and ("." in first or ":" in first or first == "localhost"):
-        registry, repository = first, rest
-    else:
-        registry, repository = DOCKER_HUB, name
-    if registry == DOCKER_HUB and "/" not in repository:
-        repository = f"library/{repository}"
-    if not _REPOSITORY_RE.fullmatch(repository):
-        raise BtError(
-            f"invalid image reference {text!r}: repository {repository!r} must be lower-case "
-            "path components"
-        )
-    return Reference(registry, repository, tag, digest or None)
-
-
-def sha256_digest(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
-
-
 def is_loopback(host: str) -> bool:
     """Whether ``host[:port]`` is this machine: the hosts Docker trusts over plain HTTP."""
     hostname = host
@@ -140,22 +72,6 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(hostname).is_loopback
     except ValueError:
         return False
-
-
-@dataclass(frozen=True)
-class Credentials:
-    """A user's credentials for one registry. Secrets are kept out of ``repr``."""
-
-    username: str | None = None
-    password: str | None = field(default=None, repr=False)
-    identity_token: str | None = field(default=None, repr=False)
-
-    @property
-    def basic(self) -> str | None:
-        if self.username is None or self.password is None:
-            return None
-        pair = f"{self.username}:{self.password}".encode()
-        return "Basic " + base64.b64encode(pair).decode()
 
 
 class _Response(NamedTuple):
@@ -181,25 +97,24 @@ class RegistryClient:
         docker_config_dir: Path | None = None,
         *,
         timeout: float = 60.0,
-        attempts: int = 3,
+        attempts: int = STANDALONE_ATTEMPTS,
         retry_delay: float = 0.5,
     ):
         self.insecure = frozenset(config_insecure)
-        self.docker_config_dir = docker_config_dir
+        self.credentials = auth.DockerCredentials(docker_config_dir)
         self.timeout = timeout
         self.attempts = attempts
         self.retry_delay = retry_delay
         self._lock = threading.Lock()
         self._authorization: dict[tuple[str, str], str] = {}
-        self._credentials: dict[str, Credentials | None] = {}
         self._https: set[str] = set()  # insecure registries found to speak TLS after all
 
     # -- the API ---------------------------------------------------------------------------
 
     def head_manifest(self, ref: str | Reference) -> Descriptor | None:
         """The manifest behind a tag or digest, without its body; None when there is none."""
-        r = _as_reference(ref)
-        response = self._request("HEAD", r, f"manifests/{r.reference}", {"Accept": _ACCEPT})
+        r = as_reference(ref)
+        response = self._request("HEAD", r, f"manifests/{r.reference}", {"Accept": MANIFEST_ACCEPT})
         if response.status == 404:
             return None
         self._expect(response, (200,), f"HEAD {r}")
@@ -208,7 +123,7 @@ class RegistryClient:
             # The header is optional in the distribution spec: derive it from the body.
             media_type, body, digest = self.get_manifest(r)
             return Descriptor(media_type, digest, len(body))
-        media_type = _media_type(response.headers.get("content-type", ""))
+        media_type = media_type_of(response.headers.get("content-type", ""))
         return Descriptor(media_type, digest, int(response.headers.get("content-length") or 0))
 
     def manifest_digest(self, ref: str | Reference) -> str | None:
@@ -218,8 +133,8 @@ class RegistryClient:
 
     def get_manifest(self, ref: str | Reference) -> tuple[str, bytes, str]:
         """(media type, body, digest) of a manifest, the digest checked against the body."""
-        r = _as_reference(ref)
-        response = self._request("GET", r, f"manifests/{r.reference}", {"Accept": _ACCEPT})
+        r = as_reference(ref)
+        response = self._request("GET", r, f"manifests/{r.reference}", {"Accept": MANIFEST_ACCEPT})
         if response.status == 404:
             raise ManifestNotFound(f"manifest {r} not found in the registry")
         self._expect(response, (200,), f"GET {r}")
@@ -228,14 +143,14 @@ class RegistryClient:
         for claimed in (r.digest, response.headers.get("docker-content-digest")):
             if claimed and claimed.startswith("sha256:") and claimed != digest:
                 raise BtError(f"registry sent a manifest for {r} whose digest is {digest}")
-        media_type = _media_type(response.headers.get("content-type", ""))
+        media_type = media_type_of(response.headers.get("content-type", ""))
         if media_type not in (*IMAGE_MANIFEST_TYPES, *INDEX_TYPES):
-            media_type = _declared_media_type(body) or media_type
+            media_type = declared_media_type(body) or media_type
         return media_type, body, digest
 
     def get_blob(self, repo_ref: str | Reference, digest: str) -> bytes:
         """A blob of the repository of ``repo_ref``, checked against ``digest``."""
-        r = _as_reference(repo_ref).at(digest=digest)
+        r = as_reference(repo_ref).at(digest=digest)
         response = self._request("GET", r, f"blobs/{digest}", {})
         if response.status == 404:
             raise BtError(f"blob {digest} not found in {r.name}")
@@ -247,7 +162,7 @@ class RegistryClient:
     def put_manifest(self, ref: str | Reference, media_type: str, body: bytes) -> str:
         """Put ``body`` at the tag or digest of ``ref``; return its digest once the registry
         confirmed it (``Docker-Content-Digest`` equal to the digest of the bytes sent)."""
-        r = _as_reference(ref)
+        r = as_reference(ref)
         headers = {"Content-Type": media_type}
         response = self._request("PUT", r, f"manifests/{r.reference}", headers, body, push=True)
         self._expect(response, (200, 201, 202), f"PUT {r}")
@@ -282,7 +197,7 @@ class RegistryClient:
             with self._lock:
                 self._authorization[(ref.registry, scope)] = authorization
         if response.status == 401:
-            raise self._rejected(ref.registry, _registry_error(response))
+            raise self.credentials.rejected(ref.registry, _registry_error(response))
         return response
 
     def _cached_authorization(self, registry: str, repository: str, push: bool) -> str | None:
@@ -295,131 +210,12 @@ class RegistryClient:
             return self._authorization.get(pull) or self._authorization.get(push_key)
 
     def _authorize(self, registry: str, challenges: Sequence[str], scope: str) -> str:
-        """The Authorization header answering a 401's challenge (Docker's token auth spec)."""
-        parsed = [_parse_challenge(c) for c in challenges]
-        bearer = next((params for kind, params in parsed if kind == "bearer"), None)
-        credentials = self._credentials_for(registry)
-        if bearer is not None:
-            return self._fetch_token(registry, bearer, scope, credentials)
-        if any(kind == "basic" for kind, _ in parsed):
-            if credentials is None or credentials.basic is None:
-                raise self._no_credentials(registry)
-            return credentials.basic
-        raise BtError(f"registry {registry} asks for an authentication scheme bt does not speak")
+        def send(request: auth.TokenRequest) -> tuple[int, str, bytes]:
+            response = self._send(*request)
+            return response.status, response.reason, response.body
 
-    def _fetch_token(
-        self, registry: str, challenge: dict[str, str], scope: str, creds: Credentials | None
-    ) -> str:
-        realm = challenge.get("realm")
-        if not realm:
-            raise BtError(f"registry {registry} asks for a bearer token but names no realm")
-        parts = urlsplit(realm)
-        if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise BtError(f"registry {registry} names an unusable token realm {realm!r}")
-        if parts.scheme == "http" and creds is not None and not self._plain_http_ok(parts.netloc):
-            raise BtError(
-                f"registry {registry} asks for credentials over plain HTTP at {parts.netloc}; "
-                "refusing to send them"
-            )
-        scopes = _union_scopes([scope, *challenge.get("scope", "").split(" ")])
-        service = challenge.get("service")
-        if creds is not None and creds.identity_token:
-            # An OAuth2 refresh token (Docker's token spec, "oauth"): POST, never in the URL.
-            form: list[tuple[str, str]] = [
-                ("grant_type", "refresh_token"),
-                ("refresh_token", creds.identity_token),
-                ("client_id", "bt"),
-                ("scope", " ".join(scopes)),
-            ]
-            if service:
-                form.append(("service", service))
-            method, target, body = "POST", parts.path or "/", urlencode(form).encode()
-            headers = {"Content-Type": "application/x-www-form-urlencoded"}
-        else:
-            query: list[tuple[str, str]] = [("scope", s) for s in scopes]
-            if service:
-                query.insert(0, ("service", service))
-            if creds is not None and creds.username:
-                query.append(("account", creds.username))
-            joined = "&".join(x for x in (parts.query, urlencode(query)) if x)
-            method, target, body = "GET", f"{parts.path or '/'}?{joined}", None
-            basic = creds.basic if creds is not None else None
-            headers = {"Authorization": basic} if basic else {}
-        response = self._send(parts.scheme, parts.netloc, method, target, headers, body)
-        if response.status in (401, 403):
-            raise self._rejected(registry, f"token server answered {response.status}")
-        if response.status != 200:
-            raise BtError(
-                f"token server {parts.netloc} of registry {registry} answered "
-                f"{response.status} {response.reason}"
-            )
-        try:
-            data = json.loads(response.body)
-            token = data.get("token") or data.get("access_token")
-        except (ValueError, AttributeError):
-            token = None
-        if not isinstance(token, str) or not token:
-            raise BtError(f"token server {parts.netloc} of registry {registry} sent no token")
-        return f"Bearer {token}"
-
-    def _credentials_for(self, registry: str) -> Credentials | None:
-        with self._lock:
-            if registry in self._credentials:
-                return self._credentials[registry]
-        found = self._load_credentials(registry)
-        with self._lock:
-            self._credentials[registry] = found
-        return found
-
-    def _load_credentials(self, registry: str) -> Credentials | None:
-        # docker-py reads the docker CLI's config (auths, credsStore, credHelpers) the CLI's way.
-        import docker.auth
-        import docker.errors
-
-        try:
-            if self.docker_config_dir is not None:
-                path = self.docker_config_dir / "config.json"
-                if not path.is_file():
-                    return None
-                auth_config = docker.auth.load_config(config_path=str(path))
-            else:
-                auth_config = docker.auth.load_config()
-            entry = docker.auth.resolve_authconfig(auth_config, registry)
-        except docker.errors.DockerException as err:
-            raise BtError(
-                f"cannot read docker credentials for {registry} from {self._config_source()}: "
-                f"{type(err).__name__}"
-            ) from None
-        if not entry:
-            return None
-        lowered = {str(k).lower(): v for k, v in entry.items()}
-        return Credentials(
-            username=lowered.get("username") or None,
-            password=lowered.get("password") or None,
-            identity_token=lowered.get("identitytoken") or None,
-        )
-
-    def _config_source(self) -> str:
-        if self.docker_config_dir is not None:
-            return str(self.docker_config_dir / "config.json")
-        if os.environ.get("DOCKER_CONFIG"):
-            return str(Path(os.environ["DOCKER_CONFIG"]) / "config.json")
-        return "~/.docker/config.json"
-
-    def _no_credentials(self, registry: str) -> BtError:
-        return BtError(
-            f"registry {registry} needs credentials and {self._config_source()} has none for "
-            f"it; run `docker login {registry}`"
-        )
-
-    def _rejected(self, registry: str, answer: str) -> BtError:
-        creds = self._credentials_for(registry)
-        if creds is None:
-            return self._no_credentials(registry)
-        who = f"user {creds.username!r}" if creds.username else "the identity token"
-        return BtError(
-            f"registry {registry} rejected the credentials of {who} from "
-            f"{self._config_source()} ({answer}); run `docker login {registry}`"
+        return auth.authorization(
+            registry, challenges, scope, self.credentials, send, self._plain_http_ok
         )
 
     def _plain_http_ok(self, host: str) -> bool:
@@ -478,7 +274,7 @@ class RegistryClient:
         body: bytes | None,
     ) -> _Response:
         problem = ""
-        for attempt in range(self.attempts):
+        for attempt in range(max(1, self.attempts)):
             if attempt:
                 time.sleep(self.retry_delay * 2 ** (attempt - 1))
             try:
@@ -496,9 +292,8 @@ class RegistryClient:
             if response.status not in _TRANSIENT_STATUS:
                 return response
             problem = f"{response.status} {response.reason}"
-        raise RegistryUnavailable(
-            f"registry {host} is unavailable: {problem} (after {self.attempts} attempts)"
-        )
+        after = f" (after {self.attempts} attempts)" if self.attempts > 1 else ""
+        raise RegistryUnavailable(f"registry {host} is unavailable: {problem}{after}")
 
     def _send_once(
         self,
@@ -547,43 +342,6 @@ def _shared_client(insecure: tuple[str, ...]) -> RegistryClient:
 def manifest_digest(ref: str, insecure: Sequence[str] = ()) -> str | None:
     """The digest behind ``ref`` (HEAD), None when the registry has no such manifest."""
     return _shared_client(tuple(sorted(insecure))).manifest_digest(ref)
-
-
-def _as_reference(ref: str | Reference) -> Reference:
-    return ref if isinstance(ref, Reference) else parse_reference(ref)
-
-
-def _media_type(content_type: str) -> str:
-    return content_type.split(";", 1)[0].strip()
-
-
-def _declared_media_type(body: bytes) -> str | None:
-    try:
-        data: Any = json.loads(body)
-    except ValueError:
-        return None
-    value = data.get("mediaType") if isinstance(data, dict) else None
-    return value if isinstance(value, str) else None
-
-
-def _parse_challenge(header: str) -> tuple[str, dict[str, str]]:
-    """``Bearer realm="...",service="...",scope="..."`` -> ("bearer", {realm: ..., ...})."""
-    kind, _, rest = header.strip().partition(" ")
-    params = {
-        m.group(1).lower(): m.group(2) or m.group(3) or ""
-        for m in _CHALLENGE_PARAM_RE.finditer(rest)
-    }
-    return kind.lower(), params
-
-
-def _union_scopes(scopes: Sequence[str]) -> list[str]:
-    """``repository:a:pull`` and ``repository:a:push,pull`` -> ``repository:a:pull,push``."""
-    actions: dict[str, set[str]] = {}
-    for scope in scopes:
-        resource, _, wanted = scope.rpartition(":")
-        if resource:
-            actions.setdefault(resource, set()).update(a for a in wanted.split(",") if a)
-    return [f"{resource}:{','.join(sorted(acts))}" for resource, acts in actions.items()]
 
 
 def _registry_error(response: _Response) -> str:

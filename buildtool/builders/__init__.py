@@ -1,0 +1,122 @@
+"""Backends that build one platform image on one Docker engine, push it, and run its tests.
+
+- ``buildkit.BuildKitCliBuilder`` drives the engine's BuildKit through the docker CLI. Real
+  Dockerfiles use ``RUN --mount``, so this is the default.
+- ``engine.EngineApiBuilder`` talks to the Engine API through docker-py (the classic builder),
+  for engines reached without a CLI.
+
+This module holds what both share; ``open_builder`` imports a backend only when asked for it.
+Failed builds raise ``JobFailed`` with the end of their log, faults worth another attempt raise
+``TransientError``, and an engine that cannot be reached at all raises ``BtError``.
+"""
+
+from __future__ import annotations
+
+import collections
+import re
+import threading
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Protocol
+
+from buildtool.errors import BtError
+from buildtool.platforms import Platform
+from buildtool.scheduler import JobFailed, TransientError
+
+LOG_TAIL_LINES = 25
+
+# Faults of the engine or registry worth another attempt, matched against the error message
+# only: a RUN step's own output may say "connection refused" and still fail for good.
+_TRANSIENT = re.compile(
+    r"connection reset|connection refused|broken pipe|i/o timeout|TLS handshake timeout|"
+    r"unexpected EOF|Cannot connect to the Docker daemon|error during connect|"
+    r"received unexpected HTTP status: 5\d\d|\b5\d\d (Internal Server Error|Bad Gateway|"
+    r"Service Unavailable|Gateway Timeout)|Client\.Timeout exceeded|request canceled|"
+    # The classic builder's cache lookup lists images, then reads each: an image deleted in
+    # between (by anyone) fails the build with this, and the next attempt passes.
+    r'unable to find image "sha256:',
+    re.IGNORECASE,
+)
+
+
+@dataclass(frozen=True)
+class BuildRequest:
+    context: Path
+    dockerfile: Path
+    stage: str | None
+    platform: str  # e.g. "linux/arm64"
+    build_args: tuple[tuple[str, str], ...]
+    tag: str  # local, content-derived tag, e.g. "bt/matrix:tiny-en-<key[:24]>"
+    log_path: Path  # the full build log goes here (created or overwritten)
+    labels: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
+class BuiltImage:
+    image_id: str  # sha256:... config digest on the engine
+    tag: str
+
+
+class Builder(Protocol):
+    name: str
+
+    def architecture(self) -> str: ...
+    def build(self, request: BuildRequest, cancel: threading.Event) -> BuiltImage: ...
+    def image_id(self, ref: str) -> str | None: ...
+    def tag(self, image_id_or_ref: str, new_tag: str) -> None: ...
+    def push(self, ref: str) -> str: ...
+    def run(self, image: str, command: Sequence[str], timeout: float) -> tuple[int, str]: ...
+    def close(self) -> None: ...
+
+
+def open_builder(host: str | None, backend: str, network: str | None = None) -> Builder:
+    """The builder for one engine: ``backend`` is "buildkit" (docker CLI) or "engine" (API)."""
+    if backend == "buildkit":
+        from buildtool.builders.buildkit import BuildKitCliBuilder
+
+        return BuildKitCliBuilder(host, network)
+    if backend == "engine":
+        from buildtool.builders.engine import EngineApiBuilder
+
+        return EngineApiBuilder(host, network)
+    raise BtError(f'unknown builder backend "{backend}" (known: buildkit, engine)')
+
+
+def split_tag(ref: str) -> tuple[str, str]:
+    """``"127.0.0.1:5000/x/y:k-1"`` -> ``("127.0.0.1:5000/x/y", "k-1")``; no tag means latest.
+
+    A colon is a tag separator only after the last slash: before it, it marks a registry port."""
+    name, _, tag = ref.rpartition(":")
+    if not name or "/" in tag:
+        return ref, "latest"
+    return name, tag
+
+
+def is_transient(message: str) -> bool:
+    return bool(_TRANSIENT.search(message))
+
+
+def build_failure(message: str, tail: Sequence[str], log_path: Path) -> Exception:
+    if is_transient(message):
+        return TransientError(message)
+    return JobFailed(message, log_tail="\n".join(tail), log_path=str(log_path))
+
+
+def platform_mismatch(name: str, request: BuildRequest, actual: Platform) -> BtError | None:
+    """The error for an image built for another machine than asked, None when it is right.
+    Only os/arch count: engines drop the variant of arm64 ("v8") when they store images."""
+    if actual.runs_on(Platform.parse(request.platform)):
+        return None
+    return BtError(
+        f"{name} built {request.tag} for {actual}, not {request.platform}: a base image on that "
+        f"engine exists only for {actual} and its builder used it anyway. Build "
+        f"{request.platform} on a native engine or with the buildkit backend"
+    )
+
+
+def write_lines(log: IO[str], tail: collections.deque[str], lines: Iterable[str]) -> None:
+    for line in lines:
+        log.write(line + "\n")
+        tail.append(line)
+    log.flush()

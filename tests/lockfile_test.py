@@ -1,0 +1,124 @@
+"""images.lock, and folding the fragments parallel jobs write into it (`bt lock merge`)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from btrun import bt, write_tree
+
+from buildtool.errors import BtError
+from buildtool.lockfile import (
+    BuildRecord,
+    IndexRecord,
+    Lockfile,
+    apply_fragments,
+    fold_fragments,
+    read_lockfile,
+)
+
+
+def workspace(path: Path) -> Path:
+    return write_tree(
+        path / "ws",
+        {
+            ".cache-spec": "",
+            "BUILD.images": 'image(package = "x", name = "y")\n',
+            "Dockerfile": "FROM scratch\n",
+        },
+    )
+
+
+def write_fragment(path: Path, platform: str, key: str, digest: str) -> None:
+    """A lockfile fragment recording //x:y for ``platform``, as `bt build --lock-out` does."""
+    lock = read_lockfile(path)
+    lock.put("//x:y", platform, BuildRecord(key, digest, f"r/x@{digest}"))
+    path.write_bytes(lock.dumps())
+
+
+def test_lock_merge_refuses_fragments_with_conflicting_digests_and_writes_nothing(
+    tmp_path: Path,
+) -> None:
+    key = "k" * 64
+    root = workspace(tmp_path)
+    write_fragment(root / "a.json", "linux/amd64", key, "sha256:" + "1" * 64)
+    write_fragment(root / "b.json", "linux/amd64", key, "sha256:" + "2" * 64)
+
+    result = bt("lock", "merge", "a.json", "b.json", cwd=root)
+
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        f"a.json and b.json record different digests for //x:y linux/amd64 (key {'k' * 16}): "
+        f"sha256:{'1' * 64} and sha256:{'2' * 64}"
+    )
+    assert not (root / "images.lock").exists()
+
+
+def test_lock_merge_refuses_fragments_of_different_revisions(tmp_path: Path) -> None:
+    root = workspace(tmp_path)
+    write_fragment(root / "a.json", "linux/amd64", "a" * 64, "sha256:" + "1" * 64)
+    write_fragment(root / "b.json", "linux/amd64", "b" * 64, "sha256:" + "1" * 64)
+
+    result = bt("lock", "merge", "a.json", "b.json", cwd=root)
+
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        f"a.json and b.json record //x:y linux/amd64 built from different keys "
+        f"({'a' * 16} and {'b' * 16}); fragments must come from one revision"
+    )
+
+
+def test_lock_merge_of_a_missing_fragment_is_an_error(tmp_path: Path) -> None:
+    result = bt("lock", "merge", "nope.json", cwd=workspace(tmp_path))
+    assert (result.returncode, result.stderr.strip()) == (2, "nope.json: no such lockfile fragment")
+
+
+def lockfile_of(*records: tuple[str, str, str, str]) -> Lockfile:
+    lock = Lockfile()
+    for label, platform, key, digest in records:
+        lock.put(label, platform, BuildRecord(key, digest, f"r/x@{digest}"))
+    return lock
+
+
+def test_folding_is_independent_of_fragment_order_and_tolerates_repeats() -> None:
+    a = lockfile_of(
+        ("//x:y", "linux/amd64", "k1", "sha256:1"), ("//x:z", "linux/amd64", "k3", "sha256:3")
+    )
+    b = lockfile_of(
+        ("//x:y", "linux/arm64", "k2", "sha256:2"), ("//x:z", "linux/amd64", "k3", "sha256:3")
+    )
+    b.images["//x:y"] = IndexRecord("sha256:i", ("r/x:latest",))
+    forward = fold_fragments([("a", a), ("b", b)]).dumps()
+    assert fold_fragments([("b", b), ("a", a)]).dumps() == forward
+    assert json.loads(forward)["builds"] == {
+        "//x:y": {
+            "linux/amd64": {"key": "k1", "digest": "sha256:1", "image": "r/x@sha256:1"},
+            "linux/arm64": {"key": "k2", "digest": "sha256:2", "image": "r/x@sha256:2"},
+        },
+        "//x:z": {"linux/amd64": {"key": "k3", "digest": "sha256:3", "image": "r/x@sha256:3"}},
+    }
+
+
+def test_fragments_replace_what_images_lock_held_for_the_same_builds() -> None:
+    base = lockfile_of(
+        ("//x:y", "linux/amd64", "old", "sha256:old"), ("//x:q", "linux/amd64", "q", "sha256:q")
+    )
+    fragment = lockfile_of(
+        ("//x:y", "linux/amd64", "new", "sha256:new"), ("//x:q", "linux/amd64", "q", "sha256:q")
+    )
+    assert apply_fragments(base, fragment) == 1
+    assert base.get("//x:y", "linux/amd64") == BuildRecord("new", "sha256:new", "r/x@sha256:new")
+    assert apply_fragments(base, fragment) == 0
+
+
+def test_fragments_with_different_indexes_for_one_image_are_refused() -> None:
+    a, b = Lockfile(), Lockfile()
+    a.images["//x:y"] = IndexRecord("sha256:1", ())
+    b.images["//x:y"] = IndexRecord("sha256:2", ())
+    with pytest.raises(BtError) as err:
+        fold_fragments([("a.json", a), ("b.json", b)])
+    assert (
+        err.value.message
+        == "a.json and b.json record different indexes for //x:y: sha256:1 and sha256:2"
+    )

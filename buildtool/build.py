@@ -197,7 +197,7 @@ class BuildRun:
     ) -> None:
         import shlex
 
-        from buildtool.scheduler import JobFailed
+        from buildtool.errors import JobFailed
 
         if not target.tests or _arch(builder.architecture()) != _arch(planned.platform):
             return  # this engine cannot run the image natively; tests run where it can

@@ -27,8 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Protocol
 
-from buildtool.errors import BtError
-from buildtool.scheduler import Cancelled, JobFailed, TransientError
+from buildtool.errors import BtError, Cancelled, JobFailed, TransientError
 
 LOG_TAIL_LINES = 25
 PROBE_TIMEOUT = 30.0  # `docker version`, `docker buildx version`, `docker image inspect`

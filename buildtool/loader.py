@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from buildtool import starlark
-from buildtool.errors import BtError
+from buildtool.errors import BtError, StarlarkError
 from buildtool.labels import Label, check_name, check_package, parse_label
 from buildtool.target import Group, ImageTarget, Location
 from buildtool.workspace import BUILD_FILE_NAME, Config
@@ -107,7 +107,7 @@ class _Builtins:
         return {"image": self.image, "group": self.group, "glob": self.glob, "fail": self.fail}
 
     def error(self, message: str) -> BtError:
-        return starlark.StarlarkError(message, self.path, starlark.caller_line(self.path))
+        return StarlarkError(message, self.path, starlark.caller_line(self.path))
 
     def location(self) -> Location:
         return Location(self.path, starlark.caller_line(self.path) or 0)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from buildtool.errors import BtError
+from buildtool.errors import BtError, ManifestNotFound
 from buildtool.labels import Label
 from buildtool.lockfile import BuildRecord, IndexRecord, Lockfile, read_lockfile, update_lockfile
 from buildtool.registry import (
@@ -24,7 +24,6 @@ from buildtool.registry import (
     DOCKER_MANIFEST_LIST,
     INDEX_TYPES,
     OCI_INDEX,
-    ManifestNotFound,
     Reference,
     RegistryClient,
     parse_reference,

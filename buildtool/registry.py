@@ -26,8 +26,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 from urllib.parse import urlencode, urljoin, urlsplit
 
-from buildtool.errors import BtError
-from buildtool.scheduler import TransientError
+from buildtool.errors import BtError, ManifestNotFound, RegistryUnavailable
 
 DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
 DOCKER_MANIFEST_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
@@ -51,15 +50,6 @@ _TRANSIENT_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 _REDIRECT_STATUS = frozenset({301, 302, 303, 307, 308})
 # What Go's net/http answers to plain HTTP on a TLS port: the registry speaks HTTPS after all.
 _HTTPS_ONLY_ANSWER = b"HTTP request to an HTTPS server"
-
-
-class RegistryUnavailable(BtError, TransientError):
-    """The registry could not be reached or kept failing: a user-facing error the scheduler
-    may still retry."""
-
-
-class ManifestNotFound(BtError):
-    """The registry has no manifest behind the reference asked for."""
 
 
 class Reference(NamedTuple):

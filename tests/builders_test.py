@@ -30,8 +30,7 @@ from buildtool.builders import (
     open_builder,
     split_tag,
 )
-from buildtool.errors import BtError
-from buildtool.scheduler import Cancelled, JobFailed, TransientError
+from buildtool.errors import BtError, Cancelled, JobFailed, TransientError
 
 BASE_IMAGE = "bt-test/busybox:latest"  # amd64, imported into both engines by .ci/setup
 BACKENDS = ["buildkit", "engine"]

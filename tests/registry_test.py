@@ -28,19 +28,17 @@ from typing import Any
 
 import pytest
 
-from buildtool.errors import BtError
+from buildtool.errors import BtError, RegistryUnavailable, TransientError
 from buildtool.registry import (
     DOCKER_MANIFEST,
     Credentials,
     Descriptor,
     Reference,
     RegistryClient,
-    RegistryUnavailable,
     is_loopback,
     parse_reference,
     sha256_digest,
 )
-from buildtool.scheduler import TransientError
 
 pytestmark = pytest.mark.registry
 DOCKER = "/usr/bin/docker"

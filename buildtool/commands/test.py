@@ -29,7 +29,7 @@ def command(patterns: tuple[str, ...], platforms: tuple[str, ...]) -> None:
             f"({first.reason}); run `bt build` first"
         )
     from buildtool.build import BuildOptions, BuildRun
-    from buildtool.scheduler import JobFailed
+    from buildtool.errors import JobFailed
 
     run = BuildRun(bench.config, targets, bench.lock_path, BuildOptions(), lambda e: None)
     failures = ran = 0

@@ -41,9 +41,7 @@ class Platform(NamedTuple):
             variant = "v7"
         elif raw_arch == "armel":
             variant = "v6"
-        elif arch == "386":
-            variant = ""
-        elif arch == "amd64" and variant == "v1":
+        elif arch == "386" or (arch == "amd64" and variant == "v1"):
             variant = ""
         elif arch == "arm64":
             variant = _ARM64_VARIANTS.get(variant, variant)

@@ -8,9 +8,8 @@ from pathlib import Path
 import pytest
 from btrun import bt, copy_example
 
-from buildtool.commands.common import Workbench
 from buildtool.record import record_builds
-from buildtool.session import Session
+from buildtool.session import Session, Workbench
 
 
 @pytest.fixture()

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import click
 
-from buildtool.commands.common import Workbench
 from buildtool.errors import BtError
+from buildtool.session import Workbench
 from buildtool.why import explain
 
 

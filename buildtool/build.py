@@ -1,27 +1,38 @@
 """Turning a plan into images: one scheduler job per stale platform build, each run on the
-builder of its platform, tested, pushed by digest when asked, and recorded as it finishes."""
+builder of its platform, tested, pushed by digest when asked, and recorded as it finishes; after
+a complete push, the multi-platform merge. `bt test` reruns the same image tests."""
 
 from __future__ import annotations
 
 import re
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from buildtool.cachedir import CacheDir
-from buildtool.errors import BtError
+from buildtool.errors import BtError, BuildFailed, JobFailed, RegistryUnavailable
+from buildtool.events import (
+    ImageTestsFailed,
+    ImageTestsFinished,
+    ImageTestsPassed,
+    ImageTestsSkipped,
+    Merged,
+    ReportEvent,
+    UpToDate,
+)
 from buildtool.labels import Label
 from buildtool.plan import PlannedBuild, needs_run
 from buildtool.platforms import same_machine
 from buildtool.record import record_builds
+from buildtool.session import Workbench
 from buildtool.target import ImageTarget
 from buildtool.workspace import BuilderSpec, Config
 
 if TYPE_CHECKING:
     from buildtool.builders import Builder
-    from buildtool.scheduler import AnyEvent, Job, Outcome, Summary
+    from buildtool.scheduler import Job, Outcome, Summary
 
 _TAG_UNSAFE = re.compile(r"[^a-z0-9_.\-]")
 
@@ -58,7 +69,7 @@ class BuildRun:
     targets: dict[Label, ImageTarget]
     lock_path: Path
     options: BuildOptions
-    on_event: Callable[[AnyEvent], None]
+    on_event: Callable[[ReportEvent], None]
     builders: dict[str, Builder] = field(default_factory=dict)
     references: dict[tuple[Label, str], str] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -134,8 +145,12 @@ class BuildRun:
                 on_success=on_success,
             )
         finally:
-            for builder in self.builders.values():
-                builder.close()
+            self.close()
+
+    def close(self) -> None:
+        for builder in self.builders.values():
+            builder.close()
+        self.builders.clear()
 
     def _build_args(self, planned: PlannedBuild) -> tuple[tuple[str, str], ...]:
         target = self.targets[planned.label]
@@ -193,18 +208,19 @@ class BuildRun:
 
     def run_tests(
         self, builder: Builder, planned: PlannedBuild, target: ImageTarget, image: str
-    ) -> None:
+    ) -> bool:
+        """Run the target's tests in containers of ``image``; False when ``builder`` cannot run
+        the platform natively (tests run where it can). Raises JobFailed at the first failure."""
         import shlex
 
-        from buildtool.scheduler import JobFailed
-
         if not target.tests or not same_machine(builder.architecture(), planned.platform):
-            return  # this engine cannot run the image natively; tests run where it can
+            return False
         for test in target.tests:
             code, output = builder.run(image, shlex.split(test), timeout=300)
             if code != 0:
                 tail = "\n".join(output.splitlines()[-25:])
                 raise JobFailed(f"test {test!r} failed with exit code {code}", log_tail=tail)
+        return True
 
     def log_path(self, planned: PlannedBuild) -> Path:
         name = f"{planned.label.package or '_'}/{planned.label.name}"
@@ -221,3 +237,73 @@ class BuildRun:
             [(planned.manifest, digest, image)],
             fragment=self.options.lock_out,
         )
+
+
+def build_planned(
+    bench: Workbench,
+    planned: Sequence[PlannedBuild],
+    options: BuildOptions,
+    report: Callable[[ReportEvent], None],
+    merge: bool = False,
+) -> Summary | None:
+    """Run what ``planned`` needs (None when nothing needed a run) and, with ``merge`` and a
+    complete run, put the multi-platform index of every planned image."""
+    config = bench.config
+    summary = None
+    if any(needs_run(p, options.push, config.registry) for p in planned):
+        run = BuildRun(config, bench.session.graph.targets, bench.lock_path, options, report)
+        summary = run.run(planned)
+    else:
+        report(UpToDate(len(planned)))
+    if merge and (summary is None or summary.ok):
+        merge_built(bench, {p.label for p in planned}, report)
+    return summary
+
+
+def merge_built(
+    bench: Workbench, labels: Iterable[Label], report: Callable[[ReportEvent], None]
+) -> None:
+    """After a complete push, every built image gets its multi-platform index. A registry that
+    cannot be reached now fails the run as a push would have (exit 1), not as bad input."""
+    from buildtool.merge import merge_images
+
+    try:
+        outcomes = merge_images(bench.config, bench.session.graph.targets, labels, bench.lock_path)
+    except RegistryUnavailable as err:
+        raise BuildFailed(f"built, but the multi-platform merge failed: {err}") from None
+    for tag in outcomes.tags:
+        report(Merged(str(tag.label), tag.tag, tag.status, tag.digest, str(tag)))
+
+
+def run_image_tests(
+    bench: Workbench, planned: Sequence[PlannedBuild], report: Callable[[ReportEvent], None]
+) -> ImageTestsFinished:
+    """Run again the image tests of built builds, each on its platform's builder when that
+    builder runs the platform natively: the runner and the rule `bt build` uses."""
+    targets = bench.session.graph.targets
+    run = BuildRun(bench.config, targets, bench.lock_path, BuildOptions(), report)
+    ran = failed = 0
+    try:
+        for p in planned:
+            target = targets[p.label]
+            if not target.tests or p.record is None:
+                continue
+            builder = run.builder(p.platform)
+            build = (str(p.label), p.platform)
+            try:
+                tested = run.run_tests(builder, p, target, p.record.image)
+            except JobFailed as err:
+                ran, failed = ran + 1, failed + 1
+                report(ImageTestsFailed(build, err.message, err.log_tail))
+                continue
+            if tested:
+                ran += 1
+                report(ImageTestsPassed(build, len(target.tests)))
+            else:
+                reason = f"{builder.name} runs {builder.architecture()}"
+                report(ImageTestsSkipped(build, reason))
+    finally:
+        run.close()
+    finished = ImageTestsFinished(ran, failed)
+    report(finished)
+    return finished

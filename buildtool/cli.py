@@ -1,20 +1,31 @@
-"""The ``bt`` command line: a click group whose commands are imported only when run.
+"""The ``bt`` command line: a click group whose commands are imported only when run, and the
+one place that turns exceptions into messages and exit codes.
 
 Start-up time matters (``bt plan`` is run on every edit), so command modules and their heavy
 dependencies (docker-py, rich) are imported lazily.
+
+Exit codes: 0 ok, 1 a build failed, 2 usage or configuration error (``BtError``), 3 a bug in bt
+(one line naming a log that holds the traceback, as pre-commit's error handler does), 130
+interrupted.
 """
 
 from __future__ import annotations
 
+import datetime
 import importlib
 import os
 import sys
+import traceback
+from pathlib import Path
 from typing import Any
 
 import click
 
 from buildtool import __version__
 from buildtool.errors import BtError
+
+INTERRUPTED = 130
+INTERNAL_ERROR = 3  # never 1, which says a build failed
 
 # name -> (module, one-line help). Kept here so `bt --help` imports no command module.
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -77,7 +88,8 @@ def cli(directory: str | None) -> None:
     Labels:   //matrix:large-v3-zh   :name (relative to the current package)
     Patterns: //...  //matrix/...  //matrix:all
 
-    Exit codes: 0 ok, 1 a build failed, 2 usage or configuration error, 130 interrupted.
+    Exit codes: 0 ok, 1 a build failed, 2 usage or configuration error, 3 internal error (bt
+    names the log holding the details), 130 interrupted.
     """
     if directory:
         os.chdir(directory)
@@ -91,10 +103,10 @@ def main(argv: list[str] | None = None) -> Any:
         sys.exit(err.exit_code)
     except click.exceptions.Abort:
         click.echo("interrupted", err=True)
-        sys.exit(130)
+        sys.exit(INTERRUPTED)
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)
-        sys.exit(130)
+        sys.exit(INTERRUPTED)
     except click.ClickException as err:
         err.show()
         sys.exit(2 if err.exit_code != 0 else 0)
@@ -104,3 +116,49 @@ def main(argv: list[str] | None = None) -> Any:
         # Output piped into `head`: not an error of ours.
         sys.stderr.close()
         sys.exit(0)
+    except Exception as err:  # a bug: one line for the user, the traceback in a log
+        click.echo(_report_crash(err, argv if argv is not None else sys.argv[1:]), err=True)
+        sys.exit(INTERNAL_ERROR)
+
+
+def crash_log_path(cache_dir: Path | None, now: datetime.datetime) -> Path:
+    """Where the traceback of a crash goes: the workspace cache's ``logs/`` when the
+    configuration loaded, else ``$XDG_CACHE_HOME/bt`` (``~/.cache/bt``)."""
+    stamp = now.strftime("%Y%m%dT%H%M%S-%f")
+    if cache_dir is not None:
+        return cache_dir / "logs" / f"crash-{stamp}.log"
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return base / "bt" / f"crash-{stamp}.log"
+
+
+def _report_crash(err: Exception, argv: list[str]) -> str:
+    """Write the traceback to the crash log; the one line to print."""
+    what = " ".join(f"{type(err).__name__}: {err}".split())
+    try:
+        where = os.getcwd()
+    except OSError:  # the current directory was removed
+        where = "(a removed directory)"
+    text = (
+        f"bt {__version__}, python {sys.version.split()[0]}, in {where}\n"
+        f"command: bt {' '.join(argv)}\n\n" + "".join(traceback.format_exception(err))
+    )
+    now = datetime.datetime.now()
+    for cache_dir in dict.fromkeys((_cache_dir(), None)):
+        path = crash_log_path(cache_dir, now)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)
+        except OSError:
+            continue  # an unusable cache directory may be the very bug: try the next place
+        return f"bt: internal error ({what}); the traceback is in {path}"
+    return f"bt: internal error ({what}); no log could be written"
+
+
+def _cache_dir() -> Path | None:
+    """The workspace's cache directory, if its configuration loads."""
+    from buildtool.workspace import find_root, load_config
+
+    try:
+        return load_config(find_root(Path.cwd())).cache_dir
+    except Exception:
+        return None

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from buildtool import starlark
-from buildtool.errors import BtError
+from buildtool.errors import BtError, StarlarkError
 from buildtool.labels import Label, check_name, check_package, parse_label
 from buildtool.platforms import normalise
 from buildtool.registry.reference import is_repository, is_tag
@@ -124,7 +124,7 @@ class _Builtins:
         return call
 
     def error(self, message: str) -> BtError:
-        return starlark.StarlarkError(message, self.path, starlark.caller_line(self.path))
+        return StarlarkError(message, self.path, starlark.caller_line(self.path))
 
     def location(self) -> Location:
         return Location(self.path, starlark.caller_line(self.path) or 0)

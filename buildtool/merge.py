@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from buildtool.errors import BtError
+from buildtool.errors import BtError, ManifestNotFound, RegistryUnavailable
 from buildtool.labels import Label
 from buildtool.lockfile import BuildRecord, IndexRecord, Lockfile, read_lockfile, update_lockfile
 from buildtool.platforms import Platform
@@ -23,7 +23,6 @@ from buildtool.registry import (
     DOCKER_MANIFEST_LIST,
     INDEX_TYPES,
     OCI_INDEX,
-    ManifestNotFound,
     Reference,
     RegistryClient,
     parse_reference,
@@ -180,7 +179,9 @@ def merge_images(
     errors = [failed[w.label] for w in wanted if w.label in failed]
     if errors:
         more = f" (and {len(errors) - 1} more images failed)" if len(errors) > 1 else ""
-        raise BtError(f"{errors[0]}{more}")
+        # An unreachable registry is said first and keeps its type: a build fails on it.
+        first = next((e for e in errors if isinstance(e, RegistryUnavailable)), errors[0])
+        raise type(first)(f"{first}{more}")
     outcomes = tuple(outcome for w in wanted for outcome in done[w.label][1])
     partial = tuple((w.label, w.missing) for w in wanted if w.missing)
     return MergeReport(outcomes, partial, skipped)

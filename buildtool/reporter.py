@@ -1,4 +1,5 @@
-"""Renders scheduler events: a live view on terminals, plain lines otherwise, JSON on request.
+"""Renders what a run reports (scheduler events and those of ``buildtool.events``): a live view
+on terminals, plain lines otherwise, JSON lines on request.
 
 rich is imported only by the live view: it costs import time that `bt plan` must not pay.
 """
@@ -11,6 +12,20 @@ import time
 from collections.abc import Callable
 from typing import IO, TYPE_CHECKING, Any, Protocol
 
+from buildtool.events import (
+    ImageTestsFailed,
+    ImageTestsFinished,
+    ImageTestsPassed,
+    ImageTestsSkipped,
+    Merged,
+    ReportEvent,
+    Round,
+    RunEvent,
+    UpToDate,
+    WatchError,
+    WatchEvent,
+    Watching,
+)
 from buildtool.scheduler import (
     AnyEvent,
     BuildId,
@@ -34,7 +49,7 @@ _LIVE_ROWS = 20
 
 
 class Reporter(Protocol):
-    def __call__(self, event: AnyEvent) -> None: ...
+    def __call__(self, event: ReportEvent) -> None: ...
 
     def close(self) -> None: ...
 
@@ -68,7 +83,10 @@ class PlainReporter:
         self.stream.write("".join(line + "\n" for line in lines))
         self.stream.flush()
 
-    def __call__(self, event: AnyEvent) -> None:
+    def __call__(self, event: ReportEvent) -> None:
+        if isinstance(event, _RUN_EVENTS):
+            self._write(*plain_lines(event))
+            return
         if isinstance(event, RunStarted):
             self.total, self.done = event.total, 0
             self._write(f"{event.total} platform builds to run")
@@ -101,6 +119,63 @@ class PlainReporter:
         pass
 
 
+_RUN_EVENTS = (
+    UpToDate,
+    Merged,
+    ImageTestsPassed,
+    ImageTestsFailed,
+    ImageTestsSkipped,
+    ImageTestsFinished,
+    Round,
+    WatchError,
+    Watching,
+)
+
+
+def plain_lines(event: RunEvent | WatchEvent) -> list[str]:
+    """The text of an event outside the scheduler's, the same in plain and live output."""
+    if isinstance(event, UpToDate):
+        return [f"nothing to build: {event.total} platform builds up to date"]
+    if isinstance(event, Merged):
+        return [event.detail]
+    if isinstance(event, ImageTestsPassed):
+        return [f"ok    {_build(event.id)} ({event.count} tests)"]
+    if isinstance(event, ImageTestsFailed):
+        lines = [f"FAIL  {_build(event.id)}: {event.message}"]
+        return lines + [f"      {line}" for line in event.log_tail.splitlines()]
+    if isinstance(event, ImageTestsSkipped):
+        return [f"skip  {_build(event.id)}: {event.reason}"]
+    if isinstance(event, ImageTestsFinished):
+        if event.failed:
+            return [f"tested {event.ran} platform builds, {event.failed} failed"]
+        return [f"{event.ran} platform builds passed their tests"]
+    if isinstance(event, Round):
+        return [round_line(event)]
+    if isinstance(event, WatchError):
+        return [event.message]
+    return [f"watching {event.files} files (Ctrl-C to stop)"]
+
+
+def round_line(event: Round) -> str:
+    changed = _shorten(event.changed)
+    if not event.rebuilt:
+        return f"{changed}: no build affected ({event.seconds:.2f}s)"
+    labels = sorted({label for label, _ in event.rebuilt})
+    outcome = f", {event.failed} failed" if event.failed else ""
+    return (
+        f"{changed}: rebuilt {len(event.rebuilt)} ({', '.join(labels)}){outcome} "
+        f"in {event.seconds:.1f}s"
+    )
+
+
+def _shorten(paths: tuple[str, ...], shown: int = 3) -> str:
+    """A few paths and a count: a save of a whole tree must still fit on one line."""
+    if not paths:
+        return "start"
+    head = ", ".join(paths[:shown])
+    return head if len(paths) <= shown else f"{head} and {len(paths) - shown} more"
+
+
 def _failure_details(event: Failed) -> list[str]:
     lines = [f"    {line}" for line in event.log_tail.splitlines()]
     if event.log_path:
@@ -114,7 +189,7 @@ class JsonReporter:
     def __init__(self, stream: IO[str]):
         self.stream = stream
 
-    def __call__(self, event: AnyEvent) -> None:
+    def __call__(self, event: ReportEvent) -> None:
         self.stream.write(json.dumps(json_record(event), sort_keys=True) + "\n")
         self.stream.flush()
 
@@ -122,7 +197,9 @@ class JsonReporter:
         pass
 
 
-def json_record(event: AnyEvent) -> dict[str, Any]:
+def json_record(event: ReportEvent) -> dict[str, Any]:
+    if isinstance(event, _RUN_EVENTS):
+        return _run_record(event)
     if isinstance(event, RunStarted):
         return {"event": "run_started", "total": event.total}
     if isinstance(event, RunFinished):
@@ -136,7 +213,7 @@ def json_record(event: AnyEvent) -> dict[str, Any]:
             "interrupted": summary.interrupted,
             "seconds": round(summary.seconds, 3),
         }
-    record: dict[str, Any] = {"label": event.id[0], "platform": event.id[1]}
+    record = _of(event.id)
     if isinstance(event, Started):
         record["event"] = "started"
     elif isinstance(event, Finished):
@@ -160,6 +237,44 @@ def json_record(event: AnyEvent) -> dict[str, Any]:
             "message": event.message,
         }
     return record
+
+
+def _run_record(event: RunEvent | WatchEvent) -> dict[str, Any]:
+    if isinstance(event, UpToDate):
+        return {"event": "up_to_date", "total": event.total}
+    if isinstance(event, Merged):
+        return {
+            "event": "merged",
+            "label": event.label,
+            "tag": event.tag,
+            "status": event.status,
+            "digest": event.digest,
+            "detail": event.detail,
+        }
+    if isinstance(event, ImageTestsPassed):
+        return _of(event.id) | {"event": "tests_passed", "tests": event.count}
+    if isinstance(event, ImageTestsFailed):
+        record = {"event": "tests_failed", "message": event.message, "log_tail": event.log_tail}
+        return _of(event.id) | record
+    if isinstance(event, ImageTestsSkipped):
+        return _of(event.id) | {"event": "tests_skipped", "reason": event.reason}
+    if isinstance(event, ImageTestsFinished):
+        return {"event": "tests_finished", "ran": event.ran, "failed": event.failed}
+    if isinstance(event, Round):
+        return {
+            "event": "watch_round",
+            "changed": list(event.changed),
+            "rebuilt": [list(build) for build in event.rebuilt],
+            "failed": event.failed,
+            "seconds": round(event.seconds, 3),
+        }
+    if isinstance(event, WatchError):
+        return {"event": "watch_error", "changed": list(event.changed), "message": event.message}
+    return {"event": "watching", "files": event.files}
+
+
+def _of(build: BuildId) -> dict[str, Any]:
+    return {"label": build[0], "platform": build[1]}
 
 
 class LiveReporter:
@@ -197,7 +312,13 @@ class LiveReporter:
             )
             return Group(table, progress)
 
-    def __call__(self, event: AnyEvent) -> None:
+    def __call__(self, event: ReportEvent) -> None:
+        if isinstance(event, _RUN_EVENTS):
+            from rich.text import Text  # not markup: a tag or a path may hold brackets
+
+            for line in plain_lines(event):
+                self._emit(Text(line))  # above the view, if one runs
+            return
         if isinstance(event, RunStarted):
             self._start(event.total)
             return

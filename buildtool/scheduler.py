@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from buildtool.errors import BtError
+from buildtool.errors import BtError, Cancelled, JobFailed, TransientError
 
 BuildId = tuple[str, str]  # (label, platform)
 
@@ -39,24 +39,6 @@ class Outcome:
     digest: str | None = None
     cached: bool = False  # nothing was built: the action cache had it
     detail: str = ""
-
-
-class TransientError(Exception):
-    """A fault worth retrying: engine connection reset, registry 5xx or timeout."""
-
-
-class JobFailed(Exception):
-    """A build that failed for real; carries the end of its log."""
-
-    def __init__(self, message: str, log_tail: str = "", log_path: str | None = None):
-        super().__init__(message)
-        self.message = message
-        self.log_tail = log_tail
-        self.log_path = log_path
-
-
-class Cancelled(Exception):
-    """The runner stopped because its cancel event was set."""
 
 
 @dataclass(frozen=True)

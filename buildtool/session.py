@@ -1,15 +1,26 @@
-"""What every command starts from: the workspace, its configuration and its target graph."""
+"""What every command starts from: the workspace, its configuration and its target graph
+(``Session``), plus the hashing state planning needs (``Workbench``)."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from buildtool.cachedir import CacheDir
 from buildtool.graph import TargetGraph, build_graph
 from buildtool.loader import load_workspace
 from buildtool.workspace import Config, find_root, load_config
+
+if TYPE_CHECKING:
+    from buildtool.hashing import StatCache
+    from buildtool.keys import KeyComputer
+    from buildtool.labels import Label
+    from buildtool.lockfile import Lockfile
+    from buildtool.plan import PlannedBuild
 
 
 @dataclass
@@ -39,3 +50,59 @@ class Session:
         """The package of the current directory, for relative labels like ``:name``."""
         rel = os.path.relpath(self.cwd.resolve(), self.root)
         return "" if rel == "." else rel.replace(os.sep, "/")
+
+
+@dataclass
+class Workbench:
+    """A session plus the hashing state needed to plan: stat cache, key computer, lockfile.
+
+    Hashing and keys are imported on first use: `bt query` needs a session, not a plan.
+    """
+
+    session: Session
+
+    @classmethod
+    def open(cls) -> Workbench:
+        return cls(Session.here())
+
+    @property
+    def config(self) -> Config:
+        return self.session.config
+
+    @cached_property
+    def stat_cache(self) -> StatCache:
+        from buildtool.hashing import StatCache
+
+        return StatCache.load(self.stat_cache_path)
+
+    @property
+    def stat_cache_path(self) -> Path:
+        return CacheDir(self.session.config.cache_dir).stat_cache
+
+    @property
+    def lock_path(self) -> Path:
+        """The workspace lock: every writer of the lockfile holds it."""
+        return CacheDir(self.session.config.cache_dir).workspace_lock
+
+    @cached_property
+    def computer(self) -> KeyComputer:
+        from buildtool.keys import KeyComputer
+
+        return KeyComputer(self.session.config, self.session.graph, self.stat_cache)
+
+    def lockfile(self) -> Lockfile:
+        from buildtool.lockfile import read_lockfile
+
+        return read_lockfile(self.session.config.lockfile)
+
+    def labels(self, patterns: Iterable[str]) -> set[Label]:
+        return self.session.graph.match(patterns, self.session.current_package)
+
+    def plan(self, patterns: Iterable[str], platforms: Iterable[str] = ()) -> list[PlannedBuild]:
+        from buildtool.plan import make_plan, selected_builds
+
+        builds = selected_builds(self.session.graph, self.labels(patterns), platforms)
+        planned = make_plan(self.session.config, self.computer, self.lockfile(), builds)
+        self.stat_cache.save()
+        self.computer.analyses.save()
+        return planned

@@ -15,7 +15,7 @@ import sys
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from buildtool.errors import BtError
+from buildtool.errors import BtError, StarlarkError
 
 # Node types a BUILD file may contain. Everything else is refused with its line number.
 _ALLOWED_NODES: tuple[type[ast.AST], ...] = (
@@ -107,10 +107,6 @@ _MAX_RANGE = 1_000_000
 _FORMAT_FIELD_RE = re.compile(r"\d*|[A-Za-z][A-Za-z0-9_]*")
 _ATTR = "__bt_attr__"
 _ITER = "__bt_iter__"
-
-
-class StarlarkError(BtError):
-    """An error in a BUILD file, with its location."""
 
 
 def _checked_format(template: str) -> Callable[..., str]:

@@ -1,5 +1,5 @@
-"""What ``bt watch`` watches and how it reports a round: the file set a selection's keys read,
-and one summary line per change.
+"""``bt watch``: the file set a selection's keys read, and the loop that rebuilds what each
+batch of changes touches.
 
 Watching re-enters the data path at "hash": a change only matters if it can change a key, so the
 watched set is exactly what the keys of the selected platform builds were computed from.
@@ -9,15 +9,27 @@ from __future__ import annotations
 
 import fnmatch
 import os
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from buildtool.plan import PlannedBuild
+from buildtool.errors import BtError
+from buildtool.events import ReportEvent, Round, WatchError, Watching
+from buildtool.plan import PlannedBuild, needs_run
+from buildtool.session import Workbench
 from buildtool.workspace import LOCKFILE_NAME, Config
 
 BUILD_FILE = "BUILD.images"
 SPEC_FILE = ".cache-spec"
+# Milliseconds. watchfiles yields once no new event arrived for one step (or after `debounce`):
+# an editor's save burst (write, rename, chmod) lands within a few ms, so 10/50 coalesces it
+# while keeping save -> build start well under 200 ms.
+DEBOUNCE_MS = 50
+STEP_MS = 10
+# How often the watcher wakes while idle; its first wake-up starts the initial build, once the
+# file watches are in place, so nothing saved during that build is missed.
+IDLE_MS = 100
 
 
 @dataclass(frozen=True)
@@ -88,39 +100,69 @@ def changed_paths(root: str, paths: Iterable[str]) -> list[str]:
     return sorted({os.path.relpath(p, root).replace(os.sep, "/") for p in paths})
 
 
-@dataclass(frozen=True)
-class Round:
-    """One rebuild after a change: what changed, which platform builds ran, how it went."""
+class Watcher:
+    """The loop: one round per batch of changes, each a fresh plan and a `bt build` run.
 
-    changed: tuple[str, ...]
-    rebuilt: tuple[tuple[str, str], ...]  # (label, platform) of the builds that ran
-    failed: int
-    seconds: float
+    Ctrl-C (KeyboardInterrupt) ends it; finished builds are recorded by then.
+    """
 
-    def line(self) -> str:
-        changed = _shorten(self.changed)
-        if not self.rebuilt:
-            return f"{changed}: no build affected ({self.seconds:.2f}s)"
-        labels = sorted({label for label, _ in self.rebuilt})
-        outcome = f", {self.failed} failed" if self.failed else ""
-        return (
-            f"{changed}: rebuilt {len(self.rebuilt)} ({', '.join(labels)}){outcome} "
-            f"in {self.seconds:.1f}s"
-        )
+    def __init__(
+        self,
+        root: Path,
+        patterns: tuple[str, ...],
+        platforms: tuple[str, ...],
+        push: bool | None,
+        report: Callable[[ReportEvent], None],
+    ):
+        self.root = root
+        self.patterns = patterns
+        self.platforms = platforms
+        self.push = push
+        self.report = report
+        self.watched = bare_watch_set(root)
 
-    def record(self) -> dict[str, object]:
-        return {
-            "event": "watch_round",
-            "changed": list(self.changed),
-            "rebuilt": [list(build) for build in self.rebuilt],
-            "failed": self.failed,
-            "seconds": round(self.seconds, 3),
-        }
+    def run(self) -> None:
+        import watchfiles
 
+        started = False
+        for changes in watchfiles.watch(
+            self.root,
+            watch_filter=lambda _change, path: self.watched.accepts(path),
+            debounce=DEBOUNCE_MS,
+            step=STEP_MS,
+            rust_timeout=IDLE_MS,
+            yield_on_timeout=True,
+        ):
+            if not started:
+                started = True
+                self.round(())  # covers whatever this first batch held
+            elif changes:
+                self.round(tuple(changed_paths(str(self.root), (path for _, path in changes))))
 
-def _shorten(paths: tuple[str, ...], shown: int = 3) -> str:
-    """A few paths and a count: a save of a whole tree must still fit on one line."""
-    if not paths:
-        return "start"
-    head = ", ".join(paths[:shown])
-    return head if len(paths) <= shown else f"{head} and {len(paths) - shown} more"
+    def round(self, changed: tuple[str, ...]) -> None:
+        began = time.monotonic()
+        try:
+            self.report(self.rebuild(changed, began))
+        except BtError as err:
+            # A half-saved BUILD.images must not end the session: report it, wait for a fix.
+            self.report(WatchError(changed, str(err)))
+        self.report(Watching(len(self.watched.files)))
+
+    def rebuild(self, changed: tuple[str, ...], began: float) -> Round:
+        from buildtool.build import BuildOptions, build_planned
+
+        bench = Workbench.open()
+        config = bench.config
+        planned = bench.plan(self.patterns, self.platforms)
+        self.watched = watch_set(config, planned)
+        push = config.push if self.push is None else self.push
+        if not any(needs_run(p, push, config.registry) for p in planned):
+            return Round(changed, (), 0, time.monotonic() - began)
+        options = BuildOptions(push=push, jobs=config.jobs)
+        merge = push and not self.platforms
+        summary = build_planned(bench, planned, options, self.report, merge=merge)
+        if summary is not None and summary.interrupted:
+            raise KeyboardInterrupt
+        ran = (*summary.succeeded, *summary.cached, *summary.failed) if summary else ()
+        failed = len(summary.failed) if summary else 0
+        return Round(changed, tuple(sorted(ran)), failed, time.monotonic() - began)

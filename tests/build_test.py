@@ -6,11 +6,14 @@ import http.client
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +22,9 @@ from btrun import bt, copy_example, write_tree
 from registries import MANIFEST, fake_registry, manifest_answer
 
 from buildtool.build import BuildOptions, BuildRun
+from buildtool.events import ReportEvent
 from buildtool.registry import sha256_digest
-from buildtool.scheduler import AnyEvent, Job, Outcome, Retrying, Summary, run_jobs
+from buildtool.scheduler import Job, Outcome, Retrying, Summary, run_jobs
 from buildtool.workspace import Config
 
 pytestmark = pytest.mark.engine
@@ -95,7 +99,7 @@ def test_build_one_matrix_image_builds_exactly_its_six_platform_builds(
     again = bt("build", "//matrix:tiny-en", "--json", cwd=root, env=env)
     assert again.returncode == 0
     assert built(again.stdout) == []
-    assert "nothing to build: 6 platform builds up to date" in again.stderr
+    assert events(again.stdout) == [{"event": "up_to_date", "total": 6}]
 
     with (root / "docker/align/en/alignment.bin").open("ab") as f:
         f.write(b"retrained")
@@ -334,7 +338,7 @@ def verify_under_the_scheduler(
         status = answers[len(calls) - 1] if len(calls) <= len(answers) else 200
         return manifest_answer() if status == 200 else (status, {}, b"")
 
-    seen: list[AnyEvent] = []
+    seen: list[ReportEvent] = []
     with fake_registry(handle) as address:
         config = Config(root=tmp_path, spec_path=tmp_path / ".cache-spec", registry=address)
         run = BuildRun(config, {}, tmp_path / "lock", BuildOptions(), seen.append)
@@ -370,3 +374,133 @@ def test_a_registry_that_keeps_failing_during_a_build_is_asked_three_times_not_n
     assert summary.failed == (("//x:y", "linux/amd64"),)
     assert calls == ["HEAD"] * 3
     assert len(retries) == 2
+
+
+PUSHED = {
+    ".cache-spec": 'platforms = ["linux/amd64", "linux/arm64"]\n[builders."*"]\nnetwork = "none"\n',
+    "BUILD.images": 'image(name = "app", tags = ["latest", "v1"])\n',
+    "Dockerfile": "FROM scratch\nCOPY a.txt /a.txt\n",
+    "a.txt": "a\n",
+}
+
+
+def pushed_workspace(root: Path, registry: str) -> tuple[Path, str]:
+    """A one-image workspace pushing to a repository of its own; its url."""
+    url = f"{registry}/bt-build-{uuid.uuid4().hex[:12]}"
+    files = unique(PUSHED)
+    files[".cache-spec"] += f'[registry]\nurl = "{url}"\n'
+    return write_tree(root, files), url
+
+
+def test_build_json_push_reports_the_merge_as_json_lines(
+    tmp_path: Path, engine: str, registry: str
+) -> None:
+    root, url = pushed_workspace(tmp_path / "ws", registry)
+    env = {"DOCKER_HOST": engine, "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    result = bt("build", "//...", "--push", "--json", cwd=root, env=env)
+    assert result.returncode == 0, result.stderr
+    records = [json.loads(line) for line in result.stdout.splitlines()]  # every line is JSON
+    index = json.loads((root / "images.lock").read_text())["images"]["//:app"]["digest"]
+    merged = [r for r in records if r["event"] == "merged"]
+    assert merged == [
+        {
+            "event": "merged",
+            "label": "//:app",
+            "tag": f"{url}/app:{tag}",
+            "status": "created",
+            "digest": index,
+            "detail": f"{url}/app:{tag}: created",
+        }
+        for tag in ("latest", "v1")
+    ]
+    assert result.stderr == ""
+
+    again = bt("build", "//...", "--push", "--json", cwd=root, env=env)
+    assert again.returncode == 0, again.stderr
+    assert [(r["event"], r.get("status")) for r in map(json.loads, again.stdout.splitlines())] == [
+        ("up_to_date", None),
+        ("merged", "unchanged"),
+        ("merged", "unchanged"),
+    ]
+
+
+@contextmanager
+def forwarding(target: str) -> Iterator[int]:
+    """A loopback TCP port forwarded to ``target`` (host:port) until the block ends, when it
+    stops listening: a registry that goes away between two runs."""
+    host, port = target.rsplit(":", 1)
+    server = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def pipe(source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+            sink.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass  # the other side went away
+
+    def connect(client: socket.socket) -> None:
+        with client, socket.create_connection((host, int(port))) as upstream:
+            back = threading.Thread(target=pipe, args=(upstream, client), daemon=True)
+            back.start()
+            pipe(client, upstream)
+            back.join()
+
+    def accept() -> None:
+        server.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                client, _ = server.accept()
+            except TimeoutError:
+                continue
+            threading.Thread(target=connect, args=(client,), daemon=True).start()
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        yield server.getsockname()[1]
+    finally:
+        stop.set()
+        thread.join()
+        server.close()
+
+
+def test_a_registry_gone_at_the_merge_after_the_push_fails_the_build_exit_1(
+    tmp_path: Path, engine: str, registry: str
+) -> None:
+    env = {"DOCKER_HOST": engine, "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    with forwarding(registry) as port:
+        root, _ = pushed_workspace(tmp_path / "ws", f"127.0.0.1:{port}")
+        first = bt("build", "//...", "--push", cwd=root, env=env)
+        assert first.returncode == 0, first.stderr
+    # Nothing is left to push; the merge that follows cannot reach the registry.
+    result = bt("build", "//...", "--push", cwd=root, env=env)
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.splitlines()[0] == "nothing to build: 2 platform builds up to date"
+    assert result.stderr.splitlines()[-1].startswith(
+        f"built, but the multi-platform merge failed: registry 127.0.0.1:{port} is unavailable"
+    )
+
+
+def test_bt_test_skips_a_platform_its_engine_does_not_run_as_bt_build_does(
+    tmp_path: Path, engine: str
+) -> None:
+    files = unique(TESTED)
+    files[".cache-spec"] = 'platforms = ["linux/arm64/v8"]\n[builders."*"]\nnetwork = "none"\n'
+    files["BUILD.images"] = 'image(name = "ok", tests = ["false"])\n'
+    files["Dockerfile"] = "FROM scratch\nCOPY hello.txt /hello.txt\n"
+    root = write_tree(tmp_path / "ws", files)
+    env = {"DOCKER_HOST": engine, "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    assert bt("build", "//...", cwd=root, env=env).returncode == 0  # its test did not run
+    result = bt("test", "//...", "--json", cwd=root, env=env)
+    assert result.returncode == 0, result.stderr
+    assert [json.loads(line) for line in result.stdout.splitlines()] == [
+        {
+            "event": "tests_skipped",
+            "label": "//:ok",
+            "platform": "linux/arm64",  # written linux/arm64/v8: one spelling
+            "reason": f"buildkit@{engine} runs linux/amd64",
+        },
+        {"event": "tests_finished", "ran": 0, "failed": 0},
+    ]

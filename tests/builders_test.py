@@ -22,9 +22,8 @@ import pytest
 from buildtool.builders import Builder, BuildRequest, BuiltImage, open_builder, split_tag
 from buildtool.builders.buildkit import BuildKitCliBuilder, find_docker_cli
 from buildtool.builders.engine import EngineApiBuilder
-from buildtool.errors import BtError
+from buildtool.errors import BtError, Cancelled, JobFailed, TransientError
 from buildtool.platforms import Platform
-from buildtool.scheduler import Cancelled, JobFailed, TransientError
 
 BASE_IMAGE = "bt-test/busybox:latest"  # amd64, imported into both engines by .ci/setup
 BACKENDS = ["buildkit", "engine"]

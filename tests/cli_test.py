@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+import datetime
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
 import pytest
-from btrun import REPO, bt
+from btrun import REPO, bt, write_tree
 
 from buildtool import __version__
-from buildtool.cli import COMMANDS
+from buildtool.cli import COMMANDS, crash_log_path
 
 
 def test_version() -> None:
@@ -37,3 +47,113 @@ def test_unknown_command_is_a_usage_error() -> None:
     result = bt("biuld", cwd=REPO)
     assert result.returncode == 2
     assert "No such command 'biuld'" in result.stderr
+
+
+# -- exit codes: 0 ok, 1 a build failed, 2 usage or configuration error, 3 a bug, 130 Ctrl-C --
+
+WORKSPACE = {
+    ".cache-spec": 'platforms = ["linux/amd64"]\n[builders."*"]\nnetwork = "none"\n',
+    "BUILD.images": 'image(name = "a")\n',
+    "Dockerfile": "FROM scratch\nCOPY a.txt /a.txt\n",
+    "a.txt": "a\n",
+}
+
+
+def workspace(tmp_path: Path, changed: dict[str, str] | None = None) -> Path:
+    return write_tree(tmp_path / "ws", {**WORKSPACE, **(changed or {})})
+
+
+def test_a_bad_label_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    result = bt("plan", "//:b", cwd=workspace(tmp_path))
+    assert (result.returncode, result.stderr) == (2, "no target //:b (did you mean //:a?)\n")
+
+
+def test_a_registry_that_cannot_be_reached_during_a_build_fails_the_build_exit_1(
+    tmp_path: Path, engine: str
+) -> None:
+    port = closed_port()
+    spec = WORKSPACE[".cache-spec"] + f'[registry]\nurl = "127.0.0.1:{port}/bt"\n'
+    root = workspace(tmp_path, {".cache-spec": spec, "a.txt": uuid.uuid4().hex})
+    result = bt("build", "//...", "--push", "--retries", "0", cwd=root, env={"DOCKER_HOST": engine})
+    assert result.returncode == 1, result.stderr
+    assert "connection refused" in result.stderr
+    assert result.stderr.splitlines()[-1] == "1 platform builds failed, 0 skipped"
+
+
+def closed_port() -> int:
+    """A loopback port nothing listens on (bound, then released)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+def test_a_bug_prints_one_line_naming_a_log_under_the_cache_dir_and_exits_3(
+    tmp_path: Path,
+) -> None:
+    # A directory where the lock file of the Dockerfile analysis cache belongs: opening it is an
+    # error bt does not expect, so it surfaces as a bug, not as a message about the workspace.
+    root = workspace(tmp_path, {".cache-spec": 'cache_dir = ".bt"\n' + WORKSPACE[".cache-spec"]})
+    (root / ".bt/analysis.msgpack.lock").mkdir(parents=True)
+    result = bt("plan", "//...", cwd=root)
+    assert result.returncode == 3
+    assert len(result.stderr.splitlines()) == 1, result.stderr
+    logs = list((root / ".bt/logs").glob("crash-*.log"))
+    assert len(logs) == 1
+    assert result.stderr == (
+        "bt: internal error (IsADirectoryError: [Errno 21] Is a directory: "
+        f"'{root}/.bt/analysis.msgpack.lock'); the traceback is in {logs[0]}\n"
+    )
+    log = logs[0].read_text()
+    assert "command: bt plan //...\n" in log
+    assert "Traceback (most recent call last)" in log and "IsADirectoryError" in log
+
+
+def test_a_bug_that_leaves_no_cache_dir_logs_under_xdg_cache_home(tmp_path: Path) -> None:
+    # cache_dir under a regular file: the configuration loads, but its cache cannot be made.
+    root = workspace(
+        tmp_path, {".cache-spec": 'cache_dir = "a.txt/c"\n' + WORKSPACE[".cache-spec"]}
+    )
+    xdg = tmp_path / "xdg"
+    result = bt("plan", "//...", cwd=root, env={"XDG_CACHE_HOME": str(xdg)})
+    assert result.returncode == 3
+    (log,) = (xdg / "bt").glob("crash-*.log")
+    assert result.stderr.startswith("bt: internal error (NotADirectoryError: ")
+    assert result.stderr.endswith(f"; the traceback is in {log}\n")
+    assert "NotADirectoryError" in log.read_text()
+
+
+def test_crash_logs_are_named_by_time_under_the_cache_dir_or_xdg_cache_home(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    now = datetime.datetime(2024, 5, 6, 7, 8, 9, 12345)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert (
+        crash_log_path(tmp_path / "c", now) == tmp_path / "c/logs/crash-20240506T070809-012345.log"
+    )
+    assert crash_log_path(None, now) == tmp_path / "xdg/bt/crash-20240506T070809-012345.log"
+
+
+def test_ctrl_c_exits_130(tmp_path: Path) -> None:
+    # A broken BUILD.images: watch reports it and waits for a fix, no engine needed.
+    root = workspace(tmp_path, {"BUILD.images": "image(\n"})
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "xdg")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "buildtool", "watch", "//...", "--json"],
+        cwd=root,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        events = [json.loads(proc.stdout.readline()) for _ in range(2)]
+        assert [e["event"] for e in events] == ["watch_error", "watching"]
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130
+    assert stderr == "interrupted: finished builds are recorded\n"

@@ -8,9 +8,8 @@ from pathlib import Path
 import pytest
 from btrun import bt, copy_example
 
-from buildtool.commands.common import Workbench
 from buildtool.record import record_builds
-from buildtool.session import Session
+from buildtool.session import Session, Workbench
 
 
 @pytest.fixture()
@@ -100,6 +99,39 @@ def test_why_shows_args_dockerfile_lines_and_parents(workspace: Path) -> None:
     assert plan[("//model:tiny", "linux/amd64")] == "Dockerfile changed"
     assert plan[("//matrix:tiny-en", "linux/amd64")] == "parent //model:tiny changed"
     assert len(plan) == 2 * (6 + 1 + 185)
+
+
+def test_why_a_pattern_explains_each_platform_build_it_matches(workspace: Path) -> None:
+    record_all_as_built(workspace)
+    with (workspace / "docker/align/zh/alignment.bin").open("ab") as f:
+        f.write(b"retrained")
+    query = bt("query", "//matrix:all", "--platforms", cwd=workspace, check=True).stdout
+    matches = query.splitlines()
+    assert len(matches) == 2 * 185
+    out = bt("why", "//matrix:all", cwd=workspace, check=True).stdout
+    blocks = out.rstrip("\n").split("\n\n")
+    printed = [block.splitlines()[0].rsplit(":", 1)[0] for block in blocks]  # LABEL PLATFORM
+    assert sorted(printed) == sorted(matches)
+    stale = {m for m in matches if m.split()[0].endswith("-zh")}
+    assert len(stale) == 10
+    assert [block.splitlines()[0] for block in blocks] == [
+        f"{m}: {'stale' if m in stale else 'up to date'}" for m in printed
+    ]
+    for block in blocks:
+        changed = "changed docker/align/zh/alignment.bin: blake3:" in block
+        assert changed == (block.splitlines()[0].endswith(": stale")), block
+
+    everything = bt("why", "//...", "--platform", "linux/arm64", cwd=workspace, check=True)
+    assert everything.stdout.count("\n\n") + 1 == 194  # every image, on one platform
+    assert all(" linux/arm64: " in b.splitlines()[0] for b in everything.stdout.split("\n\n"))
+
+
+def test_why_for_a_platform_no_match_builds_for_is_one_line_exit_2(workspace: Path) -> None:
+    result = bt("why", "//matrix:tiny-en", "--platform", "linux/s390x", cwd=workspace)
+    assert (result.returncode, result.stderr) == (
+        2,
+        "//matrix:tiny-en does not build for linux/s390x (linux/amd64, linux/arm64)\n",
+    )
 
 
 def test_plan_filters_platforms_and_includes_parents(workspace: Path) -> None:

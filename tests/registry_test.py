@@ -13,16 +13,14 @@ from typing import Any
 import pytest
 from registries import MANIFEST, fake_registry, free_port, manifest_answer, push_scratch
 
-from buildtool.errors import BtError
+from buildtool.errors import BtError, RegistryUnavailable, TransientError
 from buildtool.registry import (
     DOCKER_MANIFEST,
     Descriptor,
     RegistryClient,
-    RegistryUnavailable,
     is_loopback,
     sha256_digest,
 )
-from buildtool.scheduler import TransientError
 
 pytestmark = pytest.mark.registry
 

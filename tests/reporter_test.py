@@ -9,7 +9,26 @@ import sys
 
 from rich.console import Console
 
-from buildtool.reporter import JsonReporter, LiveReporter, PlainReporter, make_reporter
+from buildtool.events import (
+    ImageTestsFailed,
+    ImageTestsFinished,
+    ImageTestsPassed,
+    ImageTestsSkipped,
+    Merged,
+    ReportEvent,
+    Round,
+    UpToDate,
+    WatchError,
+    Watching,
+)
+from buildtool.reporter import (
+    JsonReporter,
+    LiveReporter,
+    PlainReporter,
+    json_record,
+    make_reporter,
+    round_line,
+)
 from buildtool.scheduler import (
     AnyEvent,
     Cached,
@@ -144,6 +163,99 @@ def test_json_lines_are_stable_text() -> None:
     )
 
 
+RUN_EVENTS: list[ReportEvent] = [
+    UpToDate(6),
+    Merged("//model:tiny", "r/model:tiny", "created", DIGEST, "r/model:tiny: created"),
+    ImageTestsPassed(TINY, 2),
+    ImageTestsFailed(MODEL, "test 'false' failed with exit code 1", "line 1\nline 2"),
+    ImageTestsSkipped(BASE, "engine1 runs linux/amd64"),
+    ImageTestsFinished(2, 1),
+    Round(("a.md",), (), 0, 0.0123),
+    WatchError(("BUILD.images",), "BUILD.images:3: syntax error"),
+    Watching(12),
+]
+
+
+def test_plain_reporter_writes_the_events_of_merges_tests_and_watch_rounds() -> None:
+    stream = io.StringIO()
+    reporter = PlainReporter(stream)
+    for event in RUN_EVENTS:
+        reporter(event)
+    assert stream.getvalue().splitlines() == [
+        "nothing to build: 6 platform builds up to date",
+        "r/model:tiny: created",
+        "ok    //matrix:tiny-en linux/arm64 (2 tests)",
+        "FAIL  //model:tiny linux/arm64: test 'false' failed with exit code 1",
+        "      line 1",
+        "      line 2",
+        "skip  //base:no_model linux/arm64: engine1 runs linux/amd64",
+        "tested 2 platform builds, 1 failed",
+        "a.md: no build affected (0.01s)",
+        "BUILD.images:3: syntax error",
+        "watching 12 files (Ctrl-C to stop)",
+    ]
+
+
+def test_json_reporter_writes_merges_tests_and_watch_rounds_as_json_lines() -> None:
+    stream = io.StringIO()
+    reporter = JsonReporter(stream)
+    for event in RUN_EVENTS:
+        reporter(event)
+    tiny = {"label": "//matrix:tiny-en", "platform": ARM}
+    assert [json.loads(line) for line in stream.getvalue().splitlines()] == [
+        {"event": "up_to_date", "total": 6},
+        {
+            "event": "merged",
+            "label": "//model:tiny",
+            "tag": "r/model:tiny",
+            "status": "created",
+            "digest": DIGEST,
+            "detail": "r/model:tiny: created",
+        },
+        {"event": "tests_passed", **tiny, "tests": 2},
+        {
+            "event": "tests_failed",
+            "label": "//model:tiny",
+            "platform": ARM,
+            "message": "test 'false' failed with exit code 1",
+            "log_tail": "line 1\nline 2",
+        },
+        {
+            "event": "tests_skipped",
+            "label": "//base:no_model",
+            "platform": ARM,
+            "reason": "engine1 runs linux/amd64",
+        },
+        {"event": "tests_finished", "ran": 2, "failed": 1},
+        {"event": "watch_round", "changed": ["a.md"], "rebuilt": [], "failed": 0, "seconds": 0.012},
+        {
+            "event": "watch_error",
+            "changed": ["BUILD.images"],
+            "message": "BUILD.images:3: syntax error",
+        },
+        {"event": "watching", "files": 12},
+    ]
+
+
+def test_a_round_that_built_nothing_says_no_build_affected() -> None:
+    assert round_line(Round(("a.md",), (), 0, 0.0123)) == "a.md: no build affected (0.01s)"
+
+
+def test_a_round_names_changed_paths_rebuilt_labels_and_failures() -> None:
+    rebuilt = (("//m:a", "linux/amd64"), ("//m:a", "linux/arm64"), ("//m:b", "linux/amd64"))
+    changed = ("a", "b", "c", "d", "e")
+    assert round_line(Round(changed, rebuilt, 1, 2.26)) == (
+        "a, b, c and 2 more: rebuilt 3 (//m:a, //m:b), 1 failed in 2.3s"
+    )
+    assert json_record(Round((), rebuilt[:1], 0, 1.0)) == {
+        "event": "watch_round",
+        "changed": [],
+        "rebuilt": [["//m:a", "linux/amd64"]],
+        "failed": 0,
+        "seconds": 1.0,
+    }
+
+
 def terminal() -> tuple[Console, io.StringIO]:
     out = io.StringIO()
     return Console(file=out, force_terminal=True, width=100, color_system=None), out
@@ -178,6 +290,18 @@ def test_live_view_prints_results_above_and_the_summary_at_the_end() -> None:
     )
     assert "3/4 done" in text  # the live view was drawn before the last event
     assert text.rstrip().endswith("built 1, cached 1, failed 1, skipped 1 in 12.3s")
+
+
+def test_live_view_prints_merges_and_test_results_as_plain_text_lines() -> None:
+    console, out = terminal()
+    reporter = LiveReporter(console)
+    reporter(RunStarted(1, 0.0))
+    reporter(RunFinished(Summary((TINY,), (), (), (), False, 1.0), 1.0))
+    reporter(Merged("//m:a", "r/a:[1]", "created", DIGEST, "r/a:[1]: created"))
+    reporter(ImageTestsPassed(TINY, 2))
+    reporter.close()
+    lines = out.getvalue().rstrip().splitlines()
+    assert lines[-2:] == ["r/a:[1]: created", "ok    //matrix:tiny-en linux/arm64 (2 tests)"]
 
 
 def test_live_view_close_is_safe_before_start_and_twice() -> None:

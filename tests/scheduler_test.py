@@ -9,16 +9,14 @@ from collections.abc import Callable
 
 import pytest
 
-from buildtool.errors import BtError
+from buildtool.errors import BtError, Cancelled, JobFailed, TransientError
 from buildtool.scheduler import (
     AnyEvent,
     BuildId,
     Cached,
-    Cancelled,
     Failed,
     Finished,
     Job,
-    JobFailed,
     Outcome,
     Retrying,
     RunFinished,
@@ -26,7 +24,6 @@ from buildtool.scheduler import (
     Skipped,
     Started,
     Summary,
-    TransientError,
     run_jobs,
 )
 

@@ -15,11 +15,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from btrun import copy_example
+from btrun import copy_example, write_tree
 
-from buildtool.commands.common import Workbench
-from buildtool.session import Session
-from buildtool.watch import Round, bare_watch_set, changed_paths, watch_set
+from buildtool.session import Session, Workbench
+from buildtool.watch import bare_watch_set, changed_paths, watch_set
 
 BOTH = ("linux/amd64", "linux/arm64")
 Event = dict[str, object]
@@ -77,25 +76,6 @@ def test_the_bare_watch_set_accepts_only_the_files_that_declare_the_graph(
 def test_changed_paths_are_relative_sorted_and_unique(tmp_path: Path) -> None:
     paths = [str(tmp_path / "b/x"), str(tmp_path / "a"), str(tmp_path / "b/x")]
     assert changed_paths(str(tmp_path), paths) == ["a", "b/x"]
-
-
-def test_a_round_that_built_nothing_says_no_build_affected() -> None:
-    assert Round(("a.md",), (), 0, 0.0123).line() == "a.md: no build affected (0.01s)"
-
-
-def test_a_round_names_changed_paths_rebuilt_labels_and_failures() -> None:
-    rebuilt = (("//m:a", "linux/amd64"), ("//m:a", "linux/arm64"), ("//m:b", "linux/amd64"))
-    changed = ("a", "b", "c", "d", "e")
-    assert Round(changed, rebuilt, 1, 2.26).line() == (
-        "a, b, c and 2 more: rebuilt 3 (//m:a, //m:b), 1 failed in 2.3s"
-    )
-    assert Round((), rebuilt[:1], 0, 1.0).record() == {
-        "event": "watch_round",
-        "changed": [],
-        "rebuilt": [["//m:a", "linux/amd64"]],
-        "failed": 0,
-        "seconds": 1.0,
-    }
 
 
 class WatchProcess:
@@ -259,3 +239,33 @@ def test_a_syntax_error_in_build_images_is_reported_and_fixing_it_resumes_then_s
     assert process.proc.wait(timeout=10) == 130
     assert (root / "images.lock").read_text() == lock_text
     assert "interrupted" in process.stderr()
+
+
+@pytest.mark.engine
+def test_watch_push_reports_the_merge_of_each_round_as_json_lines(
+    tmp_path: Path, engine: str, registry: str
+) -> None:
+    url = f"{registry}/bt-watch-{uuid.uuid4().hex[:12]}"
+    root = write_tree(
+        tmp_path / "ws",
+        {
+            ".cache-spec": f'platforms = ["linux/amd64"]\n[registry]\nurl = "{url}"\n'
+            '[builders."*"]\nnetwork = "none"\n',
+            "BUILD.images": 'image(name = "app", tags = ["latest"])\n',
+            "Dockerfile": "FROM scratch\nCOPY a.txt /a.txt\n",
+            "a.txt": uuid.uuid4().hex,
+        },
+    )
+    env = {"DOCKER_HOST": engine, "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    process = WatchProcess(root, env, "//...", "--push")
+    try:
+        events, summary = process.next_round(timeout=120)
+        assert summary["event"] == "watch_round", summary
+        merged = [e for e in events if e["event"] == "merged"]
+        assert [(e["tag"], e["status"]) for e in merged] == [(f"{url}/app:latest", "created")]
+        append(root / "a.txt", b"edited")
+        events, _ = process.next_round(timeout=30)
+        merged = [e for e in events if e["event"] == "merged"]
+        assert [(e["tag"], e["status"]) for e in merged] == [(f"{url}/app:latest", "updated")]
+    finally:
+        process.kill()

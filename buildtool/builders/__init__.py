@@ -20,9 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Protocol
 
-from buildtool.errors import BtError
+from buildtool.errors import BtError, JobFailed, TransientError
 from buildtool.platforms import Platform
-from buildtool.scheduler import JobFailed, TransientError
 
 LOG_TAIL_LINES = 25
 

@@ -28,9 +28,8 @@ from buildtool.builders import (
     split_tag,
     write_lines,
 )
-from buildtool.errors import BtError
+from buildtool.errors import BtError, Cancelled, JobFailed, TransientError
 from buildtool.platforms import Platform
-from buildtool.scheduler import Cancelled, JobFailed, TransientError
 
 PROBE_TIMEOUT = 30.0  # `docker version`, `docker buildx version`, `docker image inspect`
 PUSH_TIMEOUT = 3 * 3600.0  # a 10 GB image over a slow uplink

@@ -20,9 +20,8 @@ from buildtool.builders import (
     split_tag,
     write_lines,
 )
-from buildtool.errors import BtError
+from buildtool.errors import BtError, Cancelled, JobFailed, TransientError
 from buildtool.platforms import Platform
-from buildtool.scheduler import Cancelled, JobFailed, TransientError
 
 _API_TIMEOUT = 120  # docker-py read timeout for calls that answer promptly or stream progress
 

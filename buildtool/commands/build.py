@@ -7,9 +7,9 @@ from pathlib import Path
 
 import click
 
-from buildtool.commands.common import Workbench, platform_option, push_option
+from buildtool.commands.common import platform_option, push_option
 from buildtool.errors import BuildFailed, Interrupted
-from buildtool.plan import needs_run
+from buildtool.session import Workbench
 
 
 @click.command("build", context_settings={"help_option_names": ["-h", "--help"]})
@@ -58,20 +58,13 @@ def command(
       bt build //matrix:large-v3-zh
       bt build //... --push --platform linux/arm64 --lock-out arm64.lock
     """
+    from buildtool.build import BuildOptions, build_planned
+    from buildtool.reporter import make_reporter
+
     bench = Workbench.open()
     config = bench.config
     planned = bench.plan(patterns, platforms)
     push_wanted = config.push if push is None else push
-    stale = [p for p in planned if needs_run(p, push_wanted, config.registry)]
-    merge = push_wanted and not platforms and lock_out is None
-    if not stale:
-        click.echo(f"nothing to build: {len(planned)} platform builds up to date", err=True)
-        if merge:
-            _merge(bench, patterns)
-        return
-    from buildtool.build import BuildOptions, BuildRun
-    from buildtool.reporter import make_reporter
-
     options = BuildOptions(
         push=push_wanted,
         jobs=jobs or config.jobs,
@@ -80,35 +73,15 @@ def command(
         run_tests=not no_tests,
         lock_out=lock_out.resolve() if lock_out else None,
     )
+    merge = push_wanted and not platforms and lock_out is None
     reporter = make_reporter(json_events, sys.stdout if json_events else sys.stderr)
-    run = BuildRun(
-        config=config,
-        targets=bench.session.graph.targets,
-        lock_path=bench.lock_path,
-        options=options,
-        on_event=reporter,
-    )
     try:
-        summary = run.run(planned)
+        summary = build_planned(bench, planned, options, reporter, merge=merge)
     finally:
         reporter.close()
-    if summary.interrupted:
+    if summary is not None and summary.interrupted:
         raise Interrupted("interrupted: finished builds are recorded; run again to resume")
-    if not summary.ok:
+    if summary is not None and not summary.ok:
         raise BuildFailed(
             f"{len(summary.failed)} platform builds failed, {len(summary.skipped)} skipped"
         )
-    if merge:
-        _merge(bench, patterns)
-
-
-def _merge(bench: Workbench, patterns: tuple[str, ...]) -> None:
-    """After a complete push, every built image gets its multi-platform index."""
-    from buildtool.merge import merge_images
-
-    graph = bench.session.graph
-    report = merge_images(
-        bench.config, graph.targets, graph.deps(bench.labels(patterns)), bench.lock_path
-    )
-    for outcome in report.tags:
-        click.echo(str(outcome), err=True)

@@ -6,8 +6,8 @@ import json
 
 import click
 
-from buildtool.commands.common import Workbench
 from buildtool.errors import BtError
+from buildtool.session import Workbench
 
 
 @click.command("inputs", context_settings={"help_option_names": ["-h", "--help"]})

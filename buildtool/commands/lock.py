@@ -6,8 +6,8 @@ from pathlib import Path
 
 import click
 
-from buildtool.commands.common import Workbench
 from buildtool.errors import BtError
+from buildtool.session import Workbench
 
 
 @click.group("lock", context_settings={"help_option_names": ["-h", "--help"]})

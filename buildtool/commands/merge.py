@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from buildtool.commands.common import Workbench
+from buildtool.session import Workbench
 
 
 @click.command("merge", context_settings={"help_option_names": ["-h", "--help"]})

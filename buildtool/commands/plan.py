@@ -6,8 +6,9 @@ import json
 
 import click
 
-from buildtool.commands.common import Workbench, platform_option
+from buildtool.commands.common import platform_option
 from buildtool.plan import PlannedBuild
+from buildtool.session import Workbench
 
 
 @click.command("plan", context_settings={"help_option_names": ["-h", "--help"]})

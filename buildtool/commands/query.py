@@ -40,8 +40,8 @@ def command(expression: str, platforms: bool, output: str) -> None:
     graph = session.graph
     labels = sorted(evaluate(expression, graph, session.current_package))
     if output == "json":
-        from buildtool.commands.common import Workbench
         from buildtool.filesets import input_rows
+        from buildtool.session import Workbench
 
         filesets = Workbench(session).computer.filesets
         described = []

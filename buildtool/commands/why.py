@@ -1,61 +1,42 @@
-"""``bt why``: for one platform build, what changed since the recorded build."""
+"""``bt why``: for each selected platform build, what changed since the recorded build."""
 
 from __future__ import annotations
 
 import click
 
-from buildtool.commands.common import Workbench
 from buildtool.errors import BtError
-from buildtool.keys import load_manifest
-from buildtool.why import diff_manifests
+from buildtool.session import Workbench
+from buildtool.why import explain
 
 
 @click.command("why", context_settings={"help_option_names": ["-h", "--help"]})
-@click.argument("label")
+@click.argument("patterns", nargs=-1, required=True)
 @click.option(
     "--platform",
     metavar="OS/ARCH",
-    help="The platform build to explain (default: the target's only platform, else required).",
+    help="Only the builds for this platform (default: every platform of each target).",
 )
-def command(label: str, platform: str | None) -> None:
-    """Explain why LABEL's platform build is stale (or that it is not).
+def command(patterns: tuple[str, ...], platform: str | None) -> None:
+    """Explain why the platform builds of the targets PATTERNS select are stale (or not).
 
-    Compares the inputs of the build recorded in images.lock with the inputs now: each added,
-    removed or changed file with old and new digests, changed build args, the changed lines of
-    the Dockerfile, parents whose key changed, and whether the whole context counts as input.
+    One block per platform build: it compares the inputs of the build recorded in images.lock
+    with the inputs now: each added, removed or changed file with old and new digests, changed
+    build args, the changed lines of the Dockerfile, parents whose key changed, and whether the
+    whole context counts as input.
+
+    \b
+    Examples:
+      bt why //matrix:large-v3-zh --platform linux/arm64
+      bt why //matrix:all
     """
     bench = Workbench.open()
-    (target_label,) = bench.labels([label]) if ":" in label or label.startswith("//") else [None]
-    if target_label is None:
-        raise BtError(f"expected one label, got {label!r}")
-    target = bench.session.graph.targets[target_label]
-    if platform is None:
-        if len(target.platforms) != 1:
-            raise BtError(
-                f"{target_label} builds for {', '.join(target.platforms)}: "
-                "choose one with --platform"
-            )
-        platform = target.platforms[0]
-    if platform not in target.platforms:
+    selected = bench.labels(patterns)
+    targets = bench.session.graph.targets
+    if platform is not None and not any(platform in targets[lb].platforms for lb in selected):
+        builds_for = sorted({p for label in selected for p in targets[label].platforms})
         raise BtError(
-            f"{target_label} does not build for {platform} ({', '.join(target.platforms)})"
+            f"{' '.join(patterns)} does not build for {platform} ({', '.join(builds_for)})"
         )
-    (planned,) = bench.plan([str(target_label)], [platform])[-1:]
-    manifest = planned.manifest
-    click.echo(f"{target_label} {platform}: {'stale' if planned.stale else 'up to date'}")
-    click.echo(f"  key now:      {planned.key}")
-    record = planned.record
-    click.echo(f"  key recorded: {record.key if record else '(never built)'}")
-    if manifest.fallback:
-        click.echo(f"  inputs: the whole build context, because {manifest.fallback}")
-    if record is None or not planned.stale:
-        return
-    old = load_manifest(bench.config.cache_dir, record.key)
-    if old is None:
-        click.echo("  no record of the inputs of the recorded build; cannot say what changed")
-        return
-    changes = diff_manifests(old, manifest)
-    if old.fallback and not manifest.fallback:
-        click.echo(f"  the recorded build used the whole context ({old.fallback})")
-    for change in changes:
-        click.echo(f"  {change.describe()}")
+    planned = bench.plan(patterns, [platform] if platform else [])
+    for line in explain(bench.config.cache_dir, (p for p in planned if p.label in selected)):
+        click.echo(line)

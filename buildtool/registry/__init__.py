@@ -29,18 +29,14 @@ from buildtool.registry.reference import (
 if TYPE_CHECKING:
     from buildtool.registry.auth import Credentials
     from buildtool.registry.client import (
-        ManifestNotFound,
         RegistryClient,
-        RegistryUnavailable,
         is_loopback,
         manifest_digest,
     )
 
 _LAZY = {
     "Credentials": "auth",
-    "ManifestNotFound": "client",
     "RegistryClient": "client",
-    "RegistryUnavailable": "client",
     "is_loopback": "client",
     "manifest_digest": "client",
 }
@@ -55,10 +51,8 @@ __all__ = [
     "OCI_MANIFEST",
     "Credentials",
     "Descriptor",
-    "ManifestNotFound",
     "Reference",
     "RegistryClient",
-    "RegistryUnavailable",
     "is_loopback",
     "is_repository",
     "is_tag",

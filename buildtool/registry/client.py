@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import NamedTuple
 from urllib.parse import urljoin, urlsplit
 
-from buildtool.errors import BtError
+from buildtool.errors import BtError, ManifestNotFound, RegistryUnavailable
 from buildtool.registry import auth
 from buildtool.registry.reference import (
     DOCKER_HUB,
@@ -39,7 +39,6 @@ from buildtool.registry.reference import (
     media_type_of,
     sha256_digest,
 )
-from buildtool.scheduler import TransientError
 
 STANDALONE_ATTEMPTS = 3
 _DOCKER_HUB_API = "registry-1.docker.io"
@@ -48,15 +47,6 @@ _TRANSIENT_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 _REDIRECT_STATUS = frozenset({301, 302, 303, 307, 308})
 # What Go's net/http answers to plain HTTP on a TLS port: the registry speaks HTTPS after all.
 _HTTPS_ONLY_ANSWER = b"HTTP request to an HTTPS server"
-
-
-class RegistryUnavailable(BtError, TransientError):
-    """The registry could not be reached or kept failing: a user-facing error the scheduler
-    may still retry."""
-
-
-class ManifestNotFound(BtError):
-    """The registry has no manifest behind the reference asked for."""
 
 
 def is_loopback(host: str) -> bool:

@@ -4,12 +4,26 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
 from buildtool.commands.common import Workbench, platform_option, push_option
 from buildtool.errors import BuildFailed, Interrupted
-from buildtool.plan import needs_run
+from buildtool.labels import Label
+from buildtool.plan import PlannedBuild, needs_run
+from buildtool.workspace import Config
+
+
+def _shard_option(ctx: click.Context, param: click.Parameter, value: str | None) -> Any:
+    if value is None:
+        return None
+    from buildtool.ci import parse_shard
+
+    try:
+        return parse_shard(value)
+    except ValueError as err:
+        raise click.BadParameter(str(err), ctx, param) from None
 
 
 @click.command("build", context_settings={"help_option_names": ["-h", "--help"]})
@@ -32,6 +46,19 @@ from buildtool.plan import needs_run
     type=click.Path(dir_okay=False, path_type=Path),
     help="Also write what this run built to FILE, a lockfile fragment for `bt lock merge`.",
 )
+@click.option(
+    "--no-deps",
+    is_flag=True,
+    help="Build only the selected targets, never their stale parents: a build whose parent is "
+    "not recorded fails (CI jobs of later waves; see `bt ci plan`).",
+)
+@click.option(
+    "--shard",
+    metavar="I/N",
+    callback=_shard_option,
+    help="Build the I-th of N deterministic slices of the ready stale builds (those whose "
+    "parents are recorded), e.g. for Kubernetes Indexed Jobs or GitLab `parallel`.",
+)
 def command(
     patterns: tuple[str, ...],
     platforms: tuple[str, ...],
@@ -42,6 +69,8 @@ def command(
     no_tests: bool,
     json_events: bool,
     lock_out: Path | None,
+    no_deps: bool,
+    shard: tuple[int, int] | None,
 ) -> None:
     """Build what PATTERNS need and record every digest in images.lock.
 
@@ -57,13 +86,22 @@ def command(
     Examples:
       bt build //matrix:large-v3-zh
       bt build //... --push --platform linux/arm64 --lock-out arm64.lock
+      bt build //... --push --shard 2/8 --lock-out shard-2.lock
+
+    With --shard, each of the N slices is disjoint and together they cover the builds whose
+    parents are recorded; the rest wait for the next round (fold the round's fragments with
+    `bt lock merge`, then run the shards again until nothing is stale).
     """
     bench = Workbench.open()
     config = bench.config
     planned = bench.plan(patterns, platforms)
     push_wanted = config.push if push is None else push
+    if no_deps:
+        planned = _without_stale_parents(planned, bench.labels(patterns), push_wanted, config)
+    if shard is not None:
+        planned = _shard(planned, shard, push_wanted, config)
     stale = [p for p in planned if needs_run(p, push_wanted, config.registry)]
-    merge = push_wanted and not platforms and lock_out is None
+    merge = push_wanted and not platforms and lock_out is None and not no_deps and shard is None
     if not stale:
         click.echo(f"nothing to build: {len(planned)} platform builds up to date", err=True)
         if merge:
@@ -100,6 +138,33 @@ def command(
         )
     if merge:
         _merge(bench, patterns)
+
+
+def _without_stale_parents(
+    planned: list[PlannedBuild], selected: set[Label], push: bool, config: Config
+) -> list[PlannedBuild]:
+    """The selected targets' builds, and the recorded builds they take as parents."""
+    return [p for p in planned if p.label in selected or not needs_run(p, push, config.registry)]
+
+
+def _shard(
+    planned: list[PlannedBuild], which: tuple[int, int], push: bool, config: Config
+) -> list[PlannedBuild]:
+    from buildtool.ci import ready_builds, shard
+
+    def runs(p: PlannedBuild) -> bool:
+        return needs_run(p, push, config.registry)
+
+    ready = ready_builds(planned, runs)
+    mine = {p.id for p in shard(ready, *which)}
+    waiting = sum(map(runs, planned)) - len(ready)
+    index, count = which
+    click.echo(
+        f"shard {index}/{count}: {len(mine)} of {len(ready)} ready stale builds"
+        + (f"; {waiting} wait on parents not built yet" if waiting else ""),
+        err=True,
+    )
+    return [p for p in planned if p.id in mine or not runs(p)]
 
 
 def _merge(bench: Workbench, patterns: tuple[str, ...]) -> None:

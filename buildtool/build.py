@@ -72,6 +72,8 @@ class BuildRun:
     on_event: Callable[[ReportEvent], None]
     builders: dict[str, Builder] = field(default_factory=dict)
     references: dict[tuple[Label, str], str] = field(default_factory=dict)
+    # platform -> why its engine cannot be reached: its builds fail, the others go on
+    unreachable: dict[str, str] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def builder(self, platform: str) -> Builder:
@@ -89,7 +91,13 @@ class BuildRun:
         """Refuse, before anything starts, a build that would need emulation."""
         for planned in stale:
             spec: BuilderSpec = self.config.builder_for(planned.platform)
-            arch = self.builder(planned.platform).architecture()
+            if planned.platform in self.unreachable:
+                continue
+            try:
+                arch = self.builder(planned.platform).architecture()
+            except BtError as err:
+                self.unreachable[planned.platform] = err.message
+                continue
             if same_machine(arch, planned.platform):
                 continue
             if planned.manifest.has_run and not spec.allow_emulation:
@@ -166,6 +174,8 @@ class BuildRun:
         from buildtool.builders import BuildRequest
         from buildtool.scheduler import Outcome
 
+        if planned.platform in self.unreachable:
+            raise BtError(self.unreachable[planned.platform])
         target = self.targets[planned.label]
         builder = self.builder(planned.platform)
         tag = local_tag(target, planned.key)

@@ -38,6 +38,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "merge": ("buildtool.commands.merge", "Put multi-platform indexes for built images."),
     "lock": ("buildtool.commands.lock", "Work with lockfile fragments from parallel runs."),
     "watch": ("buildtool.commands.watch", "Rebuild what each edit touches, until Ctrl-C."),
+    "ci": ("buildtool.commands.ci", "Plan CI jobs over native runners; write the workflow."),
 }
 
 

@@ -18,6 +18,7 @@ SPEC_NAME = ".cache-spec"
 LOCKFILE_NAME = "images.lock"
 BUILD_FILE_NAME = "BUILD.images"
 DEFAULT_PLATFORMS = ("linux/amd64", "linux/arm64")
+DEFAULT_RUNNER = "ubuntu-latest"
 BACKENDS = ("buildkit", "engine")
 
 
@@ -45,6 +46,8 @@ class Config:
     insecure_registries: tuple[str, ...] = ()
     jobs: int = 4
     builders: dict[str, BuilderSpec] = field(default_factory=dict)
+    # platform -> GitHub Actions `runs-on` (a label, or a list of labels); "*" for the rest
+    ci_runners: dict[str, str | tuple[str, ...]] = field(default_factory=dict)
 
     @property
     def lockfile(self) -> Path:
@@ -53,6 +56,9 @@ class Config:
     def builder_for(self, platform: str) -> BuilderSpec:
         """The builder of ``platform`` (spelt as ``buildtool.platforms`` normalises it)."""
         return self.builders.get(platform) or self.builders.get("*") or BuilderSpec(platform)
+
+    def runner_for(self, platform: str) -> str | tuple[str, ...]:
+        return self.ci_runners.get(platform) or self.ci_runners.get("*") or DEFAULT_RUNNER
 
 
 def find_root(start: Path) -> Path:
@@ -85,7 +91,7 @@ def load_config(root: Path) -> Config:
 class _SpecReader:
     """Validates the parsed TOML, pointing errors at the line of the offending key."""
 
-    _TOP_KEYS = {"global_inputs", "platforms", "cache_dir", "jobs", "registry", "builders"}
+    _TOP_KEYS = {"global_inputs", "platforms", "cache_dir", "jobs", "registry", "builders", "ci"}
     _REGISTRY_KEYS = {"url", "push", "insecure"}
     _BUILDER_KEYS = {"host", "backend", "jobs", "allow_emulation", "network"}
 
@@ -122,6 +128,7 @@ class _SpecReader:
         jobs = self._positive_int(data, "jobs", os.cpu_count() or 2)
         registry, push, insecure = self._registry(data.get("registry", {}))
         builders = self._builders(data.get("builders", {}))
+        ci_runners = self._ci_runners(data.get("ci", {}))
         return Config(
             root=root,
             spec_path=self.path,
@@ -133,6 +140,7 @@ class _SpecReader:
             insecure_registries=insecure,
             jobs=jobs,
             builders=builders,
+            ci_runners=ci_runners,
         )
 
     def _strings(
@@ -234,3 +242,31 @@ class _SpecReader:
                 network=network,
             )
         return builders
+
+    def _ci_runners(self, table: Any) -> dict[str, str | tuple[str, ...]]:
+        if not isinstance(table, dict):
+            raise self.fail("ci must be a table", "ci")
+        for key in table:
+            if key != "runners":
+                raise self.fail(f"unknown key ci.{key} (known: runners)", key)
+        runners = table.get("runners", {})
+        if not isinstance(runners, dict):
+            raise self.fail("ci.runners must be a table of platform -> runner label(s)", "runners")
+        found: dict[str, str | tuple[str, ...]] = {}
+        for written, labels in runners.items():
+            platform = self._platform(written, written)
+            if isinstance(labels, str) and labels.strip():
+                found[platform] = labels
+            elif (
+                isinstance(labels, list)
+                and labels
+                and all(isinstance(label, str) and label.strip() for label in labels)
+            ):
+                found[platform] = tuple(labels)
+            else:
+                raise self.fail(
+                    f'ci.runners."{platform}" must be a runner label or a non-empty list of '
+                    'labels, e.g. "ubuntu-24.04-arm"',
+                    platform,
+                )
+        return found

@@ -4,12 +4,24 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
 from buildtool.commands.common import platform_option, push_option
 from buildtool.errors import BuildFailed, Interrupted
 from buildtool.session import Workbench
+
+
+def _shard_option(ctx: click.Context, param: click.Parameter, value: str | None) -> Any:
+    if value is None:
+        return None
+    from buildtool.ci import parse_shard
+
+    try:
+        return parse_shard(value)
+    except ValueError as err:
+        raise click.BadParameter(str(err), ctx, param) from None
 
 
 @click.command("build", context_settings={"help_option_names": ["-h", "--help"]})
@@ -32,6 +44,19 @@ from buildtool.session import Workbench
     type=click.Path(dir_okay=False, path_type=Path),
     help="Also write what this run built to FILE, a lockfile fragment for `bt lock merge`.",
 )
+@click.option(
+    "--no-deps",
+    is_flag=True,
+    help="Build only the selected targets, never their stale parents: a build whose parent is "
+    "not recorded fails (CI jobs of later waves; see `bt ci plan`).",
+)
+@click.option(
+    "--shard",
+    metavar="I/N",
+    callback=_shard_option,
+    help="Build the I-th of N deterministic slices of the ready stale builds (those whose "
+    "parents are recorded), e.g. for Kubernetes Indexed Jobs or GitLab `parallel`.",
+)
 def command(
     patterns: tuple[str, ...],
     platforms: tuple[str, ...],
@@ -42,6 +67,8 @@ def command(
     no_tests: bool,
     json_events: bool,
     lock_out: Path | None,
+    no_deps: bool,
+    shard: tuple[int, int] | None,
 ) -> None:
     """Build what PATTERNS need and record every digest in images.lock.
 
@@ -59,6 +86,7 @@ def command(
       bt build //... --push --platform linux/arm64 --lock-out arm64.lock
     """
     from buildtool.build import BuildOptions, build_planned
+    from buildtool.ci import shard_of, without_stale_parents
     from buildtool.reporter import make_reporter
 
     bench = Workbench.open()
@@ -73,7 +101,12 @@ def command(
         run_tests=not no_tests,
         lock_out=lock_out.resolve() if lock_out else None,
     )
-    merge = push_wanted and not platforms and lock_out is None
+    if no_deps:
+        planned = without_stale_parents(planned, bench.labels(patterns), push_wanted, config)
+    if shard is not None:
+        planned, message = shard_of(planned, shard, push_wanted, config)
+        click.echo(message, err=True)
+    merge = push_wanted and not platforms and lock_out is None and not no_deps and shard is None
     reporter = make_reporter(json_events, sys.stdout if json_events else sys.stderr)
     try:
         summary = build_planned(bench, planned, options, reporter, merge=merge)

@@ -63,6 +63,8 @@ LANGUAGES = [
 MODELS = ("tiny", "base", "small", "medium", "large-v3")
 PLATFORMS = ("linux/amd64", "linux/arm64")
 
+STANDALONE = "//standalone:base-en"  # the final stage built through every stage, no parents
+
 Keys = dict[tuple[str, str], str]
 
 
@@ -86,7 +88,7 @@ def builds(*labels: str) -> set[tuple[str, str]]:
 
 
 def every_build() -> set[tuple[str, str]]:
-    labels = ["//base:runtime", "//base:no_model", "//distil:en"]
+    labels = ["//base:runtime", "//base:no_model", "//distil:en", STANDALONE]
     labels += [f"//model:{m}" for m in (*MODELS, "distil-large-v3")]
     labels += [f"//matrix:{m}-{lang}" for m in MODELS for lang in LANGUAGES]
     return builds(*labels)
@@ -103,10 +105,10 @@ def append(path: Path, text: str = "x") -> None:
         f.write(text)
 
 
-def test_example_has_388_distinct_keys(workspace: Path) -> None:
+def test_example_has_390_distinct_keys(workspace: Path) -> None:
     keys = compute_keys(workspace)
     assert set(keys) == every_build()
-    assert len(set(keys.values())) == 388
+    assert len(set(keys.values())) == 390
 
 
 def test_keys_are_stable_across_runs_and_copies(workspace: Path, tmp_path: Path) -> None:
@@ -117,9 +119,15 @@ def test_keys_are_stable_across_runs_and_copies(workspace: Path, tmp_path: Path)
 
 
 ZH = {f"//matrix:{m}-zh" for m in MODELS}
-EN = {f"//matrix:{m}-en" for m in MODELS} | {"//distil:en"}
+EN = {f"//matrix:{m}-en" for m in MODELS} | {"//distil:en", STANDALONE}
 TINY = {"//model:tiny"} | {f"//matrix:tiny-{lang}" for lang in LANGUAGES}
+MATRIX = {f"//matrix:{m}-{lang}" for m in MODELS for lang in LANGUAGES}
 ALL = every_build()
+
+
+def on(platform: str) -> set[tuple[str, str]]:
+    """Every build of one platform: what an arch-specific base stage reaches, with descendants."""
+    return {build for build in ALL if build[1] == platform}
 
 
 def edit(rel: str, text: str = "changed\n") -> Callable[[Path], None]:
@@ -188,6 +196,8 @@ MUTATIONS: list[tuple[str, Callable[[Path], None], set[tuple[str, str]]]] = [
     ("file replaced by a symlink", replace_with_symlink("docker/align/zh/vocab.json", "alignment.bin"),
      builds(*ZH)),
     ("one model's weights", edit("docker/models/tiny/model.bin"), builds(*TINY)),
+    ("the standalone build's model", edit("docker/models/base/config.json"),
+     builds("//model:base", *(f"//matrix:base-{lang}" for lang in LANGUAGES), STANDALONE)),
     ("the distil model", edit("docker/models/distil-large-v3/config.json"),
      builds("//model:distil-large-v3", "//distil:en")),
     ("distil's own file", edit("docker/distil/prompt.txt"), builds("//distil:en")),
@@ -196,10 +206,13 @@ MUTATIONS: list[tuple[str, Callable[[Path], None], set[tuple[str, str]]]] = [
     ("the runtime root fs", edit("docker/base/rootfs/etc/whisperx/whisperx.conf"), ALL),
     ("no_model's files", edit("docker/base/no_model/cache-layout.txt"),
      ALL - builds("//base:runtime")),
-    ("the matrix Dockerfile", edit("docker/matrix/Dockerfile", "# comment\n"),
-     builds(*(f"//matrix:{m}-{lang}" for m in MODELS for lang in LANGUAGES))),
-    ("a build arg in BUILD.images", replace_in("BUILD.images", '"distil-large-v3-en"]',
-     '"distil-large-v3-en"], args = {"EXTRA": "1"}'), builds("//distil:en")),
+    ("the default prompt", edit("docker/common/prompt.txt"), builds(*MATRIX, STANDALONE)),
+    ("one architecture's base files", edit("docker/base/arch/arm64/etc/whisperx/arch.conf"),
+     on("linux/arm64")),
+    ("the other architecture's", edit("docker/base/arch/amd64/etc/whisperx/arch.conf"),
+     on("linux/amd64")),
+    ("a build arg in BUILD.images", replace_in("BUILD.images", '"PROMPT_FILE": "distil/prompt.txt"}',
+     '"PROMPT_FILE": "distil/prompt.txt", "EXTRA": "1"}'), builds("//distil:en")),
     ("a file of a stage no target reaches", edit("docker/base/docs/usage.txt"), set()),
     ("an ignored file inside a copied dir", add("docker/align/zh/NOTES.md"), set()),
     ("an edit to an ignored file", edit("docker/models/tiny/README.md"), set()),
@@ -258,18 +271,23 @@ def readers(rel: str) -> set[tuple[str, str]]:
     if parts[:2] == ["docker", "align"]:
         lang = parts[2]
         labels = {f"//matrix:{m}-{lang}" for m in MODELS} | (
-            {"//distil:en"} if lang == "en" else set()
+            {"//distil:en", STANDALONE} if lang == "en" else set()
         )
         return builds(*labels)
     if parts[:2] == ["docker", "models"]:
         model = parts[2]
         if model == "distil-large-v3":
             return builds("//model:distil-large-v3", "//distil:en")
-        return builds(f"//model:{model}", *(f"//matrix:{model}-{lang}" for lang in LANGUAGES))
+        users = {f"//model:{model}"} | {f"//matrix:{model}-{lang}" for lang in LANGUAGES}
+        return builds(*users, *([STANDALONE] if model == "base" else []))
     if parts[:3] == ["docker", "base", "no_model"]:
         return ALL - builds("//base:runtime")
+    if parts[:3] == ["docker", "base", "arch"]:
+        return on(f"linux/{parts[3]}")
     if parts[:3] == ["docker", "distil", "prompt.txt"]:
         return builds("//distil:en")
+    if parts[:3] == ["docker", "common", "prompt.txt"]:
+        return builds(*MATRIX, STANDALONE)
     return ALL  # LICENSE, versions.txt, the runtime root fs
 
 

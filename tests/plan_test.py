@@ -108,6 +108,18 @@ def test_why_shows_args_dockerfile_lines_and_parents(workspace: Path) -> None:
     assert f"Dockerfile docker/Dockerfile changed at line {line}" in text
 
 
+def test_a_model_stage_edit_stales_what_reaches_that_stage(workspace: Path) -> None:
+    record_all_as_built(workspace)
+    edit_model_stage(workspace)
+    plan = {(p["label"], p["platform"]): p["reason"] for p in plan_json(workspace, "//...")}
+    assert plan[("//model:tiny", "linux/amd64")] == "Dockerfile changed"
+    assert plan[("//standalone:base-en", "linux/amd64")] == "Dockerfile changed"
+    assert plan[("//matrix:tiny-en", "linux/amd64")] == "parent //model:tiny changed"
+    assert plan[("//distil:en", "linux/arm64")] == "parent //model:distil-large-v3 changed"
+    # Every build but the two bases', which do not reach the model stage.
+    assert len(plan) == 2 * (6 + 1 + 185 + 1)
+
+
 def test_plan_filters_platforms_and_includes_parents(workspace: Path) -> None:
     plan = plan_json(workspace, "//matrix:tiny-en", "--platform", "linux/arm64")
     assert [(p["label"], p["platform"]) for p in plan] == [

@@ -170,8 +170,10 @@ def rename(rel: str, new: str) -> Callable[[Path], None]:
 def rewrite_same_content(rel: str) -> Callable[[Path], None]:
     def apply(root: Path) -> None:
         data = (root / rel).read_bytes()
+        mode = (root / rel).stat().st_mode
         (root / rel).unlink()
-        (root / rel).write_bytes(data)  # new inode, new mtime, same bytes
+        (root / rel).write_bytes(data)  # new inode, new mtime, same bytes and mode
+        os.chmod(root / rel, mode)
 
     return apply
 

@@ -1,5 +1,5 @@
 """A full cold `bt build //...` of the example workspace, then the no-op `bt build //...`
-against what a user does without bt: `docker build` of each of the 388 platform builds with a
+against what a user does without bt: `docker build` of each of the 390 platform builds with a
 warm layer cache. All in one run, on the engine of DOCKER_HOST (default: .ci/setup's engine 1).
 
 Usage: python bench/bench_build.py [--runs N] [--docker-runs N]
@@ -31,7 +31,7 @@ def run(cmd: list[str], cwd: Path, env: dict[str, str]) -> float:
 
 
 def docker_builds(ws: Path, env: dict[str, str]) -> list[list[str]]:
-    """The 388 `docker build` commands a user would run, parents passed by local tag."""
+    """The 390 `docker build` commands a user would run, parents passed by local tag."""
     out = subprocess.run(
         [sys.executable, "-m", "buildtool", "plan", "//...", "--all", "--format", "json"],
         cwd=ws, env=env, check=True, capture_output=True, text=True,
@@ -63,7 +63,7 @@ def docker_builds(ws: Path, env: dict[str, str]) -> list[list[str]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--runs", type=int, default=7, help="no-op bt build runs")
-    parser.add_argument("--docker-runs", type=int, default=1, help="warm 388-build docker runs")
+    parser.add_argument("--docker-runs", type=int, default=1, help="warm 390-build docker runs")
     args = parser.parse_args()
     env = {**os.environ, "DOCKER_BUILDKIT": "1"}
     env.setdefault("DOCKER_HOST", "unix:///run/bt-test/engine1.sock")
@@ -91,10 +91,10 @@ def main() -> None:
             warm_docker.append(time.perf_counter() - start)
         noop_median = statistics.median(noop)
         docker_median = statistics.median(warm_docker)
-        print(f"example workspace, 388 platform builds, engine {env['DOCKER_HOST']}")
+        print(f"example workspace, 390 platform builds, engine {env['DOCKER_HOST']}")
         print(f"  bt build //... cold                      {cold:9.2f} s")
         print(f"  bt build //... no-op (median of {args.runs})        {noop_median * 1000:9.1f} ms")
-        print(f"  388 x docker build, warm layer cache     {docker_median:9.2f} s")
+        print(f"  390 x docker build, warm layer cache     {docker_median:9.2f} s")
         print(f"  ratio                                    {docker_median / noop_median:9.0f} x")
 
 

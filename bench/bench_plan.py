@@ -107,7 +107,7 @@ def main() -> None:
         record_all(ws, env)
         timed(bt, ws, env)
         warm = [timed(bt, ws, env) for _ in range(args.runs)]
-        print(f"example workspace (194 images, 388 platform builds), {args.runs} runs each")
+        print(f"example workspace (195 images, 390 platform builds), {args.runs} runs each")
         print(f"  python -c pass (baseline)   {median_ms(baseline)}")
         print(f"  bt plan //... cold cache    {median_ms(cold)}")
         print(f"  bt plan //... warm no-op    {median_ms(warm)}   target <= 120 ms")

@@ -36,7 +36,8 @@ class LoadedWorkspace:
 
 
 def find_build_files(root: Path, skip: Sequence[Path] = ()) -> list[str]:
-    """Workspace-relative paths of every BUILD.images, skipping hidden directories."""
+    """Workspace-relative paths of every BUILD.images, skipping hidden directories and nested
+    workspaces (a directory below the root that holds its own .cache-spec)."""
     skipped = {str(p) for p in skip}
     found: list[str] = []
     stack = [str(root)]
@@ -46,6 +47,8 @@ def find_build_files(root: Path, skip: Sequence[Path] = ()) -> list[str]:
             entries = list(os.scandir(directory))
         except OSError as err:
             raise BtError(f"cannot list directory: {err.strerror}", directory) from None
+        if directory != str(root) and any(e.name == ".cache-spec" for e in entries):
+            continue
         for entry in entries:
             if entry.name.startswith("."):
                 continue

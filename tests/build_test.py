@@ -240,7 +240,7 @@ def test_push_records_digests_the_registry_serves(
     result = bt("build", "//...", "--push", "--jobs", "6", cwd=root, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     records = lock(root)
-    assert sum(len(p) for p in records.values()) == 388
+    assert sum(len(p) for p in records.values()) == 390
     accept = ", ".join(
         (
             "application/vnd.docker.distribution.manifest.v2+json",

@@ -45,9 +45,7 @@ def test_editing_a_listed_file_changes_the_key_and_editing_any_other_does_not(
     listed = listed_inputs(workspace, *BUILD)
     files = {p: row for p, row in listed.items() if row["kind"] in ("file", "global")}
     # Its own files, and through its parents' keys theirs, each saying which parent.
-    assert (
-        files["docker/align/zh/vocab.json"]["origin"] == "docker/matrix/Dockerfile:8 ('align/zh')"
-    )
+    assert files["docker/align/zh/vocab.json"]["origin"] == "docker/Dockerfile:55 ('align/zh')"
     assert str(files["docker/models/large-v3/config.json"]["origin"]).startswith(
         "parent //model:large-v3 (LOAD_WHISPER_STAGE): "
     )

@@ -83,6 +83,23 @@ def test_subdirectory_build_files_are_their_own_packages(tmp_path: Path) -> None
     assert loaded.build_files == ("BUILD.images", "svc/api/BUILD.images")
 
 
+def test_a_directory_with_its_own_cache_spec_is_another_workspace(tmp_path: Path) -> None:
+    nested = {".cache-spec": SPEC, "BUILD.images": 'image(name = "inner")\n', "a.txt": "a\n"}
+    root = make(
+        tmp_path,
+        'image(name = "top")\n',
+        {
+            **{f"examples/inner/{rel}": text for rel, text in nested.items()},
+            "examples/inner/Dockerfile": DOCKERFILE,
+            "examples/inner/deeper/BUILD.images": 'image(name = "deeper")\n',
+        },
+    )
+    assert load(root).build_files == ("BUILD.images",)
+    inner = load_workspace(load_config(root / "examples/inner"))
+    assert inner.build_files == ("BUILD.images", "deeper/BUILD.images")
+    assert sorted(map(str, inner.targets)) == ["//:inner", "//deeper:deeper"]
+
+
 def test_relative_query_labels_resolve_against_the_current_package(tmp_path: Path) -> None:
     root = make(
         tmp_path,

@@ -63,6 +63,8 @@ LANGUAGES = [
 MODELS = ("tiny", "base", "small", "medium", "large-v3")
 PLATFORMS = ("linux/amd64", "linux/arm64")
 
+STANDALONE = "//standalone:base-en"  # the final stage built through every stage, no parents
+
 Keys = dict[tuple[str, str], str]
 
 
@@ -86,7 +88,7 @@ def builds(*labels: str) -> set[tuple[str, str]]:
 
 
 def every_build() -> set[tuple[str, str]]:
-    labels = ["//base:runtime", "//base:no_model", "//distil:en"]
+    labels = ["//base:runtime", "//base:no_model", "//distil:en", STANDALONE]
     labels += [f"//model:{m}" for m in (*MODELS, "distil-large-v3")]
     labels += [f"//matrix:{m}-{lang}" for m in MODELS for lang in LANGUAGES]
     return builds(*labels)
@@ -103,10 +105,10 @@ def append(path: Path, text: str = "x") -> None:
         f.write(text)
 
 
-def test_example_has_388_distinct_keys(workspace: Path) -> None:
+def test_example_has_390_distinct_keys(workspace: Path) -> None:
     keys = compute_keys(workspace)
     assert set(keys) == every_build()
-    assert len(set(keys.values())) == 388
+    assert len(set(keys.values())) == 390
 
 
 def test_keys_are_stable_across_runs_and_copies(workspace: Path, tmp_path: Path) -> None:
@@ -117,9 +119,15 @@ def test_keys_are_stable_across_runs_and_copies(workspace: Path, tmp_path: Path)
 
 
 ZH = {f"//matrix:{m}-zh" for m in MODELS}
-EN = {f"//matrix:{m}-en" for m in MODELS} | {"//distil:en"}
+EN = {f"//matrix:{m}-en" for m in MODELS} | {"//distil:en", STANDALONE}
 TINY = {"//model:tiny"} | {f"//matrix:tiny-{lang}" for lang in LANGUAGES}
+MATRIX = {f"//matrix:{m}-{lang}" for m in MODELS for lang in LANGUAGES}
 ALL = every_build()
+
+
+def on(platform: str) -> set[tuple[str, str]]:
+    """Every build of one platform: what an arch-specific base stage reaches, with descendants."""
+    return {build for build in ALL if build[1] == platform}
 
 
 def edit(rel: str, text: str = "changed\n") -> Callable[[Path], None]:
@@ -162,8 +170,10 @@ def rename(rel: str, new: str) -> Callable[[Path], None]:
 def rewrite_same_content(rel: str) -> Callable[[Path], None]:
     def apply(root: Path) -> None:
         data = (root / rel).read_bytes()
+        mode = (root / rel).stat().st_mode
         (root / rel).unlink()
-        (root / rel).write_bytes(data)  # new inode, new mtime, same bytes
+        (root / rel).write_bytes(data)  # new inode, new mtime, same bytes and mode
+        os.chmod(root / rel, mode)
 
     return apply
 
@@ -188,6 +198,8 @@ MUTATIONS: list[tuple[str, Callable[[Path], None], set[tuple[str, str]]]] = [
     ("file replaced by a symlink", replace_with_symlink("docker/align/zh/vocab.json", "alignment.bin"),
      builds(*ZH)),
     ("one model's weights", edit("docker/models/tiny/model.bin"), builds(*TINY)),
+    ("the standalone build's model", edit("docker/models/base/config.json"),
+     builds("//model:base", *(f"//matrix:base-{lang}" for lang in LANGUAGES), STANDALONE)),
     ("the distil model", edit("docker/models/distil-large-v3/config.json"),
      builds("//model:distil-large-v3", "//distil:en")),
     ("distil's own file", edit("docker/distil/prompt.txt"), builds("//distil:en")),
@@ -196,10 +208,13 @@ MUTATIONS: list[tuple[str, Callable[[Path], None], set[tuple[str, str]]]] = [
     ("the runtime root fs", edit("docker/base/rootfs/etc/whisperx/whisperx.conf"), ALL),
     ("no_model's files", edit("docker/base/no_model/cache-layout.txt"),
      ALL - builds("//base:runtime")),
-    ("the matrix Dockerfile", edit("docker/matrix/Dockerfile", "LABEL edited=1\n"),
-     builds(*(f"//matrix:{m}-{lang}" for m in MODELS for lang in LANGUAGES))),
-    ("a build arg in BUILD.images", replace_in("BUILD.images", '"distil-large-v3-en"]',
-     '"distil-large-v3-en"], args = {"EXTRA": "1"}'), builds("//distil:en")),
+    ("the default prompt", edit("docker/common/prompt.txt"), builds(*MATRIX, STANDALONE)),
+    ("one architecture's base files", edit("docker/base/arch/arm64/etc/whisperx/arch.conf"),
+     on("linux/arm64")),
+    ("the other architecture's", edit("docker/base/arch/amd64/etc/whisperx/arch.conf"),
+     on("linux/amd64")),
+    ("a build arg in BUILD.images", replace_in("BUILD.images", '"PROMPT_FILE": "distil/prompt.txt"}',
+     '"PROMPT_FILE": "distil/prompt.txt", "EXTRA": "1"}'), builds("//distil:en")),
     ("a file of a stage no target reaches", edit("docker/base/docs/usage.txt"), set()),
     ("an ignored file inside a copied dir", add("docker/align/zh/NOTES.md"), set()),
     ("an edit to an ignored file", edit("docker/models/tiny/README.md"), set()),
@@ -250,6 +265,110 @@ def test_platforms_have_different_keys(workspace: Path) -> None:
     assert keys[(label, "linux/amd64")] != keys[(label, "linux/arm64")]
 
 
+# ---------------------------------------------------------------------------------------------
+# Edits of the example's one Dockerfile. A build's key covers the effective content of the
+# stages its target stage reaches on its platform (each instruction as parsed, the parser
+# directives, the value every ARG takes in it), plus its parents' keys: so an edit stales the
+# builds that reach the edited stage, and their descendants, and nothing else.
+#
+#   prepare_base_amd64, prepare_base_arm64   picked by TARGETARCH: one platform's builds each
+#   runtime <- no_model                      //base:runtime, //base:no_model
+#   docs                                     reached by no target
+#   load_whisper (on ${NO_MODEL_STAGE})       //model:*; its parent is //base:no_model
+#   final (on ${LOAD_WHISPER_STAGE})          //matrix:*, //distil:en; parents //model:*
+#   //standalone:base-en builds `final` through every stage above it (no parents).
+
+DOCKERFILE = "docker/Dockerfile"
+BASES = {"//base:runtime", "//base:no_model"}
+FINAL = MATRIX | {"//distil:en", STANDALONE}
+
+
+def in_dockerfile(old: str, new: str) -> Callable[[Path], None]:
+    return replace_in(DOCKERFILE, old, new)
+
+
+def after(line: str, added: str) -> Callable[[Path], None]:
+    """Insert the line ``added`` after the Dockerfile line ``line``."""
+    return in_dockerfile(f"{line}\n", f"{line}\n{added}\n")
+
+
+def prepend(text: str) -> Callable[[Path], None]:
+    def apply(root: Path) -> None:
+        path = root / DOCKERFILE
+        path.write_text(text + path.read_text())
+
+    return apply
+
+
+DOCKERFILE_EDITS: list[tuple[str, Callable[[Path], None], set[tuple[str, str]]]] = [
+    ("a comment", after("FROM runtime AS no_model", "# the base every model cache builds on"),
+     set()),
+    ("blank lines", in_dockerfile("\nFROM ${NO_MODEL_STAGE}", "\n\n\n\nFROM ${NO_MODEL_STAGE}"),
+     set()),
+    ("an instruction wrapped over continuation lines",
+     in_dockerfile("ENV PATH=/usr/local/bin WHISPERX_HOME", "ENV PATH=/usr/local/bin \\\n    WHISPERX_HOME"),
+     set()),
+    ("the amd64 base stage", after("COPY base/arch/amd64/ /", "ENV WHISPERX_ARCH=x86_64"),
+     on("linux/amd64")),
+    ("the arm64 base stage", after("COPY base/arch/arm64/ /", "ENV WHISPERX_ARCH=aarch64"),
+     on("linux/arm64")),
+    ("the runtime stage", after("WORKDIR /app", "ENV TZ=UTC"), ALL),
+    ("the no_model stage", after("COPY base/no_model/ ${WHISPERX_HOME}/", "ENV HF_HUB_OFFLINE=1"),
+     ALL - builds("//base:runtime")),
+    ("the model stage", after("ENV WHISPER_MODEL=${WHISPER_MODEL}", "ENV CT2_VERBOSE=0"),
+     ALL - builds(*BASES)),
+    ("the final stage", after("ENV LANG=${LANG}", "ENV PYTHONUNBUFFERED=1"), builds(*FINAL)),
+    ("an instruction in a stage no target reaches", after("COPY base/docs/ /docs/", "ENV DOCS=1"),
+     set()),
+    ("a new stage no target reaches", in_dockerfile("FROM ${LOAD_WHISPER_STAGE} AS final\n",
+     "FROM no_model AS debug\nCOPY base/docs/ /debug/\n\nFROM ${LOAD_WHISPER_STAGE} AS final\n"),
+     set()),
+    # Every target passes WHISPER_MODEL and LANG: the defaults serve plain `docker build` only.
+    ("overridden ARG defaults", in_dockerfile("ARG WHISPER_MODEL=base\nARG LANG=en\n",
+     "ARG WHISPER_MODEL=tiny\nARG LANG=zh\n"), set()),
+    # Used by no_model, so by every build on it; not by //base:runtime, which never reaches it.
+    ("a used ARG default", in_dockerfile("ARG CACHE_HOME=/.cache", "ARG CACHE_HOME=/var/cache"),
+     ALL - builds("//base:runtime")),
+    # //distil:en passes PROMPT_FILE; the matrix and the standalone build take the default.
+    ("an ARG default some builds override", in_dockerfile(
+     "ARG PROMPT_FILE=common/prompt.txt", "ARG PROMPT_FILE=./common/prompt.txt"),
+     builds(*MATRIX, STANDALONE)),
+    # The models are passed NO_MODEL_STAGE (their parent's image); only the standalone build
+    # starts load_whisper from the in-file stage the default names.
+    ("the default of a stage-selecting ARG", in_dockerfile(
+     "ARG NO_MODEL_STAGE=no_model", "ARG NO_MODEL_STAGE=runtime"), builds(STANDALONE)),
+    ("the syntax directive", prepend("# syntax=docker/dockerfile:1\n"), ALL),
+    ("the escape directive", prepend("# escape=`\n"), ALL),
+    ("the check directive", prepend("# check=error=true\n"), ALL),
+    # After a comment line no directive is read: this is a comment like any other.
+    ("a directive below the first comment", after(
+     "# so the images build offline, for either platform, on one engine, without emulation.",
+     "# syntax=docker/dockerfile:1"), set()),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("what", "mutate", "expected"), DOCKERFILE_EDITS, ids=[m[0] for m in DOCKERFILE_EDITS]
+)
+def test_dockerfile_edit_changes_exactly_the_builds_reaching_the_edit(
+    workspace: Path, what: str, mutate: Callable[[Path], None], expected: set[tuple[str, str]]
+) -> None:
+    before = compute_keys(workspace)
+    mutate(workspace)
+    assert changed(before, compute_keys(workspace)) == expected
+
+
+def test_a_file_copy_excludes_is_no_input(workspace: Path) -> None:
+    prepend("# syntax=docker/dockerfile:1\n")(workspace)  # --exclude needs a current frontend
+    in_dockerfile("COPY align/${LANG}/", "COPY --exclude=*.tmp align/${LANG}/")(workspace)
+    add("docker/align/zh/draft.tmp", "first draft\n")(workspace)
+    before = compute_keys(workspace)
+    append(workspace / "docker/align/zh/draft.tmp", "second draft\n")
+    assert changed(before, compute_keys(workspace)) == set()
+    append(workspace / "docker/align/zh/vocab.json", "\n")
+    assert changed(before, compute_keys(workspace)) == builds(*ZH)
+
+
 # An oracle independent of bt's inference: which builds read a path of the example workspace.
 def readers(rel: str) -> set[tuple[str, str]]:
     parts = rel.split("/")
@@ -258,18 +377,23 @@ def readers(rel: str) -> set[tuple[str, str]]:
     if parts[:2] == ["docker", "align"]:
         lang = parts[2]
         labels = {f"//matrix:{m}-{lang}" for m in MODELS} | (
-            {"//distil:en"} if lang == "en" else set()
+            {"//distil:en", STANDALONE} if lang == "en" else set()
         )
         return builds(*labels)
     if parts[:2] == ["docker", "models"]:
         model = parts[2]
         if model == "distil-large-v3":
             return builds("//model:distil-large-v3", "//distil:en")
-        return builds(f"//model:{model}", *(f"//matrix:{model}-{lang}" for lang in LANGUAGES))
+        users = {f"//model:{model}"} | {f"//matrix:{model}-{lang}" for lang in LANGUAGES}
+        return builds(*users, *([STANDALONE] if model == "base" else []))
     if parts[:3] == ["docker", "base", "no_model"]:
         return ALL - builds("//base:runtime")
+    if parts[:3] == ["docker", "base", "arch"]:
+        return on(f"linux/{parts[3]}")
     if parts[:3] == ["docker", "distil", "prompt.txt"]:
         return builds("//distil:en")
+    if parts[:3] == ["docker", "common", "prompt.txt"]:
+        return builds(*MATRIX, STANDALONE)
     return ALL  # LICENSE, versions.txt, the runtime root fs
 
 

@@ -33,9 +33,9 @@ def plan_json(root: Path, *args: str) -> list[dict[str, object]]:
     return json.loads(bt("plan", *args, "--format", "json", cwd=root, check=True).stdout)  # type: ignore[no-any-return]
 
 
-def test_fresh_copy_plans_all_388_builds_parents_first(workspace: Path) -> None:
+def test_fresh_copy_plans_all_390_builds_parents_first(workspace: Path) -> None:
     plan = plan_json(workspace, "//...")
-    assert len(plan) == 388
+    assert len(plan) == 390
     assert all(p["stale"] and p["reason"] == "new: never built" for p in plan)
     position = {(p["label"], p["platform"]): i for i, p in enumerate(plan)}
     for p in plan:
@@ -63,7 +63,7 @@ def test_after_recording_editing_zh_alignment_stales_exactly_the_10_zh_builds(
     assert {p["reason"] for p in plan} == {"inputs changed: docker/align/zh/alignment.bin"}
     text = bt("plan", "//...", cwd=workspace, check=True)
     assert len(text.stdout.splitlines()) == 10
-    assert "10 of 388 platform builds stale" in text.stderr
+    assert "10 of 390 platform builds stale" in text.stderr
 
 
 def test_why_names_the_changed_file_with_both_digests(workspace: Path) -> None:
@@ -83,22 +83,44 @@ def test_why_names_the_changed_file_with_both_digests(workspace: Path) -> None:
     assert out.stdout.startswith("//matrix:large-v3-zh linux/arm64: stale")
 
 
+MODEL_STAGE_LINE = "COPY models/${WHISPER_MODEL}/ /opt/whisperx/models/${WHISPER_MODEL}/\n"
+
+
+def edit_model_stage(root: Path) -> int:
+    """Add an instruction to the model cache stage of the example's Dockerfile; its line."""
+    dockerfile = root / "docker/Dockerfile"
+    text = dockerfile.read_text()
+    assert MODEL_STAGE_LINE in text
+    dockerfile.write_text(
+        text.replace(MODEL_STAGE_LINE, MODEL_STAGE_LINE + "LABEL maintainer=me\n")
+    )
+    before = text[: text.index(MODEL_STAGE_LINE) + len(MODEL_STAGE_LINE)]
+    return before.count("\n") + 1
+
+
 def test_why_shows_args_dockerfile_lines_and_parents(workspace: Path) -> None:
     record_all_as_built(workspace)
-    dockerfile = workspace / "docker/model/Dockerfile"
-    dockerfile.write_text(dockerfile.read_text() + "LABEL maintainer=me\n")
+    line = edit_model_stage(workspace)
     out = bt("why", "//matrix:tiny-en", "--platform", "linux/amd64", cwd=workspace, check=True)
     assert "parent //model:tiny (LOAD_WHISPER_STAGE) changed: key" in out.stdout
     text = bt("why", "//model:tiny", "--platform", "linux/amd64", cwd=workspace, check=True).stdout
-    lines = len(dockerfile.read_text().splitlines())
     # The instruction that changed, by stage, keyword and line.
     assert (
-        f"Dockerfile docker/model/Dockerfile changed: stage 0: LABEL at line {lines} added" in text
+        f"Dockerfile docker/Dockerfile changed: stage load_whisper: LABEL at line {line} added"
+        in text
     )
+
+
+def test_a_model_stage_edit_stales_what_reaches_that_stage(workspace: Path) -> None:
+    record_all_as_built(workspace)
+    edit_model_stage(workspace)
     plan = {(p["label"], p["platform"]): p["reason"] for p in plan_json(workspace, "//...")}
     assert plan[("//model:tiny", "linux/amd64")] == "Dockerfile changed"
+    assert plan[("//standalone:base-en", "linux/amd64")] == "Dockerfile changed"
     assert plan[("//matrix:tiny-en", "linux/amd64")] == "parent //model:tiny changed"
-    assert len(plan) == 2 * (6 + 1 + 185)
+    assert plan[("//distil:en", "linux/arm64")] == "parent //model:distil-large-v3 changed"
+    # Every build but the two bases', which do not reach the model stage.
+    assert len(plan) == 2 * (6 + 1 + 185 + 1)
 
 
 def test_why_a_pattern_explains_each_platform_build_it_matches(workspace: Path) -> None:
@@ -122,7 +144,7 @@ def test_why_a_pattern_explains_each_platform_build_it_matches(workspace: Path) 
         assert changed == (block.splitlines()[0].endswith(": stale")), block
 
     everything = bt("why", "//...", "--platform", "linux/arm64", cwd=workspace, check=True)
-    assert everything.stdout.count("\n\n") + 1 == 194  # every image, on one platform
+    assert everything.stdout.count("\n\n") + 1 == 195  # every image, on one platform
     assert all(" linux/arm64: " in b.splitlines()[0] for b in everything.stdout.split("\n\n"))
 
 
@@ -153,20 +175,20 @@ def test_plan_all_lists_fresh_builds_too(workspace: Path) -> None:
 
 
 BAD_INPUT = [
-    ("missing COPY source", "docker/distil/Dockerfile", "FROM scratch\nCOPY nothing-here.txt /\n",
-     "docker/distil/Dockerfile:2:"),
-    ("Dockerfile syntax error", "docker/distil/Dockerfile", "COPY a b\n",
-     "docker/distil/Dockerfile:1:"),
+    ("missing COPY source", "COPY base/rootfs/ /\n", "COPY nothing-here.txt /\n"),
+    ("Dockerfile syntax error", "WORKDIR /app\n", "WORKDIR\n"),
 ]  # fmt: skip
 
 
-@pytest.mark.parametrize(
-    ("what", "rel", "text", "prefix"), BAD_INPUT, ids=[b[0] for b in BAD_INPUT]
-)
+@pytest.mark.parametrize(("what", "old", "new"), BAD_INPUT, ids=[b[0] for b in BAD_INPUT])
 def test_bad_dockerfile_input_is_one_line_exit_2(
-    workspace: Path, what: str, rel: str, text: str, prefix: str
+    workspace: Path, what: str, old: str, new: str
 ) -> None:
-    (workspace / rel).write_text(text)
+    dockerfile = workspace / "docker/Dockerfile"
+    text = dockerfile.read_text()
+    assert old in text
+    dockerfile.write_text(text.replace(old, new))
+    prefix = f"docker/Dockerfile:{text[: text.index(old)].count(chr(10)) + 1}:"
     before = sorted(p.relative_to(workspace) for p in workspace.rglob("*"))
     result = bt("plan", "//...", cwd=workspace)
     assert result.returncode == 2, result.stderr

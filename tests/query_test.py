@@ -16,22 +16,30 @@ def lines(text: str) -> list[str]:
     return text.splitlines()
 
 
-def test_everything_is_194_images_and_388_platform_builds() -> None:
+def test_everything_is_195_images_and_390_platform_builds() -> None:
     labels = lines(bt("query", "//...", cwd=REPO, check=True).stdout)
-    assert len(labels) == 194
+    assert len(labels) == 195
     assert labels == sorted(labels)
     assert sum(label.startswith("//matrix:") for label in labels) == LANGUAGES * len(MODELS)
     assert [lb for lb in labels if lb.startswith("//model:")] == sorted(
         f"//model:{m}" for m in (*MODELS, "distil-large-v3")
     )
-    assert [lb for lb in labels if lb.startswith(("//base:", "//distil:"))] == [
+    assert [lb for lb in labels if lb.startswith(("//base:", "//distil:", "//standalone:"))] == [
         "//base:no_model",
         "//base:runtime",
         "//distil:en",
+        "//standalone:base-en",
     ]
     builds = lines(bt("query", "--platforms", "//...", cwd=REPO, check=True).stdout)
-    assert len(builds) == 388
+    assert len(builds) == 390
     assert {line.split()[1] for line in builds} == {"linux/amd64", "linux/arm64"}
+
+
+def test_the_standalone_build_has_no_parents_and_no_dependents() -> None:
+    out = bt("query", "deps(//standalone:base-en)", cwd=REPO, check=True).stdout
+    assert lines(out) == ["//standalone:base-en"]
+    out = bt("query", "rdeps(//..., //standalone:base-en)", cwd=REPO, check=True).stdout
+    assert lines(out) == ["//standalone:base-en"]
 
 
 def test_deps_of_a_matrix_image_are_its_model_and_the_base() -> None:
@@ -76,7 +84,7 @@ def test_json_output_describes_each_target() -> None:
     assert obj["label"] == "//matrix:large-v3-zh"
     assert obj["platforms"] == ["linux/amd64", "linux/arm64"]
     assert obj["parents"] == {"LOAD_WHISPER_STAGE": "//model:large-v3"}
-    assert obj["dockerfile"] == "docker/matrix/Dockerfile"
+    assert obj["dockerfile"] == "docker/Dockerfile"
     assert obj["context"] == "docker"
     assert obj["args"] == {"LANG": "zh"}
     assert obj["repository"] == "matrix"

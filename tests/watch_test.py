@@ -43,9 +43,9 @@ def test_watch_set_holds_the_inputs_of_the_selection_and_the_graph_files(
         "docker/align/en/alignment.bin",
         "docker/align/en/new-file.txt",  # added next to inputs: maybe a new input
         "docker/models/tiny/model.bin",
-        "docker/matrix/Dockerfile",
+        "docker/Dockerfile",
         "docker/.dockerignore",
-        "docker/matrix/Dockerfile.dockerignore",
+        "docker/Dockerfile.dockerignore",
         "docker/common/versions.txt",
         "BUILD.images",
         "docker/BUILD.images",

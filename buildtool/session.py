@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
+from buildtool.analysis import Analyses
 from buildtool.graph import TargetGraph, build_graph
 from buildtool.loader import load_workspace
 from buildtool.workspace import Config, find_root, load_config
@@ -31,8 +32,16 @@ class Session:
         return load_config(self.root)
 
     @cached_property
+    def analyses(self) -> Analyses:
+        """The workspace's Dockerfile analyses, shared by the graph and the file sets."""
+        return Analyses(self.config)
+
+    @cached_property
     def graph(self) -> TargetGraph:
-        return build_graph(load_workspace(self.config))
+        config = self.config
+        graph = build_graph(load_workspace(config), self.analyses, config.registry)
+        self.analyses.save()  # what inference learnt serves the next run, whatever it does
+        return graph
 
     @cached_property
     def current_package(self) -> str:

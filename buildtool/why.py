@@ -6,7 +6,7 @@ import difflib
 import posixpath
 from dataclasses import dataclass
 
-from buildtool.filesets import InstructionText
+from buildtool.analysis import InstructionText
 from buildtool.keys import KeyManifest
 
 

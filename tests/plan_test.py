@@ -121,8 +121,9 @@ def test_plan_all_lists_fresh_builds_too(workspace: Path) -> None:
 
 
 BAD_INPUT = [
-    ("missing COPY source", "docker/distil/Dockerfile", "FROM scratch\nCOPY nothing-here.txt /\n",
-     "docker/distil/Dockerfile:2:"),
+    ("missing COPY source", "docker/distil/Dockerfile",
+     "ARG LOAD_WHISPER_STAGE\nFROM ${LOAD_WHISPER_STAGE}\nCOPY nothing-here.txt /\n",
+     "docker/distil/Dockerfile:3:"),
     ("Dockerfile syntax error", "docker/distil/Dockerfile", "COPY a b\n",
      "docker/distil/Dockerfile:1:"),
 ]  # fmt: skip

@@ -69,7 +69,8 @@ class Workbench:
 
     @cached_property
     def computer(self) -> KeyComputer:
-        return KeyComputer(self.session.config, self.session.graph, self.stat_cache)
+        session = self.session
+        return KeyComputer(session.config, session.graph, self.stat_cache, session.analyses)
 
     def lockfile(self) -> Lockfile:
         return read_lockfile(self.session.config.lockfile)

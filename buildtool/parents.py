@@ -25,7 +25,6 @@ BuildId = tuple[Label, str]
 # (line, kind, reference as the analysis gives it): one place a build names its parent's image
 ImageSite = tuple[int, str, str]
 
-_ONE_ARG = re.compile(r"\$(?:\{([A-Za-z_][A-Za-z0-9_]*)\}|([A-Za-z_][A-Za-z0-9_]*))")
 # ``$NAME``, ``${NAME}`` and ``${NAME:-word}``-style substitutions, as written.
 _VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)[^}]*\}|\$([A-Za-z_][A-Za-z0-9_]*)")
 
@@ -105,7 +104,7 @@ def infer_parents(
         used: set[str] = set()
         for platform in target.platforms:
             reads = analyses.reads(target, platform)
-            used |= {arg for arg in map(_whole_arg, reads.images) if arg is not None}
+            used |= {arg for _, _, _, arg, _ in reads.images if arg is not None}
             found = _inferred(target, reads, images, analyses)
             if found:
                 inferred[(target.label, platform)] = found
@@ -121,8 +120,8 @@ def _inferred(
     declared = {arg for arg, _ in target.parents}
     sites: dict[tuple[str, Label], list[ImageSite]] = {}
     for use in reads.images:
-        reference, line, kind, _, unresolved = use
-        if _whole_arg(use) in declared:
+        reference, line, kind, arg, unresolved = use
+        if arg in declared:
             continue
         where = (target.dockerfile, line)
         label = None
@@ -169,15 +168,6 @@ def _check_static(
         target.dockerfile,
         line,
     )
-
-
-def _whole_arg(use: ImageUse) -> str | None:
-    """The build arg a use names as its whole reference (``--from=`` values are as written)."""
-    reference, _, kind, arg, _ = use
-    if arg is not None or kind == "from":
-        return arg
-    match = _ONE_ARG.fullmatch(reference)
-    return (match.group(1) or match.group(2)) if match else None
 
 
 def _valid(reference: str) -> bool:

@@ -87,6 +87,7 @@ def command(
         lock_path=bench.lock_path,
         options=options,
         on_event=reporter,
+        computer=bench.computer,
     )
     try:
         summary = run.run(planned)

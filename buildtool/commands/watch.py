@@ -129,6 +129,7 @@ class Watcher:
             lock_path=bench.lock_path,
             options=BuildOptions(push=push, jobs=config.jobs),
             on_event=reporter,
+            computer=bench.computer,
         )
         try:
             summary = run.run(planned)

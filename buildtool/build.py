@@ -32,6 +32,8 @@ from buildtool.workspace import BuilderSpec, Config
 
 if TYPE_CHECKING:
     from buildtool.builders import Builder
+    from buildtool.dockerfile.rewrite import ImageSite
+    from buildtool.keys import KeyComputer
     from buildtool.scheduler import Job, Outcome, Summary
 
 _TAG_UNSAFE = re.compile(r"[^a-z0-9_.\-]")
@@ -74,6 +76,8 @@ class BuildRun:
     references: dict[tuple[Label, str], str] = field(default_factory=dict)
     # platform -> why its engine cannot be reached: its builds fail, the others go on
     unreachable: dict[str, str] = field(default_factory=dict)
+    # The graph and file sets the plan was made from: which images each build names, where.
+    computer: KeyComputer | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def builder(self, platform: str) -> Builder:
@@ -170,6 +174,45 @@ class BuildRun:
             args[arg] = ref
         return tuple(sorted(args.items()))
 
+    def external_reference(self, ref: str, platform: str) -> str | None:
+        """The exact image to build on for ``ref``, an image the workspace does not build, or
+        None to leave the reference as written. (Pinning external images fills this in.)"""
+        return None
+
+    def dockerfile_text(self, planned: PlannedBuild) -> str | None:
+        """The Dockerfile to send when the build names images bt hands over exactly, else None.
+
+        A child must build on the very image recorded for its parent's key, never on what the
+        floating tag it names points at (an older image in the registry, or nothing yet). The
+        references are rewritten in a copy of the Dockerfile (dockerfile/rewrite.py): Docker
+        20.10's CLI has no named contexts, which buildx would offer instead
+        (``--build-context <name>=docker-image://<exact>``)."""
+        if self.computer is None:
+            return None
+        target = self.targets[planned.label]
+        replacements: dict[ImageSite, str] = {}
+        for parent in self.computer.graph.parents_of(planned.label, planned.platform):
+            if parent.declared:
+                continue  # handed over in its build arg
+            exact = self.references.get((parent.label, planned.platform))
+            if exact is None:
+                raise BtError(f"parent {parent.label} of {planned.label} has no recorded image")
+            replacements.update(dict.fromkeys(parent.sites, exact))
+        fileset = self.computer.filesets.of(target, planned.platform)
+        declared = {arg for arg, _ in target.parents}
+        for reference, line, kind, arg, unresolved in fileset.reads.images:
+            site = (line, kind, reference)
+            if site in replacements or unresolved or arg in declared:
+                continue
+            exact = self.external_reference(reference, planned.platform)
+            if exact is not None:
+                replacements[site] = exact
+        if not replacements:
+            return None
+        from buildtool.dockerfile.rewrite import rewrite_images
+
+        return rewrite_images(fileset.dockerfile_text, replacements, target.dockerfile)
+
     def build_one(self, planned: PlannedBuild, cancel: threading.Event) -> Outcome:
         from buildtool.builders import BuildRequest
         from buildtool.scheduler import Outcome
@@ -190,6 +233,7 @@ class BuildRun:
                 tag=tag,
                 log_path=self.log_path(planned),
                 labels=(("dev.bt.key", planned.key), ("dev.bt.label", str(planned.label))),
+                dockerfile_text=self.dockerfile_text(planned),
             )
             builder.build(request, cancel)
             if self.options.run_tests:
@@ -261,7 +305,8 @@ def build_planned(
     config = bench.config
     summary = None
     if any(needs_run(p, options.push, config.registry) for p in planned):
-        run = BuildRun(config, bench.session.graph.targets, bench.lock_path, options, report)
+        targets = bench.session.graph.targets
+        run = BuildRun(config, targets, bench.lock_path, options, report, computer=bench.computer)
         summary = run.run(planned)
     else:
         report(UpToDate(len(planned)))

@@ -2,29 +2,55 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+import itertools
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from functools import cached_property
 
+from buildtool.analysis import Analyses
 from buildtool.errors import BtError
 from buildtool.labels import Label, Pattern, parse_pattern
 from buildtool.loader import LoadedWorkspace
+from buildtool.parents import BuildId, Parent, declared_parents, infer_parents
 from buildtool.target import ImageTarget
 
 
 @dataclass(frozen=True)
 class TargetGraph:
-    """A validated graph; every parent exists, there are no cycles, platforms line up."""
+    """A validated graph; every parent exists, there are no cycles, platforms line up.
+
+    A target's parents are those it declares plus those inferred from the images its builds
+    use (``parents.py``), per platform; the graph's edges are their union over platforms."""
 
     targets: dict[Label, ImageTarget]
     groups: dict[Label, tuple[Label, ...]]
+    inferred: Mapping[BuildId, tuple[Parent, ...]] = field(default_factory=dict)
+
+    def parents_of(self, label: Label, platform: str) -> tuple[Parent, ...]:
+        """The parents of one platform build: declared, then inferred."""
+        target = self.targets[label]
+        return (*declared_parents(target), *self.inferred.get((label, platform), ()))
+
+    @cached_property
+    def _parent_labels(self) -> dict[Label, tuple[Label, ...]]:
+        result: dict[Label, tuple[Label, ...]] = {}
+        for label, target in self.targets.items():
+            found = set(target.parent_labels)
+            for platform in target.platforms:
+                found.update(p.label for p in self.inferred.get((label, platform), ()))
+            result[label] = tuple(sorted(found))
+        return result
+
+    def parent_labels(self, label: Label) -> tuple[Label, ...]:
+        """Every target ``label`` builds on directly, on any platform, sorted."""
+        return self._parent_labels[label]
 
     @cached_property
     def children(self) -> dict[Label, tuple[Label, ...]]:
         result: dict[Label, list[Label]] = {label: [] for label in self.targets}
-        for target in self.targets.values():
-            for parent in target.parent_labels:
-                result[parent].append(target.label)
+        for label in self.targets:
+            for parent in self.parent_labels(label):
+                result[parent].append(label)
         return {label: tuple(sorted(kids)) for label, kids in result.items()}
 
     @cached_property
@@ -37,7 +63,7 @@ class TargetGraph:
             if label in done:
                 return
             done.add(label)
-            for parent in sorted(self.targets[label].parent_labels):
+            for parent in self.parent_labels(label):
                 visit(parent)
             ordered.append(label)
 
@@ -86,7 +112,7 @@ class TargetGraph:
 
     def deps(self, labels: Iterable[Label], depth: int | None = None) -> set[Label]:
         """The labels and everything they build on (Bazel's deps: the targets included)."""
-        return self._closure(labels, lambda lb: self.targets[lb].parent_labels, depth)
+        return self._closure(labels, self.parent_labels, depth)
 
     def rdeps(
         self, universe: set[Label], labels: Iterable[Label], depth: int | None = None
@@ -111,7 +137,9 @@ class TargetGraph:
         return seen
 
 
-def build_graph(loaded: LoadedWorkspace) -> TargetGraph:
+def build_graph(loaded: LoadedWorkspace, analyses: Analyses, registry: str | None) -> TargetGraph:
+    """The validated graph of ``loaded``, with the parents its builds' image references infer
+    (``registry`` is the workspace's ``[registry] url``, which names its images)."""
     targets = loaded.targets
     known = [str(label) for label in (*targets, *loaded.groups)]
     for target in targets.values():
@@ -135,19 +163,26 @@ def build_graph(loaded: LoadedWorkspace) -> TargetGraph:
                     group.location.path,
                     group.location.line,
                 )
-    _check_cycles(targets)
-    _check_platforms(targets)
     groups = {label: group.members for label, group in loaded.groups.items()}
-    return TargetGraph(targets, groups)
+    # What BUILD.images alone says is checked before any Dockerfile is read.
+    _check_cycles(TargetGraph(targets, groups))
+    _check_platforms(targets)
+    inferred = infer_parents(targets, registry, analyses)
+    _check_inferred_platforms(targets, inferred)
+    graph = TargetGraph(targets, groups, inferred)
+    if inferred:
+        _check_cycles(graph)
+    return graph
 
 
-def _check_cycles(targets: dict[Label, ImageTarget]) -> None:
+def _check_cycles(graph: TargetGraph) -> None:
+    targets = graph.targets
     state: dict[Label, int] = {}  # 1 visiting, 2 done
     for start in sorted(targets):
         if state.get(start):
             continue
         path: list[Label] = []
-        stack: list[tuple[Label, Sequence[Label]]] = [(start, targets[start].parent_labels)]
+        stack: list[tuple[Label, Sequence[Label]]] = [(start, graph.parent_labels(start))]
         state[start] = 1
         path.append(start)
         while stack:
@@ -162,12 +197,26 @@ def _check_cycles(targets: dict[Label, ImageTarget]) -> None:
             if state.get(parent) == 1:
                 cycle = [*path[path.index(parent) :], parent]
                 loc = targets[parent].location
-                text = " -> ".join(str(lb) for lb in cycle)
+                text = str(cycle[0]) + "".join(
+                    f" -> {_edge(graph, child, lb)}" for child, lb in itertools.pairwise(cycle)
+                )
                 raise BtError(f"dependency cycle: {text}", loc.path, loc.line)
             if not state.get(parent):
                 state[parent] = 1
                 path.append(parent)
-                stack.append((parent, targets[parent].parent_labels))
+                stack.append((parent, graph.parent_labels(parent)))
+
+
+def _edge(graph: TargetGraph, child: Label, parent: Label) -> str:
+    """``parent`` as a cycle's path shows it: with the reference an inferred edge comes from."""
+    target = graph.targets[child]
+    if parent in target.parent_labels:
+        return str(parent)
+    for platform in target.platforms:
+        for found in graph.inferred.get((child, platform), ()):
+            if found.label == parent:
+                return f"{parent} ({found.name}, {target.dockerfile}:{found.sites[0][0]})"
+    return str(parent)
 
 
 def _check_platforms(targets: dict[Label, ImageTarget]) -> None:
@@ -182,4 +231,21 @@ def _check_platforms(targets: dict[Label, ImageTarget]) -> None:
                     f"{parent_label} ({arg}) has only {', '.join(parent.platforms)}",
                     loc.path,
                     loc.line,
+                )
+
+
+def _check_inferred_platforms(
+    targets: dict[Label, ImageTarget], inferred: Mapping[BuildId, tuple[Parent, ...]]
+) -> None:
+    for (label, platform), parents in sorted(inferred.items()):
+        target = targets[label]
+        for parent in parents:
+            builds = targets[parent.label].platforms
+            if platform not in builds:
+                line = parent.sites[0][0]
+                raise BtError(
+                    f"{label} builds for {platform} on {parent.name}, but {parent.label}, which "
+                    f"builds that image, has only {', '.join(builds)}",
+                    target.dockerfile,
+                    line,
                 )

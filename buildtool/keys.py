@@ -6,7 +6,8 @@ platform, the meaning of the Dockerfile stages the build reaches on that platfor
 instruction as parsed, the parser directives, the value every ARG takes; see
 ``dockerfile/meaning.py``), the stage, the resolved build args, the sorted inputs (path, kind,
 executable bit, content digest or symlink target), the global inputs of ``.cache-spec``, and the
-keys of the parents' builds for the same platform. The file sets come from ``filesets.py``.
+keys of the parents' builds for the same platform (declared, or inferred from the images the
+reached stages name: ``parents.py``). The file sets come from ``filesets.py``.
 """
 
 from __future__ import annotations
@@ -18,8 +19,9 @@ from typing import Any
 
 import msgpack
 
+from buildtool.analysis import Analyses, InstructionText
 from buildtool.cachedir import CacheDir, write_once
-from buildtool.filesets import AnalysisCache, FileSets, InputRow, InstructionText, input_rows
+from buildtool.filesets import FileSets, InputRow, input_rows
 from buildtool.graph import TargetGraph
 from buildtool.hashing import StatCache, digest_bytes
 from buildtool.labels import Label
@@ -46,7 +48,8 @@ class KeyManifest:
     inputs: tuple[tuple[str, str, bool, str], ...]  # (context path, kind, exec, digest/link)
     inputs_digest: str  # blake3 of the canonical encoding of ``inputs``
     global_inputs: tuple[tuple[str, str], ...]
-    parents: tuple[tuple[str, str, str], ...]  # (arg, parent label, parent key)
+    # (arg of a declared parent or normalised reference of an inferred one, label, key)
+    parents: tuple[tuple[str, str, str], ...]
     remote_sources: tuple[str, ...]
     fallback: str | None  # why the whole context counts as input, if it does
     has_run: bool
@@ -86,14 +89,20 @@ class KeyManifest:
 class KeyComputer:
     """Keys of the platform builds of one graph: file sets (``filesets.py``) plus parents' keys."""
 
-    def __init__(self, config: Config, graph: TargetGraph, stat_cache: StatCache):
+    def __init__(
+        self,
+        config: Config,
+        graph: TargetGraph,
+        stat_cache: StatCache,
+        analyses: Analyses | None = None,
+    ):
         self.config = config
         self.graph = graph
-        self.filesets = FileSets(config, stat_cache)
+        self.filesets = FileSets(config, stat_cache, analyses)
         self._manifests: dict[BuildId, KeyManifest] = {}
 
     @property
-    def analyses(self) -> AnalysisCache:
+    def analyses(self) -> Analyses:
         return self.filesets.analyses
 
     def manifest(self, build: BuildId) -> KeyManifest:
@@ -114,11 +123,11 @@ class KeyComputer:
         fileset = self.filesets.of(target, platform)
         rows = input_rows(fileset, self.filesets.origins(target, fileset))
         seen = {(row.path, row.kind) for row in rows}
-        for arg, parent in target.parents:
-            for row in self.covered_inputs((parent, platform)):
+        for parent in self.graph.parents_of(label, platform):
+            for row in self.covered_inputs((parent.label, platform)):
                 if (row.path, row.kind) not in seen:
                     seen.add((row.path, row.kind))
-                    via = f"parent {parent} ({arg})"
+                    via = f"parent {parent.label} ({parent.name})"
                     rows.append(row._replace(origin=f"{via}: {row.origin}"))
         return rows
 
@@ -126,8 +135,11 @@ class KeyComputer:
         label, platform = build
         target = self.graph.targets[label]
         fileset = self.filesets.of(target, platform)
+        # A declared parent counts by its arg, an inferred one by the normalised reference
+        # the Dockerfile names (never by a line: moving a FROM moves no key).
         parents = tuple(
-            (arg, str(parent), self.key((parent, platform))) for arg, parent in target.parents
+            (p.name, str(p.label), self.key((p.label, platform)))
+            for p in self.graph.parents_of(label, platform)
         )
         return KeyManifest(
             schema=KEY_SCHEMA,

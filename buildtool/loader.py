@@ -21,7 +21,7 @@ from buildtool import starlark
 from buildtool.errors import BtError, StarlarkError
 from buildtool.labels import Label, check_name, check_package, parse_label
 from buildtool.platforms import normalise
-from buildtool.registry.reference import is_repository, is_tag
+from buildtool.registry.reference import is_repository, is_tag, parse_reference
 from buildtool.target import Group, ImageTarget, Location
 from buildtool.workspace import BUILD_FILE_NAME, Config
 
@@ -199,6 +199,7 @@ class _Builtins:
         inputs: Sequence[str] | None = None,
         tests: Sequence[str] | None = None,
         package: str | None = None,
+        aliases: Sequence[str] | None = None,
     ) -> str:
         location = self.location()
         pkg = self._package(package)
@@ -246,6 +247,7 @@ class _Builtins:
                 self._relative("inputs", item, "") for item in self._strings("inputs", inputs)
             )
         test_list = () if tests is None else self._strings("tests", tests)
+        alias_list = () if aliases is None else self._aliases(aliases)
         target = ImageTarget(
             label=label,
             context=context_path,
@@ -259,9 +261,22 @@ class _Builtins:
             inputs=input_list,
             tests=test_list,
             location=location,
+            aliases=alias_list,
         )
         self.declared.append(target)
         return str(label)
+
+    def _aliases(self, value: object) -> tuple[str, ...]:
+        """Full references the image is also known by; Dockerfiles naming one build on it."""
+        found = self._strings("aliases", value)
+        for alias in found:
+            try:
+                ref = parse_reference(alias)
+            except BtError as err:
+                raise self.error(f"aliases: {err.message}") from None
+            if ref.digest:
+                raise self.error(f"aliases: {alias!r} has a digest; an alias names a tag")
+        return found
 
     def group(self, *, name: str, targets: Sequence[str], package: str | None = None) -> str:
         location = self.location()

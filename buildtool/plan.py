@@ -84,7 +84,9 @@ def make_plan(
                 key=key,
                 stale=stale,
                 reason=reason,
-                parents=computer.graph.targets[label].parent_labels,
+                parents=tuple(
+                    dict.fromkeys(p.label for p in computer.graph.parents_of(label, platform))
+                ),
                 manifest=manifest,
                 record=record,
             )

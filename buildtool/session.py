@@ -10,6 +10,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from buildtool.analysis import Analyses
 from buildtool.cachedir import CacheDir
 from buildtool.graph import TargetGraph, build_graph
 from buildtool.loader import load_workspace
@@ -42,8 +43,16 @@ class Session:
         return load_config(self.root)
 
     @cached_property
+    def analyses(self) -> Analyses:
+        """The workspace's Dockerfile analyses, shared by the graph and the file sets."""
+        return Analyses(self.config)
+
+    @cached_property
     def graph(self) -> TargetGraph:
-        return build_graph(load_workspace(self.config))
+        config = self.config
+        graph = build_graph(load_workspace(config), self.analyses, config.registry)
+        self.analyses.save()  # what inference learnt serves the next run, whatever it does
+        return graph
 
     @cached_property
     def current_package(self) -> str:
@@ -88,7 +97,8 @@ class Workbench:
     def computer(self) -> KeyComputer:
         from buildtool.keys import KeyComputer
 
-        return KeyComputer(self.session.config, self.session.graph, self.stat_cache)
+        session = self.session
+        return KeyComputer(session.config, session.graph, self.stat_cache, session.analyses)
 
     def lockfile(self) -> Lockfile:
         from buildtool.lockfile import read_lockfile

@@ -23,7 +23,9 @@ class ImageTarget:
     """One image, built once per platform.
 
     Paths are workspace-relative POSIX paths. ``parents`` maps a build-arg name to the label
-    whose exact image reference is passed in that arg at build time.
+    whose exact image reference is passed in that arg at build time. ``aliases`` are full image
+    references the target's image is also known by, besides ``<registry>/<repository>:<tag>``:
+    a Dockerfile naming one of them builds on this target (see ``parents.py``).
     """
 
     label: Label
@@ -38,6 +40,7 @@ class ImageTarget:
     inputs: tuple[str, ...] | None
     tests: tuple[str, ...]
     location: Location
+    aliases: tuple[str, ...] = ()
 
     @property
     def parent_labels(self) -> tuple[Label, ...]:

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from buildtool.filesets import InstructionText
+from buildtool.analysis import InstructionText
 from buildtool.keys import KeyManifest, load_manifest
 
 if TYPE_CHECKING:

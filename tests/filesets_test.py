@@ -9,21 +9,19 @@ import pytest
 from btrun import bt, copy_example, write_tree
 
 from buildtool.cachedir import CacheDir
-from buildtool.graph import build_graph
 from buildtool.hashing import StatCache
 from buildtool.keys import KeyComputer
 from buildtool.labels import parse_label
-from buildtool.loader import load_workspace
-from buildtool.workspace import load_config
+from buildtool.session import Session
 
 BUILD = ("//matrix:large-v3-zh", "linux/arm64")
 
 
 def key_of(root: Path, label: str, platform: str) -> str:
-    config = load_config(root)
-    graph = build_graph(load_workspace(config))
+    session = Session(root)
+    config, graph = session.config, session.graph
     cache = StatCache.load(CacheDir(config.cache_dir).stat_cache)
-    return KeyComputer(config, graph, cache).key((parse_label(label), platform))
+    return KeyComputer(config, graph, cache, session.analyses).key((parse_label(label), platform))
 
 
 def listed_inputs(root: Path, label: str, platform: str) -> dict[str, dict[str, object]]:

@@ -10,12 +10,10 @@ import pytest
 from btrun import write_tree
 
 from buildtool.cachedir import CacheDir
-from buildtool.graph import build_graph
 from buildtool.hashing import StatCache
 from buildtool.keys import KeyComputer
-from buildtool.loader import load_workspace
 from buildtool.plan import selected_builds
-from buildtool.workspace import load_config
+from buildtool.session import Session
 
 DOCKERFILE = """\
 # syntax=docker/dockerfile:1
@@ -78,9 +76,11 @@ def builds(
 
 
 def keys(root: Path) -> dict[Build, str]:
-    config = load_config(root)
-    graph = build_graph(load_workspace(config))
-    computer = KeyComputer(config, graph, StatCache.load(CacheDir(config.cache_dir).stat_cache))
+    session = Session(root)
+    config, graph = session.config, session.graph
+    computer = KeyComputer(
+        config, graph, StatCache.load(CacheDir(config.cache_dir).stat_cache), session.analyses
+    )
     return {(str(lb), p): computer.key((lb, p)) for lb, p in selected_builds(graph, graph.targets)}
 
 

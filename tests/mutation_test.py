@@ -14,12 +14,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from buildtool.cachedir import CacheDir
-from buildtool.graph import build_graph
 from buildtool.hashing import StatCache
 from buildtool.keys import KeyComputer
-from buildtool.loader import load_workspace
 from buildtool.plan import selected_builds
-from buildtool.workspace import load_config
+from buildtool.session import Session
 
 LANGUAGES = [
     "en",
@@ -69,10 +67,10 @@ Keys = dict[tuple[str, str], str]
 
 
 def compute_keys(root: Path) -> Keys:
-    config = load_config(root)
-    graph = build_graph(load_workspace(config))
+    session = Session(root)
+    config, graph = session.config, session.graph
     cache = StatCache.load(CacheDir(config.cache_dir).stat_cache)
-    computer = KeyComputer(config, graph, cache)
+    computer = KeyComputer(config, graph, cache, session.analyses)
     keys = {(str(lb), p): computer.key((lb, p)) for lb, p in selected_builds(graph, graph.targets)}
     cache.save()
     return keys

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import collections
 import re
+import shutil
 import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -49,6 +50,10 @@ class BuildRequest:
     tag: str  # local, content-derived tag, e.g. "bt/matrix:tiny-en-<key[:24]>"
     log_path: Path  # the full build log goes here (created or overwritten)
     labels: tuple[tuple[str, str], ...] = ()
+    # The exact Dockerfile text to build, when it differs from the file at ``dockerfile`` (bt
+    # hands over exact parent and pinned images by rewriting references: see
+    # dockerfile/rewrite.py). The backends write it to a file of their own.
+    dockerfile_text: str | None = None
 
 
 @dataclass(frozen=True)
@@ -90,6 +95,19 @@ def split_tag(ref: str) -> tuple[str, str]:
     if not name or "/" in tag:
         return ref, "latest"
     return name, tag
+
+
+def dockerfile_to_send(request: BuildRequest, directory: Path) -> Path:
+    """The Dockerfile the engine reads: the user's, or ``request.dockerfile_text`` written into
+    ``directory`` under the same name (with its ``<name>.dockerignore``, if it has one)."""
+    if request.dockerfile_text is None:
+        return request.dockerfile
+    written = directory / request.dockerfile.name
+    written.write_text(request.dockerfile_text, encoding="utf-8")
+    ignore = request.dockerfile.with_name(request.dockerfile.name + ".dockerignore")
+    if ignore.is_file():
+        shutil.copyfile(ignore, directory / ignore.name)
+    return written
 
 
 def is_transient(message: str) -> bool:

@@ -23,6 +23,7 @@ from buildtool.builders import (
     BuildRequest,
     BuiltImage,
     build_failure,
+    dockerfile_to_send,
     is_transient,
     platform_mismatch,
     split_tag,
@@ -156,9 +157,10 @@ class BuildKitCliBuilder:
     def build(self, request: BuildRequest, cancel: threading.Event) -> BuiltImage:
         with tempfile.TemporaryDirectory(prefix="bt-build-") as tmp:
             iidfile = Path(tmp, "iid")
-            code, tail = _stream_to_log(
-                self._build_command(request, iidfile), self.env, request.log_path, cancel
-            )
+            Path(tmp, "dockerfile").mkdir()
+            dockerfile = dockerfile_to_send(request, Path(tmp, "dockerfile"))
+            command = self._build_command(request, iidfile, dockerfile)
+            code, tail = _stream_to_log(command, self.env, request.log_path, cancel)
             if code != 0:
                 message = f"docker build on {self.host} failed: {_error_line(tail)}"
                 raise build_failure(message, tail, request.log_path)
@@ -170,7 +172,7 @@ class BuildKitCliBuilder:
             raise mismatch
         return BuiltImage(image_id, request.tag)
 
-    def _build_command(self, request: BuildRequest, iidfile: Path) -> list[str]:
+    def _build_command(self, request: BuildRequest, iidfile: Path, dockerfile: Path) -> list[str]:
         verb = ["buildx", "build", "--load"] if self.mode == "buildx" else ["build"]
         command = [
             self.cli,
@@ -179,7 +181,7 @@ class BuildKitCliBuilder:
             "--platform",
             request.platform,
             "-f",
-            str(request.dockerfile),
+            str(dockerfile),
             "-t",
             request.tag,
             "--iidfile",

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import tempfile
 import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from pathlib import Path
 from typing import IO, Any
 
 from buildtool.builders import (
@@ -15,6 +17,7 @@ from buildtool.builders import (
     BuildRequest,
     BuiltImage,
     build_failure,
+    dockerfile_to_send,
     is_transient,
     platform_mismatch,
     split_tag,
@@ -70,9 +73,12 @@ class EngineApiBuilder:
             raise BtError(f"build context {request.context} is not a directory")
         request.log_path.parent.mkdir(parents=True, exist_ok=True)
         tail: collections.deque[str] = collections.deque(maxlen=LOG_TAIL_LINES)
-        with request.log_path.open("w", encoding="utf-8") as log:
+        with (
+            request.log_path.open("w", encoding="utf-8") as log,
+            tempfile.TemporaryDirectory(prefix="bt-build-") as tmp,
+        ):
             try:
-                stream = self._start_build(request)
+                stream = self._start_build(request, dockerfile_to_send(request, Path(tmp)))
             except docker.errors.APIError as err:
                 message = f"build on {self.host} refused: {err.explanation or err}"
                 write_lines(log, tail, message.splitlines())
@@ -100,10 +106,10 @@ class EngineApiBuilder:
         self._check_platform(request, image_id)
         return BuiltImage(image_id, request.tag)
 
-    def _start_build(self, request: BuildRequest) -> Iterator[dict[str, Any]]:
+    def _start_build(self, request: BuildRequest, dockerfile: Path) -> Iterator[dict[str, Any]]:
         stream: Iterator[dict[str, Any]] = self.client.build(
             path=str(request.context),
-            dockerfile=str(request.dockerfile),  # docker-py ships one outside the context itself
+            dockerfile=str(dockerfile),  # docker-py ships one outside the context itself
             tag=request.tag,
             target=request.stage,
             buildargs=dict(request.build_args),

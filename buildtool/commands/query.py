@@ -72,6 +72,13 @@ def _describe(graph: TargetGraph, label: Label, inputs: dict[str, list[str]]) ->
         "label": str(label),
         "platforms": list(target.platforms),
         "parents": {arg: str(parent) for arg, parent in target.parents},
+        # Parents inferred from the images its Dockerfile names: reference -> label.
+        "inferred_parents": {
+            p.name: str(p.label)
+            for platform in target.platforms
+            for p in graph.parents_of(label, platform)
+            if not p.declared
+        },
         "dockerfile": target.dockerfile,
         "context": target.context,
         "stage": target.stage,
@@ -90,8 +97,13 @@ def _dot(graph: TargetGraph, labels: list[Label]) -> str:
     lines = ["digraph images {", "  rankdir=LR;", "  node [shape=box];"]
     lines += [f'  "{label}";' for label in labels]
     for label in labels:
-        for arg, parent in graph.targets[label].parents:
+        edges = {
+            (p.label, p.name)
+            for platform in graph.targets[label].platforms
+            for p in graph.parents_of(label, platform)
+        }
+        for parent, name in sorted(edges):
             if parent in selected:
-                lines.append(f'  "{label}" -> "{parent}" [label="{arg}"];')
+                lines.append(f'  "{label}" -> "{parent}" [label="{name}"];')
     lines.append("}")
     return "\n".join(lines)

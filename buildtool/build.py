@@ -3,9 +3,12 @@ builder of its platform, tested, pushed by digest when asked, and recorded as it
 
 from __future__ import annotations
 
+import contextlib
 import re
+import shutil
+import tempfile
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -13,6 +16,8 @@ from typing import TYPE_CHECKING
 from buildtool.cachedir import CacheDir
 from buildtool.errors import BtError
 from buildtool.labels import Label
+from buildtool.lockfile import Lockfile, PinRecord, update_lockfile
+from buildtool.pins import ExternalImage, Pins
 from buildtool.plan import PlannedBuild, needs_run
 from buildtool.platforms import same_machine
 from buildtool.record import record_builds
@@ -61,6 +66,7 @@ class BuildRun:
     on_event: Callable[[AnyEvent], None]
     builders: dict[str, Builder] = field(default_factory=dict)
     references: dict[tuple[Label, str], str] = field(default_factory=dict)
+    pins: Pins = field(default_factory=dict)  # images.lock's, which the plan's keys hold
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def builder(self, platform: str) -> Builder:
@@ -73,6 +79,58 @@ class BuildRun:
                 found = open_builder(spec.host, spec.backend, spec.network)
                 self.builders[platform] = found
             return found
+
+    def pin(
+        self, images: Sequence[tuple[ExternalImage, str]]
+    ) -> list[tuple[ExternalImage, str, PinRecord, PinRecord | None]]:
+        """Resolve each (image, platform) now (``pins.resolve_pin``) and record the pins in
+        images.lock (and the fragment, if any); return (image, platform, pin, previous pin)."""
+        from buildtool.pins import resolve_pin
+        from buildtool.registry import RegistryClient
+
+        client = RegistryClient(self.config.insecure_registries)
+        resolved = [
+            (image, platform, resolve_pin(image, platform, client, self.builder(platform)))
+            for image, platform in images
+        ]
+        previous: dict[tuple[str, str], PinRecord | None] = {}
+
+        def change(lock: Lockfile) -> None:
+            for image, platform, pin in resolved:
+                previous.setdefault((image.name, platform), lock.pin(image.name, platform))
+                lock.put_pin(image.name, platform, pin)
+
+        if self.options.lock_out is not None:
+            update_lockfile(self.options.lock_out, self.lock_path, change)
+        previous.clear()
+        self.pins = update_lockfile(self.config.lockfile, self.lock_path, change).pins
+        return [(i, p, pin, previous[(i.name, p)]) for i, p, pin in resolved]
+
+    def external_reference(self, ref: str, platform: str) -> str | None:
+        """The reference a build of ``platform`` hands the engine for the external image
+        ``ref`` (as the Dockerfile names it): pinned to the digest images.lock records, or None
+        when nothing is to be rewritten (a reference with its own digest, or no pin)."""
+        from buildtool.pins import engine_reference
+
+        image = ExternalImage.of(ref)
+        pin = self.pins.get(image.name, {}).get(platform)
+        if not image.pinnable or pin is None:
+            return None
+        return engine_reference(image, pin, self.builder(platform))
+
+    def check_pinned(self, stale: Sequence[PlannedBuild]) -> None:
+        """Invariant 9: never build (and record) a key that holds an unpinned image."""
+        for planned in stale:
+            if planned.manifest.unpinned:
+                raise BtError(
+                    f"{planned.label} ({planned.platform}) uses {planned.manifest.unpinned[0]}, "
+                    "which is not pinned in images.lock yet (`bt build` pins it)"
+                )
+
+    def close(self) -> None:
+        for builder in self.builders.values():
+            builder.close()
+        self.builders.clear()
 
     def check_routing(self, stale: Sequence[PlannedBuild]) -> None:
         """Refuse, before anything starts, a build that would need emulation."""
@@ -97,6 +155,7 @@ class BuildRun:
             if not p.stale and p.record is not None:
                 self.references[p.id] = p.record.image
         stale = [p for p in planned if needs_run(p, self.options.push, self.config.registry)]
+        self.check_pinned(stale)
         self.check_routing(stale)
         by_id = {p.id: p for p in stale}
         jobs = [
@@ -134,8 +193,7 @@ class BuildRun:
                 on_success=on_success,
             )
         finally:
-            for builder in self.builders.values():
-                builder.close()
+            self.close()
 
     def _build_args(self, planned: PlannedBuild) -> tuple[tuple[str, str], ...]:
         target = self.targets[planned.label]
@@ -156,17 +214,18 @@ class BuildRun:
         tag = local_tag(target, planned.key)
         cached = builder.image_id(tag) is not None
         if not cached:
-            request = BuildRequest(
-                context=self.config.root / target.context,
-                dockerfile=self.config.root / target.dockerfile,
-                stage=target.stage,
-                platform=planned.platform,
-                build_args=self._build_args(planned),
-                tag=tag,
-                log_path=self.log_path(planned),
-                labels=(("dev.bt.key", planned.key), ("dev.bt.label", str(planned.label))),
-            )
-            builder.build(request, cancel)
+            with self.pinned_dockerfile(planned) as dockerfile:
+                request = BuildRequest(
+                    context=self.config.root / target.context,
+                    dockerfile=dockerfile,
+                    stage=target.stage,
+                    platform=planned.platform,
+                    build_args=self._build_args(planned),
+                    tag=tag,
+                    log_path=self.log_path(planned),
+                    labels=(("dev.bt.key", planned.key), ("dev.bt.label", str(planned.label))),
+                )
+                builder.build(request, cancel)
             if self.options.run_tests:
                 self.run_tests(builder, planned, target, tag)
         if self.options.push:
@@ -181,6 +240,35 @@ class BuildRun:
                 raise BtError(f"image {tag} vanished from {builder.name} right after its build")
             digest, image = image_id, tag
         return Outcome(digest=digest, cached=cached, detail=image)
+
+    @contextlib.contextmanager
+    def pinned_dockerfile(self, planned: PlannedBuild) -> Iterator[Path]:
+        """The Dockerfile the engine gets: the target's, with every external image it uses
+        written as its pinned reference (``external_reference``), in a directory of its own
+        beside a copy of its Dockerfile-specific ignore file, if it has one."""
+        from buildtool.pins import rewrite_references
+
+        manifest = planned.manifest
+        path = self.config.root / manifest.dockerfile
+        text = path.read_text(encoding="utf-8")
+        external = {name for name, _, _ in manifest.pins}
+        uses = [u for u in manifest.images if ExternalImage.of(u[0], u[4]).name in external]
+        rewritten = rewrite_references(
+            text,
+            uses,
+            lambda ref: self.external_reference(ref, planned.platform),
+            manifest.dockerfile,
+        )
+        if rewritten == text:
+            yield path
+            return
+        with tempfile.TemporaryDirectory(prefix="bt-pinned-") as tmp:
+            pinned = Path(tmp, path.name)
+            pinned.write_text(rewritten, encoding="utf-8")
+            ignore = path.with_name(f"{path.name}.dockerignore")
+            if ignore.is_file():
+                shutil.copyfile(ignore, Path(tmp, ignore.name))
+            yield pinned
 
     def verify_pushed(self, image: str) -> None:
         """Invariant 5: record a digest only once the registry serves it."""

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from buildtool.commands.common import Workbench, platform_option, push_option
+from buildtool.commands.common import Workbench, pin_new_images, platform_option, push_option
 from buildtool.errors import BuildFailed, Interrupted
 from buildtool.plan import needs_run
 
@@ -45,8 +45,11 @@ def command(
 ) -> None:
     """Build what PATTERNS need and record every digest in images.lock.
 
-    Only stale platform builds run (see `bt plan`), parents before children, each on the builder
-    of its platform. A build whose key was built before is not rebuilt, only recorded. With
+    External images the builds use for the first time are pinned first: resolved to a digest
+    (from the registry, or from the engine for images only it holds) and recorded in
+    images.lock, which every later build uses until `bt lock update` moves them. Only stale
+    platform builds run (see `bt plan`), parents before children, each on the builder of its
+    platform. A build whose key was built before is not rebuilt, only recorded. With
     --push (and no --platform or --lock-out, which make partial runs), every built image then
     gets its multi-platform index, as `bt merge` puts it. By default the run keeps going past a
     failure, skipping only the failed build's dependents, and exits 1 with a summary. Ctrl-C
@@ -58,20 +61,11 @@ def command(
       bt build //matrix:large-v3-zh
       bt build //... --push --platform linux/arm64 --lock-out arm64.lock
     """
+    from buildtool.build import BuildOptions, BuildRun
+
     bench = Workbench.open()
     config = bench.config
-    planned = bench.plan(patterns, platforms)
     push_wanted = config.push if push is None else push
-    stale = [p for p in planned if needs_run(p, push_wanted, config.registry)]
-    merge = push_wanted and not platforms and lock_out is None
-    if not stale:
-        click.echo(f"nothing to build: {len(planned)} platform builds up to date", err=True)
-        if merge:
-            _merge(bench, patterns)
-        return
-    from buildtool.build import BuildOptions, BuildRun
-    from buildtool.reporter import make_reporter
-
     options = BuildOptions(
         push=push_wanted,
         jobs=jobs or config.jobs,
@@ -80,14 +74,29 @@ def command(
         run_tests=not no_tests,
         lock_out=lock_out.resolve() if lock_out else None,
     )
-    reporter = make_reporter(json_events, sys.stdout if json_events else sys.stderr)
     run = BuildRun(
         config=config,
         targets=bench.session.graph.targets,
         lock_path=bench.lock_path,
         options=options,
-        on_event=reporter,
+        on_event=lambda _: None,
     )
+    try:
+        lock = pin_new_images(bench, run, patterns, platforms)
+        planned = bench.plan(patterns, platforms, lock)
+    finally:
+        run.close()
+    stale = [p for p in planned if needs_run(p, push_wanted, config.registry)]
+    merge = push_wanted and not platforms and lock_out is None
+    if not stale:
+        click.echo(f"nothing to build: {len(planned)} platform builds up to date", err=True)
+        if merge:
+            _merge(bench, patterns)
+        return
+    from buildtool.reporter import make_reporter
+
+    reporter = make_reporter(json_events, sys.stdout if json_events else sys.stderr)
+    run.on_event = reporter
     try:
         summary = run.run(planned)
     finally:

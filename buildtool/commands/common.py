@@ -6,7 +6,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
@@ -15,8 +15,12 @@ from buildtool.hashing import StatCache
 from buildtool.keys import KeyComputer
 from buildtool.labels import Label
 from buildtool.lockfile import Lockfile, read_lockfile
+from buildtool.pins import ExternalImage
 from buildtool.plan import PlannedBuild, make_plan, selected_builds
 from buildtool.session import Session
+
+if TYPE_CHECKING:
+    from buildtool.build import BuildRun
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -69,7 +73,8 @@ class Workbench:
 
     @cached_property
     def computer(self) -> KeyComputer:
-        return KeyComputer(self.session.config, self.session.graph, self.stat_cache)
+        pins = self.lockfile().pins
+        return KeyComputer(self.session.config, self.session.graph, self.stat_cache, pins)
 
     def lockfile(self) -> Lockfile:
         return read_lockfile(self.session.config.lockfile)
@@ -77,9 +82,50 @@ class Workbench:
     def labels(self, patterns: Iterable[str]) -> set[Label]:
         return self.session.graph.match(patterns, self.session.current_package)
 
-    def plan(self, patterns: Iterable[str], platforms: Iterable[str] = ()) -> list[PlannedBuild]:
+    def plan(
+        self, patterns: Iterable[str], platforms: Iterable[str] = (), lock: Lockfile | None = None
+    ) -> list[PlannedBuild]:
+        """The plan against ``lock`` (default: images.lock as it is now)."""
+        lock = self.lockfile() if lock is None else lock
+        self.computer.use_pins(lock.pins)
         builds = selected_builds(self.session.graph, self.labels(patterns), platforms)
-        planned = make_plan(self.session.config, self.computer, self.lockfile(), builds)
+        planned = make_plan(self.session.config, self.computer, lock, builds)
         self.stat_cache.save()
         self.computer.analyses.save()
         return planned
+
+    def external_images(
+        self, patterns: Iterable[str], platforms: Iterable[str] = ()
+    ) -> list[tuple[ExternalImage, str]]:
+        """(image, platform) for every pinnable external image the selected builds use, sorted
+        by reference, then platform."""
+        builds = selected_builds(self.session.graph, self.labels(patterns), platforms)
+        found = {
+            (image.name, platform): image
+            for label, platform in builds
+            for image in self.computer.external_images((label, platform))
+            if image.pinnable
+        }
+        return [(found[used], used[1]) for used in sorted(found)]
+
+
+def pin_new_images(
+    bench: Workbench, run: BuildRun, patterns: Iterable[str], platforms: Iterable[str] = ()
+) -> Lockfile:
+    """Pin the external images the selected builds use that images.lock does not pin yet, say
+    where each pin came from, and return the lockfile the builds are then planned against."""
+    lock = bench.lockfile()
+    missing = [
+        (image, platform)
+        for image, platform in bench.external_images(patterns, platforms)
+        if lock.pin(image.name, platform) is None
+    ]
+    if missing:
+        for image, platform, pin, _ in run.pin(missing):
+            click.echo(
+                f"pinned {image.written} ({platform}) to {pin.digest} from the {pin.source}",
+                err=True,
+            )
+        lock = bench.lockfile()
+    run.pins = lock.pins
+    return lock

@@ -11,7 +11,7 @@ from typing import IO
 
 import click
 
-from buildtool.commands.common import Workbench, platform_option, push_option
+from buildtool.commands.common import Workbench, pin_new_images, platform_option, push_option
 from buildtool.errors import BtError, Interrupted
 from buildtool.plan import PlannedBuild, needs_run
 from buildtool.session import Session
@@ -112,24 +112,30 @@ class Watcher:
         self.say(f"watching {count} files (Ctrl-C to stop)", {"event": "watching", "files": count})
 
     def rebuild(self, changed: tuple[str, ...], began: float) -> Round:
+        from buildtool.build import BuildOptions, BuildRun
+
         bench = Workbench.open()
         config = bench.config
-        planned = bench.plan(self.patterns, self.platforms)
-        self.watched = watch_set(config, planned)
         push = config.push if self.push is None else self.push
-        if not any(needs_run(p, push, config.registry) for p in planned):
-            return Round(changed, (), 0, time.monotonic() - began)
-        from buildtool.build import BuildOptions, BuildRun
-        from buildtool.reporter import make_reporter
-
-        reporter = make_reporter(self.json_events, self.stream)
         run = BuildRun(
             config=config,
             targets=bench.session.graph.targets,
             lock_path=bench.lock_path,
             options=BuildOptions(push=push, jobs=config.jobs),
-            on_event=reporter,
+            on_event=lambda _: None,
         )
+        try:
+            lock = pin_new_images(bench, run, self.patterns, self.platforms)
+            planned = bench.plan(self.patterns, self.platforms, lock)
+        finally:
+            run.close()
+        self.watched = watch_set(config, planned)
+        if not any(needs_run(p, push, config.registry) for p in planned):
+            return Round(changed, (), 0, time.monotonic() - began)
+        from buildtool.reporter import make_reporter
+
+        reporter = make_reporter(self.json_events, self.stream)
+        run.on_event = reporter
         try:
             summary = run.run(planned)
         finally:

@@ -239,17 +239,17 @@ def rewrite_references(
 def _replace_in_instruction(
     lines: list[str], start: int, pattern: re.Pattern[str], written: set[str], new: str
 ) -> bool:
+    found: list[tuple[int, re.Match[str]]] = []
     index = start
     while index < len(lines):
-        line = lines[index]
-        matches = list(pattern.finditer(line))
-        # A RUN may mount from several images: the value written as this use, else the only one.
-        chosen = [m for m in matches if m.group(2) in written] or matches[:1]
-        if chosen and (len(matches) == 1 or chosen[0].group(2) in written):
-            match = chosen[0]
-            lines[index] = line[: match.start(2)] + new + line[match.end(2) :]
-            return True
-        if not line.rstrip().endswith(("\\", "`")):
-            return False
+        found += [(index, match) for match in pattern.finditer(lines[index])]
+        if not lines[index].rstrip().endswith(("\\", "`")):
+            break
         index += 1
-    return False
+    # A RUN may mount from several images: the value written as this use, else the only one.
+    chosen = [(i, m) for i, m in found if m.group(2) in written] or found[:1]
+    if not chosen or (len(found) > 1 and chosen[0][1].group(2) not in written):
+        return False
+    index, match = chosen[0]
+    lines[index] = lines[index][: match.start(2)] + new + lines[index][match.end(2) :]
+    return True

@@ -67,6 +67,8 @@ class BuildRun:
     builders: dict[str, Builder] = field(default_factory=dict)
     references: dict[tuple[Label, str], str] = field(default_factory=dict)
     pins: Pins = field(default_factory=dict)  # images.lock's, which the plan's keys hold
+    # (normalised reference, platform) -> why it could not be pinned
+    pin_failures: dict[tuple[str, str], str] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def builder(self, platform: str) -> Builder:
@@ -84,15 +86,21 @@ class BuildRun:
         self, images: Sequence[tuple[ExternalImage, str]]
     ) -> list[tuple[ExternalImage, str, PinRecord, PinRecord | None]]:
         """Resolve each (image, platform) now (``pins.resolve_pin``) and record the pins in
-        images.lock (and the fragment, if any); return (image, platform, pin, previous pin)."""
+        images.lock (and the fragment, if any); return (image, platform, pin, previous pin).
+        An image that cannot be resolved is left out and kept in ``pin_failures``: the builds
+        using it fail with that message, the others go on."""
         from buildtool.pins import resolve_pin
         from buildtool.registry import RegistryClient
 
         client = RegistryClient(self.config.insecure_registries)
-        resolved = [
-            (image, platform, resolve_pin(image, platform, client, self.builder(platform)))
-            for image, platform in images
-        ]
+        resolved = []
+        for image, platform in images:
+            try:
+                pin = resolve_pin(image, platform, client, self.builder(platform))
+            except BtError as err:
+                self.pin_failures[(image.name, platform)] = str(err)
+                continue
+            resolved.append((image, platform, pin))
         previous: dict[tuple[str, str], PinRecord | None] = {}
 
         def change(lock: Lockfile) -> None:
@@ -118,14 +126,23 @@ class BuildRun:
             return None
         return engine_reference(image, pin, self.builder(platform))
 
-    def check_pinned(self, stale: Sequence[PlannedBuild]) -> None:
-        """Invariant 9: never build (and record) a key that holds an unpinned image."""
-        for planned in stale:
-            if planned.manifest.unpinned:
-                raise BtError(
-                    f"{planned.label} ({planned.platform}) uses {planned.manifest.unpinned[0]}, "
-                    "which is not pinned in images.lock yet (`bt build` pins it)"
-                )
+    def fail_unpinned(self, planned: PlannedBuild) -> None:
+        """Invariant 9: never build (and record) a key that holds an unpinned image. The build
+        fails, with why the pin could not be made in its log; its dependents are skipped."""
+        from buildtool.pins import UNPINNED
+        from buildtool.scheduler import JobFailed
+
+        unpinned = [(n, w) for n, value, w in planned.manifest.pins if value.startswith(UNPINNED)]
+        if not unpinned:
+            return
+        name, written = unpinned[0]
+        message = self.pin_failures.get(
+            (name, planned.platform), f"{written} is not pinned in images.lock yet"
+        )
+        log_path = self.log_path(planned)
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        log_path.write_text(message + "\n", encoding="utf-8")
+        raise JobFailed(message, log_tail=message, log_path=str(log_path))
 
     def close(self) -> None:
         for builder in self.builders.values():
@@ -155,7 +172,6 @@ class BuildRun:
             if not p.stale and p.record is not None:
                 self.references[p.id] = p.record.image
         stale = [p for p in planned if needs_run(p, self.options.push, self.config.registry)]
-        self.check_pinned(stale)
         self.check_routing(stale)
         by_id = {p.id: p for p in stale}
         jobs = [
@@ -209,6 +225,7 @@ class BuildRun:
         from buildtool.builders import BuildRequest
         from buildtool.scheduler import Outcome
 
+        self.fail_unpinned(planned)
         target = self.targets[planned.label]
         builder = self.builder(planned.platform)
         tag = local_tag(target, planned.key)

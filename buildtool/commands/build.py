@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from buildtool.commands.common import Workbench, pin_new_images, platform_option, push_option
+from buildtool.commands.common import Workbench, plan_pinned, platform_option, push_option
 from buildtool.errors import BuildFailed, Interrupted
 from buildtool.plan import needs_run
 
@@ -82,8 +82,7 @@ def command(
         on_event=lambda _: None,
     )
     try:
-        lock = pin_new_images(bench, run, patterns, platforms)
-        planned = bench.plan(patterns, platforms, lock)
+        planned = plan_pinned(bench, run, patterns, platforms, push_wanted)
     finally:
         run.close()
     stale = [p for p in planned if needs_run(p, push_wanted, config.registry)]

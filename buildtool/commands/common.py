@@ -109,11 +109,22 @@ class Workbench:
         return [(found[used], used[1]) for used in sorted(found)]
 
 
-def pin_new_images(
-    bench: Workbench, run: BuildRun, patterns: Iterable[str], platforms: Iterable[str] = ()
-) -> Lockfile:
-    """Pin the external images the selected builds use that images.lock does not pin yet, say
-    where each pin came from, and return the lockfile the builds are then planned against."""
+def plan_pinned(
+    bench: Workbench,
+    run: BuildRun,
+    patterns: Iterable[str],
+    platforms: Iterable[str],
+    push: bool,
+) -> list[PlannedBuild]:
+    """The plan `bt build` runs: builds refused by their routing are refused before anything is
+    written; then the external images images.lock does not pin yet are pinned (each line says
+    from where), and the builds are planned against the pins. The builds using an image that
+    could not be pinned fail when they run (``BuildRun``)."""
+    from buildtool.plan import needs_run
+
+    config = bench.config
+    planned = bench.plan(patterns, platforms)
+    run.check_routing([p for p in planned if needs_run(p, push, config.registry)])
     lock = bench.lockfile()
     missing = [
         (image, platform)
@@ -126,6 +137,9 @@ def pin_new_images(
                 f"pinned {image.written} ({platform}) to {pin.digest} from the {pin.source}",
                 err=True,
             )
+        for (_, platform), problem in sorted(run.pin_failures.items()):
+            click.echo(f"not pinned ({platform}): {problem}", err=True)
         lock = bench.lockfile()
+        planned = bench.plan(patterns, platforms, lock)
     run.pins = lock.pins
-    return lock
+    return planned

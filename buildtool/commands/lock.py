@@ -64,6 +64,10 @@ def update(patterns: tuple[str, ...], platforms: tuple[str, ...]) -> None:
     click.echo(
         f"{bench.config.lockfile.name}: {len(resolved)} pins checked, {moved} moved", err=True
     )
+    if run.pin_failures:
+        problem = min(run.pin_failures.items())[1]
+        more = len(run.pin_failures) - 1
+        raise BtError(f"{problem}" + (f" (and {more} more images not pinned)" if more else ""))
 
 
 @command.command("merge", context_settings={"help_option_names": ["-h", "--help"]})

@@ -11,7 +11,7 @@ from typing import IO
 
 import click
 
-from buildtool.commands.common import Workbench, pin_new_images, platform_option, push_option
+from buildtool.commands.common import Workbench, plan_pinned, platform_option, push_option
 from buildtool.errors import BtError, Interrupted
 from buildtool.plan import PlannedBuild, needs_run
 from buildtool.session import Session
@@ -125,8 +125,7 @@ class Watcher:
             on_event=lambda _: None,
         )
         try:
-            lock = pin_new_images(bench, run, self.patterns, self.platforms)
-            planned = bench.plan(self.patterns, self.platforms, lock)
+            planned = plan_pinned(bench, run, self.patterns, self.platforms, push)
         finally:
             run.close()
         self.watched = watch_set(config, planned)

@@ -19,10 +19,13 @@ from buildtool.events import (
     ImageTestsPassed,
     ImageTestsSkipped,
     Merged,
+    Pinned,
     ReportEvent,
     UpToDate,
 )
 from buildtool.labels import Label
+from buildtool.lockfile import Lockfile, PinRecord, update_lockfile
+from buildtool.pins import ExternalImage, Pins
 from buildtool.plan import PlannedBuild, needs_run
 from buildtool.platforms import same_machine
 from buildtool.record import record_builds
@@ -78,6 +81,9 @@ class BuildRun:
     unreachable: dict[str, str] = field(default_factory=dict)
     # The graph and file sets the plan was made from: which images each build names, where.
     computer: KeyComputer | None = None
+    pins: Pins = field(default_factory=dict)  # images.lock's, which the plan's keys hold
+    # (normalised reference, platform) -> why it could not be pinned
+    pin_failures: dict[tuple[str, str], str] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def builder(self, platform: str) -> Builder:
@@ -90,6 +96,73 @@ class BuildRun:
                 found = open_builder(spec.host, spec.backend, spec.network)
                 self.builders[platform] = found
             return found
+
+    def pin(
+        self, images: Sequence[tuple[ExternalImage, str]]
+    ) -> list[tuple[ExternalImage, str, PinRecord, PinRecord | None]]:
+        """Resolve each (image, platform) now (``pins.resolve_pin``) and record the pins in
+        images.lock (and the fragment, if any); return (image, platform, pin, previous pin).
+        An image that cannot be resolved is left out and kept in ``pin_failures``: the builds
+        using it fail with that message, the others go on."""
+        from buildtool.pins import resolve_pin
+        from buildtool.registry import RegistryClient
+
+        client = RegistryClient(self.config.insecure_registries)
+        resolved = []
+        for image, platform in images:
+            try:
+                pin = resolve_pin(image, platform, client, self.builder(platform))
+            except BtError as err:
+                self.pin_failures[(image.name, platform)] = str(err)
+                continue
+            resolved.append((image, platform, pin))
+        previous: dict[tuple[str, str], PinRecord | None] = {}
+
+        def change(lock: Lockfile) -> None:
+            for image, platform, pin in resolved:
+                previous.setdefault((image.name, platform), lock.pin(image.name, platform))
+                lock.put_pin(image.name, platform, pin)
+
+        if self.options.lock_out is not None:
+            update_lockfile(self.options.lock_out, self.lock_path, change)
+        previous.clear()
+        self.pins = update_lockfile(self.config.lockfile, self.lock_path, change).pins
+        return [(i, p, pin, previous[(i.name, p)]) for i, p, pin in resolved]
+
+    def external_reference(self, ref: str, platform: str) -> str | None:
+        """The reference a build of ``platform`` hands the engine for the external image
+        ``ref`` (as the Dockerfile names it): pinned to the digest images.lock records, or None
+        when nothing is to be rewritten (a reference with its own digest, or no pin)."""
+        from buildtool.pins import engine_reference
+
+        image = ExternalImage.of(ref)
+        pin = self.pins.get(image.name, {}).get(platform)
+        if not image.pinnable or pin is None:
+            return None
+        return engine_reference(image, pin, self.builder(platform))
+
+    def fail_unpinned(self, planned: PlannedBuild) -> None:
+        """Invariant 9: never build (and record) a key that holds an unpinned image. The build
+        fails, with why the pin could not be made in its log; its dependents are skipped."""
+        from buildtool.errors import JobFailed
+        from buildtool.pins import UNPINNED
+
+        unpinned = [(n, w) for n, value, w in planned.manifest.pins if value.startswith(UNPINNED)]
+        if not unpinned:
+            return
+        name, written = unpinned[0]
+        message = self.pin_failures.get(
+            (name, planned.platform), f"{written} is not pinned in images.lock yet"
+        )
+        log_path = self.log_path(planned)
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        log_path.write_text(message + "\n", encoding="utf-8")
+        raise JobFailed(message, log_tail=message, log_path=str(log_path))
+
+    def close(self) -> None:
+        for builder in self.builders.values():
+            builder.close()
+        self.builders.clear()
 
     def check_routing(self, stale: Sequence[PlannedBuild]) -> None:
         """Refuse, before anything starts, a build that would need emulation."""
@@ -159,11 +232,6 @@ class BuildRun:
         finally:
             self.close()
 
-    def close(self) -> None:
-        for builder in self.builders.values():
-            builder.close()
-        self.builders.clear()
-
     def _build_args(self, planned: PlannedBuild) -> tuple[tuple[str, str], ...]:
         target = self.targets[planned.label]
         args = dict(target.args)
@@ -173,11 +241,6 @@ class BuildRun:
                 raise BtError(f"parent {parent} of {planned.label} has no recorded image")
             args[arg] = ref
         return tuple(sorted(args.items()))
-
-    def external_reference(self, ref: str, platform: str) -> str | None:
-        """The exact image to build on for ``ref``, an image the workspace does not build, or
-        None to leave the reference as written. (Pinning external images fills this in.)"""
-        return None
 
     def dockerfile_text(self, planned: PlannedBuild) -> str | None:
         """The Dockerfile to send when the build names images bt hands over exactly, else None.
@@ -219,6 +282,7 @@ class BuildRun:
 
         if planned.platform in self.unreachable:
             raise BtError(self.unreachable[planned.platform])
+        self.fail_unpinned(planned)
         target = self.targets[planned.label]
         builder = self.builder(planned.platform)
         tag = local_tag(target, planned.key)
@@ -293,26 +357,68 @@ class BuildRun:
         )
 
 
+def plan_pinned(
+    bench: Workbench,
+    run: BuildRun,
+    patterns: Iterable[str],
+    platforms: Iterable[str],
+    report: Callable[[ReportEvent], None],
+) -> list[PlannedBuild]:
+    """The plan `bt build` runs: builds refused by their routing are refused before anything is
+    written; then the external images images.lock does not pin yet are pinned (each reported
+    with where from), and the builds are planned against the pins. The builds using an image
+    that could not be pinned fail when they run (``BuildRun.fail_unpinned``)."""
+    config = bench.config
+    push = run.options.push
+    planned = bench.plan(patterns, platforms)
+    run.check_routing([p for p in planned if needs_run(p, push, config.registry)])
+    lock = bench.lockfile()
+    missing = [
+        (image, platform)
+        for image, platform in bench.external_images(patterns, platforms)
+        if lock.pin(image.name, platform) is None
+    ]
+    if missing:
+        for image, platform, pin, _ in run.pin(missing):
+            report(Pinned(image.written, platform, pin.digest, pin.source))
+        for (name, platform), problem in sorted(run.pin_failures.items()):
+            report(Pinned(name, platform, "", "", problem))
+        lock = bench.lockfile()
+        planned = bench.plan(patterns, platforms, lock)
+    run.pins = lock.pins
+    return planned
+
+
 def build_planned(
     bench: Workbench,
     planned: Sequence[PlannedBuild],
     options: BuildOptions,
     report: Callable[[ReportEvent], None],
     merge: bool = False,
+    run: BuildRun | None = None,
 ) -> Summary | None:
     """Run what ``planned`` needs (None when nothing needed a run) and, with ``merge`` and a
     complete run, put the multi-platform index of every planned image."""
     config = bench.config
     summary = None
     if any(needs_run(p, options.push, config.registry) for p in planned):
-        targets = bench.session.graph.targets
-        run = BuildRun(config, targets, bench.lock_path, options, report, computer=bench.computer)
+        run = run or bench_run(bench, options, report)
         summary = run.run(planned)
     else:
         report(UpToDate(len(planned)))
     if merge and (summary is None or summary.ok):
         merge_built(bench, {p.label for p in planned}, report)
     return summary
+
+
+def bench_run(
+    bench: Workbench, options: BuildOptions, report: Callable[[ReportEvent], None]
+) -> BuildRun:
+    """A run over the workbench's graph and key computer."""
+    targets = bench.session.graph.targets
+    return BuildRun(
+        bench.config, targets, bench.lock_path, options, report, computer=bench.computer
+    )
 
 
 def merge_built(

@@ -58,6 +58,18 @@ class ImageTestsFinished:
 
 
 @dataclass(frozen=True)
+class Pinned:
+    """An external image pinned before the builds that use it (``digest`` empty: it could not
+    be, and ``detail`` says why; those builds then fail)."""
+
+    reference: str
+    platform: str
+    digest: str
+    source: str  # "registry" or "engine"
+    detail: str = ""
+
+
+@dataclass(frozen=True)
 class Round:
     """One rebuild of `bt watch` after a change: what changed, which builds ran, how it went."""
 
@@ -81,7 +93,13 @@ class Watching:
 
 
 RunEvent = (
-    UpToDate | Merged | ImageTestsPassed | ImageTestsFailed | ImageTestsSkipped | ImageTestsFinished
+    UpToDate
+    | Merged
+    | Pinned
+    | ImageTestsPassed
+    | ImageTestsFailed
+    | ImageTestsSkipped
+    | ImageTestsFinished
 )
 WatchEvent = Round | WatchError | Watching
 ReportEvent = AnyEvent | RunEvent | WatchEvent

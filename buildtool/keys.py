@@ -5,9 +5,10 @@ change its image (invariant 1) and nothing else (invariant 2): the key schema ve
 platform, the meaning of the Dockerfile stages the build reaches on that platform (each
 instruction as parsed, the parser directives, the value every ARG takes; see
 ``dockerfile/meaning.py``), the stage, the resolved build args, the sorted inputs (path, kind,
-executable bit, content digest or symlink target), the global inputs of ``.cache-spec``, and the
+executable bit, content digest or symlink target), the global inputs of ``.cache-spec``, the
 keys of the parents' builds for the same platform (declared, or inferred from the images the
-reached stages name: ``parents.py``). The file sets come from ``filesets.py``.
+reached stages name: ``parents.py``), and the digest every external image the reached stages
+use is pinned to in ``images.lock`` (``pins.py``). The file sets come from ``filesets.py``.
 """
 
 from __future__ import annotations
@@ -21,13 +22,22 @@ import msgpack
 
 from buildtool.analysis import Analyses, InstructionText
 from buildtool.cachedir import CacheDir, write_once
-from buildtool.filesets import FileSets, InputRow, input_rows
+from buildtool.filesets import (
+    FileSet,
+    FileSets,
+    ImageUse,
+    InputRow,
+    input_rows,
+)
 from buildtool.graph import TargetGraph
 from buildtool.hashing import StatCache, digest_bytes
 from buildtool.labels import Label
+from buildtool.pins import UNPINNED, ExternalImage, PinEntry, Pins, external_images, pin_entries
+from buildtool.target import ImageTarget
 from buildtool.workspace import Config
 
-KEY_SCHEMA = 3
+# 4: pins of external images
+KEY_SCHEMA = 4
 
 BuildId = tuple[Label, str]
 
@@ -54,6 +64,14 @@ class KeyManifest:
     fallback: str | None  # why the whole context counts as input, if it does
     has_run: bool
     context: str
+    # (normalised reference, pinned digest or "unpinned:<ref>", as written), sorted: keyed
+    pins: tuple[PinEntry, ...] = ()
+    images: tuple[ImageUse, ...] = ()  # the reached stages' image uses, by line: not keyed
+
+    @property
+    def unpinned(self) -> tuple[str, ...]:
+        """External images (as written) that have no pin yet: the build cannot run as is."""
+        return tuple(written for _, value, written in self.pins if value.startswith(UNPINNED))
 
     def key_material(self) -> list[Any]:
         return [
@@ -67,6 +85,9 @@ class KeyManifest:
             [list(g) for g in self.global_inputs],
             [[arg, key] for arg, _, key in self.parents],
             list(self.remote_sources),
+            # Under a new reference, one pinned digest is one image: the name is keyed too,
+            # since it is what an unpinned entry and `bt why` know the image by.
+            [[name, value] for name, value, _ in self.pins],
         ]
 
     @cached_property
@@ -83,6 +104,8 @@ class KeyManifest:
         for name in ("args", "inputs", "global_inputs", "parents", "instructions"):
             raw[name] = tuple(tuple(item) for item in raw[name])
         raw["remote_sources"] = tuple(raw["remote_sources"])
+        for name in ("pins", "images"):  # none before schema 4
+            raw[name] = tuple(tuple(item) for item in raw.get(name, ()))
         return cls(**raw)
 
 
@@ -95,11 +118,33 @@ class KeyComputer:
         graph: TargetGraph,
         stat_cache: StatCache,
         analyses: Analyses | None = None,
+        pins: Pins | None = None,
     ):
         self.config = config
         self.graph = graph
         self.filesets = FileSets(config, stat_cache, analyses)
+        self.pins: Pins = pins or {}
+        # Normalised references of images the workspace builds: parents, never external.
+        self.workspace_references = frozenset(
+            parent.name for parents in graph.inferred.values() for parent in parents
+        )
         self._manifests: dict[BuildId, KeyManifest] = {}
+
+    def use_pins(self, pins: Pins) -> None:
+        """Compute keys against ``pins`` (the lockfile's) from now on."""
+        if pins != self.pins:
+            self.pins = pins
+            self._manifests.clear()
+
+    def external_images(self, build: BuildId) -> tuple[ExternalImage, ...]:
+        """The images the build's reached stages use that the workspace does not build."""
+        label, platform = build
+        target = self.graph.targets[label]
+        return self._externals(target, self.filesets.of(target, platform))
+
+    def _externals(self, target: ImageTarget, fileset: FileSet) -> tuple[ExternalImage, ...]:
+        parent_args = {arg for arg, _ in target.parents}
+        return external_images(fileset.reads.images, parent_args, self.workspace_references)
 
     @property
     def analyses(self) -> Analyses:
@@ -159,6 +204,8 @@ class KeyComputer:
             fallback=fileset.fallback,
             has_run=fileset.reads.has_run,
             context=target.context,
+            pins=pin_entries(self._externals(target, fileset), self.pins, platform),
+            images=fileset.reads.images,
         )
 
 

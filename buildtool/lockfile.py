@@ -1,4 +1,5 @@
-"""``images.lock``: for every platform build its key and, once built, its digest and image.
+"""``images.lock``: for every platform build its key and, once built, its digest and image; per
+external image and platform the digest it is pinned to.
 
 Deterministic, diff-friendly JSON (sorted keys, two-space indent, trailing newline), versioned,
 written atomically under the workspace lock so concurrent bt processes never interleave.
@@ -40,16 +41,41 @@ class IndexRecord:
         return {"digest": self.digest, "tags": list(self.tags)}
 
 
+@dataclass(frozen=True)
+class PinRecord:
+    """The digest an external image is pinned to for one platform, and where it was read:
+    "registry" (a manifest digest) or "engine" (a local image: a repo digest, else its id)."""
+
+    digest: str
+    source: str
+
+    def to_json(self) -> dict[str, str]:
+        return {"digest": self.digest, "source": self.source}
+
+
 @dataclass
 class Lockfile:
     builds: dict[str, dict[str, BuildRecord]] = field(default_factory=dict)
     images: dict[str, IndexRecord] = field(default_factory=dict)
+    # normalised reference -> platform -> pin (``pins.py``)
+    pins: dict[str, dict[str, PinRecord]] = field(default_factory=dict)
 
     def get(self, label: str, platform: str) -> BuildRecord | None:
         return self.builds.get(label, {}).get(platform)
 
     def put(self, label: str, platform: str, record: BuildRecord) -> None:
         self.builds.setdefault(label, {})[platform] = record
+
+    def pin(self, reference: str, platform: str) -> PinRecord | None:
+        return self.pins.get(reference, {}).get(platform)
+
+    def put_pin(self, reference: str, platform: str, record: PinRecord) -> None:
+        self.pins.setdefault(reference, {})[platform] = record
+
+    def pin_records(self) -> Iterator[tuple[str, str, PinRecord]]:
+        for reference in sorted(self.pins):
+            for platform in sorted(self.pins[reference]):
+                yield reference, platform, self.pins[reference][platform]
 
     def records(self) -> Iterator[tuple[str, str, BuildRecord]]:
         for label in sorted(self.builds):
@@ -66,6 +92,13 @@ class Lockfile:
             },
             "images": {label: r.to_json() for label, r in self.images.items()},
         }
+        pins = {
+            ref: {p: r.to_json() for p, r in platforms.items()}
+            for ref, platforms in self.pins.items()
+            if platforms
+        }
+        if pins:  # a workspace without external images keeps the lockfile it had
+            data["pins"] = pins
         return (json.dumps(data, indent=2, sort_keys=True) + "\n").encode()
 
     @classmethod
@@ -84,6 +117,10 @@ class Lockfile:
                     lock.put(label, platform, BuildRecord(rec["key"], rec["digest"], rec["image"]))
             for label, rec in data.get("images", {}).items():
                 lock.images[label] = IndexRecord(rec["digest"], tuple(rec["tags"]))
+            # Lockfiles written before pins existed have no such section.
+            for ref, platforms in data.get("pins", {}).items():
+                for platform, rec in platforms.items():
+                    lock.put_pin(ref, platform, PinRecord(rec["digest"], rec["source"]))
         except (KeyError, TypeError, AttributeError) as err:
             raise BtError(f"malformed lockfile entry ({err})", path) from None
         return lock
@@ -135,7 +172,7 @@ def fold_fragments(fragments: Sequence[tuple[str, Lockfile]]) -> Lockfile:
     result does not depend on the order of the fragments.
     """
     folded = Lockfile()
-    origin: dict[tuple[str, str], str] = {}
+    origin: dict[tuple[str, ...], str] = {}
     for name, fragment in fragments:
         for label, platform, record in fragment.records():
             known = folded.get(label, platform)
@@ -152,6 +189,17 @@ def fold_fragments(fragments: Sequence[tuple[str, Lockfile]]) -> Lockfile:
                 )
             folded.images[label] = index
             origin.setdefault((label, ""), name)
+        for ref, platform, pin in fragment.pin_records():
+            known_pin = folded.pin(ref, platform)
+            if known_pin is not None and known_pin.digest != pin.digest:
+                raise BtError(
+                    f"{origin[(ref, platform, 'pin')]} and {name} pin {ref} ({platform}) to "
+                    f"different digests: {known_pin.digest} and {pin.digest}"
+                )
+            # Same digest read from two sources: keep one, whatever the fragments' order.
+            chosen = min(known_pin or pin, pin, key=lambda r: r.source)
+            folded.put_pin(ref, platform, chosen)
+            origin.setdefault((ref, platform, "pin"), name)
     return folded
 
 
@@ -180,5 +228,9 @@ def apply_fragments(lock: Lockfile, folded: Lockfile) -> int:
     for label, index in sorted(folded.images.items()):
         if lock.images.get(label) != index:
             lock.images[label] = index
+            changed += 1
+    for ref, platform, pin in folded.pin_records():
+        if lock.pin(ref, platform) != pin:
+            lock.put_pin(ref, platform, pin)
             changed += 1
     return changed

@@ -1,7 +1,8 @@
 """The plan: which platform builds are stale, in build order, each with one short reason.
 
 A platform build is stale exactly when its key differs from the key recorded in the lockfile
-(or nothing is recorded). Keys cover content, so stale means "something it depends on changed".
+(or nothing is recorded), or when an external image it uses is not pinned yet. Keys cover
+content, so stale means "something it depends on changed".
 """
 
 from __future__ import annotations
@@ -71,7 +72,10 @@ def make_plan(
         manifest = computer.manifest((label, platform))
         key = manifest.key
         record = lock.get(str(label), platform)
-        if record is None:
+        if manifest.unpinned:
+            # `bt build` pins it first; the key holds "unpinned:<ref>" until then.
+            stale, reason = True, f"external {manifest.unpinned[0]} not pinned yet"
+        elif record is None:
             stale, reason = True, "new: never built"
         elif record.key == key:
             stale, reason = False, "up to date"

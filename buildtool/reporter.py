@@ -18,6 +18,7 @@ from buildtool.events import (
     ImageTestsPassed,
     ImageTestsSkipped,
     Merged,
+    Pinned,
     ReportEvent,
     Round,
     RunEvent,
@@ -122,6 +123,7 @@ class PlainReporter:
 _RUN_EVENTS = (
     UpToDate,
     Merged,
+    Pinned,
     ImageTestsPassed,
     ImageTestsFailed,
     ImageTestsSkipped,
@@ -138,6 +140,12 @@ def plain_lines(event: RunEvent | WatchEvent) -> list[str]:
         return [f"nothing to build: {event.total} platform builds up to date"]
     if isinstance(event, Merged):
         return [event.detail]
+    if isinstance(event, Pinned):
+        if not event.digest:
+            return [f"not pinned ({event.platform}): {event.detail}"]
+        return [
+            f"pinned {event.reference} ({event.platform}) to {event.digest} from the {event.source}"
+        ]
     if isinstance(event, ImageTestsPassed):
         return [f"ok    {_build(event.id)} ({event.count} tests)"]
     if isinstance(event, ImageTestsFailed):
@@ -250,6 +258,15 @@ def _run_record(event: RunEvent | WatchEvent) -> dict[str, Any]:
             "status": event.status,
             "digest": event.digest,
             "detail": event.detail,
+        }
+    if isinstance(event, Pinned):
+        return {
+            "event": "pinned",
+            "reference": event.reference,
+            "platform": event.platform,
+            "digest": event.digest or None,
+            "source": event.source or None,
+            "detail": event.detail or None,
         }
     if isinstance(event, ImageTestsPassed):
         return _of(event.id) | {"event": "tests_passed", "tests": event.count}

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from buildtool.keys import KeyComputer
     from buildtool.labels import Label
     from buildtool.lockfile import Lockfile
+    from buildtool.pins import ExternalImage
     from buildtool.plan import PlannedBuild
 
 
@@ -98,7 +99,8 @@ class Workbench:
         from buildtool.keys import KeyComputer
 
         session = self.session
-        return KeyComputer(session.config, session.graph, self.stat_cache, session.analyses)
+        pins = self.lockfile().pins
+        return KeyComputer(session.config, session.graph, self.stat_cache, session.analyses, pins)
 
     def lockfile(self) -> Lockfile:
         from buildtool.lockfile import read_lockfile
@@ -108,11 +110,32 @@ class Workbench:
     def labels(self, patterns: Iterable[str]) -> set[Label]:
         return self.session.graph.match(patterns, self.session.current_package)
 
-    def plan(self, patterns: Iterable[str], platforms: Iterable[str] = ()) -> list[PlannedBuild]:
+    def plan(
+        self, patterns: Iterable[str], platforms: Iterable[str] = (), lock: Lockfile | None = None
+    ) -> list[PlannedBuild]:
+        """The plan against ``lock`` (default: images.lock as it is now)."""
         from buildtool.plan import make_plan, selected_builds
 
+        lock = self.lockfile() if lock is None else lock
+        self.computer.use_pins(lock.pins)
         builds = selected_builds(self.session.graph, self.labels(patterns), platforms)
-        planned = make_plan(self.session.config, self.computer, self.lockfile(), builds)
+        planned = make_plan(self.session.config, self.computer, lock, builds)
         self.stat_cache.save()
         self.computer.analyses.save()
         return planned
+
+    def external_images(
+        self, patterns: Iterable[str], platforms: Iterable[str] = ()
+    ) -> list[tuple[ExternalImage, str]]:
+        """(image, platform) for every pinnable external image the selected builds use, sorted
+        by reference, then platform."""
+        from buildtool.plan import selected_builds
+
+        builds = selected_builds(self.session.graph, self.labels(patterns), platforms)
+        found = {
+            (image.name, platform): image
+            for label, platform in builds
+            for image in self.computer.external_images((label, platform))
+            if image.pinnable
+        }
+        return [(found[used], used[1]) for used in sorted(found)]

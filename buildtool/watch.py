@@ -149,18 +149,22 @@ class Watcher:
         self.report(Watching(len(self.watched.files)))
 
     def rebuild(self, changed: tuple[str, ...], began: float) -> Round:
-        from buildtool.build import BuildOptions, build_planned
+        from buildtool.build import BuildOptions, bench_run, build_planned, plan_pinned
 
         bench = Workbench.open()
         config = bench.config
-        planned = bench.plan(self.patterns, self.platforms)
-        self.watched = watch_set(config, planned)
         push = config.push if self.push is None else self.push
-        if not any(needs_run(p, push, config.registry) for p in planned):
-            return Round(changed, (), 0, time.monotonic() - began)
         options = BuildOptions(push=push, jobs=config.jobs)
-        merge = push and not self.platforms
-        summary = build_planned(bench, planned, options, self.report, merge=merge)
+        run = bench_run(bench, options, self.report)
+        try:
+            planned = plan_pinned(bench, run, self.patterns, self.platforms, self.report)
+            self.watched = watch_set(config, planned)
+            if not any(needs_run(p, push, config.registry) for p in planned):
+                return Round(changed, (), 0, time.monotonic() - began)
+            merge = push and not self.platforms
+            summary = build_planned(bench, planned, options, self.report, merge=merge, run=run)
+        finally:
+            run.close()
         if summary is not None and summary.interrupted:
             raise KeyboardInterrupt
         ran = (*summary.succeeded, *summary.cached, *summary.failed) if summary else ()

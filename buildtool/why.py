@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 from buildtool.analysis import InstructionText
 from buildtool.keys import KeyManifest, load_manifest
+from buildtool.pins import short_digest
 
 if TYPE_CHECKING:
     from buildtool.plan import PlannedBuild
@@ -18,7 +19,8 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class Change:
-    kind: str  # dockerfile | stage | args | input | global | parent | platform | schema | remote
+    # dockerfile | stage | args | input | global | parent | platform | schema | remote | external
+    kind: str
     subject: str
     old: str | None
     new: str | None
@@ -37,6 +39,11 @@ class Change:
             return f"parent {self.subject} changed: key {self.old} -> {self.new}"
         if self.kind == "args":
             return f"build arg {self.subject}: {self.old!r} -> {self.new!r}"
+        if self.kind == "external":
+            if self.old is None or self.new is None:
+                verb = "added" if self.old is None else "no longer used"
+                return f"external {self.subject} {verb} ({self.new or self.old})"
+            return f"external {self.subject} moved {self.old} -> {self.new}"
         return f"{self.kind} {self.subject}: {self.old} -> {self.new}"
 
 
@@ -92,12 +99,38 @@ def diff_manifests(old: KeyManifest, new: KeyManifest) -> list[Change]:
                     "parent", f"{label} ({arg})", _short(before[1]) if before else None, key[:16]
                 )
             )
+    changes += _diff_pins(old, new)
     if old.remote_sources != new.remote_sources:
         changes.append(
             Change("remote", "remote sources", ", ".join(old.remote_sources),
                    ", ".join(new.remote_sources))
         )  # fmt: skip
     return changes
+
+
+def _diff_pins(old: KeyManifest, new: KeyManifest) -> list[Change]:
+    """External images whose pin moved (``bt lock update``), or that came or went."""
+    old_pins = {name: (value, written) for name, value, written in old.pins}
+    new_pins = {name: (value, written) for name, value, written in new.pins}
+    changes = []
+    for name in sorted(old_pins.keys() | new_pins.keys()):
+        a, b = old_pins.get(name), new_pins.get(name)
+        if a is not None and b is not None and a[0] == b[0]:
+            continue
+        written = (b or a or ("", name))[1]
+        changes.append(
+            Change(
+                "external",
+                written,
+                a and _pin_value(a[0]),
+                b and _pin_value(b[0]),
+            )
+        )
+    return changes
+
+
+def _pin_value(value: str) -> str:
+    return "(not pinned)" if value.startswith("unpinned:") else short_digest(value)
 
 
 def _diff_entries(kind: str, old: KeyManifest, new: KeyManifest) -> list[Change]:
@@ -151,6 +184,10 @@ def short_reason(changes: list[Change]) -> str:
     if "args" in kinds:
         names = sorted({c.subject for c in changes if c.kind == "args"})
         return "args changed: " + ", ".join(names)
+    moved = [c for c in changes if c.kind == "external"]
+    if moved:
+        more = f" (+{len(moved) - 1} more)" if len(moved) > 1 else ""
+        return moved[0].describe() + more
     for kind, phrase in (("input", "inputs changed"), ("global", "global inputs changed")):
         subjects = [c.subject for c in changes if c.kind == kind]
         if subjects:

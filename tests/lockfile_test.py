@@ -13,6 +13,7 @@ from buildtool.lockfile import (
     BuildRecord,
     IndexRecord,
     Lockfile,
+    PinRecord,
     apply_fragments,
     fold_fragments,
     read_lockfile,
@@ -121,4 +122,59 @@ def test_fragments_with_different_indexes_for_one_image_are_refused() -> None:
     assert (
         err.value.message
         == "a.json and b.json record different indexes for //x:y: sha256:1 and sha256:2"
+    )
+
+
+# -- pins of external images ------------------------------------------------------------------
+
+D1, D2 = "sha256:" + "1" * 64, "sha256:" + "2" * 64
+
+
+def test_pins_are_written_sorted_per_reference_and_platform_and_read_back() -> None:
+    lock = Lockfile()
+    lock.put_pin("docker.io/library/python:3", "linux/arm64", PinRecord(D2, "registry"))
+    lock.put_pin("docker.io/library/python:3", "linux/amd64", PinRecord(D1, "registry"))
+    lock.put_pin("docker.io/acme/local:1", "linux/amd64", PinRecord(D1, "engine"))
+
+    text = lock.dumps().decode()
+
+    assert json.loads(text)["pins"] == {
+        "docker.io/acme/local:1": {"linux/amd64": {"digest": D1, "source": "engine"}},
+        "docker.io/library/python:3": {
+            "linux/amd64": {"digest": D1, "source": "registry"},
+            "linux/arm64": {"digest": D2, "source": "registry"},
+        },
+    }
+    assert text.index('"docker.io/acme/local:1"') < text.index('"docker.io/library/python:3"')
+    assert Lockfile.loads(text, "images.lock") == lock
+
+
+def test_a_lockfile_written_before_pins_existed_reads_and_is_written_unchanged() -> None:
+    old = lockfile_of(("//x:y", "linux/amd64", "k", "sha256:1")).dumps()
+    assert "pins" not in json.loads(old)
+
+    lock = Lockfile.loads(old.decode(), "images.lock")
+
+    assert lock.pins == {}
+    assert lock.dumps() == old
+
+
+def test_fragments_fold_pins_and_refuse_two_digests_for_one_pin() -> None:
+    a, b = Lockfile(), Lockfile()
+    a.put_pin("r/base:1", "linux/amd64", PinRecord(D1, "registry"))
+    b.put_pin("r/base:1", "linux/arm64", PinRecord(D2, "registry"))
+    folded = fold_fragments([("a.json", a), ("b.json", b)])
+    assert dict(folded.pins["r/base:1"]) == {
+        "linux/amd64": PinRecord(D1, "registry"),
+        "linux/arm64": PinRecord(D2, "registry"),
+    }
+    base = Lockfile()
+    assert apply_fragments(base, folded) == 2
+    assert base.pins == folded.pins
+
+    b.put_pin("r/base:1", "linux/amd64", PinRecord(D2, "registry"))
+    with pytest.raises(BtError) as err:
+        fold_fragments([("a.json", a), ("b.json", b)])
+    assert err.value.message == (
+        f"a.json and b.json pin r/base:1 (linux/amd64) to different digests: {D1} and {D2}"
     )

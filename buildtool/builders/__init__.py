@@ -19,7 +19,7 @@ import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Protocol
+from typing import IO, NamedTuple, Protocol
 
 from buildtool.errors import BtError, JobFailed, TransientError
 from buildtool.platforms import Platform
@@ -62,12 +62,20 @@ class BuiltImage:
     tag: str
 
 
+class LocalImage(NamedTuple):
+    """An image in an engine's own store, as ``docker image inspect`` shows it."""
+
+    image_id: str  # sha256:... of its config
+    repo_digests: tuple[str, ...]  # "name@sha256:..." where it was pulled from or pushed to
+
+
 class Builder(Protocol):
     name: str
 
     def architecture(self) -> str: ...
     def build(self, request: BuildRequest, cancel: threading.Event) -> BuiltImage: ...
     def image_id(self, ref: str) -> str | None: ...
+    def local_image(self, ref: str) -> LocalImage | None: ...
     def tag(self, image_id_or_ref: str, new_tag: str) -> None: ...
     def push(self, ref: str) -> str: ...
     def run(self, image: str, command: Sequence[str], timeout: float) -> tuple[int, str]: ...

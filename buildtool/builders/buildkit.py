@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import json
 import os
 import re
 import secrets
@@ -22,6 +23,7 @@ from buildtool.builders import (
     LOG_TAIL_LINES,
     BuildRequest,
     BuiltImage,
+    LocalImage,
     build_failure,
     dockerfile_to_send,
     is_transient,
@@ -206,6 +208,15 @@ class BuildKitCliBuilder:
         done = self._docker("image", "inspect", "--format", "{{.Id}}", ref)
         if done.returncode == 0:
             return done.stdout.strip()
+        if "no such image" in done.stderr.lower() or "no such object" in done.stderr.lower():
+            return None
+        raise self._fault(f"docker image inspect {ref}", done)
+
+    def local_image(self, ref: str) -> LocalImage | None:
+        done = self._docker("image", "inspect", "--format", "{{.Id}} {{json .RepoDigests}}", ref)
+        if done.returncode == 0:
+            image_id, _, digests = done.stdout.strip().partition(" ")
+            return LocalImage(image_id, tuple(json.loads(digests) or ()))
         if "no such image" in done.stderr.lower() or "no such object" in done.stderr.lower():
             return None
         raise self._fault(f"docker image inspect {ref}", done)

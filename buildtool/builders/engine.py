@@ -16,6 +16,7 @@ from buildtool.builders import (
     LOG_TAIL_LINES,
     BuildRequest,
     BuiltImage,
+    LocalImage,
     build_failure,
     dockerfile_to_send,
     is_transient,
@@ -167,6 +168,19 @@ class EngineApiBuilder:
             return None
         except (docker.errors.APIError, requests.exceptions.RequestException) as err:
             raise self._fault(f"inspecting {ref}", err) from None
+
+    def local_image(self, ref: str) -> LocalImage | None:
+        import requests
+
+        import docker
+
+        try:
+            attrs = self.client.inspect_image(ref)
+        except docker.errors.ImageNotFound:
+            return None
+        except (docker.errors.APIError, requests.exceptions.RequestException) as err:
+            raise self._fault(f"inspecting {ref}", err) from None
+        return LocalImage(str(attrs["Id"]), tuple(attrs.get("RepoDigests") or ()))
 
     def tag(self, image_id_or_ref: str, new_tag: str) -> None:
         import requests

@@ -72,8 +72,11 @@ def command(
 ) -> None:
     """Build what PATTERNS need and record every digest in images.lock.
 
-    Only stale platform builds run (see `bt plan`), parents before children, each on the builder
-    of its platform. A build whose key was built before is not rebuilt, only recorded. With
+    External images the builds use for the first time are pinned first: resolved to a digest
+    (from the registry, or from the engine for images only it holds) and recorded in
+    images.lock, which every later build uses until `bt lock update` moves them. Only stale
+    platform builds run (see `bt plan`), parents before children, each on the builder of its
+    platform. A build whose key was built before is not rebuilt, only recorded. With
     --push (and no --platform or --lock-out, which make partial runs), every built image then
     gets its multi-platform index, as `bt merge` puts it. By default the run keeps going past a
     failure, skipping only the failed build's dependents, and exits 1 with a summary. Ctrl-C
@@ -85,13 +88,12 @@ def command(
       bt build //matrix:large-v3-zh
       bt build //... --push --platform linux/arm64 --lock-out arm64.lock
     """
-    from buildtool.build import BuildOptions, build_planned
+    from buildtool.build import BuildOptions, bench_run, build_planned, plan_pinned
     from buildtool.ci import shard_of, without_stale_parents
     from buildtool.reporter import make_reporter
 
     bench = Workbench.open()
     config = bench.config
-    planned = bench.plan(patterns, platforms)
     push_wanted = config.push if push is None else push
     options = BuildOptions(
         push=push_wanted,
@@ -101,16 +103,19 @@ def command(
         run_tests=not no_tests,
         lock_out=lock_out.resolve() if lock_out else None,
     )
-    if no_deps:
-        planned = without_stale_parents(planned, bench.labels(patterns), push_wanted, config)
-    if shard is not None:
-        planned, message = shard_of(planned, shard, push_wanted, config)
-        click.echo(message, err=True)
-    merge = push_wanted and not platforms and lock_out is None and not no_deps and shard is None
     reporter = make_reporter(json_events, sys.stdout if json_events else sys.stderr)
+    run = bench_run(bench, options, reporter)
     try:
-        summary = build_planned(bench, planned, options, reporter, merge=merge)
+        planned = plan_pinned(bench, run, patterns, platforms, reporter)
+        if no_deps:
+            planned = without_stale_parents(planned, bench.labels(patterns), push_wanted, config)
+        if shard is not None:
+            planned, message = shard_of(planned, shard, push_wanted, config)
+            click.echo(message, err=True)
+        merge = push_wanted and not platforms and lock_out is None and not no_deps and not shard
+        summary = build_planned(bench, planned, options, reporter, merge=merge, run=run)
     finally:
+        run.close()
         reporter.close()
     if summary is not None and summary.interrupted:
         raise Interrupted("interrupted: finished builds are recorded; run again to resume")

@@ -28,8 +28,9 @@ from buildtool.session import Workbench
 def command(label: str, platform: str | None, output_format: str) -> None:
     """List every file LABEL's platform build hashes into its key: its digest and the
     Dockerfile line, explicit input or global input that brought it in, its parents' inputs
-    included (their keys are part of its key). Editing a listed file stales the build; editing
-    any other file does not. No Docker engine is needed.
+    included (their keys are part of its key), then the external images it uses with the
+    digest images.lock pins each to. Editing a listed file stales the build; editing any other
+    file does not. No Docker engine and no network is needed.
 
     \b
     Examples:
@@ -45,6 +46,7 @@ def command(label: str, platform: str | None, output_format: str) -> None:
     chosen = _platform(target_label, target.platforms, platform)
     fileset = bench.computer.filesets.of(target, chosen)
     rows = bench.computer.covered_inputs((target_label, chosen))
+    pins = bench.computer.manifest((target_label, chosen)).pins
     bench.computer.filesets.save()
     if output_format == "json":
         data = {
@@ -53,6 +55,10 @@ def command(label: str, platform: str | None, output_format: str) -> None:
             "key": bench.computer.key((target_label, chosen)),
             "fallback": fileset.fallback,
             "inputs": [row.to_json() for row in rows],
+            "images": [
+                {"reference": written, "name": name, "pinned": value}
+                for name, value, written in pins
+            ],
         }
         click.echo(json.dumps(data, indent=2))
         return
@@ -62,6 +68,9 @@ def command(label: str, platform: str | None, output_format: str) -> None:
         mode = "x" if row.executable else "-"
         shown = row.digest[:16] if row.kind != "dir" else "(directory)"
         click.echo(f"{shown:<16} {mode} {row.path}  <- {row.origin}")
+    for name, value, written in pins:
+        full = f" ({name})" if name != written else ""
+        click.echo(f"# external image {written}{full}: {value}")
 
 
 def _platform(label: object, platforms: tuple[str, ...], wanted: str | None) -> str:

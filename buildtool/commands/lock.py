@@ -1,4 +1,5 @@
-"""``bt lock``: work with lockfile fragments written by parallel runs (``bt build --lock-out``)."""
+"""``bt lock``: move the pins of external images (``update``), and fold lockfile fragments
+written by parallel runs (``merge``, from ``bt build --lock-out``)."""
 
 from __future__ import annotations
 
@@ -6,13 +7,68 @@ from pathlib import Path
 
 import click
 
+from buildtool.commands.common import platform_option
 from buildtool.errors import BtError
 from buildtool.session import Workbench
 
 
 @click.group("lock", context_settings={"help_option_names": ["-h", "--help"]})
 def command() -> None:
-    """Work with lockfile fragments from parallel runs."""
+    """Move pins of external images; fold lockfile fragments from parallel runs."""
+
+
+@command.command("update", context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("patterns", nargs=-1)
+@platform_option
+def update(patterns: tuple[str, ...], platforms: tuple[str, ...]) -> None:
+    """Re-resolve the external images PATTERNS use (default: //...) and move their pins.
+
+    Every image a build uses that the workspace does not build (FROM, COPY --from=,
+    RUN --mount=from=) is pinned to a digest in images.lock; builds use exactly that digest,
+    whatever the tag points at since. This asks the registry (or, for images only the engine
+    holds, the platform's engine) again and records what the tags point at now, so an upstream
+    update is a lockfile diff to review, and stales exactly the builds that use a moved image:
+    `bt plan` names each "external REF moved OLD -> NEW". Images written with @sha256: are
+    their own pin and are not looked up.
+
+    \b
+    Examples:
+      bt lock update                      every image the workspace uses
+      bt lock update //base:no_model --platform linux/arm64
+    """
+    from buildtool.build import BuildOptions, BuildRun
+    from buildtool.pins import short_digest
+
+    bench = Workbench.open()
+    wanted = bench.external_images(patterns or ("//...",), platforms)
+    run = BuildRun(
+        config=bench.config,
+        targets=bench.session.graph.targets,
+        lock_path=bench.lock_path,
+        options=BuildOptions(),
+        on_event=lambda _: None,
+    )
+    try:
+        resolved = run.pin(wanted)
+    finally:
+        run.close()
+    moved = 0
+    for image, platform, pin, before in resolved:
+        if before is None:
+            state = f"pinned to {short_digest(pin.digest)}"
+        elif before.digest == pin.digest:
+            state = f"unchanged ({short_digest(pin.digest)})"
+        else:
+            moved += 1
+            state = f"moved {short_digest(before.digest)} -> {short_digest(pin.digest)}"
+        click.echo(f"{image.written} ({platform}): {state} from the {pin.source}")
+    click.echo(
+        f"{bench.config.lockfile.name}: {len(resolved)} pins checked, {moved} moved", err=True
+    )
+    if run.pin_failures:
+        problem = min(run.pin_failures.items())[1]
+        more = len(run.pin_failures) - 1
+        raise BtError(f"{problem}" + (f" (and {more} more images not pinned)" if more else ""))
 
 
 @command.command("merge", context_settings={"help_option_names": ["-h", "--help"]})

@@ -19,7 +19,14 @@ from typing import Any
 import msgpack
 
 from buildtool.cachedir import CacheDir, write_once
-from buildtool.filesets import AnalysisCache, FileSets, InputRow, InstructionText, input_rows
+from buildtool.filesets import (
+    AnalysisCache,
+    FileSet,
+    FileSets,
+    InputRow,
+    InstructionText,
+    input_rows,
+)
 from buildtool.graph import TargetGraph
 from buildtool.hashing import StatCache, digest_bytes
 from buildtool.labels import Label
@@ -91,6 +98,7 @@ class KeyComputer:
         self.graph = graph
         self.filesets = FileSets(config, stat_cache)
         self._manifests: dict[BuildId, KeyManifest] = {}
+        self._filesets: dict[BuildId, FileSet] = {}
 
     @property
     def analyses(self) -> AnalysisCache:
@@ -105,6 +113,11 @@ class KeyComputer:
 
     def key(self, build: BuildId) -> str:
         return self.manifest(build).key
+
+    def fileset(self, build: BuildId) -> FileSet:
+        """The file set the build's key was computed from (what its engine is sent)."""
+        self.manifest(build)
+        return self._filesets[build]
 
     def covered_inputs(self, build: BuildId) -> list[InputRow]:
         """Every file the build's key covers: its own file set's, then (through their keys)
@@ -126,6 +139,7 @@ class KeyComputer:
         label, platform = build
         target = self.graph.targets[label]
         fileset = self.filesets.of(target, platform)
+        self._filesets[build] = fileset
         parents = tuple(
             (arg, str(parent), self.key((parent, platform))) for arg, parent in target.parents
         )

@@ -83,7 +83,8 @@ def test_the_same_key_sends_the_same_bytes_whatever_the_mtimes(tmp_path: Path) -
     first = b"".join(tar_chunks(sent))
     os.utime(root / "a.txt", (1, 1))
     assert b"".join(tar_chunks(sent)) == first
-    assert len(first) % tarfile.RECORDSIZE == 0
+    assert len(first) % tarfile.BLOCKSIZE == 0
+    assert first.endswith(bytes(2 * tarfile.BLOCKSIZE))
 
 
 def test_a_rewritten_dockerfile_is_sent_beside_the_entries_not_over_them(tmp_path: Path) -> None:

@@ -33,7 +33,6 @@ FIXED_MTIME = 0  # as reproducible builds' SOURCE_DATE_EPOCH=0: a file's mtime i
 # so a source taking the whole context root sees this file too.
 DOCKERFILE_IN_TAR = ".bt-Dockerfile"
 _BLOCK = tarfile.BLOCKSIZE
-_RECORD = tarfile.RECORDSIZE
 
 
 class ContextChanged(JobFailed):
@@ -103,15 +102,12 @@ def tar_chunks(context: SentContext) -> Iterator[bytes]:
 
 
 def _tar_pieces(context: SentContext) -> Iterator[bytes]:
-    written = 0
     dirs: set[str] = set()
     for path, kind, executable, value in _with_dockerfile(context):
         for parent in _parents(path):
             if parent not in dirs:
                 dirs.add(parent)
-                header = _header(parent, tarfile.DIRTYPE, 0o755)
-                written += len(header)
-                yield header
+                yield _header(parent, tarfile.DIRTYPE, 0o755)
         if kind == "dockerfile":
             assert context.dockerfile_bytes is not None
             chunks = _member(path, context.dockerfile_bytes)
@@ -126,11 +122,8 @@ def _tar_pieces(context: SentContext) -> Iterator[bytes]:
         else:
             dirs.add(path)
             chunks = iter([_header(path, tarfile.DIRTYPE, 0o755)])
-        for chunk in chunks:
-            written += len(chunk)
-            yield chunk
-    end = 2 * _BLOCK
-    yield bytes(end + (-(written + end) % _RECORD))
+        yield from chunks
+    yield bytes(2 * _BLOCK)  # the end of the archive; no record padding: readers need none
 
 
 def _with_dockerfile(context: SentContext) -> list[tuple[str, str, bool, str]]:

@@ -4,6 +4,7 @@ a complete push, the multi-platform merge. `bt test` reruns the same image tests
 
 from __future__ import annotations
 
+import os
 import re
 import threading
 from collections.abc import Callable, Iterable, Sequence
@@ -30,11 +31,12 @@ from buildtool.plan import PlannedBuild, needs_run
 from buildtool.platforms import same_machine
 from buildtool.record import record_builds
 from buildtool.session import Workbench
+from buildtool.stamp import KEY_LABEL, stamp, stamped_key
 from buildtool.target import ImageTarget
 from buildtool.workspace import BuilderSpec, Config
 
 if TYPE_CHECKING:
-    from buildtool.builders import Builder
+    from buildtool.builders import Builder, MissingInput
     from buildtool.dockerfile.rewrite import ImageSite
     from buildtool.keys import KeyComputer
     from buildtool.scheduler import Job, Outcome, Summary
@@ -64,6 +66,28 @@ def remote_ref(config: Config, target: ImageTarget, key: str) -> str:
     if not config.registry:
         raise BtError("pushing needs [registry] url in .cache-spec", ".cache-spec")
     return f"{config.registry}/{target.repository}:bt-{key[:32]}"
+
+
+def undeclared_read(config: Config, target: ImageTarget, missing: MissingInput) -> JobFailed:
+    """The failure of a build that read a context path its key does not cover: bt sends only
+    what the key covers, so the engine said "not found". Name the file and the fix."""
+    from buildtool.errors import JobFailed
+
+    path, label, where = missing.path, target.label, target.location
+    context = config.root / target.context
+    if not os.path.lexists(context / path):
+        message = f"{label} reads {path}, which is not in its context {target.context or '.'!r}"
+    elif target.inputs is not None:
+        message = (
+            f"{label} reads {path}, which its inputs do not cover, so bt did not send it: "
+            f"add it to inputs of {label} ({where})"
+        )
+    else:
+        message = (
+            f"{label} reads {path}, which bt's input inference from {target.dockerfile} missed, "
+            f"so bt did not send it: declare inputs = [...] for {label} ({where})"
+        )
+    return JobFailed(message, log_tail=missing.log_tail, log_path=missing.log_path)
 
 
 @dataclass
@@ -277,7 +301,7 @@ class BuildRun:
         return rewrite_images(fileset.dockerfile_text, replacements, target.dockerfile)
 
     def build_one(self, planned: PlannedBuild, cancel: threading.Event) -> Outcome:
-        from buildtool.builders import BuildRequest
+        from buildtool.builders import BuildRequest, MissingInput
         from buildtool.scheduler import Outcome
 
         if planned.platform in self.unreachable:
@@ -286,7 +310,19 @@ class BuildRun:
         target = self.targets[planned.label]
         builder = self.builder(planned.platform)
         tag = local_tag(target, planned.key)
-        cached = builder.image_id(tag) is not None
+        # The action cache cannot lie: a key-derived tag is attached only by `docker build -t`
+        # of a context that is exactly that key's file set (the stream is hashed as it is sent
+        # and aborted before its end when a byte differs, so no image is made), and that build
+        # stamps the key label. Any other image under the tag (`docker tag` by hand, an older
+        # bt) lacks the label or names another key: it is rebuilt, never recorded.
+        labels = builder.image_labels(tag)
+        cached = stamped_key(labels) == planned.key
+        warnings: tuple[str, ...] = ()
+        if labels is not None and not cached:
+            warnings = (
+                f"{tag} is not an image bt built from this key (its {KEY_LABEL} label is "
+                f"{stamped_key(labels) or 'missing'}); rebuilt",
+            )
         if not cached:
             request = BuildRequest(
                 context=self.config.root / target.context,
@@ -296,10 +332,14 @@ class BuildRun:
                 build_args=self._build_args(planned),
                 tag=tag,
                 log_path=self.log_path(planned),
-                labels=(("dev.bt.key", planned.key), ("dev.bt.label", str(planned.label))),
+                labels=stamp(planned.key, str(planned.label)),
+                fileset=planned.fileset,
                 dockerfile_text=self.dockerfile_text(planned),
             )
-            builder.build(request, cancel)
+            try:
+                builder.build(request, cancel)
+            except MissingInput as missing:
+                raise undeclared_read(self.config, target, missing) from None
             if self.options.run_tests:
                 self.run_tests(builder, planned, target, tag)
         if self.options.push:
@@ -313,7 +353,7 @@ class BuildRun:
             if image_id is None:
                 raise BtError(f"image {tag} vanished from {builder.name} right after its build")
             digest, image = image_id, tag
-        return Outcome(digest=digest, cached=cached, detail=image)
+        return Outcome(digest=digest, cached=cached, detail=image, warnings=warnings)
 
     def verify_pushed(self, image: str) -> None:
         """Invariant 5: record a digest only once the registry serves it."""

@@ -129,6 +129,7 @@ class KeyComputer:
             parent.name for parents in graph.inferred.values() for parent in parents
         )
         self._manifests: dict[BuildId, KeyManifest] = {}
+        self._filesets: dict[BuildId, FileSet] = {}
 
     def use_pins(self, pins: Pins) -> None:
         """Compute keys against ``pins`` (the lockfile's) from now on."""
@@ -160,6 +161,11 @@ class KeyComputer:
     def key(self, build: BuildId) -> str:
         return self.manifest(build).key
 
+    def fileset(self, build: BuildId) -> FileSet:
+        """The file set the build's key was computed from (what its engine is sent)."""
+        self.manifest(build)
+        return self._filesets[build]
+
     def covered_inputs(self, build: BuildId) -> list[InputRow]:
         """Every file the build's key covers: its own file set's, then (through their keys)
         its parents', each once, with what brought it in."""
@@ -180,6 +186,7 @@ class KeyComputer:
         label, platform = build
         target = self.graph.targets[label]
         fileset = self.filesets.of(target, platform)
+        self._filesets[build] = fileset
         # A declared parent counts by its arg, an inferred one by the normalised reference
         # the Dockerfile names (never by a line: moving a FROM moves no key).
         parents = tuple(

@@ -11,6 +11,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from buildtool.errors import BtError
+from buildtool.filesets import FileSet
 from buildtool.graph import TargetGraph
 from buildtool.keys import KeyComputer, KeyManifest, load_manifest
 from buildtool.labels import Label
@@ -29,6 +30,7 @@ class PlannedBuild:
     parents: tuple[Label, ...]
     manifest: KeyManifest
     record: BuildRecord | None
+    fileset: FileSet  # what the key covers: exactly what the build is sent
 
     @property
     def id(self) -> tuple[Label, str]:
@@ -93,6 +95,7 @@ def make_plan(
                 ),
                 manifest=manifest,
                 record=record,
+                fileset=computer.fileset((label, platform)),
             )
         )
     return planned

@@ -39,6 +39,7 @@ from buildtool.scheduler import (
     Skipped,
     Started,
     Summary,
+    Warned,
 )
 
 if TYPE_CHECKING:
@@ -110,6 +111,8 @@ class PlainReporter:
             self._write(f"{head} FAILED {build}: {event.message}", *_failure_details(event))
         elif isinstance(event, Skipped):
             self._write(f"{head} skipped {build} ({event.reason})")
+        elif isinstance(event, Warned):
+            self._write(f"{head} warning {build}: {event.message}")
         elif isinstance(event, Retrying):
             self._write(
                 f"{head} retrying {build} in {event.delay:.1f}s "
@@ -237,6 +240,8 @@ def json_record(event: ReportEvent) -> dict[str, Any]:
         }
     elif isinstance(event, Skipped):
         record |= {"event": "skipped", "reason": event.reason}
+    elif isinstance(event, Warned):
+        record |= {"event": "warning", "message": event.message}
     elif isinstance(event, Retrying):
         record |= {
             "event": "retrying",
@@ -346,7 +351,7 @@ class LiveReporter:
         with self.lock:
             if isinstance(event, Started):
                 self.running[event.id] = event.time
-            elif not isinstance(event, Retrying):
+            elif not isinstance(event, (Retrying, Warned)):
                 self.running.pop(event.id, None)
                 self.done += 1
                 if isinstance(event, Cached):
@@ -391,6 +396,9 @@ class LiveReporter:
             self._emit(
                 Text.assemble(("skipped", "yellow"), f" {_build(event.id)} ({event.reason})")
             )
+        elif isinstance(event, Warned):
+            text = f" {_build(event.id)}: "
+            self._emit(Text.assemble(("warning", "yellow"), text, event.message))
         elif isinstance(event, Retrying):
             text = f" {_build(event.id)} in {event.delay:.1f}s (attempt {event.attempt}): "
             self._emit(Text.assemble(("retrying", "yellow"), text, event.message))

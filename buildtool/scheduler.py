@@ -39,6 +39,7 @@ class Outcome:
     digest: str | None = None
     cached: bool = False  # nothing was built: the action cache had it
     detail: str = ""
+    warnings: tuple[str, ...] = ()  # shown as Warned events before its result
 
 
 @dataclass(frozen=True)
@@ -75,6 +76,11 @@ class Failed(Event):
 @dataclass(frozen=True)
 class Skipped(Event):
     reason: str
+
+
+@dataclass(frozen=True)
+class Warned(Event):
+    message: str
 
 
 @dataclass(frozen=True)
@@ -424,6 +430,8 @@ class _Run:
 
     def succeed(self, job_id: BuildId, outcome: Outcome, began: float) -> None:
         self.on_success(self.jobs[job_id], outcome)
+        for message in outcome.warnings:
+            self.emit(Warned(job_id, time.monotonic(), message))
         now = time.monotonic()
         if outcome.cached:
             self.cached.append(job_id)

@@ -19,10 +19,14 @@ import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, NamedTuple, Protocol
+from typing import IO, TYPE_CHECKING, NamedTuple, Protocol
 
 from buildtool.errors import BtError, JobFailed, TransientError
 from buildtool.platforms import Platform
+
+if TYPE_CHECKING:
+    from buildtool.builders.context import SentContext
+    from buildtool.filesets import FileSet
 
 LOG_TAIL_LINES = 25
 
@@ -50,10 +54,26 @@ class BuildRequest:
     tag: str  # local, content-derived tag, e.g. "bt/matrix:tiny-en-<key[:24]>"
     log_path: Path  # the full build log goes here (created or overwritten)
     labels: tuple[tuple[str, str], ...] = ()
-    # The exact Dockerfile text to build, when it differs from the file at ``dockerfile`` (bt
-    # hands over exact parent and pinned images by rewriting references: see
-    # dockerfile/rewrite.py). The backends write it to a file of their own.
+    # What the build's key covers. When set, the engine gets exactly these files (and the
+    # Dockerfile) as a tar bt writes, not the context directory: see ``builders/context.py``.
+    fileset: FileSet | None = None
+    # The Dockerfile to send instead of ``fileset.dockerfile_text`` (a rewritten one, e.g. with
+    # pinned image references); only with ``fileset``.
     dockerfile_text: str | None = None
+
+    def sent_context(self, *, hide_dockerfile: bool = False) -> SentContext | None:
+        """The context to stream, or None to send the context directory as it is."""
+        if self.fileset is None:
+            return None
+        from buildtool.builders.context import sent_context
+
+        return sent_context(
+            self.fileset,
+            self.context,
+            self.dockerfile,
+            self.dockerfile_text,
+            hide_dockerfile=hide_dockerfile,
+        )
 
 
 @dataclass(frozen=True)
@@ -76,6 +96,7 @@ class Builder(Protocol):
     def build(self, request: BuildRequest, cancel: threading.Event) -> BuiltImage: ...
     def image_id(self, ref: str) -> str | None: ...
     def local_image(self, ref: str) -> LocalImage | None: ...
+    def image_labels(self, ref: str) -> dict[str, str] | None: ...
     def tag(self, image_id_or_ref: str, new_tag: str) -> None: ...
     def push(self, ref: str) -> str: ...
     def run(self, image: str, command: Sequence[str], timeout: float) -> tuple[int, str]: ...
@@ -122,9 +143,39 @@ def is_transient(message: str) -> bool:
     return bool(_TRANSIENT.search(message))
 
 
+# How each builder says a COPY/ADD/RUN --mount source is not in the context it was sent.
+_NOT_FOUND = (
+    # BuildKit: failed to compute cache key: "/b.txt" not found: not found
+    re.compile(r'"/?([^"]+)":? not found'),
+    # the classic builder: COPY failed: file not found in build context or excluded by
+    # .dockerignore: stat b.txt: file does not exist
+    re.compile(r"(?:COPY|ADD) failed: file not found in build context.*: stat (.+): file does not"),
+)
+
+
+class MissingInput(JobFailed):
+    """The build read a context path the engine was not sent."""
+
+    def __init__(self, message: str, path: str, log_tail: str, log_path: str):
+        super().__init__(message, log_tail=log_tail, log_path=log_path)
+        self.path = path
+
+
+def missing_input(message: str) -> str | None:
+    """The context path a builder's error says it could not find, if it says so."""
+    for pattern in _NOT_FOUND:
+        match = pattern.search(message)
+        if match:
+            return match.group(1)
+    return None
+
+
 def build_failure(message: str, tail: Sequence[str], log_path: Path) -> Exception:
     if is_transient(message):
         return TransientError(message)
+    missing = missing_input(message)
+    if missing is not None:
+        return MissingInput(message, missing, "\n".join(tail), str(log_path))
     return JobFailed(message, log_tail="\n".join(tail), log_path=str(log_path))
 
 

@@ -16,7 +16,7 @@ import signal
 import subprocess
 import tempfile
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 from buildtool.builders import (
@@ -157,12 +157,28 @@ class BuildKitCliBuilder:
         return self._architecture
 
     def build(self, request: BuildRequest, cancel: threading.Event) -> BuiltImage:
+        from buildtool.builders.context import tar_chunks
+
+        sent = request.sent_context()
         with tempfile.TemporaryDirectory(prefix="bt-build-") as tmp:
             iidfile = Path(tmp, "iid")
-            Path(tmp, "dockerfile").mkdir()
-            dockerfile = dockerfile_to_send(request, Path(tmp, "dockerfile"))
-            command = self._build_command(request, iidfile, dockerfile)
-            code, tail = _stream_to_log(command, self.env, request.log_path, cancel)
+            # A tar on stdin is the whole context (`docker build -f <path in tar> -`); BuildKit
+            # applies no .dockerignore to it.
+            if sent is None:
+                Path(tmp, "dockerfile").mkdir()
+                dockerfile = dockerfile_to_send(request, Path(tmp, "dockerfile"))
+                command = self._build_command(
+                    request, iidfile, str(dockerfile), str(request.context)
+                )
+            else:
+                command = self._build_command(request, iidfile, sent.dockerfile, "-")
+            code, tail = _stream_to_log(
+                command,
+                self.env,
+                request.log_path,
+                cancel,
+                feed=None if sent is None else tar_chunks(sent),
+            )
             if code != 0:
                 message = f"docker build on {self.host} failed: {_error_line(tail)}"
                 raise build_failure(message, tail, request.log_path)
@@ -174,7 +190,9 @@ class BuildKitCliBuilder:
             raise mismatch
         return BuiltImage(image_id, request.tag)
 
-    def _build_command(self, request: BuildRequest, iidfile: Path, dockerfile: Path) -> list[str]:
+    def _build_command(
+        self, request: BuildRequest, iidfile: Path, dockerfile: str, context: str
+    ) -> list[str]:
         verb = ["buildx", "build", "--load"] if self.mode == "buildx" else ["build"]
         command = [
             self.cli,
@@ -183,7 +201,7 @@ class BuildKitCliBuilder:
             "--platform",
             request.platform,
             "-f",
-            str(dockerfile),
+            dockerfile,
             "-t",
             request.tag,
             "--iidfile",
@@ -197,7 +215,7 @@ class BuildKitCliBuilder:
             command += ["--build-arg", f"{name}={value}"]
         for name, value in request.labels:
             command += ["--label", f"{name}={value}"]
-        return [*command, str(request.context)]
+        return [*command, context]
 
     def _platform_of(self, ref: str) -> Platform | None:
         done = self._docker("image", "inspect", "--format", "{{.Os}} {{.Architecture}}", ref)
@@ -217,6 +235,15 @@ class BuildKitCliBuilder:
         if done.returncode == 0:
             image_id, _, digests = done.stdout.strip().partition(" ")
             return LocalImage(image_id, tuple(json.loads(digests) or ()))
+        if "no such image" in done.stderr.lower() or "no such object" in done.stderr.lower():
+            return None
+        raise self._fault(f"docker image inspect {ref}", done)
+
+    def image_labels(self, ref: str) -> dict[str, str] | None:
+        done = self._docker("image", "inspect", "--format", "{{json .Config.Labels}}", ref)
+        if done.returncode == 0:
+            labels = json.loads(done.stdout or "null")
+            return {str(k): str(v) for k, v in (labels or {}).items()}
         if "no such image" in done.stderr.lower() or "no such object" in done.stderr.lower():
             return None
         raise self._fault(f"docker image inspect {ref}", done)
@@ -272,10 +299,15 @@ class BuildKitCliBuilder:
 
 
 def _stream_to_log(
-    command: Sequence[str], env: Mapping[str, str], log_path: Path, cancel: threading.Event
+    command: Sequence[str],
+    env: Mapping[str, str],
+    log_path: Path,
+    cancel: threading.Event,
+    feed: Iterator[bytes] | None = None,
 ) -> tuple[int, list[str]]:
     """Run ``command`` with its output copied line by line into ``log_path``; return its exit
-    code and last lines. When ``cancel`` is set, stop its whole process group and raise."""
+    code and last lines. When ``cancel`` is set, stop its whole process group and raise.
+    ``feed`` is written to its stdin; an error it raises kills the command and is raised."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     tail: collections.deque[str] = collections.deque(maxlen=LOG_TAIL_LINES)
     with log_path.open("w", encoding="utf-8") as log:
@@ -283,13 +315,18 @@ def _stream_to_log(
         process = subprocess.Popen(
             command,
             env=dict(env),
-            stdin=subprocess.DEVNULL,
+            stdin=subprocess.DEVNULL if feed is None else subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
         stopper = threading.Thread(target=_stop_on_cancel, args=(process, cancel), daemon=True)
         stopper.start()
+        feed_errors: list[Exception] = []
+        feeder = None
+        if feed is not None:
+            feeder = threading.Thread(target=_feed, args=(process, feed, feed_errors), daemon=True)
+            feeder.start()
         assert process.stdout is not None
         for raw in process.stdout:
             line = raw.decode("utf-8", errors="replace").rstrip("\r\n")
@@ -298,10 +335,36 @@ def _stream_to_log(
             tail.append(line)
         code = process.wait()
         stopper.join()
+        if feeder is not None:
+            feeder.join()
         if cancel.is_set():
             log.write("cancelled\n")
             raise Cancelled(f"cancelled: {' '.join(command[:3])}")
+        if feed_errors:
+            log.write(f"ERROR: {feed_errors[0]}\n")
+            raise feed_errors[0]
     return code, list(tail)
+
+
+def _feed(
+    process: subprocess.Popen[bytes], chunks: Iterator[bytes], errors: list[Exception]
+) -> None:
+    """Write ``chunks`` to the command's stdin, then close it. If ``chunks`` raises (a file
+    changed since its key), kill the command and wait for it before closing stdin: an end of
+    input could make the engine take the cut stream for a whole context and build it."""
+    assert process.stdin is not None
+    try:
+        for chunk in chunks:
+            process.stdin.write(chunk)
+    except BrokenPipeError:
+        pass  # the command stopped reading: its exit code and output say why
+    except Exception as err:
+        errors.append(err)
+        _signal_group(process, signal.SIGKILL)
+        process.wait()
+    finally:
+        with contextlib.suppress(OSError):
+            process.stdin.close()
 
 
 def _stop_on_cancel(process: subprocess.Popen[bytes], cancel: threading.Event) -> None:

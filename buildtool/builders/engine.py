@@ -108,9 +108,23 @@ class EngineApiBuilder:
         return BuiltImage(image_id, request.tag)
 
     def _start_build(self, request: BuildRequest, dockerfile: Path) -> Iterator[dict[str, Any]]:
+        from buildtool.builders.context import tar_chunks
+
+        # The classic builder drops bt's copy of the Dockerfile after reading it when a
+        # .dockerignore in the tar names it.
+        sent = request.sent_context(hide_dockerfile=True)
+        if sent is None:
+            where: dict[str, Any] = {
+                "path": str(request.context),
+                "dockerfile": str(dockerfile),  # docker-py ships one outside the context
+            }
+        else:
+            # requests uploads a generator chunked. If it raises (a file changed since its key),
+            # the connection drops before the last chunk, and the engine builds nothing.
+            where = {"fileobj": tar_chunks(sent), "custom_context": True}
+            where["dockerfile"] = sent.dockerfile
         stream: Iterator[dict[str, Any]] = self.client.build(
-            path=str(request.context),
-            dockerfile=str(dockerfile),  # docker-py ships one outside the context itself
+            **where,
             tag=request.tag,
             target=request.stage,
             buildargs=dict(request.build_args),
@@ -170,17 +184,30 @@ class EngineApiBuilder:
             raise self._fault(f"inspecting {ref}", err) from None
 
     def local_image(self, ref: str) -> LocalImage | None:
+        attrs = self._inspect(ref)
+        if attrs is None:
+            return None
+        return LocalImage(str(attrs["Id"]), tuple(attrs.get("RepoDigests") or ()))
+
+    def image_labels(self, ref: str) -> dict[str, str] | None:
+        attrs = self._inspect(ref)
+        if attrs is None:
+            return None
+        config = attrs.get("Config") or {}
+        return {str(k): str(v) for k, v in (config.get("Labels") or {}).items()}
+
+    def _inspect(self, ref: str) -> dict[str, Any] | None:
         import requests
 
         import docker
 
         try:
-            attrs = self.client.inspect_image(ref)
+            attrs: dict[str, Any] = self.client.inspect_image(ref)
         except docker.errors.ImageNotFound:
             return None
         except (docker.errors.APIError, requests.exceptions.RequestException) as err:
             raise self._fault(f"inspecting {ref}", err) from None
-        return LocalImage(str(attrs["Id"]), tuple(attrs.get("RepoDigests") or ()))
+        return attrs
 
     def tag(self, image_id_or_ref: str, new_tag: str) -> None:
         import requests

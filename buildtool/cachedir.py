@@ -7,14 +7,15 @@ Layout (``cache_dir`` of ``.cache-spec``, by default ``$XDG_CACHE_HOME/bt/<dir>-
     analysis.msgpack         Dockerfile analyses by content (filesets)
     manifests/ab/<key>.msgpack   what went into each key (keys; read by ``bt why``)
     logs/<label>/<platform>-<key>.log   one build's full output
-    logs/crash-<time>.log    the traceback of an internal error
+    logs/crash-<time>.log    the traceback of an internal error (``crash_log_path``)
     workspace.lock           held by every writer of images.lock
     <file>.lock              held while <file> is merged and rewritten
 """
 
 from __future__ import annotations
 
-import time
+import datetime
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,14 +44,20 @@ class CacheDir:
         """``label_name`` is the label without its ``//`` (its package and name)."""
         return self.root / "logs" / label_name / f"{platform}-{key[:16]}.log"
 
-    def crash_log(self) -> Path:
-        stamp = time.strftime("%Y%m%d-%H%M%S")
-        return self.root / "logs" / f"crash-{stamp}-{time.time_ns() % 1_000_000:06d}.log"
-
     @property
     def workspace_lock(self) -> Path:
         """Every writer of the lockfile (and of fragments) holds it."""
         return self.root / "workspace.lock"
+
+
+def crash_log_path(cache_dir: Path | None, now: datetime.datetime) -> Path:
+    """Where the traceback of a crash goes: the workspace cache's ``logs/`` when the
+    configuration loaded, else ``$XDG_CACHE_HOME/bt`` (``~/.cache/bt``)."""
+    stamp = now.strftime("%Y%m%dT%H%M%S-%f")
+    if cache_dir is not None:
+        return cache_dir / "logs" / f"crash-{stamp}.log"
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return base / "bt" / f"crash-{stamp}.log"
 
 
 def update_file(

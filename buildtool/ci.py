@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from buildtool.errors import BtError
 from buildtool.labels import Label
 from buildtool.plan import PlannedBuild, needs_run
+from buildtool.target import BuildId
 from buildtool.workspace import Config
 
 GITHUB_MATRIX_LIMIT = 256  # jobs one GitHub Actions matrix may generate
@@ -25,8 +26,6 @@ FRAGMENT_GLOB = "bt-lock-*.json"
 # Fold the fragments earlier jobs left at the checkout's root, if there are any.
 FOLD_FRAGMENTS = f"if ls {FRAGMENT_GLOB} >/dev/null 2>&1; then bt lock merge {FRAGMENT_GLOB}; fi"
 _ID_UNSAFE = re.compile(r"[^a-z0-9]+")
-
-BuildId = tuple[Label, str]
 
 
 @dataclass(frozen=True)

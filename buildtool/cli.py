@@ -122,16 +122,6 @@ def main(argv: list[str] | None = None) -> Any:
         sys.exit(INTERNAL_ERROR)
 
 
-def crash_log_path(cache_dir: Path | None, now: datetime.datetime) -> Path:
-    """Where the traceback of a crash goes: the workspace cache's ``logs/`` when the
-    configuration loaded, else ``$XDG_CACHE_HOME/bt`` (``~/.cache/bt``)."""
-    stamp = now.strftime("%Y%m%dT%H%M%S-%f")
-    if cache_dir is not None:
-        return cache_dir / "logs" / f"crash-{stamp}.log"
-    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return base / "bt" / f"crash-{stamp}.log"
-
-
 def _report_crash(err: Exception, argv: list[str]) -> str:
     """Write the traceback to the crash log; the one line to print."""
     what = " ".join(f"{type(err).__name__}: {err}".split())
@@ -143,6 +133,8 @@ def _report_crash(err: Exception, argv: list[str]) -> str:
         f"bt {__version__}, python {sys.version.split()[0]}, in {where}\n"
         f"command: bt {' '.join(argv)}\n\n" + "".join(traceback.format_exception(err))
     )
+    from buildtool.cachedir import crash_log_path
+
     now = datetime.datetime.now()
     for cache_dir in dict.fromkeys((_cache_dir(), None)):
         path = crash_log_path(cache_dir, now)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from buildtool.scheduler import AnyEvent, BuildId
+from buildtool.scheduler import AnyEvent, JobId
 
 
 @dataclass(frozen=True)
@@ -32,13 +32,13 @@ class Merged:
 
 @dataclass(frozen=True)
 class ImageTestsPassed:
-    id: BuildId
+    id: JobId
     count: int
 
 
 @dataclass(frozen=True)
 class ImageTestsFailed:
-    id: BuildId
+    id: JobId
     message: str
     log_tail: str
 
@@ -47,7 +47,7 @@ class ImageTestsFailed:
 class ImageTestsSkipped:
     """The builder of this platform cannot run its images natively."""
 
-    id: BuildId
+    id: JobId
     reason: str
 
 

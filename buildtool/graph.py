@@ -11,8 +11,8 @@ from buildtool.analysis import Analyses
 from buildtool.errors import BtError
 from buildtool.labels import Label, Pattern, parse_pattern
 from buildtool.loader import LoadedWorkspace
-from buildtool.parents import BuildId, Parent, declared_parents, infer_parents
-from buildtool.target import ImageTarget
+from buildtool.parents import Parent, declared_parents, infer_parents
+from buildtool.target import BuildId, ImageTarget
 
 
 @dataclass(frozen=True)

@@ -31,15 +31,12 @@ from buildtool.filesets import (
 )
 from buildtool.graph import TargetGraph
 from buildtool.hashing import StatCache, digest_bytes
-from buildtool.labels import Label
 from buildtool.pins import UNPINNED, ExternalImage, PinEntry, Pins, external_images, pin_entries
-from buildtool.target import ImageTarget
+from buildtool.target import BuildId, ImageTarget
 from buildtool.workspace import Config
 
 # 4: pins of external images
 KEY_SCHEMA = 4
-
-BuildId = tuple[Label, str]
 
 
 @dataclass(frozen=True)

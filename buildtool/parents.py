@@ -19,9 +19,8 @@ from buildtool.analysis import Analyses, ImageUse, Reads, parent_placeholder
 from buildtool.errors import BtError
 from buildtool.labels import Label
 from buildtool.registry.reference import normalise_reference
-from buildtool.target import ImageTarget
+from buildtool.target import BuildId, ImageTarget
 
-BuildId = tuple[Label, str]
 # (line, kind, reference as the analysis gives it): one place a build names its parent's image
 ImageSite = tuple[int, str, str]
 

@@ -29,10 +29,10 @@ from buildtool.events import (
 )
 from buildtool.scheduler import (
     AnyEvent,
-    BuildId,
     Cached,
     Failed,
     Finished,
+    JobId,
     Retrying,
     RunFinished,
     RunStarted,
@@ -69,7 +69,7 @@ def summary_line(summary: Summary) -> str:
     return text + (" (interrupted)" if summary.interrupted else "")
 
 
-def _build(build: BuildId) -> str:
+def _build(build: JobId) -> str:
     return f"{build[0]} {build[1]}"
 
 
@@ -295,7 +295,7 @@ def _run_record(event: RunEvent | WatchEvent) -> dict[str, Any]:
     return {"event": "watching", "files": event.files}
 
 
-def _of(build: BuildId) -> dict[str, Any]:
+def _of(build: JobId) -> dict[str, Any]:
     return {"label": build[0], "platform": build[1]}
 
 
@@ -310,7 +310,7 @@ class LiveReporter:
         self.clock = clock
         # The scheduling thread updates, rich's refresh thread renders: one lock for both.
         self.lock = threading.Lock()
-        self.running: dict[BuildId, float] = {}
+        self.running: dict[JobId, float] = {}
         self.total = self.done = self.cached = self.failed = 0
         self.live: Live | None = None
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from buildtool.errors import BtError, Cancelled, JobFailed, TransientError
 
-BuildId = tuple[str, str]  # (label, platform)
+JobId = tuple[str, str]  # a platform build as text: (label, platform)
 
 # How long the scheduling thread blocks at most before it checks again; a pending Ctrl-C is
 # raised at the next bytecode, and not every platform wakes a blocked lock wait for a signal.
@@ -26,8 +26,8 @@ CANCEL_TIMEOUT = 30.0
 
 @dataclass(frozen=True)
 class Job:
-    id: BuildId
-    deps: tuple[BuildId, ...]  # jobs of this run that must succeed first
+    id: JobId
+    deps: tuple[JobId, ...]  # jobs of this run that must succeed first
     pool: str  # builder name: concurrency is limited per pool
     cost: float = 1.0  # estimated seconds, for critical-path priority
 
@@ -46,7 +46,7 @@ class Outcome:
 class Event:
     """Something that happened to one platform build; ``time`` is ``time.monotonic()``."""
 
-    id: BuildId
+    id: JobId
     time: float
 
 
@@ -98,10 +98,10 @@ class RunStarted:
 
 @dataclass(frozen=True)
 class Summary:
-    succeeded: tuple[BuildId, ...]
-    cached: tuple[BuildId, ...]
-    failed: tuple[BuildId, ...]
-    skipped: tuple[BuildId, ...]
+    succeeded: tuple[JobId, ...]
+    cached: tuple[JobId, ...]
+    failed: tuple[JobId, ...]
+    skipped: tuple[JobId, ...]
     interrupted: bool
     seconds: float
 
@@ -169,8 +169,8 @@ def run_jobs(
     return run.run()
 
 
-def _index(jobs: Sequence[Job]) -> dict[BuildId, Job]:
-    by_id: dict[BuildId, Job] = {}
+def _index(jobs: Sequence[Job]) -> dict[JobId, Job]:
+    by_id: dict[JobId, Job] = {}
     for job in jobs:
         if job.id in by_id:
             raise ValueError(f"job {_name(job.id)} is listed twice")
@@ -182,12 +182,12 @@ def _index(jobs: Sequence[Job]) -> dict[BuildId, Job]:
     return by_id
 
 
-def _name(build: BuildId) -> str:
+def _name(build: JobId) -> str:
     return f"{build[0]} {build[1]}"
 
 
-def _dependents(jobs: Mapping[BuildId, Job]) -> dict[BuildId, list[BuildId]]:
-    children: dict[BuildId, list[BuildId]] = {job_id: [] for job_id in jobs}
+def _dependents(jobs: Mapping[JobId, Job]) -> dict[JobId, list[JobId]]:
+    children: dict[JobId, list[JobId]] = {job_id: [] for job_id in jobs}
     for job in jobs.values():
         for dep in set(job.deps):
             children[dep].append(job.id)
@@ -196,13 +196,11 @@ def _dependents(jobs: Mapping[BuildId, Job]) -> dict[BuildId, list[BuildId]]:
     return children
 
 
-def _topological(
-    jobs: Mapping[BuildId, Job], children: Mapping[BuildId, list[BuildId]]
-) -> list[BuildId]:
+def _topological(jobs: Mapping[JobId, Job], children: Mapping[JobId, list[JobId]]) -> list[JobId]:
     """Dependencies before dependents (Kahn); a cycle is a ValueError naming its path."""
     missing = {job_id: len(set(job.deps)) for job_id, job in jobs.items()}
     frontier = sorted(job_id for job_id, count in missing.items() if count == 0)
-    order: list[BuildId] = []
+    order: list[JobId] = []
     while frontier:
         job_id = frontier.pop()
         order.append(job_id)
@@ -215,10 +213,10 @@ def _topological(
     return order
 
 
-def _cycle(jobs: Mapping[BuildId, Job], stuck: set[BuildId]) -> str:
+def _cycle(jobs: Mapping[JobId, Job], stuck: set[JobId]) -> str:
     """Every job Kahn could not order waits on another such job, so walking deps finds a loop."""
-    path: list[BuildId] = []
-    seen: dict[BuildId, int] = {}
+    path: list[JobId] = []
+    seen: dict[JobId, int] = {}
     node = min(stuck)
     while node not in seen:
         seen[node] = len(path)
@@ -229,10 +227,10 @@ def _cycle(jobs: Mapping[BuildId, Job], stuck: set[BuildId]) -> str:
 
 
 def _critical_path(
-    jobs: Mapping[BuildId, Job], children: Mapping[BuildId, list[BuildId]]
-) -> dict[BuildId, float]:
+    jobs: Mapping[JobId, Job], children: Mapping[JobId, list[JobId]]
+) -> dict[JobId, float]:
     """Longest cost chain from each job through its dependents, itself included."""
-    remaining: dict[BuildId, float] = {}
+    remaining: dict[JobId, float] = {}
     for job_id in reversed(_topological(jobs, children)):
         after = max((remaining[child] for child in children[job_id]), default=0.0)
         remaining[job_id] = jobs[job_id].cost + after
@@ -261,7 +259,7 @@ class _Retry:
 
 @dataclass(frozen=True)
 class _Result:
-    id: BuildId
+    id: JobId
     began: float
     value: Outcome | _Failure | _Bug | _Retry
 
@@ -278,7 +276,7 @@ class _Run:
     def __init__(
         self,
         *,
-        jobs: dict[BuildId, Job],
+        jobs: dict[JobId, Job],
         runner: Callable[[Job, threading.Event], Outcome],
         max_parallel: int,
         pool_limits: Mapping[str, int],
@@ -304,14 +302,14 @@ class _Run:
         self.priority = _critical_path(jobs, self.children)
         self.blocked = {job_id: set(job.deps) for job_id, job in jobs.items()}  # not started
         self.ready = {job_id for job_id, deps in self.blocked.items() if not deps}
-        self.running: dict[BuildId, _Running] = {}
+        self.running: dict[JobId, _Running] = {}
         self.pool_busy: dict[str, int] = {}
         self.results: queue.Queue[_Result] = queue.Queue()
-        self.succeeded: list[BuildId] = []
-        self.cached: list[BuildId] = []
-        self.failed: list[BuildId] = []
-        self.skipped: list[BuildId] = []
-        self.first_failure: BuildId | None = None
+        self.succeeded: list[JobId] = []
+        self.cached: list[JobId] = []
+        self.failed: list[JobId] = []
+        self.skipped: list[JobId] = []
+        self.first_failure: JobId | None = None
 
     def run(self) -> Summary:
         started_at = time.monotonic()
@@ -410,7 +408,7 @@ class _Run:
             except BaseException as err:  # re-raised by the scheduling thread
                 return _Bug(err)
 
-    def release(self, job_id: BuildId) -> None:
+    def release(self, job_id: JobId) -> None:
         del self.running[job_id]
         self.pool_busy[self.jobs[job_id].pool] -= 1
 
@@ -428,7 +426,7 @@ class _Run:
             return
         self.succeed(result.id, value, result.began)
 
-    def succeed(self, job_id: BuildId, outcome: Outcome, began: float) -> None:
+    def succeed(self, job_id: JobId, outcome: Outcome, began: float) -> None:
         self.on_success(self.jobs[job_id], outcome)
         for message in outcome.warnings:
             self.emit(Warned(job_id, time.monotonic(), message))
@@ -446,7 +444,7 @@ class _Run:
                 if not deps:
                     self.ready.add(child)
 
-    def fail(self, job_id: BuildId, failure: _Failure) -> None:
+    def fail(self, job_id: JobId, failure: _Failure) -> None:
         self.failed.append(job_id)
         now = time.monotonic()
         self.emit(Failed(job_id, now, failure.message, failure.log_tail, failure.log_path))
@@ -462,7 +460,7 @@ class _Run:
             self.skip(child, reason)
             frontier.extend(self.children[child])
 
-    def skip(self, job_id: BuildId, reason: str) -> None:
+    def skip(self, job_id: JobId, reason: str) -> None:
         self.blocked.pop(job_id, None)
         self.ready.discard(job_id)
         self.skipped.append(job_id)

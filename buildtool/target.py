@@ -6,6 +6,9 @@ from dataclasses import dataclass
 
 from buildtool.labels import Label
 
+# One platform build: the unit of hashing, scheduling, caching and locking.
+BuildId = tuple[Label, str]  # (target, platform)
+
 
 @dataclass(frozen=True)
 class Location:

@@ -16,7 +16,8 @@ import pytest
 from btrun import REPO, bt, write_tree
 
 from buildtool import __version__
-from buildtool.cli import COMMANDS, crash_log_path
+from buildtool.cachedir import crash_log_path
+from buildtool.cli import COMMANDS
 
 
 def test_version() -> None:

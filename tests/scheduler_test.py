@@ -12,11 +12,11 @@ import pytest
 from buildtool.errors import BtError, Cancelled, JobFailed, TransientError
 from buildtool.scheduler import (
     AnyEvent,
-    BuildId,
     Cached,
     Failed,
     Finished,
     Job,
+    JobId,
     Outcome,
     Retrying,
     RunFinished,
@@ -35,7 +35,7 @@ def job(name: str, *deps: str, pool: str = "p", cost: float = 1.0) -> Job:
     return Job((name, AMD), tuple((d, AMD) for d in deps), pool, cost)
 
 
-def names(builds: tuple[BuildId, ...] | list[BuildId]) -> list[str]:
+def names(builds: tuple[JobId, ...] | list[JobId]) -> list[str]:
     return [build[0] for build in builds]
 
 

@@ -212,7 +212,7 @@ def test_an_edit_saved_during_a_build_is_built_right_after_it(
     # The child read its edited input after its key was computed: never recorded under that key.
     failed = {(e["label"], e["platform"]): e["message"] for e in events if e["event"] == "failed"}
     assert set(failed) == {("//matrix:tiny-en", p) for p in BOTH}
-    assert all("changed since its key was computed" in m for m in failed.values())
+    assert all("changed since its key was computed" in str(m) for m in failed.values())
     events, summary = process.next_round(timeout=20)
     assert summary["changed"] == ["docker/align/en/alignment.bin"]
     assert finished(events) == [("//matrix:tiny-en", p) for p in BOTH]

@@ -56,5 +56,5 @@ def lookup(client: RegistryClient, ref: str, key: str) -> RemoteLookup:
     if labels is not None:
         what += stamped_key(labels) or "missing"
     return RemoteLookup(
-        warning=f"{ref} in the registry is not an image bt built from this key ({what}); rebuilt"
+        warning=f"{ref} in the registry is not an image bt built from this key ({what}); ignored"
     )

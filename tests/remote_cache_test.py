@@ -113,7 +113,7 @@ def test_a_hand_moved_tag_is_ignored_with_a_warning_and_the_build_runs_on_its_pa
             "//:child",
             AMD,
             f"{tag} in the registry is not an image bt built from this key "
-            f"(its {KEY_LABEL} label is missing); rebuilt",
+            f"(its {KEY_LABEL} label is missing); ignored",
         )
     ]
     now = records(second)

@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from buildtool.builders import Builder, MissingInput
     from buildtool.dockerfile.rewrite import ImageSite
     from buildtool.keys import KeyComputer
+    from buildtool.registry import RegistryClient
     from buildtool.scheduler import Job, Outcome, Summary
 
 _TAG_UNSAFE = re.compile(r"[^a-z0-9_.\-]")
@@ -108,7 +109,10 @@ class BuildRun:
     pins: Pins = field(default_factory=dict)  # images.lock's, which the plan's keys hold
     # (normalised reference, platform) -> why it could not be pinned
     pin_failures: dict[tuple[str, str], str] = field(default_factory=dict)
+    # build -> what the remote action cache lookup warned of, shown with the build's result
+    lookup_warnings: dict[tuple[Label, str], str] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _client: RegistryClient | None = None
 
     def builder(self, platform: str) -> Builder:
         with self._lock:
@@ -236,6 +240,9 @@ class BuildRun:
         def runner(job: Job, cancel: threading.Event) -> Outcome:
             return self.build_one(lookup[job.id], cancel)
 
+        def remote(job: Job, cancel: threading.Event) -> Outcome | None:
+            return self.remote_hit(lookup[job.id])
+
         def on_success(job: Job, outcome: Outcome) -> None:
             self.record(lookup[job.id], outcome)
 
@@ -252,6 +259,7 @@ class BuildRun:
                 retries=self.options.retries,
                 on_event=self.on_event,
                 on_success=on_success,
+                lookup=remote if self.config.registry else None,
             )
         finally:
             self.close()
@@ -300,6 +308,32 @@ class BuildRun:
 
         return rewrite_images(fileset.dockerfile_text, replacements, target.dockerfile)
 
+    def registry_client(self) -> RegistryClient:
+        """One client for the run's registry calls; one try each, the scheduler retries."""
+        from buildtool.registry import RegistryClient
+
+        with self._lock:
+            if self._client is None:
+                self._client = RegistryClient(self.config.insecure_registries, attempts=1)
+            return self._client
+
+    def remote_hit(self, planned: PlannedBuild) -> Outcome | None:
+        """The remote action cache (``remote_cache``): the image some machine pushed for this
+        key, recorded by digest as a push would be; None when the build must run. Asked before
+        the build starts, whether or not this run pushes."""
+        from buildtool.remote_cache import lookup
+        from buildtool.scheduler import Outcome
+
+        if not self.config.registry or planned.manifest.unpinned:
+            return None
+        ref = remote_ref(self.config, self.targets[planned.label], planned.key)
+        found = lookup(self.registry_client(), ref, planned.key)
+        if found.warning:
+            self.lookup_warnings[planned.id] = found.warning
+        if not found.hit:
+            return None
+        return Outcome(digest=found.digest, cached=True, source="registry", detail=found.image)
+
     def build_one(self, planned: PlannedBuild, cancel: threading.Event) -> Outcome:
         from buildtool.builders import BuildRequest, MissingInput
         from buildtool.scheduler import Outcome
@@ -318,8 +352,10 @@ class BuildRun:
         labels = builder.image_labels(tag)
         cached = stamped_key(labels) == planned.key
         warnings: tuple[str, ...] = ()
+        if planned.id in self.lookup_warnings:
+            warnings += (self.lookup_warnings[planned.id],)
         if labels is not None and not cached:
-            warnings = (
+            warnings += (
                 f"{tag} is not an image bt built from this key (its {KEY_LABEL} label is "
                 f"{stamped_key(labels) or 'missing'}); rebuilt",
             )
@@ -357,11 +393,8 @@ class BuildRun:
 
     def verify_pushed(self, image: str) -> None:
         """Invariant 5: record a digest only once the registry serves it."""
-        from buildtool.registry import RegistryClient
-
         # One try: a registry fault raises TransientError, which the scheduler retries.
-        client = RegistryClient(self.config.insecure_registries, attempts=1)
-        if client.manifest_digest(image) is None:
+        if self.registry_client().manifest_digest(image) is None:
             raise BtError(f"pushed {image}, but the registry does not serve it")
 
     def run_tests(

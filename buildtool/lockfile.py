@@ -164,22 +164,42 @@ def _decode(data: bytes, name: str) -> Lockfile:
 # -- fragments (`bt lock merge`) ----------------------------------------------------------------
 
 
-def fold_fragments(fragments: Sequence[tuple[str, Lockfile]]) -> Lockfile:
+def pushed(record: BuildRecord) -> bool:
+    """Whether ``record`` names a pushed image (``repo@sha256:...``), not a local tag."""
+    return "@" in record.image
+
+
+def fold_fragments(
+    fragments: Sequence[tuple[str, Lockfile]], notes: list[str] | None = None
+) -> Lockfile:
     """One lockfile holding every record of ``fragments`` (name, lockfile).
 
-    Fragments come from parallel jobs of one revision, so they must agree: the same build with
-    different digests, or built from different keys, is refused naming both fragments. The
-    result does not depend on the order of the fragments.
+    Fragments come from parallel jobs of one revision, so they must agree on keys: the same
+    build built from different keys is refused naming both fragments. The same key with two
+    digests is two machines that raced to build it; either image is valid, so the first
+    fragment's pushed record is kept (``apply_fragments`` then keeps images.lock's, if it has
+    one) and a line saying so is appended to ``notes``. Otherwise the result does not depend
+    on the order of the fragments.
     """
     folded = Lockfile()
     origin: dict[tuple[str, ...], str] = {}
     for name, fragment in fragments:
         for label, platform, record in fragment.records():
             known = folded.get(label, platform)
-            if known is not None and known != record:
+            if known is not None and known.key != record.key:
                 raise _conflict(origin[(label, platform)], name, label, platform, known, record)
+            if known is not None and known != record and (pushed(known) or not pushed(record)):
+                if notes is not None:
+                    notes.append(
+                        f"{origin[(label, platform)]} and {name} record two images of one key "
+                        f"for {label} {platform} (key {record.key[:16]}), {known.digest} and "
+                        f"{record.digest}: either is valid; images.lock keeps the one it "
+                        f"records, else {origin[(label, platform)]}'s"
+                    )
+                continue
             folded.put(label, platform, record)
-            origin.setdefault((label, platform), name)
+            if known != record:
+                origin[(label, platform)] = name
         for label, index in fragment.images.items():
             known_index = folded.images.get(label)
             if known_index is not None and known_index != index:
@@ -206,11 +226,6 @@ def fold_fragments(fragments: Sequence[tuple[str, Lockfile]]) -> Lockfile:
 def _conflict(
     first: str, second: str, label: str, platform: str, a: BuildRecord, b: BuildRecord
 ) -> BtError:
-    if a.key == b.key:
-        return BtError(
-            f"{first} and {second} record different digests for {label} {platform} "
-            f"(key {a.key[:16]}): {a.digest} and {b.digest}"
-        )
     return BtError(
         f"{first} and {second} record {label} {platform} built from different keys "
         f"({a.key[:16]} and {b.key[:16]}); fragments must come from one revision"
@@ -218,11 +233,15 @@ def _conflict(
 
 
 def apply_fragments(lock: Lockfile, folded: Lockfile) -> int:
-    """Write ``folded``'s records over ``lock``'s (a fragment is newer than images.lock);
-    return how many records changed."""
+    """Write ``folded``'s records over ``lock``'s (a fragment is newer than images.lock), but
+    keep a pushed record ``lock`` holds for the same key (another image of that key, pushed by
+    a machine that raced this one, is no newer); return how many records changed."""
     changed = 0
     for label, platform, record in folded.records():
-        if lock.get(label, platform) != record:
+        current = lock.get(label, platform)
+        if current is not None and current.key == record.key and pushed(current):
+            continue
+        if current != record:
             lock.put(label, platform, record)
             changed += 1
     for label, index in sorted(folded.images.items()):

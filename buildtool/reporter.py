@@ -73,6 +73,11 @@ def _build(build: JobId) -> str:
     return f"{build[0]} {build[1]}"
 
 
+def _where(event: Cached) -> str:
+    """Where a cache hit came from, when it is not the builder's own engine."""
+    return " from the registry" if event.source == "registry" else ""
+
+
 class PlainReporter:
     """One line per event, for logs and pipes."""
 
@@ -106,7 +111,7 @@ class PlainReporter:
             digest = short_digest(event.digest)
             self._write(f"{head} built {build} {digest} ({event.seconds:.1f}s)")
         elif isinstance(event, Cached):
-            self._write(f"{head} cached {build} {short_digest(event.digest)}")
+            self._write(f"{head} cached {build} {short_digest(event.digest)}{_where(event)}")
         elif isinstance(event, Failed):
             self._write(f"{head} FAILED {build}: {event.message}", *_failure_details(event))
         elif isinstance(event, Skipped):
@@ -230,7 +235,7 @@ def json_record(event: ReportEvent) -> dict[str, Any]:
     elif isinstance(event, Finished):
         record |= {"event": "finished", "digest": event.digest, "seconds": round(event.seconds, 3)}
     elif isinstance(event, Cached):
-        record |= {"event": "cached", "digest": event.digest}
+        record |= {"event": "cached", "digest": event.digest, "source": event.source}
     elif isinstance(event, Failed):
         record |= {
             "event": "failed",
@@ -385,7 +390,7 @@ class LiveReporter:
             text = f" {_build(event.id)} {short_digest(event.digest)} ({event.seconds:.1f}s)"
             self._emit(Text.assemble(("built", "green"), text))
         elif isinstance(event, Cached):
-            self._emit(Text.assemble(("cached", "dim"), f" {_build(event.id)}"))
+            self._emit(Text.assemble(("cached", "dim"), f" {_build(event.id)}{_where(event)}"))
         elif isinstance(event, Failed):
             self._emit(
                 Text.assemble(("FAILED", "bold red"), f" {_build(event.id)}: ", event.message)

@@ -38,6 +38,7 @@ class Outcome:
 
     digest: str | None = None
     cached: bool = False  # nothing was built: the action cache had it
+    source: str = "engine"  # where a cached image was found: "engine" or "registry"
     detail: str = ""
     warnings: tuple[str, ...] = ()  # shown as Warned events before its result
 
@@ -58,6 +59,7 @@ class Started(Event):
 @dataclass(frozen=True)
 class Cached(Event):
     digest: str | None
+    source: str = "engine"  # the builder's engine, or "registry" (the remote action cache)
 
 
 @dataclass(frozen=True)
@@ -131,6 +133,7 @@ def run_jobs(
     on_event: Callable[[AnyEvent], None] = lambda event: None,
     on_success: Callable[[Job, Outcome], None] = lambda job, outcome: None,
     cancel_timeout: float = CANCEL_TIMEOUT,
+    lookup: Callable[[Job, threading.Event], Outcome | None] | None = None,
 ) -> Summary:
     """Run ``jobs`` and return what became of each.
 
@@ -145,6 +148,10 @@ def run_jobs(
     Ctrl-C (KeyboardInterrupt in the calling thread) cancels running jobs, waits up to
     ``cancel_timeout`` seconds for their runners, records those that still succeeded, skips
     the rest and returns a summary with ``interrupted`` set.
+
+    ``lookup(job, cancel)``, when given, runs in the job's thread before its runner, under the
+    same retries: an Outcome from it settles the job without starting it (no Started event: a
+    cache found the result), None starts the runner.
 
     Raises ValueError for malformed input: duplicate ids, unknown deps, cycles, limits below 1.
     """
@@ -165,6 +172,7 @@ def run_jobs(
         on_event=on_event,
         on_success=on_success,
         cancel_timeout=cancel_timeout,
+        lookup=lookup,
     )
     return run.run()
 
@@ -258,10 +266,15 @@ class _Retry:
 
 
 @dataclass(frozen=True)
+class _Begun:
+    """The lookup found nothing: the runner starts now."""
+
+
+@dataclass(frozen=True)
 class _Result:
     id: JobId
     began: float
-    value: Outcome | _Failure | _Bug | _Retry
+    value: Outcome | _Failure | _Bug | _Retry | _Begun
 
 
 @dataclass(frozen=True)
@@ -286,6 +299,7 @@ class _Run:
         on_event: Callable[[AnyEvent], None],
         on_success: Callable[[Job, Outcome], None],
         cancel_timeout: float,
+        lookup: Callable[[Job, threading.Event], Outcome | None] | None = None,
     ) -> None:
         self.jobs = jobs
         self.runner = runner
@@ -297,6 +311,7 @@ class _Run:
         self.emit = on_event
         self.on_success = on_success
         self.cancel_timeout = cancel_timeout
+        self.lookup = lookup
 
         self.children = _dependents(jobs)
         self.priority = _critical_path(jobs, self.children)
@@ -376,7 +391,8 @@ class _Run:
         self.running[job.id] = _Running(thread, cancel)
         self.pool_busy[job.pool] = self.pool_busy.get(job.pool, 0) + 1
         thread.start()
-        self.emit(Started(job.id, time.monotonic()))
+        if self.lookup is None:
+            self.emit(Started(job.id, time.monotonic()))
 
     def work(self, job: Job, cancel: threading.Event) -> None:
         """The runner's thread: attempts with backoff; every result goes through the queue."""
@@ -387,8 +403,15 @@ class _Run:
         self, job: Job, cancel: threading.Event, began: float
     ) -> Outcome | _Failure | _Bug:
         attempt = 1
+        looked_up = self.lookup is None
         while True:
             try:
+                if not looked_up and self.lookup is not None:
+                    found = self.lookup(job, cancel)
+                    if found is not None:
+                        return found
+                    looked_up = True
+                    self.results.put(_Result(job.id, began, _Begun()))
                 return self.runner(job, cancel)
             except TransientError as err:
                 if attempt > self.retries or cancel.is_set():
@@ -414,6 +437,9 @@ class _Run:
 
     def settle(self, result: _Result) -> None:
         value = result.value
+        if isinstance(value, _Begun):
+            self.emit(Started(result.id, time.monotonic()))
+            return
         if isinstance(value, _Retry):
             now = time.monotonic()
             self.emit(Retrying(result.id, now, value.attempt, value.delay, value.message))
@@ -433,7 +459,7 @@ class _Run:
         now = time.monotonic()
         if outcome.cached:
             self.cached.append(job_id)
-            self.emit(Cached(job_id, now, outcome.digest))
+            self.emit(Cached(job_id, now, outcome.digest, outcome.source))
         else:
             self.succeeded.append(job_id)
             self.emit(Finished(job_id, now, outcome.digest, now - began))
@@ -492,7 +518,7 @@ class _Run:
             self.skip(job_id, "interrupted; its runner had not stopped when bt gave up waiting")
 
     def settle_cancelled(self, result: _Result) -> None:
-        if isinstance(result.value, _Retry) or result.id not in self.running:
+        if isinstance(result.value, (_Retry, _Begun)) or result.id not in self.running:
             return
         self.release(result.id)
         if isinstance(result.value, Outcome):

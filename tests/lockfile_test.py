@@ -38,22 +38,51 @@ def write_fragment(path: Path, platform: str, key: str, digest: str) -> None:
     path.write_bytes(lock.dumps())
 
 
-def test_lock_merge_refuses_fragments_with_conflicting_digests_and_writes_nothing(
+def test_lock_merge_keeps_the_first_of_two_digests_of_one_key_and_says_so(
     tmp_path: Path,
 ) -> None:
+    """Two machines raced to build one key: both images are valid, the first fragment's wins."""
     key = "k" * 64
+    d1, d2 = "sha256:" + "1" * 64, "sha256:" + "2" * 64
     root = workspace(tmp_path)
-    write_fragment(root / "a.json", "linux/amd64", key, "sha256:" + "1" * 64)
-    write_fragment(root / "b.json", "linux/amd64", key, "sha256:" + "2" * 64)
+    write_fragment(root / "a.json", "linux/amd64", key, d1)
+    write_fragment(root / "b.json", "linux/amd64", key, d2)
 
     result = bt("lock", "merge", "a.json", "b.json", cwd=root)
 
-    assert result.returncode == 2
-    assert result.stderr.strip() == (
-        f"a.json and b.json record different digests for //x:y linux/amd64 (key {'k' * 16}): "
-        f"sha256:{'1' * 64} and sha256:{'2' * 64}"
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.splitlines()[0] == (
+        f"a.json and b.json record two images of one key for //x:y linux/amd64 (key {'k' * 16}), "
+        f"{d1} and {d2}: either is valid; images.lock keeps the one it records, else a.json's"
     )
-    assert not (root / "images.lock").exists()
+    assert read_lockfile(root / "images.lock").get("//x:y", "linux/amd64") == BuildRecord(
+        key, d1, f"r/x@{d1}"
+    )
+
+
+def test_lock_merge_keeps_the_image_images_lock_records_for_the_same_key(tmp_path: Path) -> None:
+    key = "k" * 64
+    d1, d2, d3 = ("sha256:" + c * 64 for c in "123")
+    root = workspace(tmp_path)
+    write_fragment(root / "images.lock", "linux/amd64", key, d3)
+    write_fragment(root / "a.json", "linux/amd64", key, d1)
+    write_fragment(root / "b.json", "linux/amd64", key, d2)
+
+    result = bt("lock", "merge", "b.json", "a.json", cwd=root)
+
+    assert result.returncode == 0, result.stderr
+    assert "0 records changed" in result.stderr
+    assert read_lockfile(root / "images.lock").get("//x:y", "linux/amd64") == BuildRecord(
+        key, d3, f"r/x@{d3}"
+    )
+
+
+def test_a_pushed_record_of_a_key_replaces_a_local_one_in_images_lock() -> None:
+    base = Lockfile()
+    base.put("//x:y", "linux/amd64", BuildRecord("k", "sha256:id", "bt/x:y-k"))
+    fragment = lockfile_of(("//x:y", "linux/amd64", "k", "sha256:1"))
+    assert apply_fragments(base, fragment) == 1
+    assert base.get("//x:y", "linux/amd64") == BuildRecord("k", "sha256:1", "r/x@sha256:1")
 
 
 def test_lock_merge_refuses_fragments_of_different_revisions(tmp_path: Path) -> None:

@@ -119,7 +119,13 @@ def test_json_reporter_writes_one_object_per_line() -> None:
     assert records == [
         {"event": "run_started", "total": 4},
         {"event": "started", **base},
-        {"event": "cached", "label": "//base:cuda", "platform": ARM, "digest": DIGEST},
+        {
+            "event": "cached",
+            "label": "//base:cuda",
+            "platform": ARM,
+            "digest": DIGEST,
+            "source": "engine",
+        },
         {
             "event": "retrying",
             **base,
@@ -152,6 +158,29 @@ def test_json_reporter_writes_one_object_per_line() -> None:
             "seconds": 12.34,
         },
     ]
+
+
+def test_a_hit_of_the_remote_action_cache_says_so_in_every_format() -> None:
+    hit = Cached(MODEL, 1.0, DIGEST, "registry")
+    plain = PlainReporter(io.StringIO())
+    plain(RunStarted(1, 0.0))
+    plain(hit)
+    assert plain.stream.getvalue().splitlines()[-1] == (  # type: ignore[attr-defined]
+        "[1/1] cached //model:tiny linux/arm64 sha256:abcd12345678 from the registry"
+    )
+    assert json_record(hit) == {
+        "event": "cached",
+        "label": "//model:tiny",
+        "platform": ARM,
+        "digest": DIGEST,
+        "source": "registry",
+    }
+    console, out = terminal()
+    live = LiveReporter(console)
+    live(RunStarted(1, 0.0))
+    live(hit)
+    live.close()
+    assert "cached //model:tiny linux/arm64 from the registry" in out.getvalue()
 
 
 def test_json_lines_are_stable_text() -> None:

@@ -510,3 +510,35 @@ def test_limits_below_one_are_refused() -> None:
         run_jobs([job("a")], Recorder(), max_parallel=0, pool_limits={})
     with pytest.raises(ValueError, match="pool 'p' limit must be at least 1, not 0"):
         run_jobs([job("a")], Recorder(), max_parallel=1, pool_limits={"p": 0})
+
+
+def test_a_job_its_lookup_settles_never_starts_and_counts_as_cached() -> None:
+    """The remote action cache: a lookup before the runner, under the same retries."""
+    recorder = Recorder()
+    asked: list[str] = []
+
+    def lookup(j: Job, cancel: threading.Event) -> Outcome | None:
+        asked.append(j.id[0])
+        if j.id[0] == "flaky" and asked.count("flaky") == 1:
+            raise TransientError("registry 127.0.0.1:1 is unavailable: connection refused")
+        if j.id[0] in ("hit", "flaky"):
+            return Outcome(digest="sha256:r", cached=True, source="registry")
+        return None
+
+    jobs = [job("hit"), job("child", "hit"), job("flaky")]
+    summary, events = run(jobs, recorder, lookup=lookup, backoff=0.01)
+
+    assert recorder.started == ["child"]
+    assert sorted(asked) == ["child", "flaky", "flaky", "hit"]
+    assert sorted(names(summary.cached)) == ["flaky", "hit"]
+    assert names(summary.succeeded) == ["child"]
+    assert [names([e.id]) for e in events if isinstance(e, Started)] == [["child"]]
+    cached = [e for e in events if isinstance(e, Cached)]
+    assert {(e.id[0], e.digest, e.source) for e in cached} == {
+        ("hit", "sha256:r", "registry"),
+        ("flaky", "sha256:r", "registry"),
+    }
+    assert [e.attempt for e in events if isinstance(e, Retrying)] == [2]
+    started = next(i for i, e in enumerate(events) if isinstance(e, Started))
+    finished = next(i for i, e in enumerate(events) if isinstance(e, Finished))
+    assert started < finished

@@ -78,9 +78,11 @@ def merge(fragments: tuple[Path, ...]) -> None:
 
     Fragments are the lockfiles `bt build --lock-out FILE` writes in parallel CI jobs (one per
     platform, say) of one revision. Their records replace those images.lock holds for the same
-    builds, since they are newer. The fragments must agree with each other: one build recorded
-    with two digests, or built from two different keys (two revisions), is refused naming both
-    files, and nothing is written. The result does not depend on the order of FRAGMENTS.
+    builds, since they are newer. The fragments must agree on keys: one build built from two
+    different keys (two revisions) is refused naming both files, and nothing is written. One
+    key recorded with two digests is two machines that built it at once: both images are
+    valid, so images.lock keeps the one it records, else the first fragment's wins (and bt
+    says so). Otherwise the result does not depend on the order of FRAGMENTS.
 
     \b
     Example:
@@ -99,7 +101,10 @@ def merge(fragments: tuple[Path, ...]) -> None:
         if not path.is_file():
             raise BtError("no such lockfile fragment", path)
         loaded.append((str(path), read_lockfile(path)))
-    folded = fold_fragments(loaded)
+    notes: list[str] = []
+    folded = fold_fragments(loaded, notes)
+    for note in notes:
+        click.echo(note, err=True)
     bench = Workbench.open()
     changed = 0
 

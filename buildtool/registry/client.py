@@ -149,6 +149,23 @@ class RegistryClient:
             raise BtError(f"registry sent blob {digest} of {r.name} with other content")
         return response.body
 
+    def config_labels(self, ref: str | Reference) -> dict[str, str] | None:
+        """The labels in the image config behind ``ref`` (``{}`` when it has none); None when
+        ``ref`` names an index, not one image. Raises ManifestNotFound when there is nothing."""
+        media_type, body, _ = self.get_manifest(ref)
+        if media_type not in IMAGE_MANIFEST_TYPES:
+            return None
+        try:
+            config_digest = json.loads(body)["config"]["digest"]
+        except (ValueError, KeyError, TypeError) as err:
+            raise BtError(f"manifest {ref} has no image config ({err})") from None
+        try:
+            config = json.loads(self.get_blob(ref, config_digest))
+            labels = (config.get("config") or {}).get("Labels") or {}
+        except (ValueError, AttributeError) as err:
+            raise BtError(f"image config {config_digest} of {ref} is not JSON ({err})") from None
+        return {str(k): str(v) for k, v in labels.items()} if isinstance(labels, dict) else {}
+
     def put_manifest(self, ref: str | Reference, media_type: str, body: bytes) -> str:
         """Put ``body`` at the tag or digest of ``ref``; return its digest once the registry
         confirmed it (``Docker-Content-Digest`` equal to the digest of the bytes sent)."""

@@ -104,6 +104,9 @@ class BuildRun:
     references: dict[tuple[Label, str], str] = field(default_factory=dict)
     # platform -> why its engine cannot be reached: its builds fail, the others go on
     unreachable: dict[str, str] = field(default_factory=dict)
+    # Why the registry, asked as a cache by a run that does not push, did not answer: the
+    # run's other builds do not ask again.
+    registry_down: str | None = None
     # The graph and file sets the plan was made from: which images each build names, where.
     computer: KeyComputer | None = None
     pins: Pins = field(default_factory=dict)  # images.lock's, which the plan's keys hold
@@ -326,8 +329,20 @@ class BuildRun:
 
         if not self.config.registry or planned.manifest.unpinned:
             return None
+        if self.registry_down is not None:
+            self.lookup_warnings[planned.id] = self.registry_down
+            return None
         ref = remote_ref(self.config, self.targets[planned.label], planned.key)
-        found = lookup(self.registry_client(), ref, planned.key)
+        try:
+            found = lookup(self.registry_client(), ref, planned.key)
+        except RegistryUnavailable as err:
+            if self.options.push:
+                raise  # the push would fail the same way: a failed build
+            # Not pushing: the registry is only a cache here, and a cache that cannot be
+            # reached is a miss (said once per build), not a reason to fail an offline build.
+            self.registry_down = f"remote action cache not asked: {err}"
+            self.lookup_warnings[planned.id] = self.registry_down
+            return None
         if found.warning:
             self.lookup_warnings[planned.id] = found.warning
         if not found.hit:

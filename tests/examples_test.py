@@ -261,12 +261,13 @@ def parents_ws(tmp_path: Path, engine: str, upstream: str) -> tuple[Path, dict[s
     return root, env, prefix
 
 
-def test_registry_parents_are_inferred_from_image_references() -> None:
+def test_registry_parents_are_inferred_from_image_references(tmp_path: Path) -> None:
     root = REPO / "examples/registry-parents"
     assert "parents" not in (root / "BUILD.images").read_text()
+    env = {"XDG_CACHE_HOME": str(tmp_path / "cache")}  # the checkout stays as it is
 
     def query(expression: str) -> list[str]:
-        return bt("query", expression, cwd=root, check=True).stdout.splitlines()
+        return bt("query", expression, cwd=root, env=env, check=True).stdout.splitlines()
 
     # bt query sorts labels by package, then name: //base before //base-ml.
     assert query("deps(//asr:cuda)") == ["//asr:cuda", "//base:cuda", "//base-ml:cuda"]

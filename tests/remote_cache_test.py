@@ -126,12 +126,13 @@ def test_a_hand_moved_tag_is_ignored_with_a_warning_and_the_build_runs_on_its_pa
     assert lookup(client, tag, key).digest == now[("//:child", AMD)][1]
 
 
-def test_without_a_registry_nothing_is_asked_and_an_unreachable_one_fails_the_build(
+def test_an_unreachable_registry_fails_a_pushing_build_and_is_a_miss_for_one_that_does_not(
     tmp_path: Path, engine: str
 ) -> None:
     nonce = uuid.uuid4().hex
     root = machine(tmp_path / "ws", "127.0.0.1:1/nowhere", engine, nonce)
-    down = bt("build", "//:parent", "--platform", AMD, "--json", "--retries", "0", cwd=root)
+    args = ("build", "//:parent", "--platform", AMD, "--json", "--retries", "0")
+    down = bt(*args, "--push", cwd=root)
     assert down.returncode == 1
     failed = [e for e in events(down.stdout) if e["event"] == "failed"]
     assert [e["message"] for e in failed] == [
@@ -139,8 +140,16 @@ def test_without_a_registry_nothing_is_asked_and_an_unreachable_one_fails_the_bu
         "registry 127.0.0.1:1 is unavailable: Connection refused (gave up after 1 attempt)"
     ]
 
+    # Not pushing, the registry is only a cache: unreachable, it is a miss, said once.
+    local = bt(*args, cwd=root)
+    assert local.returncode == 0, local.stderr
+    run = [e for e in events(local.stdout) if e.get("label") == "//:parent"]
+    assert [e["event"] for e in run] == ["started", "warning", "finished"]
+    assert run[1]["message"].startswith("remote action cache not asked: cannot ask the registry")
+
     spec = (root / ".cache-spec").read_text()
     (root / ".cache-spec").write_text(spec.split("[registry]")[0] + spec.split("push = false\n")[1])
+    (root / "parent.txt").write_text("parent, again\n")
     offline = bt("build", "//:parent", "--platform", AMD, "--json", cwd=root)
     assert offline.returncode == 0, offline.stderr
     assert [e["event"] for e in events(offline.stdout)][1:3] == ["started", "finished"]

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from buildtool.cachedir import CacheDir
-from buildtool.errors import BtError, BuildFailed, JobFailed, RegistryUnavailable
+from buildtool.errors import BtError, BuildFailed, JobFailed, RegistryUnavailable, TransientError
 from buildtool.events import (
     ImageTestsFailed,
     ImageTestsFinished,
@@ -143,7 +143,7 @@ class BuildRun:
         for image, platform in images:
             try:
                 pin = resolve_pin(image, platform, client, self.builder(platform))
-            except BtError as err:
+            except (BtError, TransientError) as err:
                 self.pin_failures[(image.name, platform)] = str(err)
                 continue
             resolved.append((image, platform, pin))

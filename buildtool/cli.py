@@ -108,6 +108,11 @@ def main(argv: list[str] | None = None) -> Any:
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)
         sys.exit(INTERRUPTED)
+    except click.UsageError as err:
+        # One line, like every other bad input: the command, and what is wrong with it.
+        command = err.ctx.command_path if err.ctx is not None else "bt"
+        click.echo(f"{command}: {err.format_message()} (see {command} --help)", err=True)
+        sys.exit(2)
     except click.ClickException as err:
         err.show()
         sys.exit(2 if err.exit_code != 0 else 0)

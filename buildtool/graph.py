@@ -165,6 +165,7 @@ def build_graph(loaded: LoadedWorkspace, analyses: Analyses, registry: str | Non
                 )
     groups = {label: group.members for label, group in loaded.groups.items()}
     # What BUILD.images alone says is checked before any Dockerfile is read.
+    _check_image_names(targets)
     _check_cycles(TargetGraph(targets, groups))
     _check_platforms(targets)
     inferred = infer_parents(targets, registry, analyses)
@@ -173,6 +174,25 @@ def build_graph(loaded: LoadedWorkspace, analyses: Analyses, registry: str | Non
     if inferred:
         _check_cycles(graph)
     return graph
+
+
+def _check_image_names(targets: dict[Label, ImageTarget]) -> None:
+    """One image per repository:tag (and alias): two targets pushing one tag would take turns
+    overwriting it."""
+    owner: dict[str, ImageTarget] = {}
+    for label in sorted(targets):
+        target = targets[label]
+        names = [f"{target.repository}:{tag}" for tag in target.tags] + list(target.aliases)
+        for name in names:
+            first = owner.setdefault(name, target)
+            if first is not target:
+                loc = target.location
+                raise BtError(
+                    f"{target.label} and {first.label} (declared at {first.location}) are both "
+                    f"image {name}: give one of them other tags, repository or aliases",
+                    loc.path,
+                    loc.line,
+                )
 
 
 def _check_cycles(graph: TargetGraph) -> None:

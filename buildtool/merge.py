@@ -338,7 +338,7 @@ def _stated(descriptor: Any) -> Platform | None:
         else f"{os_name}/{arch}"
     )
     try:
-        return Platform.parse(text)
+        return Platform.parse(text, known_only=False)
     except BtError:
         return None
 

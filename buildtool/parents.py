@@ -18,7 +18,7 @@ from typing import NamedTuple
 from buildtool.analysis import Analyses, ImageUse, Reads, parent_placeholder
 from buildtool.errors import BtError
 from buildtool.labels import Label
-from buildtool.registry.reference import normalise_reference
+from buildtool.registry.reference import normalise_reference, parse_reference
 from buildtool.target import BuildId, ImageTarget
 
 # (line, kind, reference as the analysis gives it): one place a build names its parent's image
@@ -49,6 +49,8 @@ class WorkspaceImages:
     def __init__(self, targets: Iterable[ImageTarget], registry: str | None):
         self.owners: dict[str, list[Label]] = {}
         self.spelled: list[tuple[str, Label]] = []  # (name as written, owner), for hints
+        # Repositories below the workspace's registry URL -> the tags the workspace builds.
+        self.repositories: dict[str, set[str]] = {}
         for target in targets:
             names = [f"{registry}/{target.repository}:{tag}" for tag in target.tags if registry]
             for name in [*names, *target.aliases]:
@@ -56,6 +58,24 @@ class WorkspaceImages:
                 owners = self.owners.setdefault(normalise_reference(name), [])
                 if target.label not in owners:
                     owners.append(target.label)
+            if registry:
+                repository = parse_reference(f"{registry}/{target.repository}").name
+                self.repositories.setdefault(repository, set()).update(target.tags)
+
+    def unbuilt_tag(self, reference: str) -> str | None:
+        """Why ``reference`` cannot be external: it names a tag the workspace does not build
+        in a repository below the workspace's own registry URL (None when it may be)."""
+        try:
+            ref = parse_reference(reference)
+        except BtError:
+            return None
+        tags = self.repositories.get(ref.name)
+        if tags is None or ref.digest:
+            return None
+        return (
+            f"{reference} is in {ref.name}, which this workspace builds, but no target builds "
+            f"its tag {ref.tag or 'latest'!r} (built: {', '.join(sorted(tags))})"
+        )
 
     def owner(self, reference: str, where: tuple[str, int]) -> Label | None:
         """The target that builds ``reference`` (None when none does)."""
@@ -128,6 +148,9 @@ def _inferred(
             label = images.owner(reference, where)
         if label is None:
             _check_static(target, use, images, analyses)
+            problem = None if unresolved or "$" in reference else images.unbuilt_tag(reference)
+            if problem is not None:
+                raise BtError(problem, *where)
             continue
         sites.setdefault((normalise_reference(reference), label), []).append(
             (line, kind, reference)

@@ -167,7 +167,9 @@ def _platform_entry(manifests: list[dict[str, object]], name: str, platform: str
             continue
         text = "/".join(str(spec.get(k) or "") for k in ("os", "architecture", "variant"))
         try:
-            offered.append((Platform.parse(text.rstrip("/")), str(entry["digest"])))
+            offered.append(
+                (Platform.parse(text.rstrip("/"), known_only=False), str(entry["digest"]))
+            )
         except BtError:
             continue  # attestation manifests say unknown/unknown
     for exact in (True, False):

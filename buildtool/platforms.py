@@ -17,6 +17,44 @@ _PART = re.compile(r"[a-z0-9_-]+")
 # `uname -m` and Go names an engine may report, as GOARCH names.
 _ARCH_ALIASES = {"x86_64": "amd64", "x86-64": "amd64", "aarch64": "arm64", "armv7l": "arm",
                  "armhf": "arm", "armel": "arm", "i386": "386", "i686": "386"}  # fmt: skip
+# Go's GOOS and GOARCH values: the names images, registries and engines use for platforms.
+KNOWN_OS = frozenset(
+    (
+        "aix",
+        "android",
+        "darwin",
+        "dragonfly",
+        "freebsd",
+        "illumos",
+        "ios",
+        "js",
+        "linux",
+        "netbsd",
+        "openbsd",
+        "plan9",
+        "solaris",
+        "wasip1",
+        "windows",
+    )
+)
+KNOWN_ARCH = frozenset(
+    (
+        "386",
+        "amd64",
+        "arm",
+        "arm64",
+        "loong64",
+        "mips",
+        "mips64",
+        "mips64le",
+        "mipsle",
+        "ppc64",
+        "ppc64le",
+        "riscv64",
+        "s390x",
+        "wasm",
+    )
+)
 _ARM64_VARIANTS = {"8": "", "v8": "", "v8.0": "", "9": "v9", "9.0": "v9", "v9.0": "v9"}
 _ARM_VARIANTS = {"": "v7", "7": "v7", "5": "v5", "6": "v6", "8": "v8"}
 
@@ -29,8 +67,9 @@ class Platform(NamedTuple):
     variant: str = ""
 
     @classmethod
-    def parse(cls, text: str) -> Platform:
-        """Parse and normalise; raises ``BtError`` for anything but ``os/arch[/variant]``."""
+    def parse(cls, text: str, *, known_only: bool = True) -> Platform:
+        """Parse and normalise; raises ``BtError`` for anything but ``os/arch[/variant]`` (with
+        ``known_only``, also for an os or architecture Go does not name)."""
         parts = text.strip().lower().split("/")
         if len(parts) not in (2, 3) or not all(_PART.fullmatch(p) for p in parts):
             raise BtError(f"invalid platform {text!r} (expected os/arch[/variant])")
@@ -47,12 +86,20 @@ class Platform(NamedTuple):
             variant = _ARM64_VARIANTS.get(variant, variant)
         elif arch == "arm":
             variant = _ARM_VARIANTS.get(variant, variant)
+        for value, known, what in ((os_name, KNOWN_OS, "os"), (arch, KNOWN_ARCH, "architecture")):
+            if known_only and value not in known:
+                import difflib
+
+                close = difflib.get_close_matches(value, sorted(known), n=1)
+                hint = f" (did you mean {close[0]}?)" if close else ""
+                raise BtError(f"invalid platform {text!r}: unknown {what} {value!r}{hint}")
         return cls(os_name, arch, variant)
 
     @classmethod
     def of_engine(cls, os_name: str, arch: str) -> Platform:
         """The platform an engine or an image config reports (``Os``, ``Architecture``)."""
-        return cls.parse(f"{os_name or 'linux'}/{arch or 'unknown'}")
+        # What an engine reports is a fact, not a typo: taken as it is, only normalised.
+        return cls.parse(f"{os_name or 'linux'}/{arch or 'unknown'}", known_only=False)
 
     def runs_on(self, other: Platform) -> bool:
         """Whether builds and containers of ``self`` run natively where ``other`` runs: same os

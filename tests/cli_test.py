@@ -160,3 +160,22 @@ def test_ctrl_c_exits_130(tmp_path: Path) -> None:
         proc.kill()
     assert proc.returncode == 130
     assert stderr == "interrupted: finished builds are recorded\n"
+
+
+@pytest.mark.parametrize(
+    ("args", "line"),
+    [
+        (["frob"], "bt: No such command 'frob'. (see bt --help)"),
+        (
+            ["-C", "/nonexistent", "plan"],
+            "bt: Invalid value for '-C': Directory '/nonexistent' does not exist. (see bt --help)",
+        ),
+        (
+            ["build", "--jobs", "0", "//..."],
+            "bt build: Invalid value for '-j' / '--jobs': 0 is not in the range x>=1. (see bt build --help)",
+        ),
+    ],
+)
+def test_a_usage_error_is_one_line_and_exit_2(tmp_path: Path, args: list[str], line: str) -> None:
+    result = bt(*args, cwd=tmp_path)
+    assert (result.returncode, result.stderr.splitlines()) == (2, [line])

@@ -166,6 +166,11 @@ BAD_BUILD_FILES = [
      "BUILD.images:1: context '../..' points outside the workspace"),
     ("bad-platform", 'image(name = "x", platforms = ["amd64"])\n',
      "BUILD.images:1: invalid platform 'amd64'"),
+    ("platform-typo", 'image(name = "x", platforms = ["linux/amd65"])\n',
+     "BUILD.images:1: invalid platform 'linux/amd65': unknown architecture 'amd65' (did you mean amd64?)"),
+    ("one-tag-two-images", 'image(name = "a", repository = "r", tags = ["cpu"])\n'
+     'image(name = "b", repository = "r", tags = ["cpu"])\n',
+     "BUILD.images:2: //:b and //:a (declared at BUILD.images:1) are both image r:cpu: give one of them other tags, repository or aliases"),
     # Tags and repositories follow Docker's reference grammar (buildtool.registry.reference).
     ("bad-tag", 'image(name = "x", tags = ["v1", "caf\u00e9"])\n', "BUILD.images:1: invalid tag 'caf\u00e9'"),
     ("bad-repository", 'image(name = "x", repository = "acme/a..b")\n',

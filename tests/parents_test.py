@@ -222,6 +222,17 @@ def test_a_workspace_image_named_through_an_unresolved_arg_is_an_error_with_a_hi
     )
 
 
+def test_a_tag_the_workspace_does_not_build_in_its_own_repository_is_an_error(
+    tmp_path: Path,
+) -> None:
+    build = BUILD.replace('"TAG": "cpu"', '"TAG": "gpu"')
+    root = workspace(tmp_path, {"BUILD.images": build})
+    assert error(root) == (
+        "child/Dockerfile:3: 127.0.0.1:5000/acme/base:gpu is in 127.0.0.1:5000/acme/base, which "
+        "this workspace builds, but no target builds its tag 'gpu' (built: cpu)"
+    )
+
+
 def test_an_inferred_parent_must_build_the_childs_platform(tmp_path: Path) -> None:
     build = BUILD.replace("args = {", 'platforms = ["linux/amd64", "linux/arm64"], args = {')
     root = workspace(tmp_path, {"BUILD.images": build})

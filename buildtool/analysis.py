@@ -18,7 +18,7 @@ from buildtool import __version__
 from buildtool.cachedir import CacheDir, update_file
 from buildtool.errors import BtError
 from buildtool.hashing import digest_bytes
-from buildtool.target import ImageTarget
+from buildtool.target import BuildId, ImageTarget
 from buildtool.workspace import Config
 
 if TYPE_CHECKING:
@@ -145,6 +145,7 @@ class Analyses:
         self._dockerfiles: dict[str, tuple[str, str]] = {}
         self._parsed: dict[str, Dockerfile] = {}
         self._reads: dict[tuple[Any, ...], Reads] = {}
+        self._by_build: dict[BuildId, Reads] = {}
         self._mentions_platform: dict[str, bool] = {}
 
     def save(self) -> None:
@@ -182,7 +183,15 @@ class Analyses:
         return parsed
 
     def reads(self, target: ImageTarget, platform: str) -> Reads:
-        """What the build of ``target`` for ``platform`` reaches in its Dockerfile."""
+        """What the build of ``target`` for ``platform`` reaches in its Dockerfile (asked by the
+        graph's parent inference, then by the build's file set: answered once)."""
+        build = (target.label, platform)
+        found = self._by_build.get(build)
+        if found is None:
+            found = self._by_build[build] = self._reads_of(target, platform)
+        return found
+
+    def _reads_of(self, target: ImageTarget, platform: str) -> Reads:
         digest, text = self.dockerfile(target.dockerfile)
         args = dict(target.args)
         for arg, _ in target.parents:

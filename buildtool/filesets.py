@@ -101,6 +101,7 @@ class FileSets:
         self._entries: dict[tuple[Any, ...], tuple[tuple[FileEntry, ...], str]] = {}
         self._globals: tuple[tuple[str, str], ...] | None = None
         self._tool_paths = self._own_paths()
+        self._relpaths: dict[str, str] = {}
 
     def save(self) -> None:
         """Keep what was learnt for the next run (analyses and file digests)."""
@@ -199,7 +200,10 @@ class FileSets:
     def _relative(self, path: str | None) -> str | None:
         if path is None:
             return None
-        return os.path.relpath(path, self.root).replace(os.sep, "/")
+        found = self._relpaths.get(path)
+        if found is None:
+            found = self._relpaths[path] = os.path.relpath(path, self.root).replace(os.sep, "/")
+        return found
 
     def _described(
         self, target: ImageTarget, tree: ContextTree, sources: tuple[Source, ...]

@@ -113,16 +113,21 @@ class _Builtins:
 
     def _checked(self, name: str, func: Callable[..., Any]) -> Callable[..., Any]:
         """``func`` whose wrong arguments are reported in the BUILD file's own words."""
-        import inspect
-
-        signature = inspect.signature(func)
 
         def call(*args: Any, **kwargs: Any) -> Any:
             try:
-                signature.bind(*args, **kwargs)
+                return func(*args, **kwargs)
             except TypeError as err:
-                raise self.error(_argument_error(name, signature, args, kwargs, err)) from None
-            return func(*args, **kwargs)
+                # Binding is checked only on failure: it costs more than the call itself.
+                import inspect
+
+                signature = inspect.signature(func)
+                try:
+                    signature.bind(*args, **kwargs)
+                except TypeError as wrong:
+                    message = _argument_error(name, signature, args, kwargs, wrong)
+                    raise self.error(message) from None
+                raise err
 
         return call
 

@@ -8,6 +8,7 @@ same machine when their os and architecture agree; the variant only narrows what
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import NamedTuple
 
@@ -110,6 +111,7 @@ class Platform(NamedTuple):
         return "/".join(p for p in self if p)
 
 
+@functools.lru_cache(maxsize=256)
 def normalise(text: str) -> str:
     """The canonical spelling of a platform string: ``linux/arm64/v8`` -> ``linux/arm64``."""
     return str(Platform.parse(text))

@@ -35,6 +35,11 @@ __all__ = ["AnalysisCache", "FileEntry", "FileSet", "FileSets", "ImageUse", "Inp
 FileEntry = tuple[str, str, bool, str]
 
 
+# The name under which a build's context carries bt's copy of its Dockerfile, when the
+# Dockerfile itself is not among the files sent (or is sent rewritten).
+DOCKERFILE_IN_TAR = ".bt-Dockerfile"
+
+
 @dataclass(frozen=True)
 class FileSet:
     """Everything one platform build reads from disk, and why."""

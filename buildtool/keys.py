@@ -13,6 +13,7 @@ use is pinned to in ``images.lock`` (``pins.py``). The file sets come from ``fil
 
 from __future__ import annotations
 
+import fnmatch
 from dataclasses import dataclass, fields
 from functools import cached_property
 from pathlib import Path
@@ -23,6 +24,7 @@ import msgpack
 from buildtool.analysis import Analyses, InstructionText
 from buildtool.cachedir import CacheDir, write_once
 from buildtool.filesets import (
+    DOCKERFILE_IN_TAR,
     FileSet,
     FileSets,
     ImageUse,
@@ -36,7 +38,7 @@ from buildtool.target import BuildId, ImageTarget
 from buildtool.workspace import Config
 
 # 4: pins of external images
-KEY_SCHEMA = 4
+KEY_SCHEMA = 5
 
 
 @dataclass(frozen=True)
@@ -64,6 +66,9 @@ class KeyManifest:
     # (normalised reference, pinned digest or "unpinned:<ref>", as written), sorted: keyed
     pins: tuple[PinEntry, ...] = ()
     images: tuple[ImageUse, ...] = ()  # the reached stages' image uses, by line: not keyed
+    # The Dockerfile's bytes, keyed when the build may copy bt's own copy of it into the image
+    # (see ``sends_dockerfile_copy``); None otherwise.
+    dockerfile_bytes: str | None = None
 
     @property
     def unpinned(self) -> tuple[str, ...]:
@@ -85,6 +90,7 @@ class KeyManifest:
             # Under a new reference, one pinned digest is one image: the name is keyed too,
             # since it is what an unpinned entry and `bt why` know the image by.
             [[name, value] for name, value, _ in self.pins],
+            self.dockerfile_bytes or "",
         ]
 
     @cached_property
@@ -210,7 +216,23 @@ class KeyComputer:
             context=target.context,
             pins=pin_entries(self._externals(target, fileset), self.pins, platform),
             images=fileset.reads.images,
+            dockerfile_bytes=fileset.dockerfile_digest if sends_dockerfile_copy(fileset) else None,
         )
+
+
+def sends_dockerfile_copy(fileset: FileSet) -> bool:
+    """Whether the build may copy into its image the copy of the Dockerfile that bt adds to the
+    context it sends (``builders/context.py``), whose bytes (comments and all) its meaning does
+    not cover: a whole-context build, or a source that takes the context's root or a wildcard
+    there. Then the Dockerfile's bytes are keyed too (invariant 8: the key is what the engine
+    saw)."""
+    if fileset.fallback is not None:
+        return True
+    for source in fileset.sources:
+        first = source[0].lstrip("/").split("/", 1)[0]
+        if first in ("", ".") or fnmatch.fnmatchcase(DOCKERFILE_IN_TAR, first):
+            return True
+    return False
 
 
 def save_manifest(cache_dir: Path, manifest: KeyManifest) -> None:

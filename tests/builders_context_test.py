@@ -17,13 +17,12 @@ from btrun import write_tree
 
 from buildtool.builders import Builder, BuildRequest, missing_input, open_builder
 from buildtool.builders.context import (
-    DOCKERFILE_IN_TAR,
     FIXED_MTIME,
     ContextChanged,
     sent_context,
     tar_chunks,
 )
-from buildtool.filesets import FileSet
+from buildtool.filesets import DOCKERFILE_IN_TAR, FileSet
 from buildtool.session import Session, Workbench
 
 DOCKER = "/usr/bin/docker"

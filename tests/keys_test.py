@@ -128,3 +128,35 @@ def test_a_dockerfile_edit_changes_exactly_the_keys_of_the_builds_it_reaches(
     dockerfile.write_text(edit(dockerfile.read_text()))
     after = keys(workspace)
     assert {build for build in before if before[build] != after[build]} == expected
+
+
+@pytest.mark.parametrize(
+    ("copy", "ignore", "comment_changes_key"),
+    [
+        ("COPY app/ /app/", "", False),  # bt's copy of the Dockerfile is never copied
+        ("COPY . /app/", "", True),  # the Dockerfile itself is copied: an input by its bytes
+        ("COPY . /app/", "Dockerfile\n", True),  # bt's copy would be: its bytes are keyed
+        ("COPY * /app/", "Dockerfile\n", True),
+    ],
+)
+def test_a_build_that_copies_the_context_root_keys_the_dockerfile_bytes_it_is_sent(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    copy: str,
+    ignore: str,
+    comment_changes_key: bool,
+) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg-cache"))
+    root = write_tree(
+        tmp_path / "ws",
+        {
+            ".cache-spec": 'platforms = ["linux/amd64"]\n',
+            "BUILD.images": 'image(name = "app")\n',
+            "Dockerfile": f"FROM scratch\n{copy}\n",
+            ".dockerignore": ignore,
+            "app/main.py": "print()\n",
+        },
+    )
+    before = keys(root)
+    (root / "Dockerfile").write_text(f"# a comment\nFROM scratch\n{copy}\n")
+    assert (keys(root) != before) == comment_changes_key

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 import blake3
 
 from buildtool.errors import JobFailed
+from buildtool.filesets import DOCKERFILE_IN_TAR
 from buildtool.hashing import LARGE_FILE, digest_bytes
 
 if TYPE_CHECKING:
@@ -31,7 +32,6 @@ FIXED_MTIME = 0  # as reproducible builds' SOURCE_DATE_EPOCH=0: a file's mtime i
 # Where bt puts the Dockerfile when no entry already holds its bytes. The classic builder drops
 # it (and the .dockerignore naming it) after reading; BuildKit reads a tar context unfiltered,
 # so a source taking the whole context root sees this file too.
-DOCKERFILE_IN_TAR = ".bt-Dockerfile"
 _BLOCK = tarfile.BLOCKSIZE
 
 

@@ -188,7 +188,15 @@ class Analyses:
         build = (target.label, platform)
         found = self._by_build.get(build)
         if found is None:
-            found = self._by_build[build] = self._reads_of(target, platform)
+            try:
+                found = self._by_build[build] = self._reads_of(target, platform)
+            except BtError as err:
+                if err.line is not None:
+                    raise  # a line of the Dockerfile is the place to fix
+                # A missing Dockerfile or stage: the place to fix is the target's declaration.
+                loc = target.location
+                where = f" ({err.path})" if err.path else ""
+                raise BtError(f"{target.label}: {err.message}{where}", loc.path, loc.line) from None
         return found
 
     def _reads_of(self, target: ImageTarget, platform: str) -> Reads:

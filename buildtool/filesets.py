@@ -114,8 +114,8 @@ class FileSets:
         self.stat_cache.save()
 
     def of(self, target: ImageTarget, platform: str) -> FileSet:
+        reads = self.analyses.reads(target, platform)  # first: its errors name the target
         digest, text = self.analyses.dockerfile(target.dockerfile)
-        reads = self.analyses.reads(target, platform)
         tree = self.tree(target)
         fallback = reads.whole_context
         sources: tuple[Source, ...]

@@ -166,6 +166,8 @@ BAD_BUILD_FILES = [
      "BUILD.images:1: context '../..' points outside the workspace"),
     ("bad-platform", 'image(name = "x", platforms = ["amd64"])\n',
      "BUILD.images:1: invalid platform 'amd64'"),
+    ("unknown-stage", 'image(name = "x", stage = "buidl")\n',
+     "BUILD.images:1: //:x: target stage 'buidl' could not be found; available stages: none are named (Dockerfile)"),
     ("platform-typo", 'image(name = "x", platforms = ["linux/amd65"])\n',
      "BUILD.images:1: invalid platform 'linux/amd65': unknown architecture 'amd65' (did you mean amd64?)"),
     ("one-tag-two-images", 'image(name = "a", repository = "r", tags = ["cpu"])\n'
@@ -237,3 +239,14 @@ def test_no_workspace_is_a_clear_error(tmp_path: Path) -> None:
     result = bt("query", "//...", cwd=tmp_path)
     assert result.returncode == 2
     assert "no .cache-spec found" in result.stderr
+
+
+def test_a_missing_dockerfile_is_reported_at_the_target_that_names_it(tmp_path: Path) -> None:
+    root = make(tmp_path, 'image(name = "x", context = "nope")\n', {"nope/README": "no Dockerfile"})
+    result = bt("plan", "//...", cwd=root)
+    assert (result.returncode, result.stderr.splitlines()) == (
+        2,
+        [
+            "BUILD.images:1: //:x: cannot read Dockerfile: No such file or directory (nope/Dockerfile)"
+        ],
+    )

@@ -99,8 +99,14 @@ class Workbench:
         from buildtool.keys import KeyComputer
 
         session = self.session
-        pins = self.lockfile().pins
+        pins = self.recorded.pins
         return KeyComputer(session.config, session.graph, self.stat_cache, session.analyses, pins)
+
+    @cached_property
+    def recorded(self) -> Lockfile:
+        """images.lock as this workbench first read it (read once: keys and the plan share it);
+        ``lockfile()`` reads it again."""
+        return self.lockfile()
 
     def lockfile(self) -> Lockfile:
         from buildtool.lockfile import read_lockfile
@@ -116,7 +122,7 @@ class Workbench:
         """The plan against ``lock`` (default: images.lock as it is now)."""
         from buildtool.plan import make_plan, selected_builds
 
-        lock = self.lockfile() if lock is None else lock
+        lock = self.recorded if lock is None else lock
         self.computer.use_pins(lock.pins)
         builds = selected_builds(self.session.graph, self.labels(patterns), platforms)
         planned = make_plan(self.session.config, self.computer, lock, builds)

@@ -27,3 +27,19 @@ def push_option(func: F) -> F:
         help="Push each platform image by digest to the registry of .cache-spec "
         "(default: [registry] push).",
     )(func)
+
+
+def format_option(help_text: str) -> Callable[[F], F]:
+    """``--format text|json`` (default text), as the listing commands take it."""
+
+    def decorate(func: F) -> F:
+        return click.option(
+            "--format",
+            "output_format",
+            type=click.Choice(["text", "json"]),
+            default="text",
+            show_default=True,
+            help=help_text,
+        )(func)
+
+    return decorate

@@ -6,6 +6,7 @@ import json
 
 import click
 
+from buildtool.commands.common import format_option
 from buildtool.errors import BtError
 from buildtool.session import Workbench
 
@@ -17,14 +18,7 @@ from buildtool.session import Workbench
     metavar="OS/ARCH",
     help="The platform build to list (default: the target's only platform, else required).",
 )
-@click.option(
-    "--format",
-    "output_format",
-    type=click.Choice(["text", "json"]),
-    default="text",
-    show_default=True,
-    help="text: one line per file; json: an object with the files and any fallback.",
-)
+@format_option("text: one line per file; json: an object with the files and any fallback.")
 def command(label: str, platform: str | None, output_format: str) -> None:
     """List every file LABEL's platform build hashes into its key: its digest and the
     Dockerfile line, explicit input or global input that brought it in, its parents' inputs

@@ -6,7 +6,7 @@ import json
 
 import click
 
-from buildtool.commands.common import platform_option
+from buildtool.commands.common import format_option, platform_option
 from buildtool.plan import PlannedBuild
 from buildtool.session import Workbench
 
@@ -15,14 +15,7 @@ from buildtool.session import Workbench
 @click.argument("patterns", nargs=-1, required=True)
 @platform_option
 @click.option("--all", "show_all", is_flag=True, help="Include fresh (up-to-date) builds too.")
-@click.option(
-    "--format",
-    "output_format",
-    type=click.Choice(["text", "json"]),
-    default="text",
-    show_default=True,
-    help="text: one line per build; json: an array of build objects.",
-)
+@format_option("text: one line per build; json: an array of build objects.")
 def command(
     patterns: tuple[str, ...], platforms: tuple[str, ...], show_all: bool, output_format: str
 ) -> None:

@@ -196,7 +196,12 @@ class BuildRun:
         self.builders.clear()
 
     def check_routing(self, stale: Sequence[PlannedBuild]) -> None:
-        """Refuse, before anything starts, a build that would need emulation."""
+        """Refuse, before anything starts, a build that would need emulation, or whose
+        secrets are missing or cannot be passed by its backend (``secrets.check_secrets``)."""
+        from buildtool.secrets import check_secrets
+
+        builds = [(self.targets[p.label], p.platform) for p in stale]
+        check_secrets(self.config.root, builds, lambda p: self.config.builder_for(p).backend)
         for planned in stale:
             spec: BuilderSpec = self.config.builder_for(planned.platform)
             if planned.platform in self.unreachable:
@@ -352,6 +357,7 @@ class BuildRun:
     def build_one(self, planned: PlannedBuild, cancel: threading.Event) -> Outcome:
         from buildtool.builders import BuildRequest, MissingInput
         from buildtool.scheduler import Outcome
+        from buildtool.secrets import resolved
 
         if planned.platform in self.unreachable:
             raise BtError(self.unreachable[planned.platform])
@@ -369,6 +375,11 @@ class BuildRun:
         warnings: tuple[str, ...] = ()
         if planned.id in self.lookup_warnings:
             warnings += (self.lookup_warnings[planned.id],)
+        from buildtool.secrets import secret_arg_warning
+
+        secret_args = secret_arg_warning(name for name, _ in target.args)
+        if secret_args is not None and not cached:
+            warnings += (f"{secret_args} ({target.location})",)
         if labels is not None and not cached:
             warnings += (
                 f"{tag} is not an image bt built from this key (its {KEY_LABEL} label is "
@@ -386,6 +397,7 @@ class BuildRun:
                 labels=stamp(planned.key, str(planned.label)),
                 fileset=planned.fileset,
                 dockerfile_text=self.dockerfile_text(planned),
+                secrets=tuple(resolved(self.config.root, s) for s in target.secrets),
             )
             try:
                 builder.build(request, cancel)

@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> Any:
     try:
         return cli.main(args=argv, prog_name="bt", standalone_mode=False)
     except BtError as err:
-        click.echo(str(err), err=True)
+        click.echo(_scrubbed(str(err)), err=True)
         sys.exit(err.exit_code)
     except click.exceptions.Abort:
         click.echo("interrupted", err=True)
@@ -127,9 +127,15 @@ def main(argv: list[str] | None = None) -> Any:
         sys.exit(INTERNAL_ERROR)
 
 
+def _scrubbed(text: str) -> str:
+    """``text`` without secrets and credentials (``buildtool.secrets``), if any was seen."""
+    module = sys.modules.get("buildtool.secrets")  # not imported: nothing to conceal yet
+    return module.scrub(text) if module is not None else text
+
+
 def _report_crash(err: Exception, argv: list[str]) -> str:
     """Write the traceback to the crash log; the one line to print."""
-    what = " ".join(f"{type(err).__name__}: {err}".split())
+    what = _scrubbed(" ".join(f"{type(err).__name__}: {err}".split()))
     try:
         where = os.getcwd()
     except OSError:  # the current directory was removed
@@ -138,6 +144,7 @@ def _report_crash(err: Exception, argv: list[str]) -> str:
         f"bt {__version__}, python {sys.version.split()[0]}, in {where}\n"
         f"command: bt {' '.join(argv)}\n\n" + "".join(traceback.format_exception(err))
     )
+    text = _scrubbed(text)
     from buildtool.cachedir import crash_log_path
 
     now = datetime.datetime.now()

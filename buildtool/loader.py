@@ -22,7 +22,8 @@ from buildtool.errors import BtError, StarlarkError
 from buildtool.labels import Label, check_name, check_package, parse_label
 from buildtool.platforms import normalise
 from buildtool.registry.reference import is_repository, is_tag, parse_reference
-from buildtool.target import Group, ImageTarget, Location
+from buildtool.secrets import conceal, inside, looks_secret, merged, parse_table, source_path
+from buildtool.target import Group, ImageTarget, Location, SecretSource
 from buildtool.workspace import BUILD_FILE_NAME, Config
 
 _ARG_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -205,6 +206,7 @@ class _Builtins:
         tests: Sequence[str] | None = None,
         package: str | None = None,
         aliases: Sequence[str] | None = None,
+        secrets: Mapping[str, Mapping[str, str]] | None = None,
     ) -> str:
         location = self.location()
         pkg = self._package(package)
@@ -214,6 +216,8 @@ class _Builtins:
         if stage is not None and (not isinstance(stage, str) or not stage):
             raise self.error("stage must be a non-empty string")
         build_args = self._mapping("args", args or {})
+        # An early error (a bad reference built from an arg, say) must not print such a value.
+        conceal(*(value for name, value in build_args.items() if looks_secret(name)))
         parent_refs = self._mapping("parents", parents or {})
         parent_labels: list[tuple[str, Label]] = []
         for arg, text in sorted(parent_refs.items()):
@@ -253,6 +257,7 @@ class _Builtins:
             )
         test_list = () if tests is None else self._strings("tests", tests)
         alias_list = () if aliases is None else self._aliases(aliases)
+        secret_list = self._secrets(secrets, context_path)
         target = ImageTarget(
             label=label,
             context=context_path,
@@ -267,6 +272,7 @@ class _Builtins:
             tests=test_list,
             location=location,
             aliases=alias_list,
+            secrets=secret_list,
         )
         self.declared.append(target)
         return str(label)
@@ -281,6 +287,20 @@ class _Builtins:
                 raise self.error(f"aliases: {err.message}") from None
             if ref.digest:
                 raise self.error(f"aliases: {alias!r} has a digest; an alias names a tag")
+        return found
+
+    def _secrets(self, value: object, context: str) -> tuple[SecretSource, ...]:
+        """The target's own secrets over .cache-spec's; a secret file must stay out of the
+        build context, which may be sent whole to the engine (and copied into the image)."""
+        own = () if value is None else parse_table(value, "secrets", lambda m, _: self.error(m))
+        found = merged(self.config.secrets, own)
+        root = self.config.root
+        for source in found:
+            if source.kind == "src" and inside(source_path(root, source), root / context):
+                raise self.error(
+                    f"secret {source.id!r}: file {source.name!r} is inside the build context "
+                    f"{context or '.'!r}, which bt may send to the engine; keep it outside"
+                )
         return found
 
     def group(self, *, name: str, targets: Sequence[str], package: str | None = None) -> str:

@@ -418,7 +418,13 @@ class LiveReporter:
 
 
 def make_reporter(json_output: bool, stream: IO[str]) -> Reporter:
-    """JSON lines when asked, the live view on a terminal, plain lines otherwise."""
+    """JSON lines when asked, the live view on a terminal, plain lines otherwise; never a
+    secret or credential (``secrets.ScrubbedStream``)."""
+    from typing import cast
+
+    from buildtool.secrets import ScrubbedStream
+
+    stream = cast("IO[str]", ScrubbedStream(stream))
     if json_output:
         return JsonReporter(stream)
     if stream.isatty():

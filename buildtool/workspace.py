@@ -13,6 +13,7 @@ from typing import Any
 from buildtool.errors import BtError
 from buildtool.platforms import normalise
 from buildtool.registry.reference import is_repository, names_registry
+from buildtool.target import SecretSource
 
 SPEC_NAME = ".cache-spec"
 LOCKFILE_NAME = "images.lock"
@@ -48,6 +49,8 @@ class Config:
     builders: dict[str, BuilderSpec] = field(default_factory=dict)
     # platform -> GitHub Actions `runs-on` (a label, or a list of labels); "*" for the rest
     ci_runners: dict[str, str | tuple[str, ...]] = field(default_factory=dict)
+    # Build secrets every target gets unless it declares one of the same id ([secrets]).
+    secrets: tuple[SecretSource, ...] = ()
 
     @property
     def lockfile(self) -> Path:
@@ -91,7 +94,9 @@ def load_config(root: Path) -> Config:
 class _SpecReader:
     """Validates the parsed TOML, pointing errors at the line of the offending key."""
 
-    _TOP_KEYS = {"global_inputs", "platforms", "cache_dir", "jobs", "registry", "builders", "ci"}
+    _TOP_KEYS = {
+        "global_inputs", "platforms", "cache_dir", "jobs", "registry", "builders", "ci", "secrets",
+    }  # fmt: skip
     _REGISTRY_KEYS = {"url", "push", "insecure"}
     _BUILDER_KEYS = {"host", "backend", "jobs", "allow_emulation", "network"}
 
@@ -129,6 +134,9 @@ class _SpecReader:
         registry, push, insecure = self._registry(data.get("registry", {}))
         builders = self._builders(data.get("builders", {}))
         ci_runners = self._ci_runners(data.get("ci", {}))
+        from buildtool.secrets import parse_table
+
+        secrets = parse_table(data.get("secrets", {}), "secrets", self.fail)
         return Config(
             root=root,
             spec_path=self.path,
@@ -141,6 +149,7 @@ class _SpecReader:
             jobs=jobs,
             builders=builders,
             ci_runners=ci_runners,
+            secrets=secrets,
         )
 
     def _strings(

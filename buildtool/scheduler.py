@@ -23,6 +23,17 @@ JobId = tuple[str, str]  # a platform build as text: (label, platform)
 _POLL_SECONDS = 0.2
 CANCEL_TIMEOUT = 30.0
 
+# The job whose runner the current thread is running, and how to report about it.
+_runner_thread = threading.local()
+
+
+def note(message: str) -> None:
+    """Called by a runner: report ``message`` about its job now (a Warned event), for news
+    worth seeing before its result, such as waiting for another process."""
+    post: Callable[[str], None] | None = getattr(_runner_thread, "post", None)
+    if post is not None:
+        post(message)
+
 
 @dataclass(frozen=True)
 class Job:
@@ -38,7 +49,9 @@ class Outcome:
 
     digest: str | None = None
     cached: bool = False  # nothing was built: the action cache had it
-    source: str = "engine"  # where a cached image was found: "engine" or "registry"
+    # where a cached image was found: "engine", "registry", or "lockfile" (another bt process
+    # built and recorded it while this one waited)
+    source: str = "engine"
     detail: str = ""
     warnings: tuple[str, ...] = ()  # shown as Warned events before its result
 
@@ -59,7 +72,7 @@ class Started(Event):
 @dataclass(frozen=True)
 class Cached(Event):
     digest: str | None
-    source: str = "engine"  # the builder's engine, or "registry" (the remote action cache)
+    source: str = "engine"  # the builder's engine, "registry" (remote action cache), "lockfile"
 
 
 @dataclass(frozen=True)
@@ -266,6 +279,11 @@ class _Retry:
 
 
 @dataclass(frozen=True)
+class _Note:
+    message: str
+
+
+@dataclass(frozen=True)
 class _Begun:
     """The lookup found nothing: the runner starts now."""
 
@@ -274,7 +292,7 @@ class _Begun:
 class _Result:
     id: JobId
     began: float
-    value: Outcome | _Failure | _Bug | _Retry | _Begun
+    value: Outcome | _Failure | _Bug | _Retry | _Begun | _Note
 
 
 @dataclass(frozen=True)
@@ -397,6 +415,9 @@ class _Run:
     def work(self, job: Job, cancel: threading.Event) -> None:
         """The runner's thread: attempts with backoff; every result goes through the queue."""
         began = time.monotonic()
+        _runner_thread.post = lambda message: self.results.put(
+            _Result(job.id, began, _Note(message))
+        )
         self.results.put(_Result(job.id, began, self.attempts(job, cancel, began)))
 
     def attempts(
@@ -439,6 +460,9 @@ class _Run:
         value = result.value
         if isinstance(value, _Begun):
             self.emit(Started(result.id, time.monotonic()))
+            return
+        if isinstance(value, _Note):
+            self.emit(Warned(result.id, time.monotonic(), value.message))
             return
         if isinstance(value, _Retry):
             now = time.monotonic()
@@ -518,7 +542,7 @@ class _Run:
             self.skip(job_id, "interrupted; its runner had not stopped when bt gave up waiting")
 
     def settle_cancelled(self, result: _Result) -> None:
-        if isinstance(result.value, (_Retry, _Begun)) or result.id not in self.running:
+        if isinstance(result.value, (_Retry, _Begun, _Note)) or result.id not in self.running:
             return
         self.release(result.id)
         if isinstance(result.value, Outcome):

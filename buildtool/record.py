@@ -11,7 +11,7 @@ from pathlib import Path
 from buildtool.cachedir import CacheDir
 from buildtool.keys import KeyManifest, save_manifest
 from buildtool.lockfile import BuildRecord, Lockfile, read_lockfile, update_lockfile
-from buildtool.scheduler import note
+from buildtool.scheduler import note, waiting
 from buildtool.statefile import HolderLock
 from buildtool.workspace import Config
 
@@ -65,7 +65,8 @@ class Claims:
             holder = lock.holder()
             who = f"bt process {holder}" if holder else "another bt process"
             note(f"waiting for {who}, which is building it (key {key[:16]})")
-            lock.acquire(cancel)
+            with waiting(cancel):  # other builds of this run take its slot meanwhile
+                lock.acquire(cancel)
         with self._guard:
             self._held[(label, platform)] = lock
         record = read_lockfile(self.config.lockfile).get(label, platform)

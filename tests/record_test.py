@@ -84,7 +84,7 @@ def test_a_build_another_process_holds_is_waited_for_named_and_readers_do_not_wa
                 assert result.returncode == 0, (args, result.stderr)
         build = bt_process(["build", "//:x", "--json"], root, env)
         assert build.stdout is not None
-        lines = []
+        lines: list[str] = []
         while len([line for line in lines if '"warning"' in line]) < len(plan):
             lines.append(build.stdout.readline())  # blocks until the build says it waits
             assert lines[-1], "bt build ended without waiting"

@@ -9,12 +9,14 @@ Layout (``cache_dir`` of ``.cache-spec``, by default ``$XDG_CACHE_HOME/bt/<dir>-
     logs/<label>/<platform>-<key>.log   one build's full output
     logs/crash-<time>.log    the traceback of an internal error (``crash_log_path``)
     workspace.lock           held by every writer of images.lock
+    builds/<key>-<build>.lock   held (naming its pid) by the process running that build
     <file>.lock              held while <file> is merged and rewritten
 """
 
 from __future__ import annotations
 
 import datetime
+import hashlib
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -43,6 +45,13 @@ class CacheDir:
     def build_log(self, label_name: str, platform: str, key: str) -> Path:
         """``label_name`` is the label without its ``//`` (its package and name)."""
         return self.root / "logs" / label_name / f"{platform}-{key[:16]}.log"
+
+    def build_lock(self, label: str, platform: str, key: str) -> Path:
+        """Held by the bt process building ``label`` for ``platform`` from ``key`` until the
+        build is recorded, so that two processes on one workspace never run it twice. (Two
+        targets may share a key; each has its own image, so each build its own lock.)"""
+        build = hashlib.sha256(f"{label} {platform}".encode()).hexdigest()[:16]
+        return self.root / "builds" / f"{key[:32]}-{build}.lock"
 
     @property
     def workspace_lock(self) -> Path:

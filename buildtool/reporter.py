@@ -75,6 +75,8 @@ def _build(build: JobId) -> str:
 
 def _where(event: Cached) -> str:
     """Where a cache hit came from, when it is not the builder's own engine."""
+    if event.source == "lockfile":
+        return " (recorded by another bt process)"
     return " from the registry" if event.source == "registry" else ""
 
 

@@ -5,6 +5,8 @@ Layout (``cache_dir`` of ``.cache-spec``, by default ``$XDG_CACHE_HOME/bt/<dir>-
 
     statcache.msgpack        file digests by stat (hashing)
     analysis.msgpack         Dockerfile analyses by content (filesets)
+    filesets.msgpack         described file sets, with the stats that vouch for them (setcache)
+    graph.msgpack            the evaluated target graph and what it was made of (graphcache)
     manifests/ab/<key>.msgpack   what went into each key (keys; read by ``bt why``)
     logs/<label>/<platform>-<key>.log   one build's full output
     logs/crash-<time>.log    the traceback of an internal error (``crash_log_path``)
@@ -38,6 +40,14 @@ class CacheDir:
     @property
     def analyses(self) -> Path:
         return self.root / "analysis.msgpack"
+
+    @property
+    def file_sets(self) -> Path:
+        return self.root / "filesets.msgpack"
+
+    @property
+    def graph(self) -> Path:
+        return self.root / "graph.msgpack"
 
     def manifest(self, key: str) -> Path:
         return self.root / "manifests" / key[:2] / f"{key}.msgpack"

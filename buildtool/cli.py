@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import gc
 import importlib
 import os
 import signal
@@ -116,6 +117,9 @@ def _interrupted() -> int:
 def main(argv: list[str] | None = None) -> Any:
     with contextlib.suppress(ValueError):  # only the main thread may set handlers
         signal.signal(signal.SIGTERM, _terminate)
+    # A plan allocates a few objects per file and per build and frees few of them: collecting
+    # young objects every 700 allocations cost 15% of a 10,000-target no-op, for no memory.
+    gc.set_threshold(50_000, 20, 20)
     try:
         return cli.main(args=argv, prog_name="bt", standalone_mode=False)
     except BtError as err:

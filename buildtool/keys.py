@@ -139,6 +139,8 @@ class KeyComputer:
         )
         self._manifests: dict[BuildId, KeyManifest] = {}
         self._filesets: dict[BuildId, FileSet] = {}
+        self._external_memo: dict[Any, tuple[ExternalImage, ...]] = {}
+        self._sends_copy: dict[int, tuple[FileSet, bool]] = {}
 
     def use_pins(self, pins: Pins) -> None:
         """Compute keys against ``pins`` (the lockfile's) from now on."""
@@ -153,8 +155,13 @@ class KeyComputer:
         return self._externals(target, self.filesets.of(target, platform))
 
     def _externals(self, target: ImageTarget, fileset: FileSet) -> tuple[ExternalImage, ...]:
-        parent_args = {arg for arg, _ in target.parents}
-        return external_images(fileset.reads.images, parent_args, self.workspace_references)
+        parent_args = frozenset(arg for arg, _ in target.parents)
+        memo = (fileset.reads.images, parent_args)  # shared by builds that read alike
+        found = self._external_memo.get(memo)
+        if found is None:
+            found = external_images(fileset.reads.images, parent_args, self.workspace_references)
+            self._external_memo[memo] = found
+        return found
 
     @property
     def analyses(self) -> Analyses:
@@ -222,9 +229,15 @@ class KeyComputer:
             context=target.context,
             pins=pin_entries(self._externals(target, fileset), self.pins, platform),
             images=fileset.reads.images,
-            dockerfile_bytes=fileset.dockerfile_digest if sends_dockerfile_copy(fileset) else None,
+            dockerfile_bytes=fileset.dockerfile_digest if self._sends_copy_of(fileset) else None,
             secrets=tuple((s.id, s.kind, s.name) for s in target.secrets),
         )
+
+    def _sends_copy_of(self, fileset: FileSet) -> bool:
+        found = self._sends_copy.get(id(fileset))
+        if found is None or found[0] is not fileset:
+            found = self._sends_copy[id(fileset)] = (fileset, sends_dockerfile_copy(fileset))
+        return found[1]
 
 
 def sends_dockerfile_copy(fileset: FileSet) -> bool:

@@ -29,22 +29,34 @@ from buildtool.workspace import BUILD_FILE_NAME, Config
 _ARG_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
+# One call of glob() in a BUILD file: (the file's directory, include, exclude, what it found).
+GlobCall = tuple[str, tuple[str, ...], tuple[str, ...], tuple[str, ...]]
+
+
 @dataclass(frozen=True)
 class LoadedWorkspace:
     targets: dict[Label, ImageTarget]
     groups: dict[Label, Group]
     build_files: tuple[str, ...]  # workspace-relative paths, sorted
+    globs: tuple[GlobCall, ...] = ()  # what evaluation read of the file system besides them
+    # The stat of every directory the search for BUILD files listed, by workspace path.
+    searched: tuple[tuple[str, os.stat_result], ...] = ()
 
 
-def find_build_files(root: Path, skip: Sequence[Path] = ()) -> list[str]:
+def find_build_files(
+    root: Path, skip: Sequence[Path] = (), searched: dict[str, os.stat_result] | None = None
+) -> list[str]:
     """Workspace-relative paths of every BUILD.images, skipping hidden directories and nested
-    workspaces (a directory below the root that holds its own .cache-spec)."""
+    workspaces (a directory below the root that holds its own .cache-spec). ``searched``
+    receives the stat of each directory listed, taken before listing it."""
     skipped = {str(p) for p in skip}
     found: list[str] = []
     stack = [str(root)]
     while stack:
         directory = stack.pop()
         try:
+            if searched is not None:
+                searched[os.path.relpath(directory, root)] = os.stat(directory)
             entries = list(os.scandir(directory))
         except OSError as err:
             raise BtError(f"cannot list directory: {err.strerror}", directory) from None
@@ -63,13 +75,15 @@ def find_build_files(root: Path, skip: Sequence[Path] = ()) -> list[str]:
 
 def load_workspace(config: Config) -> LoadedWorkspace:
     root = config.root
-    build_files = find_build_files(root, skip=[config.cache_dir])
+    searched: dict[str, os.stat_result] = {}
+    build_files = find_build_files(root, skip=[config.cache_dir], searched=searched)
     if not build_files:
         raise BtError(f"no {BUILD_FILE_NAME} file in the workspace", root)
     targets: dict[Label, ImageTarget] = {}
     groups: dict[Label, Group] = {}
+    globs: list[GlobCall] = []
     for relpath in build_files:
-        for decl in _evaluate(config, relpath):
+        for decl in _evaluate(config, relpath, globs):
             first = targets.get(decl.label) or groups.get(decl.label)
             if first is not None:
                 raise BtError(
@@ -81,10 +95,12 @@ def load_workspace(config: Config) -> LoadedWorkspace:
                 targets[decl.label] = decl
             else:
                 groups[decl.label] = decl
-    return LoadedWorkspace(targets, groups, tuple(build_files))
+    return LoadedWorkspace(
+        targets, groups, tuple(build_files), tuple(globs), tuple(sorted(searched.items()))
+    )
 
 
-def _evaluate(config: Config, relpath: str) -> list[ImageTarget | Group]:
+def _evaluate(config: Config, relpath: str, globs: list[GlobCall]) -> list[ImageTarget | Group]:
     path = config.root / relpath
     try:
         source = path.read_text(encoding="utf-8")
@@ -92,7 +108,7 @@ def _evaluate(config: Config, relpath: str) -> list[ImageTarget | Group]:
         raise BtError(f"cannot read: {err}", relpath) from None
     code = starlark.compile_file(source, relpath)
     file_package = posixpath.dirname(relpath)
-    builtins = _Builtins(config, relpath, file_package)
+    builtins = _Builtins(config, relpath, file_package, globs)
     starlark.execute(code, relpath, builtins.functions())
     return builtins.declared
 
@@ -100,8 +116,9 @@ def _evaluate(config: Config, relpath: str) -> list[ImageTarget | Group]:
 class _Builtins:
     """The functions a BUILD file can call; each records what it declares."""
 
-    def __init__(self, config: Config, relpath: str, file_package: str):
+    def __init__(self, config: Config, relpath: str, file_package: str, globs: list[GlobCall]):
         self.config = config
+        self.globs = globs
         self.path = relpath
         self.file_dir = file_package  # the directory of the BUILD file, workspace-relative
         self.declared: list[ImageTarget | Group] = []
@@ -323,9 +340,9 @@ class _Builtins:
         for pattern in (*patterns, *excluded):
             if os.path.isabs(pattern) or ".." in pattern.split("/"):
                 raise self.error(f"glob pattern {pattern!r} must stay below the BUILD file")
-        found = set(_glob(base, patterns))
-        found -= set(_glob(base, excluded))
-        return sorted(found)
+        result = sorted(run_glob(base, patterns, excluded))
+        self.globs.append((self.file_dir, patterns, excluded, tuple(result)))
+        return result
 
 
 # Words users bring from `docker buildx bake` (and the CLI) for what image() calls otherwise.
@@ -358,6 +375,11 @@ def _argument_error(
     if missing and not args:
         return f"{name}() needs argument {missing[0]!r}"
     return f"{name}(): {str(err).removeprefix('missing a required argument: ')}"
+
+
+def run_glob(base: Path, patterns: Sequence[str], excluded: Sequence[str]) -> set[str]:
+    """The files below ``base`` that glob(patterns, exclude = excluded) finds."""
+    return set(_glob(base, patterns)) - set(_glob(base, excluded))
 
 
 def _glob(base: Path, patterns: Sequence[str]) -> Iterator[str]:

@@ -50,9 +50,21 @@ class Session:
 
     @cached_property
     def graph(self) -> TargetGraph:
+        """The graph kept by an earlier run while nothing it was made from changed
+        (``graphcache.py``), else BUILD.images evaluated again."""
+        import time
+
+        from buildtool.graphcache import load_graph, save_graph
+
         config = self.config
-        graph = build_graph(load_workspace(config), self.analyses, config.registry)
+        kept = load_graph(config, self.analyses)
+        if kept is not None:
+            return kept
+        taken_ns = time.time_ns()
+        loaded = load_workspace(config)
+        graph = build_graph(loaded, self.analyses, config.registry)
         self.analyses.save()  # what inference learnt serves the next run, whatever it does
+        save_graph(config, self.analyses, loaded, graph, taken_ns)
         return graph
 
     @cached_property
@@ -126,8 +138,7 @@ class Workbench:
         self.computer.use_pins(lock.pins)
         builds = selected_builds(self.session.graph, self.labels(patterns), platforms)
         planned = make_plan(self.session.config, self.computer, lock, builds)
-        self.stat_cache.save()
-        self.computer.analyses.save()
+        self.computer.filesets.save()  # digests, analyses and described sets
         return planned
 
     def external_images(

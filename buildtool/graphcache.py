@@ -31,16 +31,17 @@ from buildtool.hashing import RACY_WINDOW_NS, digest_bytes
 from buildtool.labels import Label
 from buildtool.loader import LoadedWorkspace, find_build_files, run_glob
 from buildtool.parents import Parent
-from buildtool.target import ImageTarget, Location
+from buildtool.target import ImageTarget, Location, SecretSource
 from buildtool.workspace import Config
 
-VERSION = 1
+VERSION = 2
 
 
 def _setting(config: Config) -> list[Any]:
-    """What of the configuration and of bt evaluation depends on."""
-    return [VERSION, __version__, str(config.root), str(config.cache_dir), list(config.platforms),
-            config.registry]  # fmt: skip
+    """What of the configuration and of bt evaluation depends on: all of ``.cache-spec``, so
+    that no setting added later can be missed here."""
+    return [VERSION, __version__, str(config.root), str(config.cache_dir),
+            _file_digest(config.root / config.spec_path)]  # fmt: skip
 
 
 def load_graph(config: Config, analyses: Analyses) -> TargetGraph | None:
@@ -139,7 +140,7 @@ def _encode_graph(graph: TargetGraph) -> list[Any]:
         [*t.label, t.context, t.dockerfile, t.stage, [list(a) for a in t.args],
          [[arg, *label] for arg, label in t.parents], list(t.platforms), list(t.tags),
          t.repository, None if t.inputs is None else list(t.inputs), list(t.tests),
-         t.location.path, t.location.line, list(t.aliases)]
+         t.location.path, t.location.line, list(t.aliases), [list(x) for x in t.secrets]]
         for t in graph.targets.values()
     ]  # fmt: skip
     groups = [[*label, [list(m) for m in members]] for label, members in graph.groups.items()]
@@ -155,7 +156,7 @@ def _decode_graph(raw: Any) -> TargetGraph:
     targets_raw, groups_raw, inferred_raw = raw
     targets: dict[Label, ImageTarget] = {}
     for (package, name, context, dockerfile, stage, args, parents, platforms, tags, repository,
-         inputs, tests, path, line, aliases) in targets_raw:  # fmt: skip
+         inputs, tests, path, line, aliases, secrets) in targets_raw:  # fmt: skip
         label = Label(package, name)
         targets[label] = ImageTarget(
             label=label,
@@ -171,6 +172,7 @@ def _decode_graph(raw: Any) -> TargetGraph:
             tests=tests,
             location=Location(path, line),
             aliases=aliases,
+            secrets=tuple(SecretSource(*x) for x in secrets),
         )
     groups = {
         Label(package, name): tuple(Label(*m) for m in members)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import msgpack
 import pytest
 from btrun import write_tree
 
@@ -83,3 +84,43 @@ def test_a_dockerfile_that_now_names_a_workspace_image_adds_the_inferred_parent(
 ) -> None:
     keep_mtime(workspace / "App", "FROM reg.example/ws/base:base\nCOPY in/ /in/\n")
     assert graph_of(workspace)["//:app"][3] == (Label("", "base"),)
+
+
+def test_every_field_of_every_target_survives_the_round_trip(tmp_path: Path) -> None:
+    """A field added to ImageTarget and forgotten by the encoding would be silently reset to its
+    default by every warm run: here each field holds a value other than its default."""
+    import dataclasses
+
+    from buildtool.graph import TargetGraph
+    from buildtool.graphcache import _decode_graph, _encode_graph
+    from buildtool.target import ImageTarget, Location, SecretSource
+
+    target = ImageTarget(
+        label=Label("pkg", "app"),
+        context="pkg",
+        dockerfile="pkg/Dockerfile",
+        stage="final",
+        args=(("V", "1"),),
+        parents=(("BASE", Label("", "base")),),
+        platforms=("linux/amd64",),
+        tags=("latest",),
+        repository="reg.example/app",
+        inputs=("pkg/a.txt",),
+        tests=("true",),
+        location=Location("pkg/BUILD.images", 3),
+        aliases=("reg.example/app:1",),
+        secrets=(SecretSource("tok", "env", "HF_TOKEN"),),
+    )
+    defaults = {f.name: f.default for f in dataclasses.fields(ImageTarget)}
+    assert all(getattr(target, name) != default for name, default in defaults.items())
+    graph = TargetGraph({target.label: target}, {}, {})
+    packed = msgpack.packb(_encode_graph(graph), use_bin_type=True)
+    raw = msgpack.unpackb(packed, raw=False, use_list=False, strict_map_key=False)
+    assert _decode_graph(raw) == graph
+
+
+def test_a_new_cache_spec_setting_discards_the_kept_graph(workspace: Path) -> None:
+    spec = workspace / ".cache-spec"
+    spec.write_text(spec.read_text() + '\n[secrets]\ntok = {env = "HF_TOKEN"}\n')
+    session = Session(workspace)
+    assert load_graph(session.config, Analyses(session.config)) is None

@@ -138,7 +138,7 @@ class BuildRun:
         from buildtool.pins import resolve_pin
         from buildtool.registry import RegistryClient
 
-        client = RegistryClient(self.config.insecure_registries)
+        client = RegistryClient(self.config.insecure_registries, retry=self.config.retry)
         resolved = []
         for image, platform in images:
             try:
@@ -203,8 +203,13 @@ class BuildRun:
                 continue
             try:
                 arch = self.builder(planned.platform).architecture()
-            except BtError as err:
-                self.unreachable[planned.platform] = err.message
+            except (BtError, TransientError) as err:
+                # Down engines fail fast, and only their platform's builds: one line naming both.
+                engine = spec.host or "the default engine (DOCKER_HOST)"
+                detail = str(err).removeprefix(f"cannot reach the Docker engine at {engine}: ")
+                self.unreachable[planned.platform] = (
+                    f"the {planned.platform} engine {engine} is down: {detail}"
+                )
                 continue
             if same_machine(arch, planned.platform):
                 continue
@@ -260,6 +265,7 @@ class BuildRun:
                 pool_limits=limits,
                 keep_going=self.options.keep_going,
                 retries=self.options.retries,
+                retry=self.config.retry,
                 on_event=self.on_event,
                 on_success=on_success,
                 lookup=remote if self.config.registry else None,
@@ -317,7 +323,9 @@ class BuildRun:
 
         with self._lock:
             if self._client is None:
-                self._client = RegistryClient(self.config.insecure_registries, attempts=1)
+                self._client = RegistryClient(
+                    self.config.insecure_registries, attempts=1, retry=self.config.retry
+                )
             return self._client
 
     def remote_hit(self, planned: PlannedBuild) -> Outcome | None:
@@ -350,6 +358,14 @@ class BuildRun:
         return Outcome(digest=found.digest, cached=True, source="registry", detail=found.image)
 
     def build_one(self, planned: PlannedBuild, cancel: threading.Event) -> Outcome:
+        try:
+            return self._build_one(planned, cancel)
+        except TransientError as err:
+            if err.source is None:  # the engine's: the registry client names itself
+                err.source = f"engine {self.config.builder_for(planned.platform).host}"
+            raise
+
+    def _build_one(self, planned: PlannedBuild, cancel: threading.Event) -> Outcome:
         from buildtool.builders import BuildRequest, MissingInput
         from buildtool.scheduler import Outcome
 

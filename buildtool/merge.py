@@ -157,7 +157,7 @@ def merge_images(
         _refuse_missing(wanted)
     skipped = tuple(w.label for w in wanted if not w.children)
     wanted = [w for w in wanted if w.children]
-    registry = client or RegistryClient(config.insecure_registries)
+    registry = client or RegistryClient(config.insecure_registries, retry=config.retry)
     done: dict[Label, tuple[IndexRecord, list[TagOutcome]]] = {}
     failed: dict[Label, BtError] = {}
 

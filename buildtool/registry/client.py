@@ -21,15 +21,14 @@ import ssl
 import threading
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from functools import lru_cache
 from pathlib import Path
-from dataclasses import replace
 from typing import NamedTuple
 from urllib.parse import urljoin, urlsplit
 
 from buildtool.errors import BtError, ManifestNotFound, RegistryUnavailable
 from buildtool.registry import auth
-from buildtool.retry import FaultClock, RetryPolicy
 from buildtool.registry.reference import (
     DOCKER_HUB,
     IMAGE_MANIFEST_TYPES,
@@ -42,6 +41,7 @@ from buildtool.registry.reference import (
     media_type_of,
     sha256_digest,
 )
+from buildtool.retry import FaultClock, RetryPolicy
 
 STANDALONE_ATTEMPTS = 3
 _DOCKER_HUB_API = "registry-1.docker.io"

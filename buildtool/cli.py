@@ -39,6 +39,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "lock": ("buildtool.commands.lock", "Work with lockfile fragments from parallel runs."),
     "watch": ("buildtool.commands.watch", "Rebuild what each edit touches, until Ctrl-C."),
     "ci": ("buildtool.commands.ci", "Plan CI jobs over native runners; write the workflow."),
+    "clean": ("buildtool.commands.clean", "Remove the cache directory's derived state."),
 }
 
 

@@ -69,24 +69,18 @@ def check_registry(
     ]
     if not pushed or not config.registry:
         return list(planned)
-    from concurrent.futures import ThreadPoolExecutor
-
     from buildtool.registry import RegistryClient
+    from buildtool.verify import served
 
-    attempts = None if strict else 1  # `bt plan` retries; a build's own pushes will
+    attempts = None if strict else 1  # `bt plan` retries; in a build, its pushes will
     client = RegistryClient(config.insecure_registries, attempts=attempts, retry=config.retry)
-
-    def missing(build: PlannedBuild) -> bool:
-        assert build.record is not None
-        try:
-            return client.head_manifest(build.record.image) is None
-        except (BtError, TransientError):
-            if strict:
-                raise
-            return False
-
-    with ThreadPoolExecutor(max_workers=min(jobs, len(pushed))) as pool:
-        gone = {p.id for p, lost in zip(pushed, pool.map(missing, pushed), strict=True) if lost}
+    try:
+        found = served(client, [p.record.image for p in pushed if p.record is not None], jobs)
+    except (BtError, TransientError):
+        if strict:
+            raise
+        return list(planned)
+    gone = {p.id for p in pushed if p.record is not None and found[p.record.image] is None}
     return [
         replace(p, stale=True, reason=MISSING_FROM_REGISTRY) if p.id in gone else p
         for p in planned

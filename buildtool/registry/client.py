@@ -96,14 +96,11 @@ class RegistryClient:
     ):
         self.insecure = frozenset(config_insecure)
         self.credentials = auth.DockerCredentials(docker_config_dir)
-        # Attempts at most: 1 under the scheduler; else the policy's time bound, or without a
-        # policy (a client no workspace configured) a few attempts.
-        if attempts is None and retry is None:
-            attempts = STANDALONE_ATTEMPTS
-        self.attempts = attempts
+        # Attempts at most: 1 under the scheduler (which retries), else as many as `bt build
+        # --retries` gives a build by default; all within the policy's time bound.
+        self.attempts = attempts or STANDALONE_ATTEMPTS
         policy = retry or RetryPolicy(base_delay=retry_delay)
-        if attempts is not None:
-            policy = replace(policy, max_retries=attempts - 1)
+        policy = replace(policy, max_retries=self.attempts - 1)
         # No one request outlasts the retry bound: a registry that accepts and never answers
         # is down as surely as one that refuses.
         self.timeout = min(timeout, policy.max_seconds)

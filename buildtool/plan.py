@@ -82,8 +82,7 @@ def check_registry(
         return list(planned)
     gone = {p.id for p in pushed if p.record is not None and found[p.record.image] is None}
     return [
-        replace(p, stale=True, reason=MISSING_FROM_REGISTRY) if p.id in gone else p
-        for p in planned
+        replace(p, stale=True, reason=MISSING_FROM_REGISTRY) if p.id in gone else p for p in planned
     ]
 
 

@@ -28,7 +28,9 @@ def by_event(stdout: str, name: str) -> list[tuple[object, object]]:
 
 def recorded(root: Path) -> list[tuple[str, str]]:
     builds = json.loads((root / "images.lock").read_text())["builds"]
-    return sorted((label, platform) for label, platforms in builds.items() for platform in platforms)
+    return sorted(
+        (label, platform) for label, platforms in builds.items() for platform in platforms
+    )
 
 
 def nonce() -> str:
@@ -227,6 +229,7 @@ def test_a_recorded_digest_deleted_from_the_registry_is_pushed_again_or_rebuilt(
     final = json.loads((root / "images.lock").read_text())["builds"]["//:app"]["linux/amd64"]
     assert final["key"] == lost["key"]
     assert serves(final["image"])
-    assert "0 of 2 platform builds stale" in bt(
-        "plan", "//...", "--check-registry", cwd=root, env=env
-    ).stderr
+    assert (
+        "0 of 2 platform builds stale"
+        in bt("plan", "//...", "--check-registry", cwd=root, env=env).stderr
+    )

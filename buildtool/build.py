@@ -4,6 +4,8 @@ a complete push, the multi-platform merge. `bt test` reruns the same image tests
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
 import re
 import threading
@@ -13,7 +15,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from buildtool.cachedir import CacheDir
-from buildtool.errors import BtError, BuildFailed, JobFailed, RegistryUnavailable, TransientError
+from buildtool.errors import (
+    BtError,
+    BuildFailed,
+    JobFailed,
+    RegistryUnavailable,
+    StateWriteError,
+    TransientError,
+)
 from buildtool.events import (
     ImageTestsFailed,
     ImageTestsFinished,
@@ -43,6 +52,7 @@ if TYPE_CHECKING:
     from buildtool.scheduler import Job, Outcome, Summary
 
 _TAG_UNSAFE = re.compile(r"[^a-z0-9_.\-]")
+_NO_ROOM = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)  # no build can write its state
 
 
 @dataclass(frozen=True)
@@ -364,6 +374,16 @@ class BuildRun:
             if err.source is None:  # the engine's: the registry client names itself
                 err.source = f"engine {self.config.builder_for(planned.platform).host}"
             raise
+        except OSError as err:
+            if err.errno not in _NO_ROOM:
+                raise
+            # The build log (cache directory) cannot be written: the whole run stops cleanly,
+            # leaving no empty log behind.
+            log = self.log_path(planned)
+            with contextlib.suppress(OSError):
+                if log.stat().st_size == 0:
+                    log.unlink()
+            raise StateWriteError(f"cannot write: {err.strerror}", err.filename or log) from None
 
     def _build_one(self, planned: PlannedBuild, cancel: threading.Event) -> Outcome:
         from buildtool.builders import BuildRequest, MissingInput

@@ -11,6 +11,7 @@ interrupted.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import importlib
 import os
@@ -148,6 +149,8 @@ def _report_crash(err: Exception, argv: list[str]) -> str:
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(text)
         except OSError:
+            with contextlib.suppress(OSError):
+                path.unlink()  # a full disk leaves no empty log behind
             continue  # an unusable cache directory may be the very bug: try the next place
         return f"bt: internal error ({what}); the traceback is in {path}"
     return f"bt: internal error ({what}); no log could be written"

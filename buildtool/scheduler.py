@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
-from buildtool.errors import BtError, Cancelled, JobFailed, TransientError
+from buildtool.errors import BtError, Cancelled, JobFailed, StateWriteError, TransientError
 from buildtool.retry import FaultClock, RetryPolicy
 
 JobId = tuple[str, str]  # a platform build as text: (label, platform)
@@ -433,6 +433,8 @@ class _Run:
                 return _Failure(err.message, err.log_tail, err.log_path)
             except Cancelled:
                 return _Failure("cancelled", cancelled=True)
+            except StateWriteError as err:
+                return _Bug(err)  # bt cannot record anything: the run stops, running ones cancelled
             except BtError as err:
                 return _Failure(str(err))
             except BaseException as err:  # re-raised by the scheduling thread

@@ -54,7 +54,9 @@ class Session:
     def graph(self) -> TargetGraph:
         config = self.config
         graph = build_graph(load_workspace(config), self.analyses, config.registry)
-        self.analyses.save()  # what inference learnt serves the next run, whatever it does
+        # What inference learnt serves the next run, whatever it does. Inference analysed
+        # every build of the workspace: the analyses of anything gone are dropped.
+        self.analyses.save(complete=True)
         return graph
 
     @cached_property

@@ -3,11 +3,14 @@ a platform whose engine is down, a RUN that fails, a recorded digest deleted fro
 
 from __future__ import annotations
 
+import errno
 import http.client
 import json
+import os
 import subprocess
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -233,3 +236,68 @@ def test_a_recorded_digest_deleted_from_the_registry_is_pushed_again_or_rebuilt(
         "0 of 2 platform builds stale"
         in bt("plan", "//...", "--check-registry", cwd=root, env=env).stderr
     )
+
+
+# -- disk full --------------------------------------------------------------------------------
+
+
+@pytest.fixture()
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A real 512 KiB tmpfs (needs root to mount)."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=512k", "tmpfs", str(mount)], capture_output=True
+    )
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs: {done.stderr.decode().strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def fill(disk: Path) -> None:
+    fd = os.open(disk / "filler", os.O_WRONLY | os.O_CREAT)
+    try:
+        while os.write(fd, b"\0" * 4096):
+            pass
+    except OSError as err:
+        assert err.errno == errno.ENOSPC
+    finally:
+        os.close(fd)
+
+
+def leftovers(*tops: Path) -> list[Path]:
+    """Temporary files, and logs left empty, under ``tops``."""
+    return [
+        p
+        for top in tops
+        for p in top.rglob("*")
+        if p.name.endswith(".tmp") or (p.suffix == ".log" and p.stat().st_size == 0)
+    ]
+
+
+@pytest.mark.parametrize("full", ["cache directory", "workspace"])
+def test_a_full_disk_stops_the_run_with_one_line_and_leaves_the_old_state_intact(
+    tmp_path: Path, engine: str, small_disk: Path, full: str
+) -> None:
+    on_disk = full == "workspace"
+    root = (small_disk if on_disk else tmp_path) / "ws"
+    cache = tmp_path / "cache" if on_disk else small_disk / "cache"
+    spec = f'platforms = ["linux/amd64"]\ncache_dir = "{cache}"\n[builders."*"]\nnetwork = "none"\n'
+    write_tree(root, {**TWO, ".cache-spec": spec, "n.txt": nonce()})
+    env = {"DOCKER_HOST": engine, "XDG_CACHE_HOME": str(tmp_path / "xdg")}
+    bt("build", "//...", cwd=root, env=env, check=True)
+    before = (root / "images.lock").read_bytes()
+
+    (root / "n.txt").write_text(nonce())
+    fill(small_disk)
+    result = bt("build", "//...", cwd=root, env=env)
+
+    assert result.returncode == 2, result.stderr
+    last = result.stderr.splitlines()[-1]
+    assert last.endswith(": cannot write: No space left on device"), result.stderr
+    assert "Traceback" not in result.stderr and "internal error" not in result.stderr
+    assert (root / "images.lock").read_bytes() == before
+    assert leftovers(root, cache) == []

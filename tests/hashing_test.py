@@ -545,7 +545,12 @@ def test_a_save_with_nothing_gone_and_nothing_new_stats_only_a_sample(
     before = os.stat(cache_path(tmp_path))
     checked: list[str] = []
     exists = hashing._exists
-    monkeypatch.setattr(hashing, "_exists", lambda path: checked.append(path) or exists(path))
+
+    def counted(path: str) -> bool:
+        checked.append(path)
+        return exists(path)
+
+    monkeypatch.setattr(hashing, "_exists", counted)
 
     partial = load(tmp_path)
     partial.digest(files[0])

@@ -98,6 +98,7 @@ class AnalysisCache:
         self.path = path
         self.entries: dict[str, Any] = self._decode(self._read())
         self.added: dict[str, Any] = {}
+        self.used: set[str] = set()  # keys asked for or added by this process
 
     def _read(self) -> bytes | None:
         try:
@@ -117,22 +118,34 @@ class AnalysisCache:
         return {}
 
     def get(self, key: str) -> Reads | None:
+        self.used.add(key)
         raw = self.entries.get(key)
         return None if raw is None else Reads.from_msgpack(raw)
 
     def put(self, key: str, reads: Reads) -> None:
+        self.used.add(key)
         self.entries[key] = self.added[key] = reads.to_msgpack()
 
-    def save(self) -> None:
-        if not self.added:
+    def save(self, complete: bool = False) -> None:
+        """Write what was added. ``complete`` says this process asked for the analysis of every
+        build the workspace has (the graph's parent inference does): the entries it did not
+        ask for are then of targets, Dockerfiles or bt versions that are gone, and are dropped
+        (written even when nothing was added), so the cache holds the workspace as it is."""
+        prune = complete and bool(self.used) and not set(self.entries) <= self.used
+        if not self.added and not prune:
             return
         added, self.added = self.added, {}
+        used = set(self.used) if prune else None
 
         def merge(current: bytes | None) -> bytes:
             merged = {**self._decode(current), **added}
+            if used is not None:
+                merged = {key: value for key, value in merged.items() if key in used}
             return msgpack.packb({"version": self.VERSION, "entries": merged}, use_bin_type=True)  # type: ignore[no-any-return]
 
         update_file(self.path, merge, durable=False)
+        if used is not None:
+            self.entries = {key: value for key, value in self.entries.items() if key in used}
 
 
 class Analyses:
@@ -148,8 +161,9 @@ class Analyses:
         self._by_build: dict[BuildId, Reads] = {}
         self._mentions_platform: dict[str, bool] = {}
 
-    def save(self) -> None:
-        self.cache.save()
+    def save(self, complete: bool = False) -> None:
+        """``complete``: every build of the workspace was analysed (``AnalysisCache.save``)."""
+        self.cache.save(complete)
 
     def exists(self, relpath: str) -> bool:
         return relpath in self._dockerfiles or os.path.isfile(os.path.join(self.root, relpath))

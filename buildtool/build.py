@@ -5,6 +5,7 @@ a complete push, the multi-platform merge. `bt test` reruns the same image tests
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import re
 import threading
@@ -14,7 +15,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from buildtool.cachedir import CacheDir
-from buildtool.errors import BtError, BuildFailed, JobFailed, RegistryUnavailable, TransientError
+from buildtool.errors import (
+    BtError,
+    BuildFailed,
+    JobFailed,
+    RegistryUnavailable,
+    StateWriteError,
+    TransientError,
+)
 from buildtool.events import (
     ImageTestsFailed,
     ImageTestsFinished,
@@ -44,6 +52,7 @@ if TYPE_CHECKING:
     from buildtool.scheduler import Job, Outcome, Summary
 
 _TAG_UNSAFE = re.compile(r"[^a-z0-9_.\-]")
+_NO_ROOM = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)  # no build can write its state
 
 
 @dataclass(frozen=True)
@@ -147,7 +156,7 @@ class BuildRun:
         from buildtool.pins import resolve_pin
         from buildtool.registry import RegistryClient
 
-        client = RegistryClient(self.config.insecure_registries)
+        client = RegistryClient(self.config.insecure_registries, retry=self.config.retry)
         resolved = []
         for image, platform in images:
             try:
@@ -218,8 +227,13 @@ class BuildRun:
                 continue
             try:
                 arch = self.builder(planned.platform).architecture()
-            except BtError as err:
-                self.unreachable[planned.platform] = err.message
+            except (BtError, TransientError) as err:
+                # Down engines fail fast, and only their platform's builds: one line naming both.
+                engine = spec.host or "the default engine (DOCKER_HOST)"
+                detail = str(err).removeprefix(f"cannot reach the Docker engine at {engine}: ")
+                self.unreachable[planned.platform] = (
+                    f"the {planned.platform} engine {engine} is down: {detail}"
+                )
                 continue
             if same_machine(arch, planned.platform):
                 continue
@@ -275,6 +289,7 @@ class BuildRun:
                 pool_limits=limits,
                 keep_going=self.options.keep_going,
                 retries=self.options.retries,
+                retry=self.config.retry,
                 on_event=self.on_event,
                 on_success=on_success,
                 lookup=remote if self.config.registry else None,
@@ -332,7 +347,9 @@ class BuildRun:
 
         with self._lock:
             if self._client is None:
-                self._client = RegistryClient(self.config.insecure_registries, attempts=1)
+                self._client = RegistryClient(
+                    self.config.insecure_registries, attempts=1, retry=self.config.retry
+                )
             return self._client
 
     def remote_hit(self, planned: PlannedBuild) -> Outcome | None:
@@ -380,6 +397,24 @@ class BuildRun:
             raise
 
     def build_one(self, planned: PlannedBuild, cancel: threading.Event) -> Outcome:
+        try:
+            return self._build_one(planned, cancel)
+        except TransientError as err:
+            if err.source is None:  # the engine's: the registry client names itself
+                err.source = f"engine {self.config.builder_for(planned.platform).host}"
+            raise
+        except OSError as err:
+            if err.errno not in _NO_ROOM:
+                raise
+            # The build log (cache directory) cannot be written: the whole run stops cleanly,
+            # leaving no empty log behind.
+            log = self.log_path(planned)
+            with contextlib.suppress(OSError):
+                if log.stat().st_size == 0:
+                    log.unlink()
+            raise StateWriteError(f"cannot write: {err.strerror}", err.filename or log) from None
+
+    def _build_one(self, planned: PlannedBuild, cancel: threading.Event) -> Outcome:
         from buildtool.builders import BuildRequest, MissingInput
         from buildtool.scheduler import Outcome
         from buildtool.secrets import resolved

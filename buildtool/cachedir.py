@@ -12,12 +12,14 @@ Layout (``cache_dir`` of ``.cache-spec``, by default ``$XDG_CACHE_HOME/bt/<dir>-
     logs/crash-<time>.log    the traceback of an internal error (``crash_log_path``)
     workspace.lock           held by every writer of images.lock
     builds/<key>-<build>.lock   held (naming its pid) by the process running that build
+    in-use.lock              held shared by every bt process, exclusively by `bt clean`
     <file>.lock              held while <file> is merged and rewritten
 """
 
 from __future__ import annotations
 
 import datetime
+import fcntl
 import hashlib
 import os
 from collections.abc import Callable
@@ -64,9 +66,45 @@ class CacheDir:
         return self.root / "builds" / f"{key[:32]}-{build}.lock"
 
     @property
+    def in_use_lock(self) -> Path:
+        return self.root / "in-use.lock"
+
+    @property
     def workspace_lock(self) -> Path:
         """Every writer of the lockfile (and of fragments) holds it."""
         return self.root / "workspace.lock"
+
+
+_held: dict[Path, int] = {}  # cache directory -> the fd of its in-use lock, for the process
+
+
+def hold_in_use(root: Path) -> None:
+    """Say, for as long as this process lives, that it uses the cache directory ``root``:
+    `bt clean` removes nothing while another bt holds it (``clean.py``). Waits while a clean
+    runs; a cache directory that cannot be created is left for the first write to report."""
+    if root in _held:
+        return
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        fd = os.open(CacheDir(root).in_use_lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    except OSError:
+        return
+    fcntl.flock(fd, fcntl.LOCK_SH)
+    _held[root] = fd
+
+
+def take_over_in_use(root: Path) -> bool:
+    """Turn this process's hold on ``root`` exclusive; False when another bt holds it."""
+    hold_in_use(root)
+    fd = _held.get(root)
+    if fd is None:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        fcntl.flock(fd, fcntl.LOCK_SH)  # a failed conversion may have dropped the shared lock
+        return False
+    return True
 
 
 def crash_log_path(cache_dir: Path | None, now: datetime.datetime) -> Path:

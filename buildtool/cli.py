@@ -43,6 +43,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "lock": ("buildtool.commands.lock", "Work with lockfile fragments from parallel runs."),
     "watch": ("buildtool.commands.watch", "Rebuild what each edit touches, until Ctrl-C."),
     "ci": ("buildtool.commands.ci", "Plan CI jobs over native runners; write the workflow."),
+    "clean": ("buildtool.commands.clean", "Remove the cache directory's derived state."),
 }
 
 
@@ -174,6 +175,8 @@ def _report_crash(err: Exception, argv: list[str]) -> str:
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(text)
         except OSError:
+            with contextlib.suppress(OSError):
+                path.unlink()  # a full disk leaves no empty log behind
             continue  # an unusable cache directory may be the very bug: try the next place
         return f"bt: internal error ({what}); the traceback is in {path}"
     return f"bt: internal error ({what}); no log could be written"

@@ -8,6 +8,7 @@ the CLI.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 
@@ -50,7 +51,17 @@ class Interrupted(BtError):
 
 
 class TransientError(Exception):
-    """A fault worth retrying: engine connection reset, registry 5xx or timeout."""
+    """A fault worth retrying (``retry.py``): a connection refused or reset, a timeout, an
+    engine lost mid-stream, a registry 5xx or 429. ``source`` names what failed (``registry
+    HOST``, ``engine HOST``): retries of one source share one time bound. ``retry_after`` is
+    the wait the server asked for, in seconds."""
+
+    def __init__(
+        self, message: str = "", *, source: str | None = None, retry_after: float | None = None
+    ):
+        super().__init__(message)
+        self.source = source
+        self.retry_after = retry_after
 
 
 class JobFailed(Exception):
@@ -70,6 +81,42 @@ class Cancelled(Exception):
 class RegistryUnavailable(BtError, TransientError):
     """The registry could not be reached or kept failing: a user-facing error the scheduler
     may still retry. During a build it fails the build (exit 1), like any failed push."""
+
+    exit_code = 1
+
+    def __init__(
+        self, message: str, *, source: str | None = None, retry_after: float | None = None
+    ):
+        BtError.__init__(self, message)
+        self.source = source
+        self.retry_after = retry_after
+
+
+class StateWriteError(BtError):
+    """bt could not write its own state (disk full, read-only, no permission): the old version
+    of the file is intact and no temporary file is left."""
+
+
+# Faults of an engine or registry worth another attempt, matched against the error message
+# only: a RUN step's own output may say "connection refused" and still fail for good.
+_TRANSIENT = re.compile(
+    r"connection reset|connection refused|broken pipe|i/o timeout|TLS handshake timeout|"
+    r"unexpected EOF|Cannot connect to the Docker daemon|error during connect|"
+    r"received unexpected HTTP status: (5\d\d|429)|\b5\d\d (Internal Server Error|Bad Gateway|"
+    r"Service Unavailable|Gateway Timeout)|\b429 Too Many Requests|toomanyrequests|"
+    r"Client\.Timeout exceeded|request canceled|context deadline exceeded|"
+    r"timed out|code = (Unavailable|DeadlineExceeded)|error reading from server|"
+    r"transport is closing|"
+    # The classic builder's cache lookup lists images, then reads each: an image deleted in
+    # between (by anyone) fails the build with this, and the next attempt passes.
+    r'unable to find image "sha256:',
+    re.IGNORECASE,
+)
+
+
+def is_transient_message(message: str) -> bool:
+    """Whether an engine's or registry's error message names a fault worth retrying."""
+    return bool(_TRANSIENT.search(message))
 
 
 class ManifestNotFound(BtError):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import mmap
 import os
+import random
 import stat
 import sys
 import time
@@ -42,6 +43,9 @@ RACY_WINDOW_NS = 3_000_000_000
 # of many small files amortises the per-task cost, which exceeds hashing one small file.
 _BATCH_BYTES = 8 << 20
 _BATCH_FILES = 256
+
+# Unseen entries checked for a deleted file on each save before all unseen ones are (``dead``).
+_PRUNE_SAMPLE = 32
 
 _OPEN_FLAGS = os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK  # O_NONBLOCK: a FIFO must not hang us
 
@@ -104,6 +108,14 @@ def _lstat_regular(path: str) -> os.stat_result:
     return st
 
 
+def _exists(path: str) -> bool:
+    """Whether ``path`` is still a regular file (what the cache can hold a digest of)."""
+    try:
+        return stat.S_ISREG(os.lstat(path).st_mode)
+    except OSError:
+        return False
+
+
 def _now_ns() -> int:
     return time.time_ns()
 
@@ -155,6 +167,7 @@ class _Table:
         self.times = times
         self.digests = digests
         self.written_ns = written_ns
+        self.seen = bytearray(len(paths))  # 1 for each entry a lookup found: its file exists
 
     @classmethod
     def empty(cls) -> _Table:
@@ -217,6 +230,7 @@ class _Table:
         i = self.index.get(path)
         if i is None:
             return None
+        self.seen[i] = 1
         ids, times = self.ids, self.times
         mtime, ctime = times[2 * i], times[2 * i + 1]
         if (ids[2 * i], ids[2 * i + 1], mtime, ctime) != (
@@ -242,6 +256,36 @@ class _Table:
         self.ids.extend(array("Q", [n for h in added.values() for n in (h.size, h.ino)]))
         self.times.extend(array("q", [t for h in added.values() for t in (h.mtime_ns, h.ctime_ns)]))
         self.digests += bytes.fromhex("".join(h.digest for h in added.values()))
+        self.seen += bytes(len(added))
+
+    def dead(self, sample: int = _PRUNE_SAMPLE) -> set[str]:
+        """Paths of entries no lookup found whose file is gone. A few unseen entries, picked at
+        random, are checked first; only when one of them is gone are all unseen ones: a
+        partial plan stats ``sample`` files more, and the cache sheds what was deleted on the
+        first write after a sizeable part of it went (a few stale entries wait for a later
+        one). A full no-op plan sees every entry and stats nothing."""
+        count = len(self.paths)
+        if count == 0 or self.seen.count(0) == 0:
+            return set()
+        picks = (random.randrange(count) for _ in range(8 * sample))
+        unseen = [i for i in picks if not self.seen[i]][:sample]
+        if all(_exists(self.paths[i]) for i in unseen):
+            return set()
+        return {
+            p for p, seen in zip(self.paths, self.seen, strict=True) if not seen and not _exists(p)
+        }
+
+    def without(self, dead: set[str]) -> _Table:
+        """This table less the entries of ``dead`` paths."""
+        keep = [i for i, path in enumerate(self.paths) if path not in dead]
+        if len(keep) == len(self.paths):
+            return self
+        ids, times, digests = array("Q"), array("q"), bytearray()
+        for i in keep:
+            ids.extend(self.ids[2 * i : 2 * i + 2])
+            times.extend(self.times[2 * i : 2 * i + 2])
+            digests += self.digests[32 * i : 32 * i + 32]
+        return _Table([self.paths[i] for i in keep], ids, times, digests, self.written_ns)
 
 
 class StatCache:
@@ -317,17 +361,20 @@ class StatCache:
         return hashed.digest
 
     def save(self) -> None:
-        """Write what was hashed, merged under the lock with what other processes saved."""
+        """Write what was hashed, merged under the lock with what other processes saved, less
+        the entries of files that are gone (``_Table.dead``): the size stays bounded by the
+        files that exist. Nothing is written when there is neither."""
         worth = {path: h for path, h in self._hashed.items() if _worth_saving(h)}
         self._hashed = {}
-        if not worth:
+        dead = self._table.dead()
+        if not worth and not dead:
             return
         merged = _Table.empty()
 
         def merge(current: bytes | None) -> bytes:
             nonlocal merged
             # Another bt may have saved since we loaded: merge into what is there now.
-            merged = _Table.decode_or_empty(current)
+            merged = _Table.decode_or_empty(current).without(dead)
             merged.merge(worth)
             merged.written_ns = _now_ns()
             return merged.encode()

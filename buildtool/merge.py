@@ -157,7 +157,8 @@ def merge_images(
         _refuse_missing(wanted)
     skipped = tuple(w.label for w in wanted if not w.children)
     wanted = [w for w in wanted if w.children]
-    registry = client or RegistryClient(config.insecure_registries)
+    registry = client or RegistryClient(config.insecure_registries, retry=config.retry)
+    _refuse_lost(registry, wanted, jobs)
     done: dict[Label, tuple[IndexRecord, list[TagOutcome]]] = {}
     failed: dict[Label, BtError] = {}
 
@@ -262,6 +263,26 @@ def _refuse_missing(wanted: Sequence[_Wanted]) -> None:
                 f"(run `bt build {item.label} {platforms} --push`, or pass --allow-partial)"
             )
     _raise_problems(problems)
+
+
+def _refuse_lost(client: RegistryClient, wanted: Sequence[_Wanted], jobs: int) -> None:
+    """Before anything is put: every manifest an index would list must still be served (one
+    HEAD each). The missing ones are named; `bt build --push` pushes them again."""
+    from buildtool.verify import served
+
+    children = [(w.label, platform, str(ref)) for w in wanted for platform, ref in w.children]
+    found = served(client, [ref for _, _, ref in children], jobs)
+    lost = [(label, platform, ref) for label, platform, ref in children if found[ref] is None]
+    if not lost:
+        return
+    named = [f"{label} {platform} ({ref})" for label, platform, ref in lost]
+    _raise_problems(
+        [
+            f"{len(lost)} recorded builds are missing from the registry (run `bt build "
+            f"--push` to push them again): {named[0]}",
+            *named[1:],
+        ]
+    )
 
 
 def _raise_problems(problems: Sequence[str]) -> None:

@@ -7,10 +7,10 @@ content, so stale means "something it depends on changed".
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
 
-from buildtool.errors import BtError
+from buildtool.errors import BtError, TransientError
 from buildtool.filesets import FileSet
 from buildtool.graph import TargetGraph
 from buildtool.keys import KeyComputer, KeyManifest, load_manifest
@@ -43,6 +43,47 @@ def needs_run(planned: PlannedBuild, push: bool, registry: str | None) -> bool:
         return True
     record = planned.record
     return push and record is not None and not record.image.startswith(f"{registry}/")
+
+
+MISSING_FROM_REGISTRY = "recorded digest missing from registry"
+
+
+def check_registry(
+    config: Config, planned: Sequence[PlannedBuild], *, strict: bool, jobs: int = 16
+) -> list[PlannedBuild]:
+    """The plan with every fresh build whose pushed digest the registry no longer serves made
+    stale (``MISSING_FROM_REGISTRY``): `bt build --push` then pushes it again from the engine
+    (its key-derived local tag, when the image there still carries the key) or rebuilds it.
+
+    One HEAD per pushed record, ``jobs`` at a time, one attempt each: `bt plan` asks only with
+    --check-registry, `bt build` only when pushing. A registry that cannot be asked raises with
+    ``strict`` (RegistryUnavailable: exit 1); else nothing is marked, and the push or the merge
+    that follows meets the fault under the retry policy."""
+    pushed = [
+        p
+        for p in planned
+        if not p.stale
+        and p.record is not None
+        and "@" in p.record.image
+        and p.record.image.startswith(f"{config.registry}/")
+    ]
+    if not pushed or not config.registry:
+        return list(planned)
+    from buildtool.registry import RegistryClient
+    from buildtool.verify import served
+
+    attempts = None if strict else 1  # `bt plan` retries; in a build, its pushes will
+    client = RegistryClient(config.insecure_registries, attempts=attempts, retry=config.retry)
+    try:
+        found = served(client, [p.record.image for p in pushed if p.record is not None], jobs)
+    except (BtError, TransientError):
+        if strict:
+            raise
+        return list(planned)
+    gone = {p.id for p in pushed if p.record is not None and found[p.record.image] is None}
+    return [
+        replace(p, stale=True, reason=MISSING_FROM_REGISTRY) if p.id in gone else p for p in planned
+    ]
 
 
 def selected_builds(

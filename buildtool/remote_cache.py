@@ -49,7 +49,11 @@ def lookup(client: RegistryClient, ref: str, key: str) -> RemoteLookup:
     except ManifestNotFound:
         return RemoteLookup()  # deleted between HEAD and GET
     except RegistryUnavailable as err:
-        raise RegistryUnavailable(f"cannot ask the registry for {ref}: {err}") from None
+        raise RegistryUnavailable(
+            f"cannot ask the registry for {ref}: {err}",
+            source=err.source,
+            retry_after=err.retry_after,
+        ) from None
     if stamped_key(labels) == key:
         return RemoteLookup(image, found.digest)
     what = "an index" if labels is None else f"its {KEY_LABEL} label is "

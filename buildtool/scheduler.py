@@ -13,9 +13,10 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
-from buildtool.errors import BtError, Cancelled, JobFailed, TransientError
+from buildtool.errors import BtError, Cancelled, JobFailed, StateWriteError, TransientError
+from buildtool.retry import FaultClock, RetryPolicy
 
 JobId = tuple[str, str]  # a platform build as text: (label, platform)
 
@@ -166,6 +167,7 @@ def run_jobs(
     on_success: Callable[[Job, Outcome], None] = lambda job, outcome: None,
     cancel_timeout: float = CANCEL_TIMEOUT,
     lookup: Callable[[Job, threading.Event], Outcome | None] | None = None,
+    retry: RetryPolicy | None = None,
 ) -> Summary:
     """Run ``jobs`` and return what became of each.
 
@@ -180,6 +182,10 @@ def run_jobs(
     Ctrl-C (KeyboardInterrupt in the calling thread) cancels running jobs, waits up to
     ``cancel_timeout`` seconds for their runners, records those that still succeeded, skips
     the rest and returns a summary with ``interrupted`` set.
+
+    Transient faults are retried under ``retry`` (``retry.py``; by default a policy with
+    ``backoff`` as its first delay), at most ``retries`` more times per job, and within the
+    policy's total time per fault source, shared by all jobs.
 
     ``lookup(job, cancel)``, when given, runs in the job's thread before its runner, under the
     same retries: an Outcome from it settles the job without starting it (no Started event: a
@@ -199,8 +205,7 @@ def run_jobs(
         max_parallel=max_parallel,
         pool_limits=pool_limits,
         keep_going=keep_going,
-        retries=retries,
-        backoff=backoff,
+        faults=FaultClock(replace(retry or RetryPolicy(base_delay=backoff), max_retries=retries)),
         on_event=on_event,
         on_success=on_success,
         cancel_timeout=cancel_timeout,
@@ -347,8 +352,7 @@ class _Run:
         max_parallel: int,
         pool_limits: Mapping[str, int],
         keep_going: bool,
-        retries: int,
-        backoff: float,
+        faults: FaultClock,
         on_event: Callable[[AnyEvent], None],
         on_success: Callable[[Job, Outcome], None],
         cancel_timeout: float,
@@ -359,8 +363,7 @@ class _Run:
         self.max_parallel = max_parallel
         self.pool_limits = pool_limits
         self.keep_going = keep_going
-        self.retries = retries
-        self.backoff = backoff
+        self.faults = faults
         self.emit = on_event
         self.on_success = on_success
         self.cancel_timeout = cancel_timeout
@@ -470,6 +473,7 @@ class _Run:
     ) -> Outcome | _Failure | _Bug:
         attempt = 1
         looked_up = self.lookup is None
+        faulted: TransientError | None = None  # the fault the last attempt ended with
         while True:
             try:
                 if not looked_up and self.lookup is not None:
@@ -478,12 +482,15 @@ class _Run:
                         return found
                     looked_up = True
                     self.results.put(_Result(job.id, began, _Begun()))
-                return self.runner(job, cancel)
+                outcome = self.runner(job, cancel)
+                if faulted is not None:
+                    self.faults.recovered(faulted.source)
+                return outcome
             except TransientError as err:
-                if attempt > self.retries or cancel.is_set():
-                    tries = "1 attempt" if attempt == 1 else f"{attempt} attempts"
-                    return _Failure(f"{err} (gave up after {tries})")
-                delay = self.backoff * 2 ** (attempt - 1)
+                faulted = err
+                delay = self.faults.next_delay(err, attempt)
+                if delay is None or cancel.is_set():
+                    return _Failure(self.faults.gave_up(err, attempt))
                 attempt += 1
                 self.results.put(_Result(job.id, began, _Retry(attempt, delay, str(err))))
                 if cancel.wait(delay):
@@ -492,6 +499,8 @@ class _Run:
                 return _Failure(err.message, err.log_tail, err.log_path)
             except Cancelled:
                 return _Failure("cancelled", cancelled=True)
+            except StateWriteError as err:
+                return _Bug(err)  # bt cannot record anything: the run stops, running ones cancelled
             except BtError as err:
                 return _Failure(str(err))
             except BaseException as err:  # re-raised by the scheduling thread

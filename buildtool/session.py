@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from buildtool.analysis import Analyses
-from buildtool.cachedir import CacheDir
+from buildtool.cachedir import CacheDir, hold_in_use
 from buildtool.graph import TargetGraph, build_graph
 from buildtool.loader import load_workspace
 from buildtool.workspace import Config, find_root, load_config
@@ -41,7 +41,9 @@ class Session:
 
     @cached_property
     def config(self) -> Config:
-        return load_config(self.root)
+        config = load_config(self.root)
+        hold_in_use(config.cache_dir)  # `bt clean` waits for this process to end
+        return config
 
     @cached_property
     def analyses(self) -> Analyses:
@@ -63,7 +65,9 @@ class Session:
         taken_ns = time.time_ns()
         loaded = load_workspace(config)
         graph = build_graph(loaded, self.analyses, config.registry)
-        self.analyses.save()  # what inference learnt serves the next run, whatever it does
+        # What inference learnt serves the next run, whatever it does. Inference analysed
+        # every build of the workspace: the analyses of anything gone are dropped.
+        self.analyses.save(complete=True)
         save_graph(config, self.analyses, loaded, graph, taken_ns)
         return graph
 

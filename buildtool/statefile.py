@@ -13,7 +13,7 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
-from buildtool.errors import Cancelled
+from buildtool.errors import Cancelled, StateWriteError
 
 # How often a waiter tries a lock another process holds: flock cannot be woken by an event, so
 # waiting polls, which keeps the wait cancellable (Ctrl-C, SIGTERM) and the other jobs running.
@@ -38,6 +38,14 @@ def write_atomic(path: Path, data: bytes, *, durable: bool = True) -> None:
 
     ``durable=False`` skips the fsyncs, for caches whose loss after a power cut costs only
     work: the rename alone still means a reader sees the old or the new file, never a torn one."""
+    try:
+        _write_atomic(path, data, durable)
+    except OSError as err:
+        # Disk full, read-only, no permission: the old file is intact, the temporary one gone.
+        raise StateWriteError(f"cannot write: {err.strerror or err}", path) from None
+
+
+def _write_atomic(path: Path, data: bytes, durable: bool) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)

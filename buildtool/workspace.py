@@ -8,18 +8,22 @@ import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from buildtool.errors import BtError
 from buildtool.platforms import normalise
 from buildtool.registry.reference import is_repository, names_registry
 from buildtool.target import SecretSource
 
+if TYPE_CHECKING:
+    from buildtool.retry import RetryPolicy
+
 SPEC_NAME = ".cache-spec"
 LOCKFILE_NAME = "images.lock"
 BUILD_FILE_NAME = "BUILD.images"
 DEFAULT_PLATFORMS = ("linux/amd64", "linux/arm64")
 DEFAULT_RUNNER = "ubuntu-latest"
+DEFAULT_RETRY_SECONDS = 45.0  # ``[retry] max_seconds``: under a minute (see ``retry.py``)
 BACKENDS = ("buildkit", "engine")
 
 
@@ -51,6 +55,14 @@ class Config:
     ci_runners: dict[str, str | tuple[str, ...]] = field(default_factory=dict)
     # Build secrets every target gets unless it declares one of the same id ([secrets]).
     secrets: tuple[SecretSource, ...] = ()
+    # How long transient faults of one source (a registry, an engine) are retried in total
+    retry_max_seconds: float = DEFAULT_RETRY_SECONDS
+
+    @property
+    def retry(self) -> RetryPolicy:
+        from buildtool.retry import RetryPolicy
+
+        return RetryPolicy(max_seconds=self.retry_max_seconds)
 
     @property
     def lockfile(self) -> Path:
@@ -96,6 +108,7 @@ class _SpecReader:
 
     _TOP_KEYS = {
         "global_inputs", "platforms", "cache_dir", "jobs", "registry", "builders", "ci", "secrets",
+        "retry",
     }  # fmt: skip
     _REGISTRY_KEYS = {"url", "push", "insecure"}
     _BUILDER_KEYS = {"host", "backend", "jobs", "allow_emulation", "network"}
@@ -150,6 +163,7 @@ class _SpecReader:
             builders=builders,
             ci_runners=ci_runners,
             secrets=secrets,
+            retry_max_seconds=self._retry(data.get("retry", {})),
         )
 
     def _strings(
@@ -213,6 +227,19 @@ class _SpecReader:
             raise self.fail("registry.insecure must be true or false", "insecure")
         host = url.split("/", 1)[0] if url else None
         return (url.rstrip("/") if url else None), push, ((host,) if insecure and host else ())
+
+    def _retry(self, table: Any) -> float:
+        if not isinstance(table, dict):
+            raise self.fail("retry must be a table", "retry")
+        for key in table:
+            if key != "max_seconds":
+                raise self.fail(f"unknown key retry.{key} (known: max_seconds)", key)
+        value = table.get("max_seconds", DEFAULT_RETRY_SECONDS)
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 <= value <= 3600:
+            raise self.fail(
+                "retry.max_seconds must be a number of seconds from 0 to 3600", "max_seconds"
+            )
+        return float(value)
 
     def _builders(self, table: Any) -> dict[str, BuilderSpec]:
         if not isinstance(table, dict):

@@ -510,3 +510,56 @@ def test_unreadable_file_names_it(shared_dir: Path) -> None:
         if as_root:
             os.seteuid(0)
     assert str(err.value) == f"{path}: cannot read file: Permission denied"
+
+
+def entries(tmp_path: Path) -> list[str]:
+    return sorted(msgpack.unpackb(cache_path(tmp_path).read_bytes())["paths"])
+
+
+def test_entries_of_deleted_files_are_dropped_by_the_next_save_and_others_kept(
+    tmp_path: Path, old_files: None
+) -> None:
+    files = [write(tmp_path / "src" / f"f{i}.txt", b"%d" % i) for i in range(100)]
+    first = load(tmp_path)
+    first.digest_many(files)
+    first.save()
+    assert entries(tmp_path) == sorted(files)
+
+    for path in files[50:]:
+        os.unlink(path)
+    # A run that looks up only some of what is left (a partial plan) and hashes nothing new.
+    partial = load(tmp_path)
+    partial.digest_many(files[:10])
+    partial.save()
+    assert entries(tmp_path) == sorted(files[:50])  # the 40 unseen files that exist stay
+    assert partial.hits == 10 and partial.misses == 0
+
+
+def test_a_save_with_nothing_gone_and_nothing_new_stats_only_a_sample(
+    tmp_path: Path, old_files: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    files = [write(tmp_path / "src" / f"f{i}.txt", b"%d" % i) for i in range(500)]
+    first = load(tmp_path)
+    first.digest_many(files)
+    first.save()
+    before = os.stat(cache_path(tmp_path))
+    checked: list[str] = []
+    exists = hashing._exists
+
+    def counted(path: str) -> bool:
+        checked.append(path)
+        return exists(path)
+
+    monkeypatch.setattr(hashing, "_exists", counted)
+
+    partial = load(tmp_path)
+    partial.digest(files[0])
+    partial.save()
+    assert 0 < len(checked) <= hashing._PRUNE_SAMPLE
+    full = load(tmp_path)
+    full.digest_many(files)
+    checked.clear()
+    full.save()
+    assert checked == []  # every entry was seen: nothing to stat
+    after = os.stat(cache_path(tmp_path))
+    assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)

@@ -376,8 +376,33 @@ def test_a_recorded_build_the_registry_no_longer_has_is_an_error(
 
     assert result.returncode == 2
     assert result.stderr.strip() == (
-        f"//x:y linux/amd64: manifest {workspace.repo}@{gone} not found in the registry"
+        "2 recorded builds are missing from the registry (run `bt build --push` to push them "
+        f"again): //x:y linux/amd64 ({workspace.repo}@{gone}); "
+        f"//x:y linux/arm64 ({workspace.repo}@{gone})"
     )
+
+
+def test_merge_names_exactly_the_recorded_builds_the_registry_lost_and_puts_nothing(
+    workspace: Workspace, children: dict[str, str]
+) -> None:
+    gone = "sha256:" + "1" * 64
+    workspace.record({"linux/amd64": children["linux/amd64"], "linux/arm64": gone})
+
+    result = workspace.bt("merge", "//x:y")
+
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        "1 recorded builds are missing from the registry (run `bt build --push` to push them "
+        f"again): //x:y linux/arm64 ({workspace.repo}@{gone})"
+    )
+    assert workspace.lockfile().images == {}
+    for tag in workspace.tags:
+        host, _, rest = tag.partition("/")
+        repository, _, name = rest.rpartition(":")
+        conn = http.client.HTTPConnection(host, timeout=10)
+        conn.request("HEAD", f"/v2/{repository}/manifests/{name}", headers={"Accept": LIST_ACCEPT})
+        assert conn.getresponse().status == 404  # no index was put
+        conn.close()
 
 
 def test_a_build_recorded_for_the_wrong_platform_is_refused(

@@ -116,7 +116,8 @@ def test_a_registry_that_keeps_failing_is_unavailable_after_three_attempts() -> 
         RegistryClient(retry_delay=0.01).get_manifest(f"{address}/x:y")
     assert isinstance(err.value, BtError) and isinstance(err.value, TransientError)
     assert (
-        str(err.value) == f"registry {address} is unavailable: 502 Bad Gateway (after 3 attempts)"
+        str(err.value)
+        == f"registry {address} is unavailable: 502 Bad Gateway (gave up after 3 attempts)"
     )
     assert calls == ["/v2/x/manifests/y"] * 3
 
@@ -141,7 +142,7 @@ def test_an_unreachable_registry_is_unavailable() -> None:
     with pytest.raises(RegistryUnavailable) as err:
         RegistryClient(retry_delay=0.01).head_manifest(f"{address}/x:y")
     assert str(err.value) == (
-        f"registry {address} is unavailable: Connection refused (after 3 attempts)"
+        f"registry {address} is unavailable: Connection refused (gave up after 3 attempts)"
     )
 
 

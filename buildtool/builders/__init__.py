@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, NamedTuple, Protocol
 
-from buildtool.errors import BtError, JobFailed, TransientError
+from buildtool.errors import BtError, JobFailed, TransientError, is_transient_message
 from buildtool.platforms import Platform
 
 if TYPE_CHECKING:
@@ -30,19 +30,6 @@ if TYPE_CHECKING:
     from buildtool.target import SecretSource
 
 LOG_TAIL_LINES = 25
-
-# Faults of the engine or registry worth another attempt, matched against the error message
-# only: a RUN step's own output may say "connection refused" and still fail for good.
-_TRANSIENT = re.compile(
-    r"connection reset|connection refused|broken pipe|i/o timeout|TLS handshake timeout|"
-    r"unexpected EOF|Cannot connect to the Docker daemon|error during connect|"
-    r"received unexpected HTTP status: 5\d\d|\b5\d\d (Internal Server Error|Bad Gateway|"
-    r"Service Unavailable|Gateway Timeout)|Client\.Timeout exceeded|request canceled|"
-    # The classic builder's cache lookup lists images, then reads each: an image deleted in
-    # between (by anyone) fails the build with this, and the next attempt passes.
-    r'unable to find image "sha256:',
-    re.IGNORECASE,
-)
 
 
 @dataclass(frozen=True)
@@ -143,7 +130,7 @@ def dockerfile_to_send(request: BuildRequest, directory: Path) -> Path:
 
 
 def is_transient(message: str) -> bool:
-    return bool(_TRANSIENT.search(message))
+    return is_transient_message(message)
 
 
 # How each builder says a COPY/ADD/RUN --mount source is not in the context it was sent.

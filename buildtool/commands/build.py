@@ -90,6 +90,7 @@ def command(
     """
     from buildtool.build import BuildOptions, bench_run, build_planned, plan_pinned
     from buildtool.ci import shard_of, without_stale_parents
+    from buildtool.plan import check_registry
     from buildtool.reporter import make_reporter
 
     bench = Workbench.open()
@@ -107,6 +108,9 @@ def command(
     run = bench_run(bench, options, reporter)
     try:
         planned = plan_pinned(bench, run, patterns, platforms, reporter)
+        if push_wanted:
+            # A pushed digest deleted from the registry since is pushed again (or rebuilt).
+            planned = check_registry(config, planned, strict=False)
         if no_deps:
             planned = without_stale_parents(planned, bench.labels(patterns), push_wanted, config)
         if shard is not None:

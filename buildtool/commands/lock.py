@@ -1,8 +1,10 @@
-"""``bt lock``: move the pins of external images (``update``), and fold lockfile fragments
-written by parallel runs (``merge``, from ``bt build --lock-out``)."""
+"""``bt lock``: move the pins of external images (``update``), fold lockfile fragments
+written by parallel runs (``merge``, from ``bt build --lock-out``), and check images.lock
+against the registry (``check``)."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import click
@@ -14,7 +16,8 @@ from buildtool.session import Workbench
 
 @click.group("lock", context_settings={"help_option_names": ["-h", "--help"]})
 def command() -> None:
-    """Move pins of external images; fold lockfile fragments from parallel runs."""
+    """Move pins of external images; fold lockfile fragments from parallel runs; check
+    images.lock against the registry."""
 
 
 @command.command("update", context_settings={"help_option_names": ["-h", "--help"]})
@@ -119,3 +122,40 @@ def merge(fragments: tuple[Path, ...]) -> None:
         f"({builds} builds), {changed} records changed",
         err=True,
     )
+
+
+@command.command("check", context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("lockfile", required=False, type=click.Path(path_type=Path))
+def check(lockfile: Path | None) -> None:
+    """Check images.lock (or LOCKFILE) against the registry, for a CI gate.
+
+    Every recorded build must be pushed and its digest served, its key tag (bt-<key>) must
+    point at that digest, and every index recorded must be served behind each of its tags.
+    Prints one line per problem and exits 1 when there is any, else 0. One HEAD per
+    reference, several at a time; registry faults are retried as `bt merge` retries them.
+
+    \b
+    Example:
+      bt lock check && bt merge //...
+    """
+    from buildtool.lockfile import read_lockfile
+    from buildtool.registry import RegistryClient
+    from buildtool.session import Session
+    from buildtool.verify import lockfile_problems
+
+    config = Session.here().config
+    path = lockfile or config.lockfile
+    if not path.is_file():
+        raise BtError("no such lockfile", path)
+    lock = read_lockfile(path)
+    client = RegistryClient(config.insecure_registries, retry=config.retry)
+    problems = lockfile_problems(lock, client, config.registry)
+    for problem in problems:
+        click.echo(problem)
+    builds = sum(1 for _ in lock.records())
+    verdict = f"{len(problems)} problems" if problems else "every digest and tag as recorded"
+    click.echo(
+        f"{path.name}: {builds} builds, {len(lock.images)} indexes checked: {verdict}", err=True
+    )
+    if problems:
+        sys.exit(1)

@@ -15,15 +15,27 @@ from buildtool.session import Workbench
 @click.argument("patterns", nargs=-1, required=True)
 @platform_option
 @click.option("--all", "show_all", is_flag=True, help="Include fresh (up-to-date) builds too.")
+@click.option(
+    "--check-registry",
+    is_flag=True,
+    help="Also ask the registry for every pushed digest images.lock records (one HEAD each); "
+    "a missing one makes its build stale.",
+)
 @format_option("text: one line per build; json: an array of build objects.")
 def command(
-    patterns: tuple[str, ...], platforms: tuple[str, ...], show_all: bool, output_format: str
+    patterns: tuple[str, ...],
+    platforms: tuple[str, ...],
+    show_all: bool,
+    check_registry: bool,
+    output_format: str,
 ) -> None:
     """List the stale platform builds that PATTERNS need, in build order.
 
     A build is stale when the content of something it depends on changed since the build
     recorded in images.lock. Parents of the selected targets are included. No Docker engine
-    is needed.
+    is needed, and the registry is asked only with --check-registry: then a build whose
+    recorded digest the registry no longer serves is stale too ("recorded digest missing from
+    registry"), as `bt build --push` always checks.
 
     \b
     Examples:
@@ -33,6 +45,10 @@ def command(
     """
     bench = Workbench.open()
     planned = bench.plan(patterns, platforms)
+    if check_registry:
+        from buildtool.plan import check_registry as check
+
+        planned = check(bench.config, planned, strict=True)
     shown = [p for p in planned if show_all or p.stale]
     if output_format == "json":
         click.echo(json.dumps([_as_json(p) for p in shown], indent=2))

@@ -4,10 +4,11 @@ It reads and writes manifests and reads blobs, signing in as the docker CLI does
 anonymously first, then, when the registry answers 401, with the user's docker credentials.
 Every digest it hands out was checked against the bytes it describes.
 
-Retries: a stand-alone command (``bt merge``) keeps the default of a few attempts with backoff.
-Code the build scheduler drives passes ``attempts=1``: the client then raises the transient
-fault at once (``RegistryUnavailable`` is a ``TransientError``) and the scheduler's retry layer,
-the only one, decides whether to try again.
+Retries: a stand-alone command (``bt merge``) retries transient faults under ``retry.py``'s
+policy (a few attempts with backoff, bounded in total by ``[retry] max_seconds``). Code the
+build scheduler drives passes ``attempts=1``: the client then raises the transient fault at
+once (``RegistryUnavailable`` is a ``TransientError``) and the scheduler, running the same
+policy, decides whether to try again.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import ssl
 import threading
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from functools import lru_cache
 from pathlib import Path
 from typing import NamedTuple
@@ -39,6 +41,7 @@ from buildtool.registry.reference import (
     media_type_of,
     sha256_digest,
 )
+from buildtool.retry import FaultClock, RetryPolicy
 from buildtool.secrets import conceal, scrub
 
 STANDALONE_ATTEMPTS = 3
@@ -88,14 +91,21 @@ class RegistryClient:
         docker_config_dir: Path | None = None,
         *,
         timeout: float = 60.0,
-        attempts: int = STANDALONE_ATTEMPTS,
+        attempts: int | None = None,
         retry_delay: float = 0.5,
+        retry: RetryPolicy | None = None,
     ):
         self.insecure = frozenset(config_insecure)
         self.credentials = auth.DockerCredentials(docker_config_dir)
-        self.timeout = timeout
-        self.attempts = attempts
-        self.retry_delay = retry_delay
+        # Attempts at most: 1 under the scheduler (which retries), else as many as `bt build
+        # --retries` gives a build by default; all within the policy's time bound.
+        self.attempts = attempts or STANDALONE_ATTEMPTS
+        policy = retry or RetryPolicy(base_delay=retry_delay)
+        policy = replace(policy, max_retries=self.attempts - 1)
+        # No one request outlasts the retry bound: a registry that accepts and never answers
+        # is down as surely as one that refuses.
+        self.timeout = min(timeout, policy.max_seconds)
+        self.faults = FaultClock(policy)
         self._lock = threading.Lock()
         self._authorization: dict[tuple[str, str], str] = {}
         self._https: set[str] = set()  # insecure registries found to speak TLS after all
@@ -282,27 +292,48 @@ class RegistryClient:
         headers: dict[str, str],
         body: bytes | None,
     ) -> _Response:
-        problem = ""
-        for attempt in range(max(1, self.attempts)):
-            if attempt:
-                time.sleep(self.retry_delay * 2 ** (attempt - 1))
-            try:
-                response = self._send_once(scheme, host, method, target, headers, body)
-            except ssl.SSLError as err:
-                raise BtError(
-                    f"TLS with {host} failed ({err.reason or err}); if it serves plain HTTP, "
-                    "mark it insecure in .cache-spec ([registry] insecure = true)"
-                ) from None
-            except socket.gaierror:
-                raise BtError(f"cannot resolve registry host {host}") from None
-            except (OSError, http.client.HTTPException) as err:
-                problem = _describe(err)
-                continue
-            if response.status not in _TRANSIENT_STATUS:
-                return response
-            problem = f"{response.status} {response.reason}"
-        after = f" (after {self.attempts} attempts)" if self.attempts > 1 else ""
-        raise RegistryUnavailable(f"registry {host} is unavailable: {problem}{after}")
+        """One request under the retry policy (``retry.py``): with ``attempts=1`` (under the
+        scheduler) a transient fault is raised at once, for the scheduler to retry."""
+        from buildtool.retry import call_with_retries
+
+        def once() -> _Response:
+            return self._send_classified(scheme, host, method, target, headers, body)
+
+        if self.attempts == 1:
+            return once()
+        return call_with_retries(once, self.faults)
+
+    def _send_classified(
+        self,
+        scheme: str,
+        host: str,
+        method: str,
+        target: str,
+        headers: dict[str, str],
+        body: bytes | None,
+    ) -> _Response:
+        """One request; a transient fault (``_TRANSIENT_STATUS``, a connection fault, a timeout)
+        raises RegistryUnavailable naming the registry."""
+        source = f"registry {host}"
+        try:
+            response = self._send_once(scheme, host, method, target, headers, body)
+        except ssl.SSLError as err:
+            raise BtError(
+                f"TLS with {host} failed ({err.reason or err}); if it serves plain HTTP, "
+                "mark it insecure in .cache-spec ([registry] insecure = true)"
+            ) from None
+        except socket.gaierror:
+            raise BtError(f"cannot resolve registry host {host}") from None
+        except (OSError, http.client.HTTPException) as err:
+            message = f"registry {host} is unavailable: {_describe(err)}"
+            raise RegistryUnavailable(message, source=source) from None
+        if response.status not in _TRANSIENT_STATUS:
+            return response
+        raise RegistryUnavailable(
+            f"registry {host} is unavailable: {response.status} {response.reason}",
+            source=source,
+            retry_after=_retry_after(response.headers.get("retry-after")),
+        )
 
     def _send_once(
         self,
@@ -373,6 +404,21 @@ def _registry_words(response: _Response) -> str:
     except (ValueError, KeyError, TypeError, AttributeError):
         return status
     return f"{status}: {'; '.join(words)}" if words else status
+
+
+def _retry_after(value: str | None) -> float | None:
+    """Seconds from a Retry-After header: a number of seconds or an HTTP date."""
+    if not value:
+        return None
+    if value.strip().isdigit():
+        return float(value.strip())
+    from email.utils import parsedate_to_datetime
+
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
 
 
 def _describe(err: BaseException) -> str:

@@ -5,6 +5,7 @@ Layout (``cache_dir`` of ``.cache-spec``, by default ``$XDG_CACHE_HOME/bt/<dir>-
 
     statcache.msgpack        file digests by stat (hashing)
     analysis.msgpack         Dockerfile analyses by content (filesets)
+    build-times.json         seconds each platform build last took (durations)
     manifests/ab/<key>.msgpack   what went into each key (keys; read by ``bt why``)
     logs/<label>/<platform>-<key>.log   one build's full output
     logs/crash-<time>.log    the traceback of an internal error (``crash_log_path``)
@@ -36,6 +37,10 @@ class CacheDir:
     @property
     def analyses(self) -> Path:
         return self.root / "analysis.msgpack"
+
+    @property
+    def build_times(self) -> Path:
+        return self.root / "build-times.json"
 
     def manifest(self, key: str) -> Path:
         return self.root / "manifests" / key[:2] / f"{key}.msgpack"

@@ -39,7 +39,16 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "lock": ("buildtool.commands.lock", "Work with lockfile fragments from parallel runs."),
     "watch": ("buildtool.commands.watch", "Rebuild what each edit touches, until Ctrl-C."),
     "ci": ("buildtool.commands.ci", "Plan CI jobs over native runners; write the workflow."),
+    "import-bake": (
+        "buildtool.commands.import_bake",
+        "Write BUILD.images from `docker buildx bake --print` output.",
+    ),
+    "completion": ("buildtool.commands.completion", "Print the shell completion script."),
 }
+
+# Every option can come from the environment: BT_<COMMAND>_<OPTION> (click's
+# auto_envvar_prefix), and the options several commands share by one name (BT_JOBS, ...).
+ENVVAR_PREFIX = "BT"
 
 
 class LazyGroup(click.Group):
@@ -52,6 +61,7 @@ class LazyGroup(click.Group):
             return None
         module = importlib.import_module(entry[0])
         command: click.Command = module.command
+        _show_envvars(command)
         return command
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
@@ -59,6 +69,16 @@ class LazyGroup(click.Group):
         if rows:
             with formatter.section("Commands"):
                 formatter.write_dl(rows)
+
+
+def _show_envvars(command: click.Command) -> None:
+    """Every option's --help names the variable it can come from."""
+    for param in command.params:
+        if isinstance(param, click.Option) and param.name not in ("help", "version"):
+            param.show_envvar = True
+    if isinstance(command, click.Group):
+        for sub in command.commands.values():
+            _show_envvars(sub)
 
 
 def _module_exists(module: str) -> bool:
@@ -69,15 +89,20 @@ def _module_exists(module: str) -> bool:
 
 @click.group(
     cls=LazyGroup,
-    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+    context_settings={
+        "help_option_names": ["-h", "--help"],
+        "max_content_width": 100,
+        "show_default": True,
+    },
 )
 @click.version_option(__version__, "--version", prog_name="bt", message="%(prog)s %(version)s")
 @click.option(
     "-C",
     "directory",
     type=click.Path(file_okay=False, exists=True),
-    help="Run as if bt was started in DIRECTORY.",
+    help="Run as if bt was started in DIRECTORY.  [default: the current directory]",
     metavar="DIRECTORY",
+    show_envvar=True,
 )
 def cli(directory: str | None) -> None:
     """bt builds large matrices of Docker images incrementally.
@@ -91,6 +116,10 @@ def cli(directory: str | None) -> None:
 
     Exit codes: 0 ok, 1 a build failed, 2 usage or configuration error, 3 internal error (bt
     names the log holding the details), 130 interrupted.
+
+    Every option can be set in the environment: BT_<COMMAND>_<OPTION> (BT_PLAN_FORMAT=json),
+    and BT_JOBS, BT_PLATFORM, BT_PUSH, BT_PROGRESS for the commands that build; BT_DIRECTORY
+    for -C. Each --help names the variable.
     """
     if directory:
         os.chdir(directory)
@@ -98,7 +127,11 @@ def cli(directory: str | None) -> None:
 
 def main(argv: list[str] | None = None) -> Any:
     try:
-        return cli.main(args=argv, prog_name="bt", standalone_mode=False)
+        if "_BT_COMPLETE" in os.environ:
+            import buildtool.completion  # noqa: F401  (registers bt's bash completion)
+        return cli.main(
+            args=argv, prog_name="bt", standalone_mode=False, auto_envvar_prefix=ENVVAR_PREFIX
+        )
     except BtError as err:
         click.echo(str(err), err=True)
         sys.exit(err.exit_code)

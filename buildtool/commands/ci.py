@@ -7,6 +7,7 @@ from collections.abc import Callable
 import click
 
 from buildtool import __version__
+from buildtool.commands.common import complete_patterns
 from buildtool.errors import BtError
 from buildtool.plan import PlannedBuild, needs_run
 from buildtool.session import Workbench
@@ -27,7 +28,7 @@ def command() -> None:
 
 
 @command.command("plan", context_settings=_CONTEXT)
-@click.argument("patterns", nargs=-1, required=True)
+@click.argument("patterns", nargs=-1, required=True, shell_complete=complete_patterns)
 @_builds_per_job
 @click.option(
     "--max-jobs",
@@ -88,7 +89,7 @@ def plan(
 
 
 @command.command("workflow", context_settings=_CONTEXT)
-@click.argument("patterns", nargs=-1)
+@click.argument("patterns", nargs=-1, shell_complete=complete_patterns)
 @click.option(
     "--waves",
     type=click.IntRange(min=1),

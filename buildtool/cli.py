@@ -46,8 +46,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "completion": ("buildtool.commands.completion", "Print the shell completion script."),
 }
 
-# Every option can come from the environment: BT_<COMMAND>_<OPTION> (click's
-# auto_envvar_prefix), and the options several commands share by one name (BT_JOBS, ...).
+# Every option can come from the environment: BT_<COMMAND>_<OPTION> (named from the long flag;
+# click's auto_envvar_prefix covers the rest, such as -C's BT_DIRECTORY), and the options
+# several commands share by one name (BT_JOBS, ...).
 ENVVAR_PREFIX = "BT"
 
 
@@ -61,7 +62,7 @@ class LazyGroup(click.Group):
             return None
         module = importlib.import_module(entry[0])
         command: click.Command = module.command
-        _show_envvars(command)
+        _name_envvars(command, f"{ENVVAR_PREFIX}_{cmd_name.replace('-', '_').upper()}")
         return command
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
@@ -71,14 +72,19 @@ class LazyGroup(click.Group):
                 formatter.write_dl(rows)
 
 
-def _show_envvars(command: click.Command) -> None:
-    """Every option's --help names the variable it can come from."""
+def _name_envvars(command: click.Command, prefix: str) -> None:
+    """Every option reads BT_<COMMAND>_<OPTION>, named after its long flag (BT_PLAN_FORMAT
+    for `bt plan --format`), unless it has a shared name (BT_JOBS); --help shows it."""
     for param in command.params:
-        if isinstance(param, click.Option) and param.name not in ("help", "version"):
-            param.show_envvar = True
+        if not isinstance(param, click.Option) or param.name in ("help", "version"):
+            continue
+        if param.envvar is None:
+            flag = next((o for o in param.opts if o.startswith("--")), param.opts[0])
+            param.envvar = f"{prefix}_{flag.lstrip('-').replace('-', '_').upper()}"
+        param.show_envvar = True
     if isinstance(command, click.Group):
-        for sub in command.commands.values():
-            _show_envvars(sub)
+        for name, sub in command.commands.items():
+            _name_envvars(sub, f"{prefix}_{name.replace('-', '_').upper()}")
 
 
 def _module_exists(module: str) -> bool:

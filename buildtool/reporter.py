@@ -136,6 +136,10 @@ class QuietReporter(PlainReporter):
     def __call__(self, event: ReportEvent) -> None:
         if isinstance(event, (Failed, ImageTestsFailed, WatchError, RunFinished)):
             super().__call__(event)
+        elif isinstance(event, RunStarted):
+            self.total, self.done = event.total, 0
+        elif isinstance(event, (Finished, Cached, Skipped)):
+            self.done += 1  # the [done/total] of a failure's line stays true
 
 
 _RUN_EVENTS = (

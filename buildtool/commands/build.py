@@ -57,14 +57,16 @@ def _shard_option(ctx: click.Context, param: click.Parameter, value: str | None)
     "--lock-out",
     type=click.Path(path_type=Path),
     metavar="FILE",
-    help="Also write what this run built to FILE, a lockfile fragment for `bt lock merge`.",
+    help="Also write what this run built to FILE, a lockfile fragment for `bt lock merge`.  "
+    "[default: none]",
 )
 @click.option(
     "--metadata-file",
     type=click.Path(path_type=Path),
     metavar="FILE",
     help="Write the images of the selected targets to FILE as `docker buildx bake "
-    "--metadata-file` does: per target containerimage.digest and image.name, plus dev.bt.key.",
+    "--metadata-file` does: per target containerimage.digest and image.name, plus dev.bt.key.  "
+    "[default: none]",
 )
 @click.option(
     "--no-deps",
@@ -77,7 +79,8 @@ def _shard_option(ctx: click.Context, param: click.Parameter, value: str | None)
     metavar="I/N",
     callback=_shard_option,
     help="Build the I-th of N deterministic slices of the ready stale builds (those whose "
-    "parents are recorded), e.g. for Kubernetes Indexed Jobs or GitLab `parallel`.",
+    "parents are recorded), e.g. for Kubernetes Indexed Jobs or GitLab `parallel`.  "
+    "[default: all of them]",
 )
 def command(
     patterns: tuple[str, ...],

@@ -33,12 +33,14 @@ def command() -> None:
 @click.option(
     "--max-jobs",
     type=click.IntRange(min=1),
-    help="Jobs one wave may have, at most: more builds go into each job to stay below it.",
+    help="Jobs one wave may have, at most: more builds go into each job to stay below it.  "
+    "[default: no limit]",
 )
 @click.option(
     "--max-waves",
     type=click.IntRange(min=1),
-    help="Fail (exit 2) when the plan needs more waves, as a workflow with that many would.",
+    help="Fail (exit 2) when the plan needs more waves, as a workflow with that many would.  "
+    "[default: no limit]",
 )
 @click.option("--compact", is_flag=True, help="Print the JSON on one line (for $GITHUB_OUTPUT).")
 def plan(

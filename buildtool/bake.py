@@ -11,6 +11,7 @@ so the Dockerfile names it as ``ARG NAME=NAME`` and ``FROM ${NAME}``.
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import re
@@ -231,18 +232,33 @@ def _loop(family: Sequence[BakeTarget]) -> Loop | None:
 
 def _template(texts: Sequence[str], rows: Sequence[tuple[str, ...]]) -> str | None:
     """A template with ``\\0<axis>\\0`` where each row's axis values sit, that gives every text
-    back; None when the texts do not follow the axes. Longer values are placed first."""
-    first, row = texts[0], rows[0]
-    template = first
-    for axis in sorted(range(len(row)), key=lambda i: -len(row[i])):
-        for mark, spell in _SPELLINGS.items():
-            value = spell(row[axis])
-            if value and value in template:
-                template = template.replace(value, f"\x00{axis}{mark}\x00")
-                break
-    for text, values in zip(texts, rows, strict=True):
-        if _fill(template, values) != text:
-            return None
+    back; None when the texts do not follow the axes. Longer values are placed first; a value
+    that also occurs in the fixed text (``a`` in ``app-a``) is tried at each single place too."""
+    axes = sorted(range(len(rows[0])), key=lambda i: -len(rows[0][i]))
+    # "none": the text does not follow that axis (a fixed repository holding the letter "a").
+    choices = ("all", "last", "first", "none") if len(axes) <= 4 else ("all", "none")
+    for places in itertools.product(choices, repeat=len(axes)):
+        template = texts[0]
+        for axis, where in zip(axes, places, strict=True):
+            template = _mark(template, axis, rows[0][axis], where)
+        if all(_fill(template, v) == text for text, v in zip(texts, rows, strict=True)):
+            return template
+    return None
+
+
+def _mark(template: str, axis: int, raw: str, where: str) -> str:
+    """``template`` with the (first, last, every or no) occurrence of an axis value marked."""
+    for mark, spell in _SPELLINGS.items():
+        value = spell(raw)
+        if where == "none":
+            return template
+        if not value or value not in template:
+            continue
+        placeholder = f"\x00{axis}{mark}\x00"
+        if where == "all":
+            return template.replace(value, placeholder)
+        at = template.rindex(value) if where == "last" else template.index(value)
+        return template[:at] + placeholder + template[at + len(value) :]
     return template
 
 

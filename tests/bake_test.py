@@ -156,3 +156,16 @@ def test_a_file_that_is_not_a_bake_print_is_one_line_and_exit_2(tmp_path: Path) 
     assert result.returncode == 2
     assert result.stderr.startswith("bake.hcl: not the JSON `docker buildx bake --print` writes")
     assert len(result.stderr.splitlines()) == 1
+
+
+def test_a_matrix_value_that_also_occurs_in_the_fixed_name_is_found_in_its_place() -> None:
+    # "a" is also the first letter of "app": only the last one is the matrix's.
+    print_ = {
+        "target": {
+            f"app-{v}": {"context": ".", "args": {"V": v}, "tags": [f"acme/app:{v}"]}
+            for v in ("a", "b", "c")
+        }
+    }
+    text = build_file(read_prints([("x.json", json.dumps(print_))]), "x.json")
+    assert 'for v in VS:\n    image(\n        name = "app-{}".format(v),' in text
+    assert "tags = [v]," in text

@@ -5,6 +5,7 @@ a complete push, the multi-platform merge. `bt test` reruns the same image tests
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import os
 import re
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from buildtool.cachedir import CacheDir
+from buildtool.durations import load_build_times, record_build_times
 from buildtool.errors import (
     BtError,
     BuildFailed,
@@ -247,7 +249,7 @@ class BuildRun:
                 )
 
     def run(self, planned: Sequence[PlannedBuild]) -> Summary:
-        from buildtool.scheduler import Job, run_jobs
+        from buildtool.scheduler import Finished, Job, RunStarted, run_jobs
 
         for p in planned:
             if not p.stale and p.record is not None:
@@ -255,6 +257,7 @@ class BuildRun:
         stale = [p for p in planned if needs_run(p, self.options.push, self.config.registry)]
         self.check_routing(stale)
         by_id = {p.id: p for p in stale}
+        times = load_build_times(self.config.cache_dir)
         jobs = [
             Job(
                 id=(str(p.label), p.platform),
@@ -264,9 +267,20 @@ class BuildRun:
                     if (parent, p.platform) in by_id
                 ),
                 pool=p.platform,
+                cost=times.get((str(p.label), p.platform), 1.0),
             )
             for p in stale
         ]
+        estimates = tuple((job.id, times[job.id]) for job in jobs if job.id in times)
+        took: dict[tuple[str, str], float] = {}
+
+        def on_event(event: ReportEvent) -> None:
+            if isinstance(event, RunStarted):
+                event = dataclasses.replace(event, estimates=estimates)
+            elif isinstance(event, Finished):
+                took[event.id] = event.seconds
+            self.on_event(event)
+
         lookup = {(str(p.label), p.platform): p for p in stale}
 
         def runner(job: Job, cancel: threading.Event) -> Outcome:
@@ -290,12 +304,13 @@ class BuildRun:
                 keep_going=self.options.keep_going,
                 retries=self.options.retries,
                 retry=self.config.retry,
-                on_event=self.on_event,
+                on_event=on_event,
                 on_success=on_success,
                 lookup=remote if self.config.registry else None,
             )
         finally:
             self.close()
+            record_build_times(self.config.cache_dir, took)
 
     def _build_args(self, planned: PlannedBuild) -> tuple[tuple[str, str], ...]:
         target = self.targets[planned.label]

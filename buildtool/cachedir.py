@@ -7,6 +7,7 @@ Layout (``cache_dir`` of ``.cache-spec``, by default ``$XDG_CACHE_HOME/bt/<dir>-
     analysis.msgpack         Dockerfile analyses by content (filesets)
     filesets.msgpack         described file sets, with the stats that vouch for them (setcache)
     graph.msgpack            the evaluated target graph and what it was made of (graphcache)
+    build-times.json         seconds each platform build last took (durations)
     manifests/ab/<key>.msgpack   what went into each key (keys; read by ``bt why``)
     logs/<label>/<platform>-<key>.log   one build's full output
     logs/crash-<time>.log    the traceback of an internal error (``crash_log_path``)
@@ -50,6 +51,10 @@ class CacheDir:
     @property
     def graph(self) -> Path:
         return self.root / "graph.msgpack"
+
+    @property
+    def build_times(self) -> Path:
+        return self.root / "build-times.json"
 
     def manifest(self, key: str) -> Path:
         return self.root / "manifests" / key[:2] / f"{key}.msgpack"

@@ -15,6 +15,7 @@ import shlex
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
+from buildtool import __version__
 from buildtool.errors import BtError
 from buildtool.labels import Label
 from buildtool.plan import PlannedBuild, needs_run
@@ -231,12 +232,17 @@ class WorkflowOptions:
     patterns: tuple[str, ...]
     waves: int  # wave slots: Actions cannot loop, so the file holds a fixed number
     matrices: int  # matrices per wave slot, each at most 256 jobs
-    install: str  # the shell command that installs bt on a runner
+    # The shell command that installs bt on a runner; None: bt's action (``action``) does
+    install: str | None
     builds_per_job: int = 1
     registry: str | None = None  # host[:port][/prefix] of .cache-spec, to log in to
     commit: bool = False  # commit images.lock back to the branch
+    action: str = ""  # `uses:` of bt's action (action.yml at the root of bt's repository)
 
 
+# bt's composite action (action.yml), at the release matching this bt: it installs bt from its
+# own source, so the runners run the bt that wrote the workflow.
+ACTION = f"bt-images/bt@v{__version__}"
 _PLAN = "fromJSON(needs.plan.outputs.plan)"
 _CHECKOUT = "actions/checkout@v4"
 _SETUP_PYTHON = "actions/setup-python@v5"
@@ -375,14 +381,17 @@ def _download_fragments() -> list[str]:
 
 
 def _setup_steps(options: WorkflowOptions, login: bool) -> list[str]:
-    lines = [
-        f"      - uses: {_CHECKOUT}",
-        f"      - uses: {_SETUP_PYTHON}",
-        "        with:",
-        '          python-version: "3.11"',
-        "      - name: Install bt",
-        f"        run: {_yaml_scalar(options.install)}",
-    ]
+    lines = [f"      - uses: {_CHECKOUT}"]
+    if options.install is None:
+        lines += ["      - name: Install bt", f"        uses: {options.action or ACTION}"]
+    else:
+        lines += [
+            f"      - uses: {_SETUP_PYTHON}",
+            "        with:",
+            '          python-version: "3.11"',
+            "      - name: Install bt",
+            f"        run: {_yaml_scalar(options.install)}",
+        ]
     host = options.registry.split("/", 1)[0] if options.registry else None
     if login and host and host.rsplit(":", 1)[0] not in _LOCAL_HOSTS:
         ghcr = _is_ghcr(options.registry)

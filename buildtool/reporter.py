@@ -98,7 +98,9 @@ class PlainReporter:
             return
         if isinstance(event, RunStarted):
             self.total, self.done = event.total, 0
-            self._write(f"{event.total} platform builds to run")
+            known = [seconds for _, seconds in event.estimates]
+            about = f" (last time they took {_duration(sum(known))})" if known else ""
+            self._write(f"{event.total} platform builds to run{about}")
             return
         if isinstance(event, RunFinished):
             self._write(summary_line(event.summary))
@@ -128,6 +130,18 @@ class PlainReporter:
 
     def close(self) -> None:
         pass
+
+
+class QuietReporter(PlainReporter):
+    """``--progress=quiet``: failures and the summary, nothing per successful build."""
+
+    def __call__(self, event: ReportEvent) -> None:
+        if isinstance(event, (Failed, ImageTestsFailed, WatchError, RunFinished)):
+            super().__call__(event)
+        elif isinstance(event, RunStarted):
+            self.total, self.done = event.total, 0
+        elif isinstance(event, (Finished, Cached, Skipped)):
+            self.done += 1  # the [done/total] of a failure's line stays true
 
 
 _RUN_EVENTS = (
@@ -219,7 +233,10 @@ def json_record(event: ReportEvent) -> dict[str, Any]:
     if isinstance(event, _RUN_EVENTS):
         return _run_record(event)
     if isinstance(event, RunStarted):
-        return {"event": "run_started", "total": event.total}
+        record: dict[str, Any] = {"event": "run_started", "total": event.total}
+        if event.estimates:
+            record["estimated"] = {_build(build): seconds for build, seconds in event.estimates}
+        return record
     if isinstance(event, RunFinished):
         summary = event.summary
         return {
@@ -319,6 +336,10 @@ class LiveReporter:
         self.lock = threading.Lock()
         self.running: dict[JobId, float] = {}
         self.total = self.done = self.cached = self.failed = 0
+        self.started_at = clock()
+        self.estimates: dict[JobId, float] = {}
+        self.ended: set[JobId] = set()
+        self.took: list[float] = []  # this run's build times, for builds never timed before
         self.live: Live | None = None
 
     def render(self) -> RenderableType:
@@ -334,12 +355,30 @@ class LiveReporter:
                 table.add_row(Text("building", "cyan"), label, platform, f"{now - since:.1f}s")
             if len(running) > _LIVE_ROWS:
                 table.add_row("", f"and {len(running) - _LIVE_ROWS} more")
+            eta = self.eta(now)
             progress = Text.assemble(
                 (f"{self.done}/{self.total} done", "bold"),
                 f", {len(running)} running, cached {self.cached}, ",
                 (f"failed {self.failed}", "bold red" if self.failed else ""),
+                f"  {_duration(now - self.started_at)} elapsed",
+                f", ETA {_duration(eta)}" if eta is not None else "",
             )
             return Group(table, progress)
+
+    def eta(self, now: float) -> float | None:
+        """Seconds left: the recorded time of every build still to finish (the mean one for
+        builds never timed), less what the running ones already spent, spread over as many
+        builds as run at once. None until some build's time is known. Caller holds the lock."""
+        known = list(self.estimates.values()) or self.took
+        if not known:
+            return None
+        typical = sum(known) / len(known)
+        left = self.total - self.done - len(self.running)
+        waiting = [s for b, s in self.estimates.items() if b not in self.ended | set(self.running)]
+        work = sum(waiting) + typical * max(left - len(waiting), 0)
+        for build, since in self.running.items():
+            work += max(self.estimates.get(build, typical) - (now - since), 0.0)
+        return work / max(len(self.running), 1)
 
     def __call__(self, event: ReportEvent) -> None:
         if isinstance(event, _RUN_EVENTS):
@@ -350,6 +389,9 @@ class LiveReporter:
             return
         if isinstance(event, RunStarted):
             self._start(event.total)
+            with self.lock:
+                self.started_at = event.time
+                self.estimates = dict(event.estimates)
             return
         if isinstance(event, RunFinished):
             self.close()
@@ -360,7 +402,10 @@ class LiveReporter:
                 self.running[event.id] = event.time
             elif not isinstance(event, (Retrying, Warned)):
                 self.running.pop(event.id, None)
+                self.ended.add(event.id)
                 self.done += 1
+                if isinstance(event, Finished):
+                    self.took.append(event.seconds)
                 if isinstance(event, Cached):
                     self.cached += 1
                 elif isinstance(event, Failed):
@@ -375,6 +420,8 @@ class LiveReporter:
         self.close()
         with self.lock:
             self.running.clear()
+            self.ended.clear()
+            self.took.clear()
             self.total, self.done, self.cached, self.failed = total, 0, 0, 0
         self.live = Live(
             console=self.console,
@@ -420,17 +467,43 @@ class LiveReporter:
 
 
 def make_reporter(json_output: bool, stream: IO[str]) -> Reporter:
-    """JSON lines when asked, the live view on a terminal, plain lines otherwise; never a
-    secret or credential (``secrets.ScrubbedStream``)."""
+    """JSON lines when asked, the live view on a terminal, plain lines otherwise."""
+    return progress_reporter("rawjson" if json_output else "auto", stream)
+
+
+def progress_reporter(mode: str, stream: IO[str]) -> Reporter:
+    """The reporter of a ``--progress`` mode (buildx's names) writing to ``stream``: ``auto``
+    is the live view on a terminal and plain lines otherwise. rich honours NO_COLOR. Never a
+    secret or credential reaches ``stream`` (``secrets.ScrubbedStream``)."""
     from typing import cast
 
     from buildtool.secrets import ScrubbedStream
 
+    terminal = stream.isatty()
     stream = cast("IO[str]", ScrubbedStream(stream))
-    if json_output:
+    if mode == "rawjson":
         return JsonReporter(stream)
-    if stream.isatty():
+    if mode == "quiet":
+        return QuietReporter(stream)
+    if mode == "tty" or (mode == "auto" and terminal):
         from rich.console import Console
 
-        return LiveReporter(Console(file=stream))
+        return LiveReporter(Console(file=stream, force_terminal=True))
     return PlainReporter(stream)
+
+
+def progress_stream(mode: str) -> IO[str]:
+    """JSON events go to stdout, for programs; the rest is for people, on stderr."""
+    import sys
+
+    return sys.stdout if mode == "rawjson" else sys.stderr
+
+
+def _duration(seconds: float) -> str:
+    """``42s``, ``3m05s``, ``2h07m``: short enough for the live view's one progress line."""
+    whole = round(seconds)
+    if whole < 60:
+        return f"{whole}s"
+    if whole < 3600:
+        return f"{whole // 60}m{whole % 60:02d}s"
+    return f"{whole // 3600}h{whole % 3600 // 60:02d}m"

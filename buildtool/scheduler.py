@@ -129,6 +129,8 @@ class Retrying(Event):
 class RunStarted:
     total: int
     time: float
+    # seconds each build took when it last ran, for those that ran before (the ETA)
+    estimates: tuple[tuple[JobId, float], ...] = ()
 
 
 @dataclass(frozen=True)

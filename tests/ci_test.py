@@ -10,8 +10,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from btrun import bt, copy_example, write_tree
+from btrun import REPO, bt, copy_example, write_tree
 
+from buildtool import __version__
 from buildtool.ci import GITHUB_MATRIX_LIMIT, parse_shard, plan_jobs, ready_builds, shard
 from buildtool.plan import PlannedBuild
 from buildtool.record import record_builds
@@ -273,7 +274,7 @@ def actionlint(workflow: str, tmp_path: Path) -> subprocess.CompletedProcess[str
             pytest.fail(message)
         pytest.skip(message)
     repo = tmp_path / "repo"
-    (repo / ".github/workflows").mkdir(parents=True)
+    (repo / ".github/workflows").mkdir(parents=True, exist_ok=True)
     (repo / ".github/workflows/bt.yml").write_text(workflow)
     return subprocess.run(
         [exe, "-no-color", ".github/workflows/bt.yml"],
@@ -310,6 +311,45 @@ def test_a_workflow_with_commit_and_a_remote_registry_passes_actionlint(
     assert "contents: write" in result.stdout and "packages: write" in result.stdout
     assert 'registry: "ghcr.io"' in result.stdout
     assert "git push" in result.stdout
+
+
+def test_the_workflow_installs_bt_with_its_action_at_this_version(workspace: Path) -> None:
+    workflow = bt("ci", "workflow", cwd=workspace, check=True).stdout
+    steps = workflow.count("      - name: Install bt\n        uses: bt-images/bt@v" + __version__)
+    assert steps == workflow.count("      - uses: actions/checkout@v4")  # every job
+    assert "pip install" not in workflow
+
+
+def test_the_repositorys_action_passes_actionlint_as_the_workflow_uses_it(
+    workspace: Path, tmp_path: Path
+) -> None:
+    workflow = bt("ci", "workflow", "--action", "./", cwd=workspace, check=True).stdout
+    assert "        uses: ./\n" in workflow
+    # actionlint reads a local action's action.yml and checks the workflow against it.
+    # ... found from the repository's root, which actionlint knows by its .git directory.
+    (tmp_path / "repo/.git").mkdir(parents=True)
+    shutil.copy(REPO / "action.yml", tmp_path / "repo/action.yml")
+    lint = actionlint(workflow, tmp_path)
+    assert lint.returncode == 0, lint.stdout + lint.stderr
+    uses_command = workflow.replace(
+        "        uses: ./\n",
+        "        uses: ./\n        with:\n          command: bt plan //...\n",
+        1,
+    )
+    assert actionlint(uses_command, tmp_path).returncode == 0
+    unknown_input = workflow.replace(
+        "        uses: ./\n", "        uses: ./\n        with:\n          nope: 1\n", 1
+    )
+    lint = actionlint(unknown_input, tmp_path)
+    assert lint.returncode == 1 and 'input "nope" is not defined' in lint.stdout
+
+
+def test_install_replaces_the_action_with_a_shell_command(workspace: Path, tmp_path: Path) -> None:
+    command = "python -m pip install bt-images==0.1.0"
+    workflow = bt("ci", "workflow", "--install", command, cwd=workspace, check=True).stdout
+    assert f'        run: "{command}"' in workflow and "bt-images/bt@" not in workflow
+    lint = actionlint(workflow, tmp_path)
+    assert lint.returncode == 0, lint.stdout + lint.stderr
 
 
 def test_actionlint_catches_a_broken_workflow(tmp_path: Path) -> None:

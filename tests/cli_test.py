@@ -12,12 +12,13 @@ import sys
 import uuid
 from pathlib import Path
 
+import click
 import pytest
 from btrun import REPO, bt, write_tree
 
 from buildtool import __version__
 from buildtool.cachedir import crash_log_path
-from buildtool.cli import COMMANDS
+from buildtool.cli import COMMANDS, ENVVAR_PREFIX, cli
 
 
 def test_version() -> None:
@@ -42,6 +43,51 @@ def test_every_command_has_help(name: str) -> None:
     for line in result.stdout.splitlines():
         if line.strip().startswith("--"):
             assert len(line.split(None, 1)) == 2, f"undocumented option in bt {name}: {line}"
+
+
+def every_option() -> list[tuple[str, click.Option, click.Context]]:
+    """(command path, option, its context) for every option of every command and subcommand,
+    with the contexts `bt` runs them in (show_default and the BT prefix inherited)."""
+    found = []
+    top = click.Context(cli, info_name="bt", auto_envvar_prefix=ENVVAR_PREFIX)
+    stack: list[tuple[click.Command, click.Context]] = [
+        (command, click.Context(command, parent=top, info_name=name))
+        for name in COMMANDS
+        if (command := cli.get_command(top, name)) is not None
+    ]
+    stack.append((cli, top))
+    while stack:
+        command, ctx = stack.pop()
+        if isinstance(command, click.Group) and command is not cli:
+            for name, sub in command.commands.items():
+                stack.append((sub, click.Context(sub, parent=ctx, info_name=name)))
+        for param in command.params:
+            if isinstance(param, click.Option) and param.name not in ("help", "version"):
+                found.append((ctx.command_path, param, ctx))
+    return found
+
+
+def test_every_option_names_its_default_and_its_environment_variable() -> None:
+    for path, option, ctx in every_option():
+        record = option.get_help_record(ctx)
+        assert record is not None, (path, option.name)
+        text = record[1]
+        assert "env var: BT_" in text, (path, option.name, text)
+        if option.is_flag and not option.secondary_opts:
+            continue  # a flag is off unless given
+        assert "default:" in text, (path, option.name, text)
+
+
+def test_options_come_from_bt_variables(tmp_path: Path) -> None:
+    root = workspace(tmp_path)
+    as_json = bt("plan", "//...", cwd=root, env={"BT_PLAN_FORMAT": "json"})
+    assert as_json.returncode == 0, as_json.stderr
+    assert [p["label"] for p in json.loads(as_json.stdout)] == ["//:a"]
+    elsewhere = bt("query", "//...", cwd=tmp_path, env={"BT_DIRECTORY": str(root)})
+    assert (elsewhere.returncode, elsewhere.stdout) == (0, "//:a\n")
+    bad = bt("build", "//...", cwd=root, env={"BT_JOBS": "0"})
+    assert bad.returncode == 2
+    assert "0 is not in the range x>=1" in bad.stderr
 
 
 def test_unknown_command_is_a_usage_error() -> None:
@@ -172,7 +218,7 @@ def test_ctrl_c_exits_130(tmp_path: Path) -> None:
         ),
         (
             ["build", "--jobs", "0", "//..."],
-            "bt build: Invalid value for '-j' / '--jobs': 0 is not in the range x>=1. (see bt build --help)",
+            "bt build: Invalid value for '-j' / '--jobs' (env var: 'BT_JOBS'): 0 is not in the range x>=1. (see bt build --help)",
         ),
     ],
 )

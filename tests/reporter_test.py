@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import subprocess
 import sys
 
+import pytest
 from rich.console import Console
 
 from buildtool.events import (
@@ -25,8 +27,10 @@ from buildtool.reporter import (
     JsonReporter,
     LiveReporter,
     PlainReporter,
+    QuietReporter,
     json_record,
     make_reporter,
+    progress_reporter,
     round_line,
 )
 from buildtool.scheduler import (
@@ -375,3 +379,86 @@ def test_live_view_lists_twenty_running_builds_and_counts_the_rest() -> None:
     view = capture.get()
     assert "//matrix:m19" in view and "//matrix:m20" not in view
     assert "and 5 more" in view and "0/25 done, 25 running" in view
+
+
+def test_each_progress_mode_picks_its_reporter() -> None:
+    assert isinstance(progress_reporter("rawjson", Tty()), JsonReporter)
+    assert isinstance(progress_reporter("quiet", Tty()), QuietReporter)
+    assert isinstance(progress_reporter("plain", Tty()), PlainReporter)
+    assert isinstance(progress_reporter("tty", io.StringIO()), LiveReporter)
+    assert isinstance(progress_reporter("auto", Tty()), LiveReporter)
+    assert type(progress_reporter("auto", io.StringIO())) is PlainReporter
+
+
+def test_quiet_progress_prints_only_failures_and_the_summary() -> None:
+    stream = io.StringIO()
+    reporter = QuietReporter(stream)
+    for event in [*EVENTS, *RUN_EVENTS]:
+        reporter(event)
+    assert stream.getvalue().splitlines() == [
+        "[3/4] FAILED //model:tiny linux/arm64: RUN exited with code 1",
+        "    step 4/7",
+        "    error: no space left",
+        "    log: /c/logs/m.log",
+        "built 1, cached 1, failed 1, skipped 1 in 12.3s",
+        "FAIL  //model:tiny linux/arm64: test 'false' failed with exit code 1",
+        "      line 1",
+        "      line 2",
+        "BUILD.images:3: syntax error",
+    ]
+
+
+def test_live_view_shows_elapsed_time_and_an_eta_from_recorded_build_times() -> None:
+    now = [30.0]
+    console, _ = terminal()
+    reporter = LiveReporter(console, clock=lambda: now[0])
+    a, b, c, d = (("//:a", ARM), ("//:b", ARM), ("//:c", ARM), ("//:d", ARM))
+    reporter(RunStarted(4, 0.0, estimates=((a, 60.0), (b, 60.0), (c, 120.0))))
+    reporter(Started(a, 0.0))
+    # a has 30s left; b and c take 60s and 120s; d was never timed: the mean, 80s.
+    assert reporter.eta(now[0]) == 30 + 60 + 120 + 80
+    with console.capture() as capture:
+        console.print(reporter.render())
+    assert "0/4 done, 1 running, cached 0, failed 0  30s elapsed, ETA 4m50s" in capture.get()
+    now[0] = 70.0
+    reporter(Finished(a, 70.0, DIGEST, 70.0))
+    reporter(Started(b, 70.0))
+    reporter(Started(d, 70.0))
+    # Two run at once: b's 60s and d's 80s, then c's 120s, spread over two.
+    assert reporter.eta(now[0]) == (60 + 80 + 120) / 2
+    reporter.close()
+
+
+def test_live_view_has_no_eta_before_any_build_time_is_known() -> None:
+    console, _ = terminal()
+    reporter = LiveReporter(console, clock=lambda: 5.0)
+    reporter(RunStarted(2, 0.0))
+    with console.capture() as capture:
+        console.print(reporter.render())
+    reporter.close()
+    assert "5s elapsed" in capture.get() and "ETA" not in capture.get()
+
+
+def test_no_color_turns_the_live_views_colours_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    def styled() -> str:
+        out = Tty()
+        reporter = progress_reporter("tty", out)
+        for event in EVENTS:
+            reporter(event)
+        reporter.close()
+        return "".join(re.findall(r"\x1b\[[0-9;]*m", out.getvalue()))
+
+    assert re.search(r"\[3[0-9]|\[9[0-7]", styled())  # red, green...
+    monkeypatch.setenv("NO_COLOR", "1")
+    assert not re.search(r"\[3[0-9]|\[9[0-7]", styled())
+
+
+def test_plain_progress_says_how_long_the_builds_took_last_time() -> None:
+    stream = io.StringIO()
+    PlainReporter(stream)(RunStarted(3, 0.0, estimates=((TINY, 65.0), (MODEL, 3600.0))))
+    assert stream.getvalue() == "3 platform builds to run (last time they took 1h01m)\n"
+    assert json_record(RunStarted(3, 0.0, estimates=((TINY, 65.0),))) == {
+        "event": "run_started",
+        "total": 3,
+        "estimated": {"//matrix:tiny-en linux/arm64": 65.0},
+    }

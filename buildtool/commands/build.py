@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from buildtool.commands.common import platform_option, push_option
+from buildtool.commands.common import (
+    complete_patterns,
+    platform_option,
+    progress_mode,
+    progress_option,
+    push_option,
+)
 from buildtool.errors import BuildFailed, Interrupted
 from buildtool.session import Workbench
+
+if TYPE_CHECKING:
+    from buildtool.scheduler import Summary
 
 
 def _shard_option(ctx: click.Context, param: click.Parameter, value: str | None) -> Any:
@@ -25,10 +33,16 @@ def _shard_option(ctx: click.Context, param: click.Parameter, value: str | None)
 
 
 @click.command("build", context_settings={"help_option_names": ["-h", "--help"]})
-@click.argument("patterns", nargs=-1, required=True)
+@click.argument("patterns", nargs=-1, required=True, shell_complete=complete_patterns)
 @platform_option
 @push_option
-@click.option("-j", "--jobs", type=click.IntRange(min=1), help="Builds at once (default: jobs).")
+@click.option(
+    "-j",
+    "--jobs",
+    type=click.IntRange(min=1),
+    envvar="BT_JOBS",
+    help="Builds at once.  [default: jobs of .cache-spec]",
+)
 @click.option("--fail-fast", is_flag=True, help="Start nothing new after the first failure.")
 @click.option(
     "--retries",
@@ -38,11 +52,21 @@ def _shard_option(ctx: click.Context, param: click.Parameter, value: str | None)
     help="Extra attempts for transient faults (engine connection, registry 5xx/timeouts).",
 )
 @click.option("--no-tests", is_flag=True, help="Do not run the targets' image tests.")
-@click.option("--json", "json_events", is_flag=True, help="Print one JSON event per line.")
+@progress_option
 @click.option(
     "--lock-out",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="Also write what this run built to FILE, a lockfile fragment for `bt lock merge`.",
+    type=click.Path(path_type=Path),
+    metavar="FILE",
+    help="Also write what this run built to FILE, a lockfile fragment for `bt lock merge`.  "
+    "[default: none]",
+)
+@click.option(
+    "--metadata-file",
+    type=click.Path(path_type=Path),
+    metavar="FILE",
+    help="Write the images of the selected targets to FILE as `docker buildx bake "
+    "--metadata-file` does: per target containerimage.digest and image.name, plus dev.bt.key.  "
+    "[default: none]",
 )
 @click.option(
     "--no-deps",
@@ -55,7 +79,8 @@ def _shard_option(ctx: click.Context, param: click.Parameter, value: str | None)
     metavar="I/N",
     callback=_shard_option,
     help="Build the I-th of N deterministic slices of the ready stale builds (those whose "
-    "parents are recorded), e.g. for Kubernetes Indexed Jobs or GitLab `parallel`.",
+    "parents are recorded), e.g. for Kubernetes Indexed Jobs or GitLab `parallel`.  "
+    "[default: all of them]",
 )
 def command(
     patterns: tuple[str, ...],
@@ -65,8 +90,10 @@ def command(
     fail_fast: bool,
     retries: int,
     no_tests: bool,
+    progress: str,
     json_events: bool,
     lock_out: Path | None,
+    metadata_file: Path | None,
     no_deps: bool,
     shard: tuple[int, int] | None,
 ) -> None:
@@ -90,9 +117,14 @@ def command(
     """
     from buildtool.build import BuildOptions, bench_run, build_planned, plan_pinned
     from buildtool.ci import shard_of, without_stale_parents
+    from buildtool.metadata import check_writable
     from buildtool.plan import check_registry
-    from buildtool.reporter import make_reporter
+    from buildtool.reporter import progress_reporter, progress_stream
 
+    # Outputs written at the end are checked first: a typo must not cost the whole run.
+    for option, path in (("--lock-out", lock_out), ("--metadata-file", metadata_file)):
+        if path is not None:
+            check_writable(path, option)
     bench = Workbench.open()
     config = bench.config
     push_wanted = config.push if push is None else push
@@ -104,7 +136,8 @@ def command(
         run_tests=not no_tests,
         lock_out=lock_out.resolve() if lock_out else None,
     )
-    reporter = make_reporter(json_events, sys.stdout if json_events else sys.stderr)
+    mode = progress_mode(progress, json_events)
+    reporter = progress_reporter(mode, progress_stream(mode))
     run = bench_run(bench, options, reporter)
     try:
         planned = plan_pinned(bench, run, patterns, platforms, reporter)
@@ -121,9 +154,35 @@ def command(
     finally:
         run.close()
         reporter.close()
+    if metadata_file is not None:
+        _write_metadata(bench, metadata_file, patterns, platforms, merged=merge and ok(summary))
     if summary is not None and summary.interrupted:
         raise Interrupted("interrupted: finished builds are recorded; run again to resume")
     if summary is not None and not summary.ok:
         raise BuildFailed(
             f"{len(summary.failed)} platform builds failed, {len(summary.skipped)} skipped"
         )
+
+
+def ok(summary: Summary | None) -> bool:
+    return summary is None or summary.ok
+
+
+def _write_metadata(
+    bench: Workbench,
+    path: Path,
+    patterns: tuple[str, ...],
+    platforms: tuple[str, ...],
+    merged: bool,
+) -> None:
+    from buildtool.metadata import bake_metadata, write_metadata
+    from buildtool.platforms import normalise
+
+    metadata = bake_metadata(
+        bench.lockfile(),
+        bench.session.graph.targets,
+        bench.labels(patterns),
+        [normalise(p) for p in platforms],
+        indexes_current=merged,
+    )
+    write_metadata(path, metadata)

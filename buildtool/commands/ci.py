@@ -6,7 +6,8 @@ from collections.abc import Callable
 
 import click
 
-from buildtool import __version__
+from buildtool.ci import ACTION
+from buildtool.commands.common import complete_patterns
 from buildtool.errors import BtError
 from buildtool.plan import PlannedBuild, needs_run
 from buildtool.session import Workbench
@@ -27,17 +28,19 @@ def command() -> None:
 
 
 @command.command("plan", context_settings=_CONTEXT)
-@click.argument("patterns", nargs=-1, required=True)
+@click.argument("patterns", nargs=-1, required=True, shell_complete=complete_patterns)
 @_builds_per_job
 @click.option(
     "--max-jobs",
     type=click.IntRange(min=1),
-    help="Jobs one wave may have, at most: more builds go into each job to stay below it.",
+    help="Jobs one wave may have, at most: more builds go into each job to stay below it.  "
+    "[default: no limit]",
 )
 @click.option(
     "--max-waves",
     type=click.IntRange(min=1),
-    help="Fail (exit 2) when the plan needs more waves, as a workflow with that many would.",
+    help="Fail (exit 2) when the plan needs more waves, as a workflow with that many would.  "
+    "[default: no limit]",
 )
 @click.option("--compact", is_flag=True, help="Print the JSON on one line (for $GITHUB_OUTPUT).")
 def plan(
@@ -88,7 +91,7 @@ def plan(
 
 
 @command.command("workflow", context_settings=_CONTEXT)
-@click.argument("patterns", nargs=-1)
+@click.argument("patterns", nargs=-1, shell_complete=complete_patterns)
 @click.option(
     "--waves",
     type=click.IntRange(min=1),
@@ -101,10 +104,18 @@ def plan(
 )
 @_builds_per_job
 @click.option(
-    "--install",
-    default=f"python -m pip install buildtool=={__version__}",
+    "--action",
+    default=ACTION,
     show_default=True,
-    help="Shell command installing bt on each runner.",
+    metavar="REF",
+    help="bt's GitHub Action (action.yml of bt's repository) that installs bt on each runner, "
+    "as `uses:` names it: a fork's OWNER/REPO@REF, or ./PATH for a copy in your repository.",
+)
+@click.option(
+    "--install",
+    metavar="COMMAND",
+    help="Install bt with this shell command instead of the action (after setup-python), "
+    "e.g. 'python -m pip install bt-images==0.1.0'.  [default: the action]",
 )
 @click.option("--commit", is_flag=True, help="Commit images.lock back to the branch.")
 def workflow(
@@ -112,7 +123,8 @@ def workflow(
     waves: int | None,
     matrices: int | None,
     builds_per_job: int,
-    install: str,
+    action: str,
+    install: str | None,
     commit: bool,
 ) -> None:
     """Print a GitHub Actions workflow that builds what PATTERNS (default //...) need.
@@ -141,6 +153,7 @@ def workflow(
         waves=waves or max(graph_depth(planned), 1),
         matrices=matrices,
         install=install,
+        action=action,
         builds_per_job=builds_per_job,
         registry=config.registry,
         commit=commit,

@@ -6,13 +6,13 @@ import json
 
 import click
 
-from buildtool.commands.common import format_option
+from buildtool.commands.common import complete_patterns, format_option
 from buildtool.errors import BtError
 from buildtool.session import Workbench
 
 
 @click.command("inputs", context_settings={"help_option_names": ["-h", "--help"]})
-@click.argument("label")
+@click.argument("label", shell_complete=complete_patterns)
 @click.option(
     "--platform",
     metavar="OS/ARCH",

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from buildtool.commands.common import platform_option
+from buildtool.commands.common import complete_patterns, platform_option
 from buildtool.errors import BtError
 from buildtool.session import Workbench
 
@@ -21,7 +21,7 @@ def command() -> None:
 
 
 @command.command("update", context_settings={"help_option_names": ["-h", "--help"]})
-@click.argument("patterns", nargs=-1)
+@click.argument("patterns", nargs=-1, shell_complete=complete_patterns)
 @platform_option
 def update(patterns: tuple[str, ...], platforms: tuple[str, ...]) -> None:
     """Re-resolve the external images PATTERNS use (default: //...) and move their pins.

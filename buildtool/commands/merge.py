@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import click
 
+from buildtool.commands.common import complete_patterns
 from buildtool.session import Workbench
 
 
 @click.command("merge", context_settings={"help_option_names": ["-h", "--help"]})
-@click.argument("patterns", nargs=-1, required=True)
+@click.argument("patterns", nargs=-1, required=True, shell_complete=complete_patterns)
 @click.option(
     "--allow-partial",
     is_flag=True,

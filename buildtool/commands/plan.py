@@ -6,13 +6,13 @@ import json
 
 import click
 
-from buildtool.commands.common import format_option, platform_option
+from buildtool.commands.common import complete_patterns, format_option, platform_option
 from buildtool.plan import PlannedBuild
 from buildtool.session import Workbench
 
 
 @click.command("plan", context_settings={"help_option_names": ["-h", "--help"]})
-@click.argument("patterns", nargs=-1, required=True)
+@click.argument("patterns", nargs=-1, required=True, shell_complete=complete_patterns)
 @platform_option
 @click.option("--all", "show_all", is_flag=True, help="Include fresh (up-to-date) builds too.")
 @click.option(

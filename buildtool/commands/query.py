@@ -6,6 +6,7 @@ import json
 
 import click
 
+from buildtool.commands.common import complete_patterns
 from buildtool.graph import TargetGraph
 from buildtool.labels import Label
 from buildtool.query import evaluate
@@ -13,7 +14,7 @@ from buildtool.session import Session
 
 
 @click.command("query", context_settings={"help_option_names": ["-h", "--help"]})
-@click.argument("expression")
+@click.argument("expression", shell_complete=complete_patterns)
 @click.option(
     "--platforms", is_flag=True, help="Print one 'LABEL PLATFORM' line per platform build."
 )

@@ -6,16 +6,23 @@ import sys
 
 import click
 
-from buildtool.commands.common import platform_option
+from buildtool.commands.common import (
+    complete_patterns,
+    platform_option,
+    progress_mode,
+    progress_option,
+)
 from buildtool.errors import BtError, BuildFailed
 from buildtool.session import Workbench
 
 
 @click.command("test", context_settings={"help_option_names": ["-h", "--help"]})
-@click.argument("patterns", nargs=-1, required=True)
+@click.argument("patterns", nargs=-1, required=True, shell_complete=complete_patterns)
 @platform_option
-@click.option("--json", "json_events", is_flag=True, help="Print one JSON event per line.")
-def command(patterns: tuple[str, ...], platforms: tuple[str, ...], json_events: bool) -> None:
+@progress_option
+def command(
+    patterns: tuple[str, ...], platforms: tuple[str, ...], progress: str, json_events: bool
+) -> None:
     """Run the test commands of the targets PATTERNS select, in containers of their recorded
     images, on each platform's builder when it can run that platform natively (as `bt build`
     runs them).
@@ -23,7 +30,7 @@ def command(patterns: tuple[str, ...], platforms: tuple[str, ...], json_events: 
     Targets must be built and up to date (see `bt plan`). Exits 1 when a test fails.
     """
     from buildtool.build import run_image_tests
-    from buildtool.reporter import make_reporter
+    from buildtool.reporter import progress_reporter
 
     bench = Workbench.open()
     selected = bench.labels(patterns)
@@ -36,7 +43,8 @@ def command(patterns: tuple[str, ...], platforms: tuple[str, ...], json_events: 
             f"{first.label} {first.platform} is not built or out of date "
             f"({first.reason}); run `bt build` first"
         )
-    reporter = make_reporter(json_events, sys.stdout)
+    mode = progress_mode(progress, json_events)
+    reporter = progress_reporter(mode, sys.stdout)
     try:
         finished = run_image_tests(bench, planned, reporter)
     finally:

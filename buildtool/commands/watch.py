@@ -2,22 +2,30 @@
 
 from __future__ import annotations
 
-import sys
-
 import click
 
-from buildtool.commands.common import platform_option, push_option
+from buildtool.commands.common import (
+    complete_patterns,
+    platform_option,
+    progress_mode,
+    progress_option,
+    push_option,
+)
 from buildtool.errors import Interrupted
 from buildtool.session import Session
 
 
 @click.command("watch", context_settings={"help_option_names": ["-h", "--help"]})
-@click.argument("patterns", nargs=-1, required=True)
+@click.argument("patterns", nargs=-1, required=True, shell_complete=complete_patterns)
 @platform_option
 @push_option
-@click.option("--json", "json_events", is_flag=True, help="Print one JSON event per line.")
+@progress_option
 def command(
-    patterns: tuple[str, ...], platforms: tuple[str, ...], push: bool | None, json_events: bool
+    patterns: tuple[str, ...],
+    platforms: tuple[str, ...],
+    push: bool | None,
+    progress: str,
+    json_events: bool,
 ) -> None:
     """Build what PATTERNS need, then rebuild what each saved edit touches, until Ctrl-C.
 
@@ -34,11 +42,12 @@ def command(
       bt watch //matrix:large-v3-zh
       bt watch //model/... --platform linux/amd64 --json
     """
-    from buildtool.reporter import make_reporter
+    from buildtool.reporter import progress_reporter, progress_stream
     from buildtool.watch import Watcher
 
     root = Session.here().root
-    reporter = make_reporter(json_events, sys.stdout if json_events else sys.stderr)
+    mode = progress_mode(progress, json_events)
+    reporter = progress_reporter(mode, progress_stream(mode))
     try:
         Watcher(root, patterns, platforms, push, reporter).run()
     except KeyboardInterrupt:

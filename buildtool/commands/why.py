@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import click
 
+from buildtool.commands.common import complete_patterns
 from buildtool.errors import BtError
 from buildtool.session import Workbench
 from buildtool.why import explain
 
 
 @click.command("why", context_settings={"help_option_names": ["-h", "--help"]})
-@click.argument("patterns", nargs=-1, required=True)
+@click.argument("patterns", nargs=-1, required=True, shell_complete=complete_patterns)
 @click.option(
     "--platform",
     metavar="OS/ARCH",

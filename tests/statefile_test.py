@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import errno
 import os
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,6 +20,7 @@ from btrun import write_tree
 from buildtool import hashing
 from buildtool.cachedir import CacheDir, update_file, write_once
 from buildtool.cli import main
+from buildtool.errors import StateWriteError
 from buildtool.lockfile import BuildRecord, Lockfile, read_lockfile, update_lockfile
 from buildtool.record import record_builds
 from buildtool.statefile import write_atomic
@@ -64,7 +64,7 @@ def test_write_atomic_keeps_the_old_file_and_removes_its_temporary_one(tmp_path:
     path = tmp_path / "state.bin"
     write_atomic(path, b"old")
     for durable in (True, False):
-        with rename_fails("state.bin") as attempted, pytest.raises(OSError):
+        with rename_fails("state.bin") as attempted, pytest.raises(StateWriteError):
             write_atomic(path, b"new", durable=durable)
         assert attempted and not Path(attempted[-1]).exists()
         assert path.read_bytes() == b"old"
@@ -74,7 +74,7 @@ def test_write_atomic_keeps_the_old_file_and_removes_its_temporary_one(tmp_path:
 def test_update_file_keeps_the_old_file_and_frees_its_lock(tmp_path: Path) -> None:
     path = tmp_path / "merged.bin"
     update_file(path, lambda current: b"old")
-    with rename_fails("merged.bin"), pytest.raises(OSError):
+    with rename_fails("merged.bin"), pytest.raises(StateWriteError):
         update_file(path, lambda current: (current or b"") + b" and new")
     assert path.read_bytes() == b"old"
     update_file(path, lambda current: (current or b"") + b" and new")  # the lock was let go
@@ -86,8 +86,9 @@ def test_update_file_keeps_the_old_file_and_frees_its_lock(tmp_path: Path) -> No
 def workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     root = write_tree(tmp_path / "ws", WORKSPACE)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    # Files changed within the racy window are hashed but not cached: age them all.
-    monkeypatch.setattr(hashing, "_now_ns", lambda: time.time_ns() + 2 * hashing.RACY_WINDOW_NS)
+    # Files changed within the racy window are hashed but not cached: no window, so that the
+    # files this test has just written are cached (and their writes can be made to fail).
+    monkeypatch.setattr(hashing, "RACY_WINDOW_NS", 0)
     monkeypatch.chdir(root)
     return root
 
@@ -133,7 +134,7 @@ def test_a_failed_rename_of_the_lockfile_or_a_fragment_keeps_the_old_one(
         update_lockfile(path, lock_path, put(old_record))
     target = config.lockfile if which == "lockfile" else fragment
     old = target.read_bytes()
-    with rename_fails(target.name), pytest.raises(OSError):
+    with rename_fails(target.name), pytest.raises(StateWriteError):
         update_lockfile(target, lock_path, put(new_record))
     assert target.read_bytes() == old
     assert read_lockfile(target).get("//:base", "linux/amd64") == old_record
@@ -151,7 +152,7 @@ def test_a_failed_rename_of_a_key_manifest_leaves_none_and_records_nothing(
     path = CacheDir(config.cache_dir).manifest(planned.key)
     path.unlink(missing_ok=True)
     before = config.lockfile.read_bytes() if config.lockfile.exists() else None
-    with rename_fails(path.name), pytest.raises(OSError):
+    with rename_fails(path.name), pytest.raises(StateWriteError):
         record_builds(config, bench.lock_path, [(planned.manifest, "sha256:" + "3" * 64, "x")])
     assert not path.exists()
     # Manifests are saved first: a lockfile entry never names a key `bt why` cannot show.

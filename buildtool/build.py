@@ -402,7 +402,7 @@ class BuildRun:
         from buildtool.scheduler import Outcome
 
         label, platform = str(planned.label), planned.platform
-        found = self.claims.claim(label, platform, planned.key, cancel)
+        found = self.claims.claim(label, platform, planned.key, cancel, rejected=planned.record)
         if found is not None:
             return Outcome(digest=found.digest, cached=True, source="lockfile", detail=found.image)
         try:

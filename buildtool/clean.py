@@ -1,10 +1,10 @@
 """`bt clean`: remove the cache directory's derived state, safely.
 
-Derived is what bt makes again on the next run: the stat cache, the analysis cache, build and
-crash logs, and the input manifests of keys images.lock no longer records (those it records
-stay: `bt why` and the plan's reasons read them, and no run can make them again). Temporary
-files a killed bt left are removed too. Nothing outside the cache directory is touched, never
-images.lock.
+Derived is what bt makes again on the next run: the stat, analysis, file-set and graph caches,
+the recorded build times (estimates only), build and crash logs, per-build lock files, and the
+input manifests of keys images.lock no longer records (those it records stay: `bt why` and the
+plan's reasons read them, and no run can make them again). Temporary files a killed bt left are
+removed too. Nothing outside the cache directory is touched, never images.lock.
 
 Safe: it runs only while no other bt process uses the cache directory (each holds
 ``in-use.lock`` shared; clean takes it exclusively, without waiting) and under the workspace
@@ -58,14 +58,16 @@ def clean_cache(config: Config, *, dry_run: bool = False) -> Cleaned:
         if not dry_run:
             _remove_empty_directories(cache.root / "logs")
             _remove_empty_directories(cache.root / "manifests")
+            _remove_empty_directories(cache.root / "builds")
     return Cleaned(tuple(doomed), freed, kept)
 
 
 def _derived(cache: CacheDir, recorded: set[str]) -> Iterator[Path]:
-    for path in (cache.stat_cache, cache.analyses):
+    for path in (cache.stat_cache, cache.analyses, cache.file_sets, cache.graph, cache.build_times):
         if path.exists():
             yield path
     yield from _files(cache.root / "logs")
+    yield from _files(cache.root / "builds")  # per-build locks: no other bt holds one now
     for path in _manifests(cache):
         if path.name.removesuffix(".msgpack") not in recorded:
             yield path

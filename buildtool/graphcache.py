@@ -63,6 +63,10 @@ def save_graph(
 ) -> None:
     """Keep ``graph`` with what it was made from; ``taken_ns`` is the clock read before the
     search for BUILD files began."""
+    from buildtool.secrets import looks_secret
+
+    if any(looks_secret(name) for t in graph.targets.values() for name, _ in t.args):
+        return  # its value would be written to the cache directory: evaluate every run
     root = config.root
     racy = any(
         max(st.st_mtime_ns, st.st_ctime_ns) >= taken_ns - RACY_WINDOW_NS

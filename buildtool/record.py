@@ -56,10 +56,17 @@ class Claims:
         self._guard = threading.Lock()
 
     def claim(
-        self, label: str, platform: str, key: str, cancel: threading.Event
+        self,
+        label: str,
+        platform: str,
+        key: str,
+        cancel: threading.Event,
+        rejected: BuildRecord | None = None,
     ) -> BuildRecord | None:
         """Take the build's lock (waiting for another holder, until ``cancel``); return the
-        record of this key another process made meanwhile, else None: build it now."""
+        record of this key another process made meanwhile, else None: build it now.
+        ``rejected`` is the record the plan already found wanting (its digest gone from the
+        registry, say): finding it again is no reason not to build."""
         lock = HolderLock(CacheDir(self.config.cache_dir).build_lock(label, platform, key))
         if not lock.try_acquire():
             holder = lock.holder()
@@ -70,7 +77,7 @@ class Claims:
         with self._guard:
             self._held[(label, platform)] = lock
         record = read_lockfile(self.config.lockfile).get(label, platform)
-        if record is None or record.key != key:
+        if record is None or record.key != key or record == rejected:
             return None
         if self.push and not record.image.startswith(f"{self.config.registry}/"):
             return None  # recorded, but only on an engine: this run still pushes it

@@ -87,9 +87,15 @@ class HolderLock:
         """Take the lock if it is free now; False when another holder has it."""
         if self._fd is not None:
             raise RuntimeError(f"{self.path} is already held")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise StateWriteError(f"cannot write: {err.strerror or err}", self.path) from None
         while True:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            except OSError as err:
+                raise StateWriteError(f"cannot write: {err.strerror or err}", self.path) from None
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -101,8 +107,9 @@ class HolderLock:
             if _names(self.path, fd):
                 break
             os.close(fd)  # the holder we waited for removed this file: lock the new one
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        with contextlib.suppress(OSError):  # the pid only names the holder to waiters
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         self._fd = fd
         return True
 

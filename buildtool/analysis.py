@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from buildtool.dockerfile import Dockerfile, StageReads
 
 # Bump when what an analysis records changes: older entries are then never read.
-ANALYSIS_SCHEMA = 4
+ANALYSIS_SCHEMA = 5  # 5: secrets
 
 # BuildKit's automatic platform args. Builds are native, so BUILDPLATFORM is the platform.
 _PLATFORM_ARGS = ("TARGETPLATFORM", "TARGETOS", "TARGETARCH", "TARGETVARIANT",
@@ -35,6 +35,8 @@ _PLATFORM_ARGS = ("TARGETPLATFORM", "TARGETOS", "TARGETARCH", "TARGETVARIANT",
 InstructionText = tuple[str | int, int, str, str]
 # (reference, line, kind "from"/"copy"/"mount", the ARG it is written as, unresolved)
 ImageUse = tuple[str, int, str, str | None, bool]
+# (secret id, or None when bt cannot tell; line; required) of a RUN --mount=type=secret
+SecretUse = tuple[str | None, int, bool]
 
 
 def parent_placeholder(arg: str) -> str:
@@ -55,6 +57,7 @@ class Reads(NamedTuple):
     meaning: str
     instructions: tuple[InstructionText, ...]  # to explain a changed meaning
     images: tuple[ImageUse, ...]  # images the reached stages use
+    secrets: tuple[SecretUse, ...] = ()  # secrets the reached stages mount
 
     @classmethod
     def of(cls, reads: StageReads) -> Reads:
@@ -67,16 +70,18 @@ class Reads(NamedTuple):
             digest_bytes(packed),
             tuple(reads.instructions),
             tuple((i.reference, i.line, i.kind, i.arg, i.unresolved) for i in reads.images),
+            tuple((m.id, m.line, m.required) for m in reads.secrets),
         )
 
     def to_msgpack(self) -> list[Any]:
         return [[[*s[:3], list(s[3])] for s in self.sources], self.whole_context,
                 list(self.remote_sources), self.has_run, self.meaning,
-                [list(i) for i in self.instructions], [list(i) for i in self.images]]  # fmt: skip
+                [list(i) for i in self.instructions], [list(i) for i in self.images],
+                [list(m) for m in self.secrets]]  # fmt: skip
 
     @classmethod
     def from_msgpack(cls, raw: list[Any]) -> Reads:
-        sources, whole, remote, has_run, meaning, instructions, images = raw
+        sources, whole, remote, has_run, meaning, instructions, images, secrets = raw
         return cls(
             tuple((s, n, ins, tuple(ex)) for s, n, ins, ex in sources),
             whole,
@@ -85,6 +90,7 @@ class Reads(NamedTuple):
             meaning,
             tuple((st, n, kw, text) for st, n, kw, text in instructions),
             tuple((ref, n, kind, arg, bad) for ref, n, kind, arg, bad in images),
+            tuple((sid, n, required) for sid, n, required in secrets),
         )
 
 

@@ -43,7 +43,7 @@ from buildtool.platforms import same_machine
 from buildtool.record import Claims, record_builds
 from buildtool.session import Workbench
 from buildtool.stamp import KEY_LABEL, stamp, stamped_key
-from buildtool.target import ImageTarget
+from buildtool.target import ImageTarget, SecretSource
 from buildtool.workspace import BuilderSpec, Config
 
 if TYPE_CHECKING:
@@ -221,7 +221,7 @@ class BuildRun:
         secrets are missing or cannot be passed by its backend (``secrets.check_secrets``)."""
         from buildtool.secrets import check_secrets
 
-        builds = [(self.targets[p.label], p.platform) for p in stale]
+        builds = [(self.targets[p.label], p.platform, p.fileset.reads.secrets) for p in stale]
         check_secrets(self.config.root, builds, lambda p: self.config.builder_for(p).backend)
         for planned in stale:
             spec: BuilderSpec = self.config.builder_for(planned.platform)
@@ -432,7 +432,7 @@ class BuildRun:
     def _build_one(self, planned: PlannedBuild, cancel: threading.Event) -> Outcome:
         from buildtool.builders import BuildRequest, MissingInput
         from buildtool.scheduler import Outcome
-        from buildtool.secrets import resolved
+        from buildtool.secrets import resolved, secret_arg_warning, secret_warnings
 
         if planned.platform in self.unreachable:
             raise BtError(self.unreachable[planned.platform])
@@ -450,11 +450,12 @@ class BuildRun:
         warnings: tuple[str, ...] = ()
         if planned.id in self.lookup_warnings:
             warnings += (self.lookup_warnings[planned.id],)
-        from buildtool.secrets import secret_arg_warning
-
         secret_args = secret_arg_warning(name for name, _ in target.args)
         if secret_args is not None and not cached:
             warnings += (f"{secret_args} ({target.location})",)
+        if not cached:
+            mounts = planned.fileset.reads.secrets
+            warnings += tuple(secret_warnings(target, mounts, self.config.secrets))
         if labels is not None and not cached:
             warnings += (
                 f"{tag} is not an image bt built from this key (its {KEY_LABEL} label is "
@@ -472,7 +473,10 @@ class BuildRun:
                 labels=stamp(planned.key, str(planned.label)),
                 fileset=planned.fileset,
                 dockerfile_text=self.dockerfile_text(planned),
-                secrets=tuple(resolved(self.config.root, s) for s in target.secrets),
+                # Exactly the secrets the key holds (those the reached stages mount).
+                secrets=tuple(
+                    resolved(self.config.root, SecretSource(*s)) for s in planned.manifest.secrets
+                ),
             )
             try:
                 builder.build(request, cancel)

@@ -238,6 +238,10 @@ class WorkflowOptions:
     registry: str | None = None  # host[:port][/prefix] of .cache-spec, to log in to
     commit: bool = False  # commit images.lock back to the branch
     action: str = ""  # `uses:` of bt's action (action.yml at the root of bt's repository)
+    # Environment variables of the "env" build secrets the builds get, passed to each build
+    # step from the repository's secrets of the same name; and the files of "src" ones.
+    secret_env: tuple[str, ...] = ()
+    secret_files: tuple[str, ...] = ()
 
 
 # bt's composite action (action.yml), at the release matching this bt: it installs bt from its
@@ -323,6 +327,7 @@ def _wave_job(options: WorkflowOptions, wave: int, matrix: int, needs: Sequence[
         lines += _download_fragments()
     lines += [
         "      - name: Build",
+        *_secret_env(options),
         "        run: ${{ matrix.run }}",
         "      - name: Upload the lock fragment",
         "        if: ${{ !cancelled() }}",
@@ -404,6 +409,18 @@ def _setup_steps(options: WorkflowOptions, login: bool) -> list[str]:
             f"          username: ${{{{ {user} }}}}",
             f"          password: ${{{{ {password} }}}}",
         ]
+    return lines
+
+
+def _secret_env(options: WorkflowOptions) -> list[str]:
+    """The build step's ``env``: each "env" secret from the repository secret of its name."""
+    lines = [
+        f"        # Build secrets read from files must exist on the runner: {path}"
+        for path in options.secret_files
+    ]
+    if options.secret_env:
+        lines.append("        env:")
+        lines += [f"          {name}: ${{{{ secrets.{name} }}}}" for name in options.secret_env]
     return lines
 
 

@@ -5,11 +5,12 @@ change its image (invariant 1) and nothing else (invariant 2): the key schema ve
 platform, the meaning of the Dockerfile stages the build reaches on that platform (each
 instruction as parsed, the parser directives, the value every ARG takes; see
 ``dockerfile/meaning.py``), the stage, the resolved build args (values by digest), the ids and
-sources of the build secrets (never their values: ``secrets.py``), the sorted inputs (path, kind,
-executable bit, content digest or symlink target), the global inputs of ``.cache-spec``, the
-keys of the parents' builds for the same platform (declared, or inferred from the images the
-reached stages name: ``parents.py``), and the digest every external image the reached stages
-use is pinned to in ``images.lock`` (``pins.py``). The file sets come from ``filesets.py``.
+sources of the build secrets its reached stages mount (never their values: ``secrets.py``),
+the sorted inputs (path, kind, executable bit, content digest or symlink target), the global
+inputs of ``.cache-spec``, the keys of the parents' builds for the same platform (declared, or
+inferred from the images the reached stages name: ``parents.py``), and the digest every
+external image the reached stages use is pinned to in ``images.lock`` (``pins.py``). The file
+sets come from ``filesets.py``.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from buildtool.filesets import (
 from buildtool.graph import TargetGraph
 from buildtool.hashing import StatCache, digest_bytes
 from buildtool.pins import UNPINNED, ExternalImage, PinEntry, Pins, external_images, pin_entries
-from buildtool.secrets import value_digest
+from buildtool.secrets import build_secrets, value_digest
 from buildtool.target import BuildId, ImageTarget
 from buildtool.workspace import Config
 
@@ -72,7 +73,8 @@ class KeyManifest:
     # The Dockerfile's bytes, keyed when the build may copy bt's own copy of it into the image
     # (see ``sends_dockerfile_copy``); None otherwise.
     dockerfile_bytes: str | None = None
-    # (id, "env" or "src", variable or path as written), sorted: keyed, never the value.
+    # (id, "env" or "src", variable or path as written) of the declared secrets the reached
+    # stages mount (``secrets.build_secrets``), sorted: keyed and passed, never the value.
     secrets: tuple[tuple[str, str, str], ...] = ()
 
     @property
@@ -230,7 +232,9 @@ class KeyComputer:
             pins=pin_entries(self._externals(target, fileset), self.pins, platform),
             images=fileset.reads.images,
             dockerfile_bytes=fileset.dockerfile_digest if self._sends_copy_of(fileset) else None,
-            secrets=tuple((s.id, s.kind, s.name) for s in target.secrets),
+            secrets=tuple(
+                (s.id, s.kind, s.name) for s in build_secrets(target.secrets, fileset.reads.secrets)
+            ),
         )
 
     def _sends_copy_of(self, fileset: FileSet) -> bool:

@@ -1,7 +1,8 @@
 """Build secrets and the strings bt must never print (DESIGN invariant 7).
 
 A secret is declared by where its value comes from (``SecretSource``): an environment variable
-or a file. bt never keeps the value: the key holds the secret's id and source, BuildKit's CLI
+or a file. A build gets the declared secrets its reached stages mount (``build_secrets``).
+bt never keeps the value: the key holds those secrets' ids and sources, BuildKit's CLI
 reads the value itself (``--secret id=tok,env=HF_TOKEN``). bt reads a value only to check,
 before any build starts, that it is there, and to conceal it: every concealed string is
 replaced by ``<redacted>`` in build logs, reporter output and error messages (``scrub``).
@@ -13,12 +14,15 @@ from __future__ import annotations
 import os
 import re
 import threading
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from buildtool.errors import BtError
 from buildtool.target import ImageTarget, SecretSource
+
+if TYPE_CHECKING:
+    from buildtool.analysis import SecretUse
 
 REDACTED = "<redacted>"
 SECRET_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
@@ -101,20 +105,36 @@ def read_value(root: Path, source: SecretSource) -> tuple[str | None, str]:
         return None, f"cannot read file {path} ({err.strerror})"
 
 
+def build_secrets(
+    declared: Iterable[SecretSource], mounts: Iterable[SecretUse]
+) -> tuple[SecretSource, ...]:
+    """The declared secrets one build gets, is keyed by and passes: those its reached stages
+    mount (``analysis.Reads.secrets``); every declared one when a mounted id is not known
+    statically. A secret no RUN mounts cannot change the image, so it stales nothing."""
+    ids = {sid for sid, _, _ in mounts}
+    if None in ids:
+        return tuple(declared)
+    return tuple(source for source in declared if source.id in ids)
+
+
 def check_secrets(
-    root: Path, builds: Iterable[tuple[ImageTarget, str]], backend_of: Callable[[str], str]
+    root: Path,
+    builds: Iterable[tuple[ImageTarget, str, Sequence[SecretUse]]],
+    backend_of: Callable[[str], str],
 ) -> None:
-    """Before any build starts: every secret of the (target, platform) ``builds`` has a value
-    (concealed from now on), and no build with secrets runs on a backend that cannot pass
-    them. The classic builder the Engine API drives has no secret mounts (no ``RUN --mount``)."""
+    """Before any build starts, for each (target, platform, mounted secrets) of ``builds``: a
+    build that mounts a secret runs on a backend that can pass it (the classic builder the
+    Engine API drives has no ``RUN --mount``), a ``required=true`` mount has a declared
+    secret (BuildKit would fail the RUN, maybe hours into the run), and every secret the
+    build gets has a value (concealed from now on)."""
     checked: set[SecretSource] = set()
-    for target, platform in builds:
-        if not target.secrets:
+    for target, platform, mounts in builds:
+        if not mounts:
             continue
         where = target.location
         backend = backend_of(platform)
         if backend != "buildkit":
-            ids = ", ".join(s.id for s in target.secrets)
+            ids = ", ".join(dict.fromkeys(sid or "an id bt cannot resolve" for sid, _, _ in mounts))
             raise BtError(
                 f"{target.label} has build secrets ({ids}), which the {backend} backend of "
                 f"{platform} cannot pass (the classic builder has no secret mounts); set "
@@ -122,7 +142,17 @@ def check_secrets(
                 where.path,
                 where.line,
             )
-        for source in target.secrets:
+        declared = {source.id for source in target.secrets}
+        for sid, line, required in mounts:
+            if sid is not None and required and sid not in declared:
+                raise BtError(
+                    f"RUN mounts secret {sid!r} with required=true, which {target.label} does "
+                    f'not declare: add secrets = {{"{sid}": {{"env": "VAR"}}}} to it ({where}) '
+                    "or the id to [secrets] of .cache-spec",
+                    target.dockerfile,
+                    line,
+                )
+        for source in build_secrets(target.secrets, mounts):
             if source in checked:
                 continue
             value, problem = read_value(root, source)
@@ -132,6 +162,36 @@ def check_secrets(
                 )
             conceal(value)
             checked.add(source)
+
+
+def secret_warnings(
+    target: ImageTarget, mounts: Sequence[SecretUse], defaults: Iterable[SecretSource]
+) -> list[str]:
+    """What one build does not do with secrets, as warnings: a secret it mounts that is
+    declared nowhere (BuildKit builds without it), and one the target itself declares that its
+    reached stages never mount (``.cache-spec``'s ``defaults`` are for every target: not
+    warned of)."""
+    declared = {source.id for source in target.secrets}
+    first_lines: dict[str | None, int] = {}
+    for sid, line, _ in mounts:
+        first_lines.setdefault(sid, line)
+    warnings = [
+        f"{target.dockerfile}:{line}: RUN mounts secret {sid!r}, which {target.label} does not "
+        f"declare, so BuildKit builds without it: declare it in secrets of {target.location} "
+        "or [secrets] of .cache-spec"
+        for sid, line in first_lines.items()
+        if sid is not None and sid not in declared
+    ]
+    if None not in first_lines:
+        mounted = set(first_lines)
+        shared = set(defaults)
+        warnings += [
+            f"secret {source.id!r} of {target.label} ({target.location}) is mounted by no RUN "
+            "of the stages this build reaches: it is neither passed nor keyed"
+            for source in target.secrets
+            if source.id not in mounted and source not in shared
+        ]
+    return warnings
 
 
 def resolved(root: Path, source: SecretSource) -> SecretSource:

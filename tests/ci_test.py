@@ -352,6 +352,35 @@ def test_install_replaces_the_action_with_a_shell_command(workspace: Path, tmp_p
     assert lint.returncode == 0, lint.stdout + lint.stderr
 
 
+def test_build_steps_get_the_env_secrets_the_dockerfiles_mount_and_pass_actionlint(
+    workspace: Path, tmp_path: Path
+) -> None:
+    (workspace / ".cache-spec").write_text(
+        SPEC + '[secrets]\nhf = {env = "HF_TOKEN"}\nunused = {env = "UNUSED_TOKEN"}\n'
+    )
+    (workspace / "child.Dockerfile").write_text(
+        FILES["child.Dockerfile"]
+        + "RUN --mount=type=secret,id=hf --mount=type=secret,target=/run/keys/deploy true\n"
+    )
+    (workspace / "BUILD.images").write_text(
+        BUILD.replace('args = {"FILE": "leaf1.txt"},', 'args = {"FILE": "leaf1.txt"}, '
+                      'secrets = {"deploy": {"src": "/etc/bt/deploy-key"}},')
+    )  # fmt: skip
+    workflow = bt("ci", "workflow", cwd=workspace, check=True).stdout
+    lint = actionlint(workflow, tmp_path)
+    assert lint.returncode == 0, lint.stdout + lint.stderr
+    build_step = (
+        "      - name: Build\n"
+        "        # Build secrets read from files must exist on the runner: /etc/bt/deploy-key\n"
+        "        env:\n"
+        "          HF_TOKEN: ${{ secrets.HF_TOKEN }}\n"
+        "        run: ${{ matrix.run }}\n"
+    )
+    assert workflow.count(build_step) == workflow.count("      - name: Build\n") == 3
+    assert "UNUSED_TOKEN" not in workflow  # declared, mounted by no Dockerfile
+    assert workflow.count("secrets.HF_TOKEN") == 3  # the plan and merge jobs build nothing
+
+
 def test_actionlint_catches_a_broken_workflow(tmp_path: Path) -> None:
     broken = "on: push\njobs:\n  a:\n    runs-on: ubuntu-latest\n    steps:\n      - run: ${{ matrix.x }}\n"
     assert actionlint(broken, tmp_path).returncode == 1

@@ -9,7 +9,14 @@ from dockerfile_cases import parse, paths, reads
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from buildtool.dockerfile import ImageRef, SourceRef, StageReads, context_reads, parse_dockerfile
+from buildtool.dockerfile import (
+    ImageRef,
+    SecretMount,
+    SourceRef,
+    StageReads,
+    context_reads,
+    parse_dockerfile,
+)
 from buildtool.errors import BtError
 
 # --- targets and reachability --------------------------------------------------------------------
@@ -398,6 +405,40 @@ def test_other_mount_types_read_nothing_from_the_context() -> None:
         """
     )
     assert (result.sources, result.from_images, result.has_run) == ((), ("golang:1.22",), True)
+
+
+def test_secret_mounts_of_reached_stages_name_the_id_buildkit_asks_for() -> None:
+    text = """
+        # syntax=docker/dockerfile:1
+        FROM scratch AS unreached
+        RUN --mount=type=secret,id=never true
+
+        FROM alpine
+        ARG WHICH=npm
+        RUN --mount=type=secret,id=hf \\
+            --mount=type=secret,id=tok,required \\
+            --mount=type=secret,target=/root/.config/deploy_key,required=True \\
+            --mount=type=secret,src=legacy,required=false \\
+            --mount=type=secret,id=${WHICH}rc \\
+            --mount=type=secret,env=NO_ID \\
+            true
+        RUN --mount=type=secret,id=$UNSET true
+        """
+    assert reads(text).secrets == (
+        SecretMount("hf", 7, False),
+        SecretMount("tok", 7, True),
+        SecretMount("deploy_key", 7, True),  # the basename of target=
+        SecretMount("legacy", 7, False),  # source= is the id
+        SecretMount("npmrc", 7, False),
+        SecretMount(None, 7, False),  # no id at all: BuildKit fails the build
+        SecretMount(None, 14, False),  # not known statically (the base may set UNSET)
+    )
+    assert reads(text, args={"WHICH": "pip"}).secrets[4] == SecretMount("piprc", 7, False)
+    # Docker 20.10's frontend takes mount values literally.
+    both = reads(text.replace("# syntax=docker/dockerfile:1\n", ""))
+    assert [m.id for m in both.secrets] == [
+        "hf", "tok", "deploy_key", "legacy", "npmrc", None, None, "${WHICH}rc", "$UNSET",
+    ]  # fmt: skip
 
 
 def test_mount_type_from_a_variable_is_resolved() -> None:

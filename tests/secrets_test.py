@@ -146,6 +146,60 @@ def test_the_key_holds_a_secrets_id_and_source_never_its_value(tmp_path: Path) -
     assert query[0]["secrets"] == {"tok": {"env": "T1"}}
 
 
+def test_only_the_secrets_reached_stages_mount_are_keyed(tmp_path: Path) -> None:
+    """A declared secret no reached RUN mounts changes nothing: keys, and no value needed."""
+    unmounted = (
+        "FROM scratch AS unreached\nRUN --mount=type=secret,id=tok true\n"
+        "FROM scratch\nCOPY data.txt /data.txt\n"
+    )
+    root = workspace(tmp_path / "ws", "unix:///nowhere", 'image(name = "app", context = "app")\n')
+    (root / "app/Dockerfile").write_text(unmounted)
+    key = key_of(root)
+    (root / ".cache-spec").write_text(
+        spec("unix:///nowhere") + '[secrets]\ntok = {env = "BT_UNSET_VAR"}\n'
+    )
+    assert key_of(root) == key
+    # The id a mount asks for defaults to the basename of its target (BuildKit's rule).
+    (root / "app/Dockerfile").write_text(
+        "FROM scratch\nRUN --mount=type=secret,target=/run/keys/tok true\n"
+    )
+    declared = key_of(root)
+    (root / ".cache-spec").write_text(spec("unix:///nowhere"))
+    assert key_of(root) != declared
+
+
+def test_a_build_that_mounts_no_secret_needs_none_and_runs_on_the_engine_backend(
+    tmp_path: Path,
+) -> None:
+    root = workspace(tmp_path / "ws", "unix:///nowhere", 'image(name = "app", context = "app")\n')
+    (root / "app/Dockerfile").write_text("FROM scratch\nCOPY data.txt /data.txt\n")
+    (root / ".cache-spec").write_text(
+        'platforms = ["linux/amd64"]\ncache_dir = ".bt-cache"\n'
+        '[builders."linux/amd64"]\nbackend = "engine"\nhost = "unix:///nowhere"\n'
+        '[secrets]\ntok = {env = "BT_UNSET_VAR"}\n'
+    )
+    done = bt("build", "//...", cwd=root)
+    assert done.returncode == 1, done.stderr  # the engine is not there; no refusal before
+    assert "secret" not in done.stderr and "BT_UNSET_VAR" not in done.stderr
+
+
+def test_a_required_mount_of_a_secret_declared_nowhere_fails_before_any_build(
+    tmp_path: Path,
+) -> None:
+    root = workspace(tmp_path / "ws", "unix:///nowhere", 'image(name = "app", context = "app")\n')
+    (root / "app/Dockerfile").write_text(
+        "FROM scratch\nRUN --mount=type=secret,id=tok,required true\n"
+    )
+    done = bt("build", "//...", cwd=root)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip().splitlines()[-1] == (
+        "app/Dockerfile:2: RUN mounts secret 'tok' with required=true, which //:app does not "
+        'declare: add secrets = {"tok": {"env": "VAR"}} to it (BUILD.images:1) or the id to '
+        "[secrets] of .cache-spec"
+    )
+    assert not (root / "images.lock").exists()
+
+
 # -- building -------------------------------------------------------------------------------
 
 
@@ -183,6 +237,32 @@ def test_a_secret_reaches_the_build_and_its_canary_is_nowhere_bt_writes(
         assert files_holding(root / ".bt-cache", needle) == []
     assert CANARY not in (root / "images.lock").read_text()
     assert ARG_CANARY not in (root / "images.lock").read_text()
+
+
+@pytest.mark.engine
+def test_undeclared_and_unmounted_secrets_are_warnings_not_errors(
+    tmp_path: Path, engine: str, docker_cli: str
+) -> None:
+    build = 'image(name = "app", context = "app", secrets = {"spare": {"env": "BT_UNSET_VAR"}})\n'
+    root = workspace(tmp_path / "ws", engine, build)
+    (root / "app/Dockerfile").write_text(
+        "FROM bt-test/busybox:latest\n"
+        "RUN --mount=type=secret,id=absent test ! -e /run/secrets/absent\n"
+    )
+    done = bt("build", "//...", "--json", cwd=root, env={"DOCKER_HOST": engine})
+    assert done.returncode == 0, done.stdout + done.stderr
+    warnings = [
+        json.loads(line)["message"]
+        for line in done.stdout.splitlines()
+        if json.loads(line)["event"] == "warning"
+    ]
+    assert warnings == [
+        "app/Dockerfile:2: RUN mounts secret 'absent', which //:app does not declare, so "
+        "BuildKit builds without it: declare it in secrets of BUILD.images:1 or [secrets] of "
+        ".cache-spec",
+        "secret 'spare' of //:app (BUILD.images:1) is mounted by no RUN of the stages this "
+        "build reaches: it is neither passed nor keyed",
+    ]
 
 
 @pytest.mark.engine

@@ -148,6 +148,8 @@ def workflow(
     full = plan_jobs(config, planned, lambda p: True, patterns, builds_per_job)
     if matrices is None:
         matrices = max((len(wave.matrices) for wave in full.waves), default=1)
+    # The secrets the builds get (those their Dockerfiles mount), whatever is stale today.
+    secrets = {(kind, name) for p in planned for _, kind, name in p.manifest.secrets}
     options = WorkflowOptions(
         patterns=patterns,
         waves=waves or max(graph_depth(planned), 1),
@@ -157,6 +159,8 @@ def workflow(
         builds_per_job=builds_per_job,
         registry=config.registry,
         commit=commit,
+        secret_env=tuple(sorted(name for kind, name in secrets if kind == "env")),
+        secret_files=tuple(sorted(name for kind, name in secrets if kind == "src")),
     )
     click.echo(github_workflow(options), nl=False)
 

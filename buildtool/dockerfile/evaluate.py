@@ -23,7 +23,7 @@ from dataclasses import dataclass, replace
 from typing import Literal, TypeVar
 from urllib.parse import urlsplit
 
-from buildtool.dockerfile.flags import bool_flag, flag_value, flag_values, mount_fields
+from buildtool.dockerfile.flags import bool_flag, flag_value, flag_values, mount_fields, secret_of
 from buildtool.dockerfile.meaning import UNKNOWN, arg_meaning, described, instruction_meaning
 from buildtool.dockerfile.records import (
     Dockerfile,
@@ -31,6 +31,7 @@ from buildtool.dockerfile.records import (
     Instruction,
     InstructionMeaning,
     Meaning,
+    SecretMount,
     SourceRef,
     Stage,
     StageReads,
@@ -212,6 +213,7 @@ class _Evaluation:
         self.remote: list[str] = []
         self.from_images: list[str] = []
         self.images: list[ImageRef] = []
+        self.secrets: list[SecretMount] = []
         self.described: list[InstructionMeaning] = []
         self.arg_names: set[str] = set()  # the names ARG instructions of reached stages declare
         self.has_run = False
@@ -375,6 +377,7 @@ class _Evaluation:
             meaning=(*self.header(reached), *stages),
             instructions=tuple(self.described),
             images=tuple(dict.fromkeys(self.images)),
+            secrets=tuple(dict.fromkeys(self.secrets)),
         )
 
     def note_images(self, index: int) -> None:
@@ -531,6 +534,8 @@ class _Evaluation:
                         "(Docker fails this build)"
                     )
                 continue
+            if mount_type.lower() == "secret":
+                self.secrets.append(self.secret_mount(ins.line, fields, env))
             if mount_type.lower() != "bind":
                 continue  # cache and tmpfs start empty; secret and ssh come from the client
             source: str | None = fields.get("source", "")
@@ -538,6 +543,17 @@ class _Evaluation:
                 source = self.resolve_source(ins, label, source or "", env)
             if source is not None:
                 self.sources.append(SourceRef(_context_path(source), ins.line, label, False))
+
+    def secret_mount(self, line: int, fields: dict[str, str], env: _Env) -> SecretMount:
+        """The secret a ``type=secret`` mount asks for (values expanded, but not by v0.8)."""
+        values = {k: v for k, v in fields.items() if k in ("id", "source", "target", "required")}
+        if not self.legacy:
+            expanded = {k: self.expand(v, env, "") for k, v in values.items()}
+            if any(isinstance(v, _Unknown) for v in expanded.values()):
+                return SecretMount(None, line, False)
+            values = {k: v for k, v in expanded.items() if isinstance(v, str)}
+        sid, required = secret_of(values)
+        return SecretMount(sid, line, required)
 
 
 def context_reads(
@@ -584,4 +600,5 @@ def _union(first: StageReads, second: StageReads) -> StageReads:
         else (first.meaning, second.meaning),
         instructions=merged(first.instructions, second.instructions),
         images=merged(first.images, second.images),
+        secrets=merged(first.secrets, second.secrets),
     )

@@ -4,6 +4,7 @@ parses them (``bflag.go``, ``commands_runmount.go``)."""
 from __future__ import annotations
 
 import difflib
+import posixpath
 
 from buildtool.dockerfile.records import Instruction
 
@@ -117,12 +118,37 @@ def _csv_fields(text: str) -> list[str]:
         i += 1
 
 
+# The ``--mount`` keys that decide what is read or which secret is mounted, by their name in
+# BuildKit's ``Mount`` (``src`` is ``source``, ``dst``/``destination`` are ``target``).
+_MOUNT_KEYS = {
+    "type": "type", "from": "from", "source": "source", "src": "source", "id": "id",
+    "target": "target", "dst": "target", "destination": "target", "required": "required",
+}  # fmt: skip
+_GO_TRUE = frozenset({"1", "t", "T", "TRUE", "true", "True"})  # Go's strconv.ParseBool
+
+
 def mount_fields(spec: str) -> dict[str, str]:
-    """The ``--mount`` keys that decide what is read (last one wins, as in BuildKit)."""
+    """The ``--mount`` keys that decide what is read (last one wins, as in BuildKit); a bare
+    ``required`` is ``required=true``."""
     found: dict[str, str] = {}
     for field in _csv_fields(spec):
         key, eq, value = field.partition("=")
-        key = key.lower()
-        if eq and key in ("type", "from", "source", "src"):
-            found["source" if key == "src" else key] = value
+        name = _MOUNT_KEYS.get(key.lower())
+        if name is not None and (eq or name == "required"):
+            found[name] = value if eq else "true"
     return found
+
+
+def secret_of(fields: dict[str, str]) -> tuple[str | None, bool]:
+    """The id of the secret a ``type=secret`` mount asks for, as dockerfile2llb's
+    ``dispatchSecret`` picks it (``source``, else ``id``, else the basename of ``target`` by
+    Go's ``path.Base``; None without any: BuildKit fails the build), and whether it is
+    ``required`` (Go's ``strconv.ParseBool``)."""
+    required = fields.get("required") in _GO_TRUE
+    found = fields.get("source") or fields.get("id")
+    if found:
+        return found, required
+    target = fields.get("target", "")
+    if not target:
+        return None, required
+    return posixpath.basename(target.rstrip("/")) or "/", required

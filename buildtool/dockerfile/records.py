@@ -81,6 +81,17 @@ class ImageRef:
     unresolved: bool = False  # its value is not known statically (e.g. an ARG without value)
 
 
+@dataclass(frozen=True)
+class SecretMount:
+    """A ``RUN --mount=type=secret`` of a reached stage. ``id`` is the secret BuildKit asks the
+    client for (``flags.secret_id``), None when bt cannot tell: a value not known statically,
+    or no id at all (BuildKit fails that build)."""
+
+    id: str | None
+    line: int
+    required: bool  # ``required=true``: BuildKit fails the RUN when the client has no value
+
+
 # Per-instruction detail of ``StageReads.meaning``: (stage name or index, line, keyword,
 # canonical text), so a change can be explained as "stage final: LABEL at line 58 changed".
 InstructionMeaning: TypeAlias = tuple[str | int, int, str, str]
@@ -101,3 +112,4 @@ class StageReads:
     meaning: tuple[Meaning, ...] = ()
     instructions: tuple[InstructionMeaning, ...] = ()
     images: tuple[ImageRef, ...] = ()
+    secrets: tuple[SecretMount, ...] = ()  # the secrets the reached stages mount

@@ -12,12 +12,18 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
+from buildtool.errors import BtError
+
 
 @contextlib.contextmanager
 def exclusive_lock(path: Path) -> Iterator[None]:
     """Hold an exclusive advisory lock on ``path`` (created if missing) for the block."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as err:
+        # An unusable cache_dir (say /proc/1) is the user's to fix, not a crash.
+        raise BtError(f"cannot create a lock file: {err.strerror}", path) from None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from buildtool.budget import Budget
 from buildtool.errors import BtError
 from buildtool.platforms import normalise
 from buildtool.registry.reference import is_repository, names_registry
@@ -48,6 +49,7 @@ class Config:
     builders: dict[str, BuilderSpec] = field(default_factory=dict)
     # platform -> GitHub Actions `runs-on` (a label, or a list of labels); "*" for the rest
     ci_runners: dict[str, str | tuple[str, ...]] = field(default_factory=dict)
+    evaluation: Budget = field(default_factory=Budget)  # BUILD.images evaluation limits
 
     @property
     def lockfile(self) -> Path:
@@ -73,9 +75,14 @@ def find_root(start: Path) -> Path:
 def load_config(root: Path) -> Config:
     path = root / SPEC_NAME
     try:
-        text = path.read_text(encoding="utf-8")
+        raw = path.read_bytes()
     except OSError as err:
         raise BtError(f"cannot read: {err.strerror}", path) from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        where = raw[: err.start].count(b"\n") + 1
+        raise BtError(f"not valid UTF-8 (byte {err.start})", SPEC_NAME, where) from None
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
@@ -91,7 +98,11 @@ def load_config(root: Path) -> Config:
 class _SpecReader:
     """Validates the parsed TOML, pointing errors at the line of the offending key."""
 
-    _TOP_KEYS = {"global_inputs", "platforms", "cache_dir", "jobs", "registry", "builders", "ci"}
+    _TOP_KEYS = {
+        "global_inputs", "platforms", "cache_dir", "jobs", "registry", "builders", "ci",
+        "evaluation",
+    }  # fmt: skip
+    _EVALUATION_KEYS = {"max_steps", "max_size"}
     _REGISTRY_KEYS = {"url", "push", "insecure"}
     _BUILDER_KEYS = {"host", "backend", "jobs", "allow_emulation", "network"}
 
@@ -141,6 +152,20 @@ class _SpecReader:
             jobs=jobs,
             builders=builders,
             ci_runners=ci_runners,
+            evaluation=self._evaluation(data.get("evaluation", {})),
+        )
+
+    def _evaluation(self, table: Any) -> Budget:
+        if not isinstance(table, dict):
+            raise self.fail("evaluation must be a table", "evaluation")
+        for key in table:
+            if key not in self._EVALUATION_KEYS:
+                known = ", ".join(sorted(self._EVALUATION_KEYS))
+                raise self.fail(f"unknown key evaluation.{key} (known: {known})", key)
+        default = Budget()
+        return Budget(
+            max_steps=self._positive_int(table, "max_steps", default.max_steps),
+            max_size=self._positive_int(table, "max_size", default.max_size),
         )
 
     def _strings(
@@ -174,9 +199,12 @@ class _SpecReader:
             # One cache per workspace path: two checkouts never share stat caches or logs.
             digest = hashlib.sha256(str(root).encode()).hexdigest()[:12]
             return base / "bt" / f"{root.name}-{digest}"
-        if not isinstance(value, str):
-            raise self.fail("cache_dir must be a string", "cache_dir")
-        return (root / os.path.expanduser(value)).resolve()
+        if not isinstance(value, str) or not value.strip():
+            raise self.fail("cache_dir must be a non-empty string", "cache_dir")
+        path = (root / os.path.expanduser(value)).resolve()
+        if path.exists() and not path.is_dir():
+            raise self.fail(f"cache_dir {value!r} exists and is not a directory", value)
+        return path
 
     def _registry(self, table: Any) -> tuple[str | None, bool, tuple[str, ...]]:
         if not isinstance(table, dict):

@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-DEFAULT_MAX_STEPS = 1_000_000  # ~0.3 s of plain loop; bench's 10,000-target BUILD uses 70,000
+DEFAULT_MAX_STEPS = 1_000_000  # ~0.3 s of plain loop; bench's 10,000-target BUILD uses 90,700
 DEFAULT_MAX_SIZE = 1_000_000  # elements or characters of one value
 MAX_INT_BITS = 4096  # no BUILD file needs a wider integer; Python's own str() stops at ~14,000
 _C_STEP = 10  # elements of C-level work charged as one step
@@ -92,10 +92,10 @@ class Meter:
 
     # -- sizes ---------------------------------------------------------------------------------
 
-    def check_size(self, size: int, what: str = "value") -> None:
+    def check_size(self, size: int, what: str = "value", unit: str = "elements") -> None:
         if size > self.max_size:
             raise Exceeded(
-                f"{what} of {size} elements is larger than the size budget ({self.max_size}); "
+                f"{what} of {size} {unit} is larger than the size budget ({self.max_size}); "
                 "the limit is [evaluation] max_size in .cache-spec"
             )
 

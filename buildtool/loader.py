@@ -89,7 +89,7 @@ def _evaluate(config: Config, relpath: str) -> list[ImageTarget | Group]:
         source = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as err:
         raise BtError(f"cannot read: {err}", relpath) from None
-    code = starlark.compile_file(source, relpath)
+    code = starlark.compile_file(source, relpath, config.evaluation)
     file_package = posixpath.dirname(relpath)
     builtins = _Builtins(config, relpath, file_package)
     starlark.execute(code, relpath, builtins.functions(), config.evaluation)

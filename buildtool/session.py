@@ -51,9 +51,12 @@ class Session:
     @cached_property
     def graph(self) -> TargetGraph:
         config = self.config
-        graph = build_graph(load_workspace(config), self.analyses, config.registry)
-        self.analyses.save()  # what inference learnt serves the next run, whatever it does
-        return graph
+        return build_graph(load_workspace(config), self.analyses, config.registry)
+
+    def save(self) -> None:
+        """Keep what loading learnt (Dockerfile analyses) for the next run. Commands call it
+        once they have succeeded: a refused input leaves the cache directory as it was."""
+        self.analyses.save()
 
     @cached_property
     def current_package(self) -> str:

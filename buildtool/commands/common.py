@@ -16,8 +16,19 @@ def platform_option(func: F) -> F:
         "platforms",
         multiple=True,
         metavar="OS/ARCH",
+        callback=_platforms,
         help="Only builds for this platform (repeatable), e.g. linux/arm64.",
     )(func)
+
+
+def _platforms(
+    ctx: click.Context, param: click.Parameter, values: tuple[str, ...]
+) -> tuple[str, ...]:
+    """Each ``--platform`` checked and spelt as the graph spells it (``linux/aarch64`` is
+    ``linux/arm64``): a typo is an error, not an empty plan."""
+    from buildtool.platforms import normalise
+
+    return tuple(normalise(value) for value in values)
 
 
 def push_option(func: F) -> F:

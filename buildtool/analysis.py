@@ -92,7 +92,7 @@ class AnalysisCache:
     """Dockerfile analyses by (Dockerfile digest, stage, args, platform), kept between runs:
     a warm run neither parses Dockerfiles nor imports the parser."""
 
-    VERSION = 1
+    VERSION = 2  # 2: ARG values in ``instructions`` by digest (dockerfile/meaning.py)
 
     def __init__(self, path: Path):
         self.path = path

@@ -4,6 +4,7 @@ a complete push, the multi-platform merge. `bt test` reruns the same image tests
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import threading
@@ -29,7 +30,7 @@ from buildtool.lockfile import Lockfile, PinRecord, update_lockfile
 from buildtool.pins import ExternalImage, Pins
 from buildtool.plan import PlannedBuild, needs_run
 from buildtool.platforms import same_machine
-from buildtool.record import record_builds
+from buildtool.record import Claims, record_builds
 from buildtool.session import Workbench
 from buildtool.stamp import KEY_LABEL, stamp, stamped_key
 from buildtool.target import ImageTarget
@@ -116,6 +117,14 @@ class BuildRun:
     lookup_warnings: dict[tuple[Label, str], str] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _client: RegistryClient | None = None
+    _claims: Claims | None = None
+
+    @property
+    def claims(self) -> Claims:
+        with self._lock:
+            if self._claims is None:
+                self._claims = Claims(self.config, self.options.push)
+            return self._claims
 
     def builder(self, platform: str) -> Builder:
         with self._lock:
@@ -191,12 +200,18 @@ class BuildRun:
         raise JobFailed(message, log_tail=message, log_path=str(log_path))
 
     def close(self) -> None:
+        self.claims.release_all()
         for builder in self.builders.values():
             builder.close()
         self.builders.clear()
 
     def check_routing(self, stale: Sequence[PlannedBuild]) -> None:
-        """Refuse, before anything starts, a build that would need emulation."""
+        """Refuse, before anything starts, a build that would need emulation, or whose
+        secrets are missing or cannot be passed by its backend (``secrets.check_secrets``)."""
+        from buildtool.secrets import check_secrets
+
+        builds = [(self.targets[p.label], p.platform) for p in stale]
+        check_secrets(self.config.root, builds, lambda p: self.config.builder_for(p).backend)
         for planned in stale:
             spec: BuilderSpec = self.config.builder_for(planned.platform)
             if planned.platform in self.unreachable:
@@ -241,7 +256,7 @@ class BuildRun:
         lookup = {(str(p.label), p.platform): p for p in stale}
 
         def runner(job: Job, cancel: threading.Event) -> Outcome:
-            return self.build_one(lookup[job.id], cancel)
+            return self.claim_and_build(lookup[job.id], cancel)
 
         def remote(job: Job, cancel: threading.Event) -> Outcome | None:
             return self.remote_hit(lookup[job.id])
@@ -349,9 +364,25 @@ class BuildRun:
             return None
         return Outcome(digest=found.digest, cached=True, source="registry", detail=found.image)
 
+    def claim_and_build(self, planned: PlannedBuild, cancel: threading.Event) -> Outcome:
+        """Build under the build's cross-process lock (``record.Claims``), which ``record``
+        releases once the build is recorded; or use what another bt process recorded."""
+        from buildtool.scheduler import Outcome
+
+        label, platform = str(planned.label), planned.platform
+        found = self.claims.claim(label, platform, planned.key, cancel)
+        if found is not None:
+            return Outcome(digest=found.digest, cached=True, source="lockfile", detail=found.image)
+        try:
+            return self.build_one(planned, cancel)
+        except BaseException:
+            self.claims.release(label, platform)
+            raise
+
     def build_one(self, planned: PlannedBuild, cancel: threading.Event) -> Outcome:
         from buildtool.builders import BuildRequest, MissingInput
         from buildtool.scheduler import Outcome
+        from buildtool.secrets import resolved
 
         if planned.platform in self.unreachable:
             raise BtError(self.unreachable[planned.platform])
@@ -369,6 +400,11 @@ class BuildRun:
         warnings: tuple[str, ...] = ()
         if planned.id in self.lookup_warnings:
             warnings += (self.lookup_warnings[planned.id],)
+        from buildtool.secrets import secret_arg_warning
+
+        secret_args = secret_arg_warning(name for name, _ in target.args)
+        if secret_args is not None and not cached:
+            warnings += (f"{secret_args} ({target.location})",)
         if labels is not None and not cached:
             warnings += (
                 f"{tag} is not an image bt built from this key (its {KEY_LABEL} label is "
@@ -386,6 +422,7 @@ class BuildRun:
                 labels=stamp(planned.key, str(planned.label)),
                 fileset=planned.fileset,
                 dockerfile_text=self.dockerfile_text(planned),
+                secrets=tuple(resolved(self.config.root, s) for s in target.secrets),
             )
             try:
                 builder.build(request, cancel)
@@ -437,12 +474,15 @@ class BuildRun:
         digest = outcome.digest or ""
         image = outcome.detail
         self.references[planned.id] = image
-        record_builds(
-            self.config,
-            self.lock_path,
-            [(planned.manifest, digest, image)],
-            fragment=self.options.lock_out,
-        )
+        try:
+            record_builds(
+                self.config,
+                self.lock_path,
+                [(planned.manifest, digest, image)],
+                fragment=self.options.lock_out,
+            )
+        finally:
+            self.claims.release(str(planned.label), planned.platform)
 
 
 def plan_pinned(
@@ -496,6 +536,13 @@ def build_planned(
         report(UpToDate(len(planned)))
     if merge and (summary is None or summary.ok):
         merge_built(bench, {p.label for p in planned}, report)
+    elif merge and summary is not None and summary.interrupted:
+        # The indexes that follow from what finished: images none of whose builds were cut off.
+        cut = {label for label, _ in (*summary.failed, *summary.skipped)}
+        complete = {p.label for p in planned} - {p.label for p in planned if str(p.label) in cut}
+        if complete:
+            with contextlib.suppress(BtError):  # the interrupt is what the user hears of
+                merge_built(bench, complete, report)
     return summary
 
 

@@ -5,16 +5,20 @@ Layout (``cache_dir`` of ``.cache-spec``, by default ``$XDG_CACHE_HOME/bt/<dir>-
 
     statcache.msgpack        file digests by stat (hashing)
     analysis.msgpack         Dockerfile analyses by content (filesets)
+    filesets.msgpack         described file sets, with the stats that vouch for them (setcache)
+    graph.msgpack            the evaluated target graph and what it was made of (graphcache)
     manifests/ab/<key>.msgpack   what went into each key (keys; read by ``bt why``)
     logs/<label>/<platform>-<key>.log   one build's full output
     logs/crash-<time>.log    the traceback of an internal error (``crash_log_path``)
     workspace.lock           held by every writer of images.lock
+    builds/<key>-<build>.lock   held (naming its pid) by the process running that build
     <file>.lock              held while <file> is merged and rewritten
 """
 
 from __future__ import annotations
 
 import datetime
+import hashlib
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -37,12 +41,27 @@ class CacheDir:
     def analyses(self) -> Path:
         return self.root / "analysis.msgpack"
 
+    @property
+    def file_sets(self) -> Path:
+        return self.root / "filesets.msgpack"
+
+    @property
+    def graph(self) -> Path:
+        return self.root / "graph.msgpack"
+
     def manifest(self, key: str) -> Path:
         return self.root / "manifests" / key[:2] / f"{key}.msgpack"
 
     def build_log(self, label_name: str, platform: str, key: str) -> Path:
         """``label_name`` is the label without its ``//`` (its package and name)."""
         return self.root / "logs" / label_name / f"{platform}-{key[:16]}.log"
+
+    def build_lock(self, label: str, platform: str, key: str) -> Path:
+        """Held by the bt process building ``label`` for ``platform`` from ``key`` until the
+        build is recorded, so that two processes on one workspace never run it twice. (Two
+        targets may share a key; each has its own image, so each build its own lock.)"""
+        build = hashlib.sha256(f"{label} {platform}".encode()).hexdigest()[:16]
+        return self.root / "builds" / f"{key[:32]}-{build}.lock"
 
     @property
     def workspace_lock(self) -> Path:

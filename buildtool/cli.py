@@ -6,14 +6,17 @@ dependencies (docker-py, rich) are imported lazily.
 
 Exit codes: 0 ok, 1 a build failed, 2 usage or configuration error (``BtError``), 3 a bug in bt
 (one line naming a log that holds the traceback, as pre-commit's error handler does), 130
-interrupted.
+interrupted, 143 terminated (SIGTERM, what CI sends on cancel, handled as Ctrl-C is).
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime
+import gc
 import importlib
 import os
+import signal
 import sys
 import traceback
 from pathlib import Path
@@ -22,9 +25,10 @@ from typing import Any
 import click
 
 from buildtool import __version__
-from buildtool.errors import BtError
+from buildtool.errors import BtError, Interrupted
 
 INTERRUPTED = 130
+TERMINATED = 128 + signal.SIGTERM
 INTERNAL_ERROR = 3  # never 1, which says a build failed
 
 # name -> (module, one-line help). Kept here so `bt --help` imports no command module.
@@ -90,24 +94,40 @@ def cli(directory: str | None) -> None:
     Patterns: //...  //matrix/...  //matrix:all
 
     Exit codes: 0 ok, 1 a build failed, 2 usage or configuration error, 3 internal error (bt
-    names the log holding the details), 130 interrupted.
+    names the log holding the details), 130 interrupted, 143 terminated (SIGTERM).
     """
     if directory:
         os.chdir(directory)
 
 
+_terminated: list[int] = []  # the SIGTERM received, if any
+
+
+def _terminate(signum: int, frame: object) -> None:
+    """SIGTERM is Ctrl-C with another exit code: running builds are cancelled, finished ones
+    recorded with the indexes that follow from them, and a summary printed."""
+    _terminated.append(signum)
+    raise KeyboardInterrupt
+
+
+def _interrupted() -> int:
+    return TERMINATED if _terminated else INTERRUPTED
+
+
 def main(argv: list[str] | None = None) -> Any:
+    with contextlib.suppress(ValueError):  # only the main thread may set handlers
+        signal.signal(signal.SIGTERM, _terminate)
+    # A plan allocates a few objects per file and per build and frees few of them: collecting
+    # young objects every 700 allocations cost 15% of a 10,000-target no-op, for no memory.
+    gc.set_threshold(50_000, 20, 20)
     try:
         return cli.main(args=argv, prog_name="bt", standalone_mode=False)
     except BtError as err:
-        click.echo(str(err), err=True)
-        sys.exit(err.exit_code)
-    except click.exceptions.Abort:
-        click.echo("interrupted", err=True)
-        sys.exit(INTERRUPTED)
-    except KeyboardInterrupt:
-        click.echo("interrupted", err=True)
-        sys.exit(INTERRUPTED)
+        click.echo(_scrubbed(str(err)), err=True)
+        sys.exit(_interrupted() if isinstance(err, Interrupted) else err.exit_code)
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        click.echo("terminated" if _terminated else "interrupted", err=True)
+        sys.exit(_interrupted())
     except click.UsageError as err:
         # One line, like every other bad input: the command, and what is wrong with it.
         command = err.ctx.command_path if err.ctx is not None else "bt"
@@ -127,9 +147,15 @@ def main(argv: list[str] | None = None) -> Any:
         sys.exit(INTERNAL_ERROR)
 
 
+def _scrubbed(text: str) -> str:
+    """``text`` without secrets and credentials (``buildtool.secrets``), if any was seen."""
+    module = sys.modules.get("buildtool.secrets")  # not imported: nothing to conceal yet
+    return module.scrub(text) if module is not None else text
+
+
 def _report_crash(err: Exception, argv: list[str]) -> str:
     """Write the traceback to the crash log; the one line to print."""
-    what = " ".join(f"{type(err).__name__}: {err}".split())
+    what = _scrubbed(" ".join(f"{type(err).__name__}: {err}".split()))
     try:
         where = os.getcwd()
     except OSError:  # the current directory was removed
@@ -138,6 +164,7 @@ def _report_crash(err: Exception, argv: list[str]) -> str:
         f"bt {__version__}, python {sys.version.split()[0]}, in {where}\n"
         f"command: bt {' '.join(argv)}\n\n" + "".join(traceback.format_exception(err))
     )
+    text = _scrubbed(text)
     from buildtool.cachedir import crash_log_path
 
     now = datetime.datetime.now()

@@ -20,10 +20,12 @@ from typing import Any, NamedTuple
 import msgpack
 
 from buildtool.analysis import Analyses, AnalysisCache, ImageUse, InstructionText, Reads
+from buildtool.cachedir import CacheDir
 from buildtool.dockerignore import load_ignore_rules
 from buildtool.errors import BtError
 from buildtool.hashing import StatCache, digest_bytes
 from buildtool.inputs import ContextTree, InputEntry, Source, resolve_inputs
+from buildtool.setcache import SetCache, set_key
 from buildtool.target import ImageTarget
 from buildtool.workspace import Config
 
@@ -107,14 +109,28 @@ class FileSets:
         self._globals: tuple[tuple[str, str], ...] | None = None
         self._tool_paths = self._own_paths()
         self._relpaths: dict[str, str] = {}
+        self._sets: dict[tuple[Any, ...], FileSet] = {}
+        self.kept = SetCache(CacheDir(config.cache_dir).file_sets)
 
     def save(self) -> None:
-        """Keep what was learnt for the next run (analyses and file digests)."""
+        """Keep what was learnt for the next run (analyses, file digests, described sets)."""
         self.analyses.save()
         self.stat_cache.save()
+        self.kept.save()
 
     def of(self, target: ImageTarget, platform: str) -> FileSet:
         reads = self.analyses.reads(target, platform)  # first: its errors name the target
+        # Builds that read alike (same analysis, context and inputs) share one file set.
+        where = target.location if target.inputs is not None else None
+        memo = (target.context, target.dockerfile, target.inputs, where, id(reads))
+        shared = self._sets.get(memo)
+        if shared is not None and shared.reads is reads:
+            return shared
+        fileset = self._fileset(target, reads)
+        self._sets[memo] = fileset
+        return fileset
+
+    def _fileset(self, target: ImageTarget, reads: Reads) -> FileSet:
         digest, text = self.analyses.dockerfile(target.dockerfile)
         tree = self.tree(target)
         fallback = reads.whole_context
@@ -216,23 +232,41 @@ class FileSets:
         memo = (target.context, target.dockerfile, sources)
         described = self._entries.get(memo)
         if described is None:
-            entries = self._describe(tree, resolve_inputs(tree, sources))
-            packed = msgpack.packb([list(e) for e in entries], use_bin_type=True)
-            described = (entries, digest_bytes(packed))
+            rules = tree.rules
+            key = set_key([tree.base, rules.source, [[p.text, p.exclusion] for p in rules.patterns],
+                           sorted(tree.exclude), sources])  # fmt: skip
+            described = self.kept.get(key)
+            if described is None:
+                described = self._resolved(tree, sources, key)
             self._entries[memo] = described
+        return described
+
+    def _resolved(
+        self, tree: ContextTree, sources: tuple[Source, ...], key: str
+    ) -> tuple[tuple[FileEntry, ...], str]:
+        with tree.recording() as dirs:
+            found = resolve_inputs(tree, sources)
+        entries = self._describe(tree, found)
+        packed = msgpack.packb([list(e) for e in entries], use_bin_type=True)
+        described = (entries, digest_bytes(packed))
+        dir_stats = [(d, st) for d in dirs if (st := tree.dir_stats.get(d)) is not None]
+        files = [e[0] for e in entries if e[1] == "file"]
+        file_stats = [(f, st) for f in files if (st := tree.file_stat(f)) is not None]
+        if len(dir_stats) == len(dirs) and len(file_stats) == len(files):
+            self.kept.put(key, tree.base, described, dir_stats, file_stats, tree.created_ns)
         return described
 
     def _describe(self, tree: ContextTree, found: Iterable[InputEntry]) -> tuple[FileEntry, ...]:
         entries = list(found)
         base = str(tree.context_dir)
         files = [e for e in entries if e.kind == "file"]
-        digests = dict(
-            zip(
-                (e.path for e in files),
-                self.stat_cache.digest_many([os.path.join(base, e.path) for e in files]),
-                strict=True,
-            )
-        )
+        stats = [st for st in map(tree.file_stat, (e.path for e in files)) if st is not None]
+        paths = [os.path.join(base, e.path) for e in files]
+        if len(stats) == len(files):  # listed: the listing's lstat is the one
+            hashed = self.stat_cache.digest_many(paths, stats, tree.created_ns)
+        else:
+            hashed = self.stat_cache.digest_many(paths)
+        digests = dict(zip((e.path for e in files), hashed, strict=True))
         described: list[FileEntry] = []
         for entry in entries:
             if entry.kind == "file":

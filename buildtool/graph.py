@@ -28,8 +28,16 @@ class TargetGraph:
 
     def parents_of(self, label: Label, platform: str) -> tuple[Parent, ...]:
         """The parents of one platform build: declared, then inferred."""
-        target = self.targets[label]
-        return (*declared_parents(target), *self.inferred.get((label, platform), ()))
+        found = self._parents.get((label, platform))
+        if found is None:
+            target = self.targets[label]
+            found = (*declared_parents(target), *self.inferred.get((label, platform), ()))
+            self._parents[(label, platform)] = found
+        return found
+
+    @cached_property
+    def _parents(self) -> dict[BuildId, tuple[Parent, ...]]:
+        return {}
 
     @cached_property
     def _parent_labels(self) -> dict[Label, tuple[Label, ...]]:

@@ -268,14 +268,24 @@ class StatCache:
         """Digest of the regular file ``abspath``, from the cache when its stat still matches."""
         return self.digest_many([abspath])[0]
 
-    def digest_many(self, abspaths: Sequence[str]) -> list[str]:
-        """Digests in the order given; cache misses are hashed concurrently."""
-        now = _now_ns()  # read before any stat: a change after it is then always racy
+    def digest_many(
+        self,
+        abspaths: Sequence[str],
+        stats: Sequence[os.stat_result] | None = None,
+        stats_ns: int = 0,
+    ) -> list[str]:
+        """Digests in the order given; cache misses are hashed concurrently.
+
+        ``stats`` are the files' lstats when the caller already took them (a directory listing
+        does: one lstat per file per run), with ``stats_ns`` the clock read before it did.
+        """
+        # Read before any stat: a change after it is then always racy.
+        now = _now_ns() if stats is None else stats_ns
         results: list[str] = []
         missed: list[int] = []
         pending: dict[str, os.stat_result] = {}
-        for abspath in abspaths:
-            st = _lstat_regular(abspath)
+        for i, abspath in enumerate(abspaths):
+            st = _lstat_regular(abspath) if stats is None else stats[i]
             digest = self._lookup(abspath, st)
             if digest is None:
                 missed.append(len(results))

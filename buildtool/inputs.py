@@ -11,7 +11,9 @@ from __future__ import annotations
 import os
 import posixpath
 import stat
-from collections.abc import Collection, Iterable
+import time
+from collections.abc import Collection, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from itertools import chain, pairwise
 from operator import attrgetter
@@ -96,11 +98,33 @@ class ContextTree:
         self._groups = frozenset(os.getgroups()) | {os.getegid()}
         self._real_base: str | None = None
         self._stats: dict[str, os.stat_result] = {}
+        # What a cache of resolved sources must watch: each listed directory's stat, and which
+        # directories every cached aggregate (subtree, expansion) consulted.
+        self.created_ns = time.time_ns()  # before any stat: the racy-file rule's clock
+        self.dir_stats: dict[str, os.stat_result] = {}
+        self._recorders: list[set[str]] = []
+        self._below_dirs: dict[str, set[str]] = {}
+        self._expanded_dirs: dict[str, set[str]] = {}
 
     def file_stat(self, relpath: str) -> os.stat_result | None:
         """The lstat taken when the regular file ``relpath`` was listed, so that a digest
         cache can reuse it instead of asking the file system again (None if not listed)."""
         return self._stats.get(relpath)
+
+    @contextmanager
+    def recording(self) -> Iterator[set[str]]:
+        """The directories whose listings what runs inside consults (cached or not): a result
+        built from them holds while none of them changes."""
+        found: set[str] = set()
+        self._recorders.append(found)
+        try:
+            yield found
+        finally:
+            self._recorders.pop()
+
+    def _consulted(self, dirs: Iterable[str]) -> None:
+        for recorder in self._recorders:
+            recorder.update(dirs)
 
     def _abs(self, rel: str) -> str:
         return os.path.join(self.base, rel) if rel else self.base
@@ -108,11 +132,15 @@ class ContextTree:
     # -- listing -------------------------------------------------------------------------
 
     def _list(self, reldir: str) -> _Listing:
+        for recorder in self._recorders:
+            recorder.add(reldir)
         found = self._listings.get(reldir)
         if found is not None:
             return found
         state = self._states[reldir]
         try:
+            # Stat before listing: an entry added after it changes the directory's mtime.
+            self.dir_stats[reldir] = os.stat(self._abs(reldir))
             with os.scandir(self._abs(reldir)) as it:
                 items = sorted(it, key=_by_name)
         except PermissionError:
@@ -179,6 +207,7 @@ class ContextTree:
         """Append every entry sent below ``reldir``, recursively (symlinks not followed)."""
         cached = self._below.get(reldir)
         if cached is not None:
+            self._consulted(self._below_dirs[reldir])
             out.extend(cached)
             return
         listing = self._list(reldir)
@@ -200,10 +229,15 @@ class ContextTree:
 
     def _subtree(self, reldir: str) -> list[InputEntry]:
         found = self._below.get(reldir)
-        if found is None:
+        if found is not None:
+            self._consulted(self._below_dirs[reldir])
+            return found
+        with self.recording() as dirs:
             found = []
             self._collect(reldir, found)
-            self._below[reldir] = found
+        self._consulted(dirs)
+        self._below[reldir] = found
+        self._below_dirs[reldir] = dirs
         return found
 
     def _child(self, reldir: str, name: str) -> InputEntry | None:
@@ -350,9 +384,11 @@ class ContextTree:
         rel = posixpath.normpath("/" + source).lstrip("/")
         found = self._expanded.get(rel)
         if found is not None:
+            self._consulted(self._expanded_dirs[rel])
             return found
         try:
-            entries = self._expand(rel)
+            with self.recording() as dirs:
+                entries = self._expand(rel)
         except _Unusable as err:
             raise BtError(f"cannot use {self._abs(err.path)}: {err.reason}", origin, line) from None
         except _Escapes as err:
@@ -366,7 +402,9 @@ class ContextTree:
         if entries is None:
             raise BtError(self._missing(source, rel, instruction), origin, line)
         result = _unique_sorted(entries)
+        self._consulted(dirs)
         self._expanded[rel] = result
+        self._expanded_dirs[rel] = dirs
         return result
 
     def _missing(self, source: str, rel: str, instruction: str) -> str:
@@ -393,6 +431,8 @@ class ContextTree:
                 self._whole = sorted(self._subtree(""), key=_by_path)
             except _Unusable as err:
                 raise BtError(f"cannot use {self._abs(err.path)}: {err.reason}") from None
+        else:
+            self._consulted(self._below_dirs[""])
         return self._whole
 
 

@@ -4,7 +4,8 @@ The key of a platform build is a blake3 of a canonical msgpack encoding of every
 change its image (invariant 1) and nothing else (invariant 2): the key schema version, the
 platform, the meaning of the Dockerfile stages the build reaches on that platform (each
 instruction as parsed, the parser directives, the value every ARG takes; see
-``dockerfile/meaning.py``), the stage, the resolved build args, the sorted inputs (path, kind,
+``dockerfile/meaning.py``), the stage, the resolved build args (values by digest), the ids and
+sources of the build secrets (never their values: ``secrets.py``), the sorted inputs (path, kind,
 executable bit, content digest or symlink target), the global inputs of ``.cache-spec``, the
 keys of the parents' builds for the same platform (declared, or inferred from the images the
 reached stages name: ``parents.py``), and the digest every external image the reached stages
@@ -34,11 +35,12 @@ from buildtool.filesets import (
 from buildtool.graph import TargetGraph
 from buildtool.hashing import StatCache, digest_bytes
 from buildtool.pins import UNPINNED, ExternalImage, PinEntry, Pins, external_images, pin_entries
+from buildtool.secrets import value_digest
 from buildtool.target import BuildId, ImageTarget
 from buildtool.workspace import Config
 
-# 4: pins of external images
-KEY_SCHEMA = 5
+# 4: pins of external images; 6: build-arg values by digest, build secrets' ids and sources
+KEY_SCHEMA = 6
 
 
 @dataclass(frozen=True)
@@ -53,6 +55,7 @@ class KeyManifest:
     meaning: str  # of the reached stages' meaning: keyed
     instructions: tuple[InstructionText, ...]  # the reached instructions, for `bt why`
     stage: str | None
+    # (name, value_digest(value)): a value is never stored (invariant 7), its digest keys it.
     args: tuple[tuple[str, str], ...]
     inputs: tuple[tuple[str, str, bool, str], ...]  # (context path, kind, exec, digest/link)
     inputs_digest: str  # blake3 of the canonical encoding of ``inputs``
@@ -69,6 +72,8 @@ class KeyManifest:
     # The Dockerfile's bytes, keyed when the build may copy bt's own copy of it into the image
     # (see ``sends_dockerfile_copy``); None otherwise.
     dockerfile_bytes: str | None = None
+    # (id, "env" or "src", variable or path as written), sorted: keyed, never the value.
+    secrets: tuple[tuple[str, str, str], ...] = ()
 
     @property
     def unpinned(self) -> tuple[str, ...]:
@@ -91,6 +96,7 @@ class KeyManifest:
             # since it is what an unpinned entry and `bt why` know the image by.
             [[name, value] for name, value, _ in self.pins],
             self.dockerfile_bytes or "",
+            [list(s) for s in self.secrets],
         ]
 
     @cached_property
@@ -107,7 +113,7 @@ class KeyManifest:
         for name in ("args", "inputs", "global_inputs", "parents", "instructions"):
             raw[name] = tuple(tuple(item) for item in raw[name])
         raw["remote_sources"] = tuple(raw["remote_sources"])
-        for name in ("pins", "images"):  # none before schema 4
+        for name in ("pins", "images", "secrets"):  # none before schema 4 (secrets: 6)
             raw[name] = tuple(tuple(item) for item in raw.get(name, ()))
         return cls(**raw)
 
@@ -133,6 +139,8 @@ class KeyComputer:
         )
         self._manifests: dict[BuildId, KeyManifest] = {}
         self._filesets: dict[BuildId, FileSet] = {}
+        self._external_memo: dict[Any, tuple[ExternalImage, ...]] = {}
+        self._sends_copy: dict[int, tuple[FileSet, bool]] = {}
 
     def use_pins(self, pins: Pins) -> None:
         """Compute keys against ``pins`` (the lockfile's) from now on."""
@@ -147,8 +155,13 @@ class KeyComputer:
         return self._externals(target, self.filesets.of(target, platform))
 
     def _externals(self, target: ImageTarget, fileset: FileSet) -> tuple[ExternalImage, ...]:
-        parent_args = {arg for arg, _ in target.parents}
-        return external_images(fileset.reads.images, parent_args, self.workspace_references)
+        parent_args = frozenset(arg for arg, _ in target.parents)
+        memo = (fileset.reads.images, parent_args)  # shared by builds that read alike
+        found = self._external_memo.get(memo)
+        if found is None:
+            found = external_images(fileset.reads.images, parent_args, self.workspace_references)
+            self._external_memo[memo] = found
+        return found
 
     @property
     def analyses(self) -> Analyses:
@@ -205,7 +218,7 @@ class KeyComputer:
             meaning=fileset.reads.meaning,
             instructions=fileset.reads.instructions,
             stage=target.stage,
-            args=target.args,
+            args=tuple((name, value_digest(value)) for name, value in target.args),
             inputs=fileset.entries,
             inputs_digest=fileset.entries_digest,
             global_inputs=fileset.global_inputs,
@@ -216,8 +229,15 @@ class KeyComputer:
             context=target.context,
             pins=pin_entries(self._externals(target, fileset), self.pins, platform),
             images=fileset.reads.images,
-            dockerfile_bytes=fileset.dockerfile_digest if sends_dockerfile_copy(fileset) else None,
+            dockerfile_bytes=fileset.dockerfile_digest if self._sends_copy_of(fileset) else None,
+            secrets=tuple((s.id, s.kind, s.name) for s in target.secrets),
         )
+
+    def _sends_copy_of(self, fileset: FileSet) -> bool:
+        found = self._sends_copy.get(id(fileset))
+        if found is None or found[0] is not fileset:
+            found = self._sends_copy[id(fileset)] = (fileset, sends_dockerfile_copy(fileset))
+        return found[1]
 
 
 def sends_dockerfile_copy(fileset: FileSet) -> bool:

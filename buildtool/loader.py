@@ -22,10 +22,15 @@ from buildtool.errors import BtError, StarlarkError
 from buildtool.labels import Label, check_name, check_package, parse_label
 from buildtool.platforms import normalise
 from buildtool.registry.reference import is_repository, is_tag, parse_reference
-from buildtool.target import Group, ImageTarget, Location
+from buildtool.secrets import conceal, inside, looks_secret, merged, parse_table, source_path
+from buildtool.target import Group, ImageTarget, Location, SecretSource
 from buildtool.workspace import BUILD_FILE_NAME, Config
 
 _ARG_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+# One call of glob() in a BUILD file: (the file's directory, include, exclude, what it found).
+GlobCall = tuple[str, tuple[str, ...], tuple[str, ...], tuple[str, ...]]
 
 
 @dataclass(frozen=True)
@@ -33,17 +38,25 @@ class LoadedWorkspace:
     targets: dict[Label, ImageTarget]
     groups: dict[Label, Group]
     build_files: tuple[str, ...]  # workspace-relative paths, sorted
+    globs: tuple[GlobCall, ...] = ()  # what evaluation read of the file system besides them
+    # The stat of every directory the search for BUILD files listed, by workspace path.
+    searched: tuple[tuple[str, os.stat_result], ...] = ()
 
 
-def find_build_files(root: Path, skip: Sequence[Path] = ()) -> list[str]:
+def find_build_files(
+    root: Path, skip: Sequence[Path] = (), searched: dict[str, os.stat_result] | None = None
+) -> list[str]:
     """Workspace-relative paths of every BUILD.images, skipping hidden directories and nested
-    workspaces (a directory below the root that holds its own .cache-spec)."""
+    workspaces (a directory below the root that holds its own .cache-spec). ``searched``
+    receives the stat of each directory listed, taken before listing it."""
     skipped = {str(p) for p in skip}
     found: list[str] = []
     stack = [str(root)]
     while stack:
         directory = stack.pop()
         try:
+            if searched is not None:
+                searched[os.path.relpath(directory, root)] = os.stat(directory)
             entries = list(os.scandir(directory))
         except OSError as err:
             raise BtError(f"cannot list directory: {err.strerror}", directory) from None
@@ -62,13 +75,15 @@ def find_build_files(root: Path, skip: Sequence[Path] = ()) -> list[str]:
 
 def load_workspace(config: Config) -> LoadedWorkspace:
     root = config.root
-    build_files = find_build_files(root, skip=[config.cache_dir])
+    searched: dict[str, os.stat_result] = {}
+    build_files = find_build_files(root, skip=[config.cache_dir], searched=searched)
     if not build_files:
         raise BtError(f"no {BUILD_FILE_NAME} file in the workspace", root)
     targets: dict[Label, ImageTarget] = {}
     groups: dict[Label, Group] = {}
+    globs: list[GlobCall] = []
     for relpath in build_files:
-        for decl in _evaluate(config, relpath):
+        for decl in _evaluate(config, relpath, globs):
             first = targets.get(decl.label) or groups.get(decl.label)
             if first is not None:
                 raise BtError(
@@ -80,10 +95,12 @@ def load_workspace(config: Config) -> LoadedWorkspace:
                 targets[decl.label] = decl
             else:
                 groups[decl.label] = decl
-    return LoadedWorkspace(targets, groups, tuple(build_files))
+    return LoadedWorkspace(
+        targets, groups, tuple(build_files), tuple(globs), tuple(sorted(searched.items()))
+    )
 
 
-def _evaluate(config: Config, relpath: str) -> list[ImageTarget | Group]:
+def _evaluate(config: Config, relpath: str, globs: list[GlobCall]) -> list[ImageTarget | Group]:
     path = config.root / relpath
     try:
         source = path.read_text(encoding="utf-8")
@@ -91,7 +108,7 @@ def _evaluate(config: Config, relpath: str) -> list[ImageTarget | Group]:
         raise BtError(f"cannot read: {err}", relpath) from None
     code = starlark.compile_file(source, relpath, config.evaluation)
     file_package = posixpath.dirname(relpath)
-    builtins = _Builtins(config, relpath, file_package)
+    builtins = _Builtins(config, relpath, file_package, globs)
     starlark.execute(code, relpath, builtins.functions(), config.evaluation)
     return builtins.declared
 
@@ -99,8 +116,9 @@ def _evaluate(config: Config, relpath: str) -> list[ImageTarget | Group]:
 class _Builtins:
     """The functions a BUILD file can call; each records what it declares."""
 
-    def __init__(self, config: Config, relpath: str, file_package: str):
+    def __init__(self, config: Config, relpath: str, file_package: str, globs: list[GlobCall]):
         self.config = config
+        self.globs = globs
         self.path = relpath
         self.file_dir = file_package  # the directory of the BUILD file, workspace-relative
         self.declared: list[ImageTarget | Group] = []
@@ -206,6 +224,7 @@ class _Builtins:
         tests: Sequence[str] | None = None,
         package: str | None = None,
         aliases: Sequence[str] | None = None,
+        secrets: Mapping[str, Mapping[str, str]] | None = None,
     ) -> str:
         location = self.location()
         pkg = self._package(package)
@@ -215,6 +234,8 @@ class _Builtins:
         if stage is not None and (not isinstance(stage, str) or not stage):
             raise self.error("stage must be a non-empty string")
         build_args = self._mapping("args", args or {})
+        # An early error (a bad reference built from an arg, say) must not print such a value.
+        conceal(*(value for name, value in build_args.items() if looks_secret(name)))
         parent_refs = self._mapping("parents", parents or {})
         parent_labels: list[tuple[str, Label]] = []
         for arg, text in sorted(parent_refs.items()):
@@ -254,6 +275,7 @@ class _Builtins:
             )
         test_list = () if tests is None else self._strings("tests", tests)
         alias_list = () if aliases is None else self._aliases(aliases)
+        secret_list = self._secrets(secrets, context_path)
         target = ImageTarget(
             label=label,
             context=context_path,
@@ -268,6 +290,7 @@ class _Builtins:
             tests=test_list,
             location=location,
             aliases=alias_list,
+            secrets=secret_list,
         )
         self.declared.append(target)
         return str(label)
@@ -282,6 +305,20 @@ class _Builtins:
                 raise self.error(f"aliases: {err.message}") from None
             if ref.digest:
                 raise self.error(f"aliases: {alias!r} has a digest; an alias names a tag")
+        return found
+
+    def _secrets(self, value: object, context: str) -> tuple[SecretSource, ...]:
+        """The target's own secrets over .cache-spec's; a secret file must stay out of the
+        build context, which may be sent whole to the engine (and copied into the image)."""
+        own = () if value is None else parse_table(value, "secrets", lambda m, _: self.error(m))
+        found = merged(self.config.secrets, own)
+        root = self.config.root
+        for source in found:
+            if source.kind == "src" and inside(source_path(root, source), root / context):
+                raise self.error(
+                    f"secret {source.id!r}: file {source.name!r} is inside the build context "
+                    f"{context or '.'!r}, which bt may send to the engine; keep it outside"
+                )
         return found
 
     def group(self, *, name: str, targets: Sequence[str], package: str | None = None) -> str:
@@ -304,9 +341,9 @@ class _Builtins:
         for pattern in (*patterns, *excluded):
             if os.path.isabs(pattern) or ".." in pattern.split("/"):
                 raise self.error(f"glob pattern {pattern!r} must stay below the BUILD file")
-        found = set(_glob(base, patterns))
-        found -= set(_glob(base, excluded))
-        return sorted(found)
+        result = sorted(run_glob(base, patterns, excluded))
+        self.globs.append((self.file_dir, patterns, excluded, tuple(result)))
+        return result
 
 
 # Words users bring from `docker buildx bake` (and the CLI) for what image() calls otherwise.
@@ -339,6 +376,11 @@ def _argument_error(
     if missing and not args:
         return f"{name}() needs argument {missing[0]!r}"
     return f"{name}(): {str(err).removeprefix('missing a required argument: ')}"
+
+
+def run_glob(base: Path, patterns: Sequence[str], excluded: Sequence[str]) -> set[str]:
+    """The files below ``base`` that glob(patterns, exclude = excluded) finds."""
+    return set(_glob(base, patterns)) - set(_glob(base, excluded))
 
 
 def _glob(base: Path, patterns: Sequence[str]) -> Iterator[str]:

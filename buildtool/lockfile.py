@@ -66,6 +66,15 @@ class Lockfile:
     def put(self, label: str, platform: str, record: BuildRecord) -> None:
         self.builds.setdefault(label, {})[platform] = record
 
+    def record_build(self, label: str, platform: str, record: BuildRecord) -> None:
+        """``put``, and drop the image's index when the build's digest changes: that index
+        lists the previous build, and images.lock never pairs an index with builds it does not
+        list (a crash after this write leaves no lagging index). A merge records the new one."""
+        previous = self.get(label, platform)
+        if previous is None or previous.digest != record.digest:
+            self.images.pop(label, None)
+        self.put(label, platform, record)
+
     def pin(self, reference: str, platform: str) -> PinRecord | None:
         return self.pins.get(reference, {}).get(platform)
 
@@ -244,7 +253,7 @@ def apply_fragments(lock: Lockfile, folded: Lockfile) -> int:
         if current is not None and current.key == record.key and pushed(current):
             continue
         if current != record:
-            lock.put(label, platform, record)
+            lock.record_build(label, platform, record)
             changed += 1
     for label, index in sorted(folded.images.items()):
         if lock.images.get(label) != index:

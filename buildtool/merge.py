@@ -175,7 +175,16 @@ def merge_images(
         pool.shutdown(wait=True, cancel_futures=True)
         records = {str(label): record for label, (record, _) in done.items()}
         if records and not dry_run:
-            update_lockfile(config.lockfile, lock_path, lambda lock: lock.images.update(records))
+            children = {str(w.label): w.children for w in wanted}
+
+            def change(lock: Lockfile) -> None:
+                for label, record in records.items():
+                    # A bt build that recorded a new build of the image since it was read here
+                    # made this index stale: recording it would pair it with builds it lacks.
+                    if _listed(lock, label, children[label]):
+                        lock.images[label] = record
+
+            update_lockfile(config.lockfile, lock_path, change)
     errors = [failed[w.label] for w in wanted if w.label in failed]
     if errors:
         more = f" (and {len(errors) - 1} more images failed)" if len(errors) > 1 else ""
@@ -185,6 +194,12 @@ def merge_images(
     outcomes = tuple(outcome for w in wanted for outcome in done[w.label][1])
     partial = tuple((w.label, w.missing) for w in wanted if w.missing)
     return MergeReport(outcomes, partial, skipped)
+
+
+def _listed(lock: Lockfile, label: str, children: Sequence[tuple[str, Reference]]) -> bool:
+    """Whether ``lock`` records exactly ``children`` (platform, reference) for ``label``."""
+    recorded = {platform: record.digest for platform, record in lock.builds.get(label, {}).items()}
+    return all(recorded.get(platform) == ref.digest for platform, ref in children)
 
 
 def _select(

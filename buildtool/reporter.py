@@ -75,6 +75,8 @@ def _build(build: JobId) -> str:
 
 def _where(event: Cached) -> str:
     """Where a cache hit came from, when it is not the builder's own engine."""
+    if event.source == "lockfile":
+        return " (recorded by another bt process)"
     return " from the registry" if event.source == "registry" else ""
 
 
@@ -418,7 +420,13 @@ class LiveReporter:
 
 
 def make_reporter(json_output: bool, stream: IO[str]) -> Reporter:
-    """JSON lines when asked, the live view on a terminal, plain lines otherwise."""
+    """JSON lines when asked, the live view on a terminal, plain lines otherwise; never a
+    secret or credential (``secrets.ScrubbedStream``)."""
+    from typing import cast
+
+    from buildtool.secrets import ScrubbedStream
+
+    stream = cast("IO[str]", ScrubbedStream(stream))
     if json_output:
         return JsonReporter(stream)
     if stream.isatty():

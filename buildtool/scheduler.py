@@ -8,10 +8,11 @@ what happens as events. All bookkeeping and every callback run in the calling th
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 from buildtool.errors import BtError, Cancelled, JobFailed, TransientError
@@ -22,6 +23,35 @@ JobId = tuple[str, str]  # a platform build as text: (label, platform)
 # raised at the next bytecode, and not every platform wakes a blocked lock wait for a signal.
 _POLL_SECONDS = 0.2
 CANCEL_TIMEOUT = 30.0
+
+# The job whose runner the current thread is running, and how to report about it.
+_runner_thread = threading.local()
+
+
+def note(message: str) -> None:
+    """Called by a runner: report ``message`` about its job now (a Warned event), for news
+    worth seeing before its result, such as waiting for another process."""
+    post: Callable[[_Value], None] | None = getattr(_runner_thread, "post", None)
+    if post is not None:
+        post(_Note(message))
+
+
+@contextlib.contextmanager
+def waiting(cancel: threading.Event) -> Iterator[None]:
+    """Called by a runner around a wait for something outside the run (another bt process's
+    build): its job gives its slot to other jobs meanwhile, and gets one back before the block
+    ends (raising Cancelled instead once ``cancel`` is set)."""
+    post: Callable[[_Value], None] | None = getattr(_runner_thread, "post", None)
+    if post is None:
+        yield
+        return
+    post(_Park())
+    yield  # an exception leaves the job parked: it ends without a slot to give back
+    granted = threading.Event()
+    post(_Unpark(granted))
+    while not granted.wait(_POLL_SECONDS):
+        if cancel.is_set():
+            raise Cancelled()
 
 
 @dataclass(frozen=True)
@@ -38,7 +68,9 @@ class Outcome:
 
     digest: str | None = None
     cached: bool = False  # nothing was built: the action cache had it
-    source: str = "engine"  # where a cached image was found: "engine" or "registry"
+    # where a cached image was found: "engine", "registry", or "lockfile" (another bt process
+    # built and recorded it while this one waited)
+    source: str = "engine"
     detail: str = ""
     warnings: tuple[str, ...] = ()  # shown as Warned events before its result
 
@@ -59,7 +91,7 @@ class Started(Event):
 @dataclass(frozen=True)
 class Cached(Event):
     digest: str | None
-    source: str = "engine"  # the builder's engine, or "registry" (the remote action cache)
+    source: str = "engine"  # the builder's engine, "registry" (remote action cache), "lockfile"
 
 
 @dataclass(frozen=True)
@@ -266,15 +298,36 @@ class _Retry:
 
 
 @dataclass(frozen=True)
+class _Note:
+    message: str
+
+
+@dataclass(frozen=True)
+class _Park:
+    """The runner waits for something outside the run: its slot is free meanwhile."""
+
+
+@dataclass(frozen=True)
+class _Unpark:
+    """The runner's wait is over: it goes on once ``granted`` is set (a slot is its again)."""
+
+    granted: threading.Event
+
+
+@dataclass(frozen=True)
 class _Begun:
     """The lookup found nothing: the runner starts now."""
+
+
+_Progress = (_Retry, _Begun, _Note, _Park, _Unpark)  # news of a job still running
+_Value = Outcome | _Failure | _Bug | _Retry | _Begun | _Note | _Park | _Unpark
 
 
 @dataclass(frozen=True)
 class _Result:
     id: JobId
     began: float
-    value: Outcome | _Failure | _Bug | _Retry | _Begun
+    value: _Value
 
 
 @dataclass(frozen=True)
@@ -318,7 +371,9 @@ class _Run:
         self.blocked = {job_id: set(job.deps) for job_id, job in jobs.items()}  # not started
         self.ready = {job_id for job_id, deps in self.blocked.items() if not deps}
         self.running: dict[JobId, _Running] = {}
-        self.pool_busy: dict[str, int] = {}
+        self.pool_busy: dict[str, int] = {}  # slots taken: running jobs, less parked ones
+        self.parked: set[JobId] = set()  # running, but waiting outside the run without a slot
+        self.unparking: dict[JobId, threading.Event] = {}  # parked, wanting their slot back
         self.results: queue.Queue[_Result] = queue.Queue()
         self.succeeded: list[JobId] = []
         self.cached: list[JobId] = []
@@ -370,14 +425,24 @@ class _Run:
             except queue.Empty:
                 continue
 
+    def has_slot(self, job: Job) -> bool:
+        if len(self.running) - len(self.parked) >= self.max_parallel:
+            return False
+        return self.pool_busy.get(job.pool, 0) < self.pool_limits.get(job.pool, 1)
+
     def start_ready(self) -> None:
-        for job_id in sorted(self.ready, key=lambda j: (-self.priority[j], j)):
-            if len(self.running) >= self.max_parallel:
-                return
+        # Jobs back from a wait first: they were started before anything ready now.
+        for job_id in sorted(self.unparking, key=lambda j: (-self.priority[j], j)):
             job = self.jobs[job_id]
-            if self.pool_busy.get(job.pool, 0) >= self.pool_limits.get(job.pool, 1):
-                continue
-            self.start(job)
+            if self.has_slot(job):
+                self.pool_busy[job.pool] = self.pool_busy.get(job.pool, 0) + 1
+                self.parked.discard(job_id)
+                self.unparking.pop(job_id).set()
+        for job_id in sorted(self.ready, key=lambda j: (-self.priority[j], j)):
+            if len(self.running) - len(self.parked) >= self.max_parallel:
+                return
+            if self.has_slot(self.jobs[job_id]):
+                self.start(self.jobs[job_id])
 
     def start(self, job: Job) -> None:
         self.ready.discard(job.id)
@@ -397,6 +462,7 @@ class _Run:
     def work(self, job: Job, cancel: threading.Event) -> None:
         """The runner's thread: attempts with backoff; every result goes through the queue."""
         began = time.monotonic()
+        _runner_thread.post = lambda value: self.results.put(_Result(job.id, began, value))
         self.results.put(_Result(job.id, began, self.attempts(job, cancel, began)))
 
     def attempts(
@@ -433,12 +499,26 @@ class _Run:
 
     def release(self, job_id: JobId) -> None:
         del self.running[job_id]
-        self.pool_busy[self.jobs[job_id].pool] -= 1
+        self.unparking.pop(job_id, None)
+        if job_id in self.parked:
+            self.parked.discard(job_id)  # its slot was given back when it parked
+        else:
+            self.pool_busy[self.jobs[job_id].pool] -= 1
 
     def settle(self, result: _Result) -> None:
         value = result.value
         if isinstance(value, _Begun):
             self.emit(Started(result.id, time.monotonic()))
+            return
+        if isinstance(value, _Note):
+            self.emit(Warned(result.id, time.monotonic(), value.message))
+            return
+        if isinstance(value, _Park):
+            self.parked.add(result.id)
+            self.pool_busy[self.jobs[result.id].pool] -= 1
+            return
+        if isinstance(value, _Unpark):
+            self.unparking[result.id] = value.granted
             return
         if isinstance(value, _Retry):
             now = time.monotonic()
@@ -518,7 +598,7 @@ class _Run:
             self.skip(job_id, "interrupted; its runner had not stopped when bt gave up waiting")
 
     def settle_cancelled(self, result: _Result) -> None:
-        if isinstance(result.value, (_Retry, _Begun)) or result.id not in self.running:
+        if isinstance(result.value, _Progress) or result.id not in self.running:
             return
         self.release(result.id)
         if isinstance(result.value, Outcome):

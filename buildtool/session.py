@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from buildtool.hashing import StatCache
     from buildtool.keys import KeyComputer
     from buildtool.labels import Label
+    from buildtool.loader import LoadedWorkspace
     from buildtool.lockfile import Lockfile
     from buildtool.pins import ExternalImage
     from buildtool.plan import PlannedBuild
@@ -30,6 +31,10 @@ class Session:
     """The workspace seen from the current directory."""
 
     cwd: Path
+    # A graph evaluated by this run, with what it was made from: kept by ``save()``.
+    _unsaved: tuple[LoadedWorkspace, TargetGraph, int] | None = field(
+        default=None, init=False, repr=False
+    )
 
     @classmethod
     def here(cls) -> Session:
@@ -50,13 +55,32 @@ class Session:
 
     @cached_property
     def graph(self) -> TargetGraph:
+        """The graph kept by an earlier run while nothing it was made from changed
+        (``graphcache.py``), else BUILD.images evaluated again."""
+        import time
+
+        from buildtool.graphcache import load_graph
+
         config = self.config
-        return build_graph(load_workspace(config), self.analyses, config.registry)
+        kept = load_graph(config, self.analyses)
+        if kept is not None:
+            return kept
+        taken_ns = time.time_ns()
+        loaded = load_workspace(config)
+        graph = build_graph(loaded, self.analyses, config.registry)
+        self._unsaved = (loaded, graph, taken_ns)
+        return graph
 
     def save(self) -> None:
-        """Keep what loading learnt (Dockerfile analyses) for the next run. Commands call it
-        once they have succeeded: a refused input leaves the cache directory as it was."""
+        """Keep what loading learnt (Dockerfile analyses, the graph) for the next run. Commands
+        call it once they have succeeded: a refused input leaves the cache directory as it was."""
         self.analyses.save()
+        if self._unsaved is not None:
+            from buildtool.graphcache import save_graph
+
+            loaded, graph, taken_ns = self._unsaved
+            self._unsaved = None
+            save_graph(self.config, self.analyses, loaded, graph, taken_ns)
 
     @cached_property
     def current_package(self) -> str:
@@ -129,8 +153,8 @@ class Workbench:
         self.computer.use_pins(lock.pins)
         builds = selected_builds(self.session.graph, self.labels(patterns), platforms)
         planned = make_plan(self.session.config, self.computer, lock, builds)
-        self.stat_cache.save()
-        self.computer.analyses.save()
+        self.computer.filesets.save()  # digests, analyses and described sets
+        self.session.save()
         return planned
 
     def external_images(

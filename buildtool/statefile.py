@@ -9,10 +9,15 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
-from buildtool.errors import BtError
+from buildtool.errors import BtError, Cancelled
+
+# How often a waiter tries a lock another process holds: flock cannot be woken by an event, so
+# waiting polls, which keeps the wait cancellable (Ctrl-C, SIGTERM) and the other jobs running.
+_LOCK_POLL_SECONDS = 0.1
 
 
 @contextlib.contextmanager
@@ -59,3 +64,71 @@ def write_atomic(path: Path, data: bytes, *, durable: bool = True) -> None:
             os.fsync(dir_fd)
         finally:
             os.close(dir_fd)
+
+
+class HolderLock:
+    """An exclusive cross-process lock on ``path`` that names its holder (the pid written in
+    the file), taken without blocking other threads, and removed by the holder on release.
+
+    It is an flock, so the kernel releases it when its holder dies, however it dies: a lock
+    left by a killed process is simply taken. The file is unlinked while still held; a waiter
+    that then gets the lock of the unlinked file notices (the path no longer names its inode)
+    and tries again, so two processes never both believe they hold it."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._fd: int | None = None
+
+    def try_acquire(self) -> bool:
+        """Take the lock if it is free now; False when another holder has it."""
+        if self._fd is not None:
+            raise RuntimeError(f"{self.path} is already held")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                return False
+            except BaseException:
+                os.close(fd)
+                raise
+            if _names(self.path, fd):
+                break
+            os.close(fd)  # the holder we waited for removed this file: lock the new one
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._fd = fd
+        return True
+
+    def acquire(self, cancel: threading.Event) -> None:
+        """Wait for the lock; raises Cancelled once ``cancel`` is set."""
+        while not self.try_acquire():
+            if cancel.wait(_LOCK_POLL_SECONDS):
+                raise Cancelled()
+
+    def holder(self) -> int | None:
+        """The pid of the process holding the lock, as it wrote it (None when unknown)."""
+        try:
+            return int(self.path.read_text().strip())
+        except (OSError, ValueError):
+            return None
+
+    def release(self) -> None:
+        fd, self._fd = self._fd, None
+        if fd is None:
+            return
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path)
+        os.close(fd)  # closing the last descriptor drops the flock
+
+
+def _names(path: Path, fd: int) -> bool:
+    """Whether ``path`` is still the file open as ``fd``."""
+    try:
+        on_disk = os.stat(path)
+    except FileNotFoundError:
+        return False
+    held = os.fstat(fd)
+    return (on_disk.st_dev, on_disk.st_ino) == (held.st_dev, held.st_ino)

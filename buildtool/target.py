@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from buildtool.labels import Label
 
@@ -21,6 +22,17 @@ class Location:
         return f"{self.path}:{self.line}"
 
 
+class SecretSource(NamedTuple):
+    """Where a build secret's value comes from; the value itself is never kept (invariant 7).
+
+    ``kind`` is "env" (``name`` is an environment variable) or "src" (``name`` is a file, as
+    written: relative to the workspace root, or absolute)."""
+
+    id: str
+    kind: str
+    name: str
+
+
 @dataclass(frozen=True)
 class ImageTarget:
     """One image, built once per platform.
@@ -28,7 +40,8 @@ class ImageTarget:
     Paths are workspace-relative POSIX paths. ``parents`` maps a build-arg name to the label
     whose exact image reference is passed in that arg at build time. ``aliases`` are full image
     references the target's image is also known by, besides ``<registry>/<repository>:<tag>``:
-    a Dockerfile naming one of them builds on this target (see ``parents.py``).
+    a Dockerfile naming one of them builds on this target (see ``parents.py``). ``secrets``
+    are the build secrets its builds get (``.cache-spec``'s, overridden by its own), by id.
     """
 
     label: Label
@@ -44,6 +57,7 @@ class ImageTarget:
     tests: tuple[str, ...]
     location: Location
     aliases: tuple[str, ...] = ()
+    secrets: tuple[SecretSource, ...] = ()
 
     @property
     def parent_labels(self) -> tuple[Label, ...]:

@@ -19,7 +19,8 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class Change:
-    # dockerfile | stage | args | input | global | parent | platform | schema | remote | external
+    # dockerfile | stage | args | secret | input | global | parent | platform | schema | remote
+    # | external
     kind: str
     subject: str
     old: str | None
@@ -38,7 +39,16 @@ class Change:
         if self.kind == "parent":
             return f"parent {self.subject} changed: key {self.old} -> {self.new}"
         if self.kind == "args":
-            return f"build arg {self.subject}: {self.old!r} -> {self.new!r}"
+            # Values are kept by digest only (keys.KeyManifest.args).
+            if self.old is None or self.new is None:
+                verb = "added" if self.old is None else "removed"
+                return f"build arg {self.subject} {verb}"
+            return f"build arg {self.subject} changed (value {self.old} -> {self.new})"
+        if self.kind == "secret":
+            if self.old is None or self.new is None:
+                verb = "added" if self.old is None else "removed"
+                return f"secret {self.subject} {verb} ({self.new or self.old})"
+            return f"secret {self.subject}: {self.old} -> {self.new}"
         if self.kind == "external":
             if self.old is None or self.new is None:
                 verb = "added" if self.old is None else "no longer used"
@@ -49,6 +59,12 @@ class Change:
 
 def _short(digest: str | None) -> str | None:
     return digest[:16] if digest else digest
+
+
+def _short_value(digest: str) -> str:
+    """``blake3:<64 hex>`` -> ``blake3:<12 hex>``."""
+    kind, _, hexdigest = digest.partition(":")
+    return f"{kind}:{hexdigest[:12]}" if hexdigest else digest[:16]
 
 
 def _entry_value(kind: str, executable: bool, value: str) -> str:
@@ -81,7 +97,13 @@ def diff_manifests(old: KeyManifest, new: KeyManifest) -> list[Change]:
     old_args, new_args = dict(old.args), dict(new.args)
     for name in sorted(old_args.keys() | new_args.keys()):
         if old_args.get(name) != new_args.get(name):
-            changes.append(Change("args", name, old_args.get(name), new_args.get(name)))
+            a, b = old_args.get(name), new_args.get(name)
+            changes.append(Change("args", name, a and _short_value(a), b and _short_value(b)))
+    old_secrets = {sid: f"{kind} {name}" for sid, kind, name in old.secrets}
+    new_secrets = {sid: f"{kind} {name}" for sid, kind, name in new.secrets}
+    for sid in sorted(old_secrets.keys() | new_secrets.keys()):
+        if old_secrets.get(sid) != new_secrets.get(sid):
+            changes.append(Change("secret", sid, old_secrets.get(sid), new_secrets.get(sid)))
     changes += _diff_entries("input", old, new)
     old_globals, new_globals = dict(old.global_inputs), dict(new.global_inputs)
     for path in sorted(old_globals.keys() | new_globals.keys()):
@@ -184,6 +206,9 @@ def short_reason(changes: list[Change]) -> str:
     if "args" in kinds:
         names = sorted({c.subject for c in changes if c.kind == "args"})
         return "args changed: " + ", ".join(names)
+    if "secret" in kinds:
+        ids = sorted({c.subject for c in changes if c.kind == "secret"})
+        return "secrets changed: " + ", ".join(ids)
     moved = [c for c in changes if c.kind == "external"]
     if moved:
         more = f" (+{len(moved) - 1} more)" if len(moved) > 1 else ""

@@ -14,6 +14,7 @@ from buildtool.budget import Budget
 from buildtool.errors import BtError
 from buildtool.platforms import normalise
 from buildtool.registry.reference import is_repository, names_registry
+from buildtool.target import SecretSource
 
 SPEC_NAME = ".cache-spec"
 LOCKFILE_NAME = "images.lock"
@@ -50,6 +51,8 @@ class Config:
     # platform -> GitHub Actions `runs-on` (a label, or a list of labels); "*" for the rest
     ci_runners: dict[str, str | tuple[str, ...]] = field(default_factory=dict)
     evaluation: Budget = field(default_factory=Budget)  # BUILD.images evaluation limits
+    # Build secrets every target gets unless it declares one of the same id ([secrets]).
+    secrets: tuple[SecretSource, ...] = ()
 
     @property
     def lockfile(self) -> Path:
@@ -99,7 +102,7 @@ class _SpecReader:
     """Validates the parsed TOML, pointing errors at the line of the offending key."""
 
     _TOP_KEYS = {
-        "global_inputs", "platforms", "cache_dir", "jobs", "registry", "builders", "ci",
+        "global_inputs", "platforms", "cache_dir", "jobs", "registry", "builders", "ci", "secrets",
         "evaluation",
     }  # fmt: skip
     _EVALUATION_KEYS = {"max_steps", "max_size"}
@@ -140,6 +143,9 @@ class _SpecReader:
         registry, push, insecure = self._registry(data.get("registry", {}))
         builders = self._builders(data.get("builders", {}))
         ci_runners = self._ci_runners(data.get("ci", {}))
+        from buildtool.secrets import parse_table
+
+        secrets = parse_table(data.get("secrets", {}), "secrets", self.fail)
         return Config(
             root=root,
             spec_path=self.path,
@@ -152,6 +158,7 @@ class _SpecReader:
             jobs=jobs,
             builders=builders,
             ci_runners=ci_runners,
+            secrets=secrets,
             evaluation=self._evaluation(data.get("evaluation", {})),
         )
 

@@ -4,6 +4,8 @@ openssl. A fake registry stands in for redirects to another host and OAuth refre
 
 from __future__ import annotations
 
+import base64
+import json
 import os
 import urllib.parse
 import uuid
@@ -11,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from btrun import bt, write_tree
 from registries import (
     MANIFEST,
     PASSWORD,
@@ -197,3 +200,69 @@ def test_identity_tokens_are_exchanged_by_post_and_never_put_in_a_url(tmp_path: 
             },
         )
     ]
+
+
+# -- credentials echoed back -----------------------------------------------------------------
+
+
+def _echoing_registry(token: bool) -> Any:
+    """A registry that asks for credentials, then refuses them and echoes the Authorization
+    header it got in its error detail (and message), as some registries and proxies do."""
+
+    def handle(
+        method: str, path: str, headers: dict[str, str], body: bytes
+    ) -> tuple[int, dict[str, str], bytes]:
+        if path.startswith("/token"):
+            answer = {"token": "bearer-token-never-printed-0123456789"}
+            return 200, {"Content-Type": "application/json"}, json.dumps(answer).encode()
+        sent = headers.get("Authorization")
+        if sent is None:
+            challenge = 'Bearer realm="http://{host}/token"' if token else 'Basic realm="x"'
+            return 401, {"WWW-Authenticate": challenge.format(host=headers["Host"])}, b""
+        error = {"code": "DENIED", "message": f"refused {sent}", "detail": f"header: {sent}"}
+        return 403, {"Content-Type": "application/json"}, json.dumps({"errors": [error]}).encode()
+
+    return fake_registry(handle)
+
+
+@pytest.mark.parametrize("token", [False, True], ids=["basic", "bearer"])
+def test_credentials_a_registry_echoes_in_its_error_are_redacted(
+    token: bool, tmp_path: Path
+) -> None:
+    with _echoing_registry(token) as address:
+        config = write_docker_config(tmp_path / "docker", basic_auths(address, USER, PASSWORD))
+        client = RegistryClient(docker_config_dir=config, attempts=1)
+        with pytest.raises(BtError) as raised:
+            client.get_manifest(f"{address}/echo/app:latest")
+    message = str(raised.value)
+    encoded = base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
+    for secret in (PASSWORD, encoded, "bearer-token-never-printed-0123456789"):
+        assert secret not in message
+    assert "403" in message and "<redacted>" in message and "DENIED" in message
+
+
+def test_bt_merge_prints_no_echoed_credentials(tmp_path: Path) -> None:
+    """End to end: the one line `bt merge` prints when the registry refuses and echoes."""
+    with _echoing_registry(False) as address:
+        config = write_docker_config(tmp_path / "docker", basic_auths(address, USER, PASSWORD))
+        root = write_tree(
+            tmp_path / "ws",
+            {
+                ".cache-spec": f'platforms = ["linux/amd64"]\n[registry]\nurl = "{address}"\n',
+                "BUILD.images": 'image(name = "app")\n',
+                "Dockerfile": "FROM scratch\n",
+            },
+        )
+        digest = "sha256:" + "1" * 64
+        lockfile = {
+            "version": 1,
+            "builds": {"//:app": {"linux/amd64": {"key": "a" * 64, "digest": digest,
+                                                   "image": f"{address}/app@{digest}"}}},
+        }  # fmt: skip
+        (root / "images.lock").write_text(json.dumps(lockfile))
+        done = bt("merge", "//...", cwd=root, env={"DOCKER_CONFIG": str(config)})
+    encoded = base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
+    output = done.stdout + done.stderr
+    assert done.returncode != 0, output
+    assert PASSWORD not in output and encoded not in output
+    assert "<redacted>" in output, output

@@ -24,7 +24,10 @@ from buildtool.scheduler import (
     Skipped,
     Started,
     Summary,
+    Warned,
+    note,
     run_jobs,
+    waiting,
 )
 
 AMD = "linux/amd64"
@@ -542,3 +545,48 @@ def test_a_job_its_lookup_settles_never_starts_and_counts_as_cached() -> None:
     started = next(i for i, e in enumerate(events) if isinstance(e, Started))
     finished = next(i for i, e in enumerate(events) if isinstance(e, Finished))
     assert started < finished
+
+
+def test_a_job_waiting_outside_the_run_gives_its_slot_to_the_next_job_and_gets_it_back() -> None:
+    other_done = threading.Event()
+    inside: list[str] = []
+    busy = threading.Lock()  # the pool's one slot: held by whoever runs outside a wait
+
+    def runner(j: Job, cancel: threading.Event) -> Outcome:
+        if j.id[0] == "waits":
+            note("waiting for bt process 1234")
+            with waiting(cancel):
+                assert other_done.wait(WAIT)  # deadlocks unless "other" may run meanwhile
+            assert busy.acquire(blocking=False), "unparked while the other job held the slot"
+            busy.release()
+            inside.append("waits")
+            return Outcome()
+        assert busy.acquire(blocking=False), "two jobs ran in a pool of one"
+        time.sleep(0.1)
+        busy.release()
+        other_done.set()
+        inside.append(j.id[0])
+        return Outcome()
+
+    jobs = [job("waits", cost=5), job("other", cost=2), job("third")]
+    summary, events = run(jobs, runner, max_parallel=1, pool_limits={"p": 1})
+    assert summary.ok
+    assert inside[0] == "other" and sorted(inside) == ["other", "third", "waits"]
+    assert [(e.id[0], e.message) for e in events if isinstance(e, Warned)] == [
+        ("waits", "waiting for bt process 1234")
+    ]
+
+
+def test_ctrl_c_ends_a_wait_outside_the_run() -> None:
+    def runner(j: Job, cancel: threading.Event) -> Outcome:
+        with waiting(cancel):
+            _thread.interrupt_main()
+            if cancel.wait(WAIT):
+                raise Cancelled("cancelled")
+        return Outcome()
+
+    started = time.monotonic()
+    summary, _ = run([job("waits")], runner, max_parallel=1, pool_limits={"p": 1})
+    assert summary.interrupted
+    assert names(summary.skipped) == ["waits"]
+    assert time.monotonic() - started < WAIT

@@ -27,6 +27,7 @@ from buildtool.platforms import Platform
 if TYPE_CHECKING:
     from buildtool.builders.context import SentContext
     from buildtool.filesets import FileSet
+    from buildtool.target import SecretSource
 
 LOG_TAIL_LINES = 25
 
@@ -60,6 +61,8 @@ class BuildRequest:
     # The Dockerfile to send instead of ``fileset.dockerfile_text`` (a rewritten one, e.g. with
     # pinned image references); only with ``fileset``.
     dockerfile_text: str | None = None
+    # Build secrets by source (file paths absolute): the builder's client reads the values.
+    secrets: tuple[SecretSource, ...] = ()
 
     def sent_context(self, *, hide_dockerfile: bool = False) -> SentContext | None:
         """The context to stream, or None to send the context directory as it is."""
@@ -192,7 +195,9 @@ def platform_mismatch(name: str, request: BuildRequest, actual: Platform) -> BtE
 
 
 def write_lines(log: IO[str], tail: collections.deque[str], lines: Iterable[str]) -> None:
-    for line in lines:
+    from buildtool.secrets import scrub
+
+    for line in map(scrub, lines):
         log.write(line + "\n")
         tail.append(line)
     log.flush()

@@ -33,6 +33,7 @@ from buildtool.builders import (
 )
 from buildtool.errors import BtError, Cancelled, JobFailed, TransientError
 from buildtool.platforms import Platform
+from buildtool.secrets import REDACTED, buildkit_flag, scrub
 
 PROBE_TIMEOUT = 30.0  # `docker version`, `docker buildx version`, `docker image inspect`
 PUSH_TIMEOUT = 3 * 3600.0  # a 10 GB image over a slow uplink
@@ -213,6 +214,8 @@ class BuildKitCliBuilder:
             command += ["--target", request.stage]
         for name, value in request.build_args:
             command += ["--build-arg", f"{name}={value}"]
+        for source in request.secrets:
+            command += ["--secret", buildkit_flag(source)]
         for name, value in request.labels:
             command += ["--label", f"{name}={value}"]
         return [*command, context]
@@ -311,7 +314,7 @@ def _stream_to_log(
     log_path.parent.mkdir(parents=True, exist_ok=True)
     tail: collections.deque[str] = collections.deque(maxlen=LOG_TAIL_LINES)
     with log_path.open("w", encoding="utf-8") as log:
-        write_lines(log, tail, ["$ " + " ".join(command)])
+        write_lines(log, tail, ["$ " + " ".join(_shown(command))])
         process = subprocess.Popen(
             command,
             env=dict(env),
@@ -329,7 +332,7 @@ def _stream_to_log(
             feeder.start()
         assert process.stdout is not None
         for raw in process.stdout:
-            line = raw.decode("utf-8", errors="replace").rstrip("\r\n")
+            line = scrub(raw.decode("utf-8", errors="replace").rstrip("\r\n"))
             log.write(line + "\n")
             log.flush()
             tail.append(line)
@@ -344,6 +347,15 @@ def _stream_to_log(
             log.write(f"ERROR: {feed_errors[0]}\n")
             raise feed_errors[0]
     return code, list(tail)
+
+
+def _shown(command: Sequence[str]) -> list[str]:
+    """``command`` as the build log shows it: build-arg values left out (invariant 7)."""
+    shown = list(command)
+    for index in range(1, len(shown)):
+        if shown[index - 1] == "--build-arg":
+            shown[index] = shown[index].split("=", 1)[0] + "=" + REDACTED
+    return shown
 
 
 def _feed(

@@ -72,6 +72,10 @@ class EngineApiBuilder:
 
         if not request.context.is_dir():
             raise BtError(f"build context {request.context} is not a directory")
+        if request.secrets:
+            # The classic builder has no secret mounts; `bt build` refuses such a build before
+            # anything starts (``secrets.check_secrets``). Never build without them.
+            raise BtError(f"{self.name} cannot pass build secrets (the classic builder has none)")
         request.log_path.parent.mkdir(parents=True, exist_ok=True)
         tail: collections.deque[str] = collections.deque(maxlen=LOG_TAIL_LINES)
         with (

@@ -66,6 +66,7 @@ def update(patterns: tuple[str, ...], platforms: tuple[str, ...]) -> None:
     click.echo(
         f"{bench.config.lockfile.name}: {len(resolved)} pins checked, {moved} moved", err=True
     )
+    bench.session.save()
     if run.pin_failures:
         problem = min(run.pin_failures.items())[1]
         more = len(run.pin_failures) - 1
@@ -120,6 +121,7 @@ def merge(fragments: tuple[Path, ...]) -> None:
         changed = apply_fragments(lock, folded)
 
     update_lockfile(bench.config.lockfile, bench.lock_path, change)
+    bench.session.save()
     builds = sum(1 for _ in folded.records())
     click.echo(
         f"{bench.config.lockfile.name}: folded {len(fragments)} fragments "

@@ -68,6 +68,8 @@ def command(expression: str, platforms: bool, output: str) -> None:
 
 
 def _describe(graph: TargetGraph, label: Label, inputs: dict[str, list[str]]) -> dict[str, object]:
+    from buildtool.secrets import REDACTED, looks_secret
+
     target = graph.targets[label]
     return {
         "label": str(label),
@@ -83,7 +85,9 @@ def _describe(graph: TargetGraph, label: Label, inputs: dict[str, list[str]]) ->
         "dockerfile": target.dockerfile,
         "context": target.context,
         "stage": target.stage,
-        "args": dict(target.args),
+        # A value whose name looks secret (BuildKit's SecretsUsedInArgOrEnv) is not printed.
+        "args": {name: REDACTED if looks_secret(name) else v for name, v in target.args},
+        "secrets": {s.id: {s.kind: s.name} for s in target.secrets},
         "tags": list(target.tags),
         "repository": target.repository,
         "explicit_inputs": list(target.inputs) if target.inputs is not None else None,

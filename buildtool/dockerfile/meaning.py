@@ -10,7 +10,7 @@ with that value), so an overridden default does not count and a used one does.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from buildtool.dockerfile.records import Instruction, InstructionMeaning, Meaning
 
@@ -31,6 +31,19 @@ def arg_meaning(values: Iterable[tuple[str, Meaning]]) -> tuple[Meaning, ...]:
 
 
 def described(stage: str | int, line: int, keyword: str, meaning: Meaning) -> InstructionMeaning:
-    """One entry of ``StageReads.instructions``: the meaning as canonical JSON text."""
+    """One entry of ``StageReads.instructions``: the meaning as canonical JSON text. It is
+    stored (``bt why`` explains changes with it), so an ARG's value appears by its digest: a
+    build arg's value is never stored (invariant 7)."""
+    if keyword == "ARG" and isinstance(meaning, tuple):
+        from buildtool.secrets import value_digest
+
+        meaning = tuple(_arg_digest(value, value_digest) for value in meaning)
     text = json.dumps(meaning, ensure_ascii=False, separators=(",", ":"))
     return (stage, line, keyword, text)
+
+
+def _arg_digest(value: Meaning, digest: Callable[[str], str]) -> Meaning:
+    """``(name, value)`` -> ``(name, digest of value)``; anything else as it is."""
+    if isinstance(value, tuple) and len(value) == 2 and isinstance(value[1], str):
+        return (value[0], digest(value[1]))
+    return value

@@ -20,6 +20,7 @@ from typing import NamedTuple
 from urllib.parse import urlencode, urlsplit
 
 from buildtool.errors import BtError
+from buildtool.secrets import conceal, scrub
 
 _CHALLENGE_PARAM_RE = re.compile(r'(\w+)\s*=\s*(?:"([^"]*)"|([^\s,]+))')
 
@@ -31,6 +32,12 @@ class Credentials:
     username: str | None = None
     password: str | None = field(default=None, repr=False)
     identity_token: str | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        # Never printed, even when a registry echoes them back in an error (``secrets.scrub``).
+        basic = self.basic
+        encoded = basic.removeprefix("Basic ") if basic else None
+        conceal(self.password, self.identity_token, basic, encoded)
 
     @property
     def basic(self) -> str | None:
@@ -123,7 +130,7 @@ class DockerCredentials:
         who = f"user {creds.username!r}" if creds.username else "the identity token"
         return BtError(
             f"registry {registry} rejected the credentials of {who} from "
-            f"{self.source()} ({answer}); run `docker login {registry}`"
+            f"{self.source()} ({scrub(answer)}); run `docker login {registry}`"
         )
 
 
@@ -208,6 +215,7 @@ def _bearer(registry: str, host: str, status: int, reason: str, body: bytes) -> 
         token = None
     if not isinstance(token, str) or not token:
         raise BtError(f"token server {host} of registry {registry} sent no token")
+    conceal(token)
     return f"Bearer {token}"
 
 

@@ -39,6 +39,7 @@ from buildtool.registry.reference import (
     media_type_of,
     sha256_digest,
 )
+from buildtool.secrets import conceal, scrub
 
 STANDALONE_ATTEMPTS = 3
 _DOCKER_HUB_API = "registry-1.docker.io"
@@ -201,6 +202,7 @@ class RegistryClient:
             if response.status != 401 or attempt:
                 break
             authorization = self._authorize(ref.registry, response.challenges, scope)
+            conceal(authorization)
             with self._lock:
                 self._authorization[(ref.registry, scope)] = authorization
         if response.status == 401:
@@ -352,7 +354,12 @@ def manifest_digest(ref: str, insecure: Sequence[str] = ()) -> str | None:
 
 
 def _registry_error(response: _Response) -> str:
-    """``401 Unauthorized`` or the registry's own words (its JSON ``errors`` list)."""
+    """``401 Unauthorized`` or the registry's own words (its JSON ``errors`` list), without the
+    credentials a registry may echo back (its detail may quote the Authorization header)."""
+    return scrub(_registry_words(response))
+
+
+def _registry_words(response: _Response) -> str:
     status = f"{response.status} {response.reason}".strip()
     try:
         errors = json.loads(response.body)["errors"]

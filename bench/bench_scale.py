@@ -1,0 +1,120 @@
+"""How a no-op `bt plan //...` grows with the workspace, against what it physically costs.
+
+For 1,000, 10,000 and 30,000 targets x 2 platforms over 10 files per target (100,000 files at
+10,000; generated as in bench_plan.py), in one run: the floor (one Python process that walks
+the tree and lstats every file), a warm no-op `bt plan //...`, and a plan after editing one
+input file (appending a line: one build's file set and its children stale). Medians of --runs
+fresh processes each. Writes bench/results/scale.md (the table) and scale.png (the plot).
+
+Usage: python bench/bench_scale.py [--runs N] [--sizes 1000,10000,30000] [--keep DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_plan import WALK, bench_env, generate_large, record_all, timed
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def measure(root: Path, env: dict[str, str], runs: int) -> tuple[float, float, float]:
+    """Medians in ms: floor, warm no-op, one-file edit."""
+    bt = [sys.executable, "-m", "buildtool", "plan", "//..."]
+    walk = [sys.executable, "-c", WALK, str(root)]
+    floor, noop, edit = [], [], []
+    timed(bt, root, env)  # warm the caches the recorded plan left
+    for i in range(runs):
+        floor.append(timed(walk, root, env))
+        noop.append(timed(bt, root, env))
+        with (root / "data" / str(i % 10) / "f0.txt").open("a") as f:
+            f.write(f"edit {i}\n")
+        edit.append(timed(bt, root, env))
+    return tuple(statistics.median(s) * 1000 for s in (floor, noop, edit))  # type: ignore[return-value]
+
+
+def plot(rows: list[tuple[int, int, float, float, float]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    targets = [r[0] for r in rows]
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    ax.plot(targets, [r[3] / 1000 for r in rows], "o-", label="bt plan //... (warm no-op)")
+    ax.plot(targets, [r[4] / 1000 for r in rows], "s-", label="bt plan //... (one file edited)")
+    ax.plot(targets, [r[2] / 1000 for r in rows], "^--", label="floor: walk + lstat every file")
+    ax.plot(targets, [3 * r[2] / 1000 for r in rows], ":", color="grey", label="3x the floor")
+    ax.set_xlabel("targets (x 2 platforms; 10 files per target)")
+    ax.set_ylabel("seconds (median)")
+    ax.set_title("No-op plan vs the physical floor")
+    ax.grid(True, alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--sizes", default="1000,10000,30000")
+    parser.add_argument("--keep", type=Path, help="generate workspaces here and reuse them")
+    args = parser.parse_args()
+    sizes = [int(s) for s in args.sizes.split(",")]
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        base = args.keep or Path(tmp)
+        env = bench_env(base / "cache")
+        for targets in sizes:
+            root = base / f"ws-{targets}"
+            if not (root / "BUILD.images").exists():
+                start = time.perf_counter()
+                root.mkdir(parents=True, exist_ok=True)
+                generate_large(root, targets, targets * 10)
+                record_all(root, env)
+                took = time.perf_counter() - start
+                print(f"{targets} targets: generated and recorded in {took:.0f} s", flush=True)
+            floor, noop, edit = measure(root, env, args.runs)
+            rows.append((targets, targets * 10, floor, noop, edit))
+            print(f"{targets:>6} targets  floor {floor:8.0f} ms  no-op {noop:8.0f} ms "
+                  f"({noop / floor:.1f}x)  edit {edit:8.0f} ms ({edit / floor:.1f}x)",
+                  flush=True)  # fmt: skip
+    RESULTS.mkdir(exist_ok=True)
+    lines = [
+        f"`bt plan //...`, medians of {args.runs} fresh processes, {time.strftime('%Y-%m-%d')}, "
+        f"{os.cpu_count()} cores, python {sys.version.split()[0]}",
+        "",
+        "| targets | files | floor (walk + lstat) | warm no-op | no-op / floor "
+        "| one file edited | edit / floor |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for targets, files, floor, noop, edit in rows:
+        lines.append(
+            f"| {targets:,} | {files:,} | {floor:,.0f} ms | {noop:,.0f} ms | {noop / floor:.1f}x "
+            f"| {edit:,.0f} ms | {edit / floor:.1f}x |"
+        )
+    if len(rows) >= 2:
+        (t0, f0, fl0, n0, _), (t1, f1, fl1, n1, _) = rows[0], rows[-1]
+        lines += [
+            "",
+            f"Growth from {t0:,} to {t1:,} targets: bt {(n1 - n0) / (t1 - t0) * 1000:.0f} us "
+            f"per target ({(n1 - n0) / (f1 - f0) * 1000:.1f} us per file), the floor "
+            f"{(fl1 - fl0) / (f1 - f0) * 1000:.1f} us per file.",
+        ]
+    (RESULTS / "scale.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    try:
+        plot(rows, RESULTS / "scale.png")
+    except ImportError:
+        print("matplotlib missing (pip install -e .[bench]): no plot")
+
+
+if __name__ == "__main__":
+    main()

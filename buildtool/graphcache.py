@@ -1,0 +1,188 @@
+"""The evaluated target graph of an earlier run, reused while what it was made from is unchanged.
+
+Evaluating every BUILD.images, validating the graph and inferring parents from Dockerfiles is
+most of what a large workspace's no-op costs. The graph is kept in the cache directory with
+what it was made from, and reused only while all of it is unchanged:
+
+- the configuration it depends on (root, platforms, registry, cache directory) and bt's version;
+- the set of BUILD files: every directory searched for them has the stat it had, unless one
+  was racy (changed within ``RACY_WINDOW_NS`` of being listed, git's rule): then the search is
+  run again and its result compared;
+- each BUILD file's content, each ``glob()`` call's result, and each Dockerfile's content
+  (its presence and digest): read again, not trusted by stat, as they are few and small.
+
+msgpack, not pickle: a cache directory inside a cloned repository must never run code.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import msgpack
+
+from buildtool import __version__
+from buildtool.analysis import Analyses
+from buildtool.cachedir import CacheDir, update_file
+from buildtool.errors import BtError
+from buildtool.graph import TargetGraph
+from buildtool.hashing import RACY_WINDOW_NS, digest_bytes
+from buildtool.labels import Label
+from buildtool.loader import LoadedWorkspace, find_build_files, run_glob
+from buildtool.parents import Parent
+from buildtool.target import ImageTarget, Location, SecretSource
+from buildtool.workspace import Config
+
+VERSION = 2
+
+
+def _setting(config: Config) -> list[Any]:
+    """What of the configuration and of bt evaluation depends on: all of ``.cache-spec``, so
+    that no setting added later can be missed here."""
+    return [VERSION, __version__, str(config.root), str(config.cache_dir),
+            _file_digest(config.root / config.spec_path)]  # fmt: skip
+
+
+def load_graph(config: Config, analyses: Analyses) -> TargetGraph | None:
+    """The kept graph if nothing it was made from changed, else None."""
+    try:
+        data = CacheDir(config.cache_dir).graph.read_bytes()
+        top = msgpack.unpackb(data, raw=False, use_list=False, strict_map_key=False)
+        if top["setting"] != tuple(_to_tuples(_setting(config))):
+            return None
+        if not _unchanged(config, analyses, top):
+            return None
+        return _decode_graph(top["graph"])
+    except (OSError, ValueError, TypeError, KeyError, BtError):
+        return None  # missing, corrupt or stale: evaluate
+
+
+def save_graph(
+    config: Config, analyses: Analyses, loaded: LoadedWorkspace, graph: TargetGraph, taken_ns: int
+) -> None:
+    """Keep ``graph`` with what it was made from; ``taken_ns`` is the clock read before the
+    search for BUILD files began."""
+    root = config.root
+    racy = any(
+        max(st.st_mtime_ns, st.st_ctime_ns) >= taken_ns - RACY_WINDOW_NS
+        for _, st in loaded.searched
+    )
+    dockerfiles = sorted({t.dockerfile for t in graph.targets.values()})
+    top = {
+        "setting": _setting(config),
+        "searched": None if racy else [[d, *_dir_signature(st)] for d, st in loaded.searched],
+        "build_files": [[f, _file_digest(root / f)] for f in loaded.build_files],
+        "globs": [[d, list(inc), list(exc), list(res)] for d, inc, exc, res in loaded.globs],
+        "dockerfiles": [[d, _dockerfile_digest(analyses, d)] for d in dockerfiles],
+        "graph": _encode_graph(graph),
+    }
+    data = msgpack.packb(top, use_bin_type=True)
+    update_file(CacheDir(config.cache_dir).graph, lambda _: data, durable=False)
+
+
+def _unchanged(config: Config, analyses: Analyses, top: dict[str, Any]) -> bool:
+    root = config.root
+    build_files = tuple(f for f, _ in top["build_files"])
+    searched_again = not _same_search(root, top["searched"])
+    if searched_again and tuple(find_build_files(root, skip=[config.cache_dir])) != build_files:
+        return False
+    for relpath, digest in top["build_files"]:
+        if _file_digest(root / relpath) != digest:
+            return False
+    for file_dir, include, exclude, result in top["globs"]:
+        if tuple(sorted(run_glob(root / file_dir, include, exclude))) != result:
+            return False
+    return all(_dockerfile_digest(analyses, d) == digest for d, digest in top["dockerfiles"])
+
+
+def _same_search(root: Path, searched: Any) -> bool:
+    if searched is None:
+        return False  # a directory was racy when searched: search again
+    for reldir, *signature in searched:
+        try:
+            if _dir_signature(os.stat(root / reldir)) != tuple(signature):
+                return False
+        except OSError:
+            return False
+    return True
+
+
+def _dir_signature(st: os.stat_result) -> tuple[int, int, int]:
+    return (st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+
+
+def _file_digest(path: Path) -> str | None:
+    try:
+        return digest_bytes(path.read_bytes())
+    except OSError:
+        return None
+
+
+def _dockerfile_digest(analyses: Analyses, relpath: str) -> str | None:
+    """Its digest through ``analyses`` (which then need not read it again), None if absent."""
+    if not analyses.exists(relpath):
+        return None
+    try:
+        return analyses.dockerfile(relpath)[0]
+    except BtError:
+        return None
+
+
+def _to_tuples(value: Any) -> Any:
+    if isinstance(value, list):
+        return tuple(_to_tuples(v) for v in value)
+    return value
+
+
+def _encode_graph(graph: TargetGraph) -> list[Any]:
+    targets = [
+        [*t.label, t.context, t.dockerfile, t.stage, [list(a) for a in t.args],
+         [[arg, *label] for arg, label in t.parents], list(t.platforms), list(t.tags),
+         t.repository, None if t.inputs is None else list(t.inputs), list(t.tests),
+         t.location.path, t.location.line, list(t.aliases), [list(x) for x in t.secrets]]
+        for t in graph.targets.values()
+    ]  # fmt: skip
+    groups = [[*label, [list(m) for m in members]] for label, members in graph.groups.items()]
+    inferred = [
+        [*label, platform, [[*p.label, p.name, p.declared, [list(s) for s in p.sites]]
+                            for p in parents]]
+        for (label, platform), parents in graph.inferred.items()
+    ]  # fmt: skip
+    return [targets, groups, inferred]
+
+
+def _decode_graph(raw: Any) -> TargetGraph:
+    targets_raw, groups_raw, inferred_raw = raw
+    targets: dict[Label, ImageTarget] = {}
+    for (package, name, context, dockerfile, stage, args, parents, platforms, tags, repository,
+         inputs, tests, path, line, aliases, secrets) in targets_raw:  # fmt: skip
+        label = Label(package, name)
+        targets[label] = ImageTarget(
+            label=label,
+            context=context,
+            dockerfile=dockerfile,
+            stage=stage,
+            args=args,
+            parents=tuple((arg, Label(pkg, nm)) for arg, pkg, nm in parents),
+            platforms=platforms,
+            tags=tags,
+            repository=repository,
+            inputs=inputs,
+            tests=tests,
+            location=Location(path, line),
+            aliases=aliases,
+            secrets=tuple(SecretSource(*x) for x in secrets),
+        )
+    groups = {
+        Label(package, name): tuple(Label(*m) for m in members)
+        for package, name, members in groups_raw
+    }
+    inferred = {
+        (Label(package, name), platform): tuple(
+            Parent(Label(pkg, nm), pname, declared, sites)
+            for pkg, nm, pname, declared, sites in parents
+        )
+        for package, name, platform, parents in inferred_raw
+    }
+    return TargetGraph(targets, groups, inferred)

@@ -1,0 +1,212 @@
+"""Build secrets and the strings bt must never print (DESIGN invariant 7).
+
+A secret is declared by where its value comes from (``SecretSource``): an environment variable
+or a file. bt never keeps the value: the key holds the secret's id and source, BuildKit's CLI
+reads the value itself (``--secret id=tok,env=HF_TOKEN``). bt reads a value only to check,
+before any build starts, that it is there, and to conceal it: every concealed string is
+replaced by ``<redacted>`` in build logs, reporter output and error messages (``scrub``).
+Registry credentials and the values of build args whose names look secret are concealed too.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import IO, Any
+
+from buildtool.errors import BtError
+from buildtool.target import ImageTarget, SecretSource
+
+REDACTED = "<redacted>"
+SECRET_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+_ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# Shorter strings are not concealed: replacing every "ab" in the output would garble it.
+_MIN_CONCEALED = 4
+
+# BuildKit's SecretsUsedInArgOrEnv check (frontend/dockerfile/dockerfile2llb, getSecretsRegex):
+# a name is secret-looking when one of these words is its whole, first or last _-separated
+# part, unless one of the allowed words is (PUBLIC_KEY, KEY_FILE, TOKEN_VERSION are fine).
+_SECRET_WORDS = re.compile(
+    r"(?i)(?:_|^)(?:apikey|auth|credential|credentials|key|password|pword|passwd|secret|token)"
+    r"(?:_|$)"
+)
+_ALLOWED_WORDS = re.compile(r"(?i)(?:_|^)(?:public|file|version)(?:_|$)")
+
+
+def parse_table(
+    value: object, where: str, fail: Callable[[str, str], BtError]
+) -> tuple[SecretSource, ...]:
+    """``{"tok": {"env": "HF_TOKEN"}, "key": {"src": "path"}}`` as sorted sources.
+
+    ``fail(message, key)`` makes the error; ``key`` is the offending id (for a line number)."""
+    shape = f'{where} must be a table of id -> {{"env": "VAR"}} or {{"src": "path"}}'
+    if not isinstance(value, Mapping):
+        raise fail(shape, where)
+    found = []
+    for sid, spec in value.items():
+        if not isinstance(sid, str) or not SECRET_ID_RE.fullmatch(sid):
+            raise fail(f"{where}: invalid secret id {sid!r} (letters, digits, _ . -)", str(sid))
+        if not isinstance(spec, Mapping) or len(spec) != 1 or next(iter(spec)) not in _KINDS:
+            raise fail(
+                f'{where}[{sid!r}] must be {{"env": "VAR"}} or {{"src": "path"}} '
+                "(exactly one of env, src)",
+                sid,
+            )
+        kind, name = next(iter(spec.items()))
+        if not isinstance(name, str) or not name:
+            raise fail(f"{where}[{sid!r}].{kind} must be a non-empty string", sid)
+        if kind == "env" and not _ENV_NAME_RE.fullmatch(name):
+            raise fail(f"{where}[{sid!r}]: invalid environment variable name {name!r}", sid)
+        if kind == "src" and any(c in name for c in ',"\n\r'):
+            # The docker CLI reads --secret as CSV: such a path would be split.
+            raise fail(f'{where}[{sid!r}]: a secret file path cannot hold , " or newlines', sid)
+        found.append(SecretSource(sid, kind, name))
+    return tuple(sorted(found))
+
+
+_KINDS = ("env", "src")
+
+
+def merged(
+    defaults: Iterable[SecretSource], own: Iterable[SecretSource]
+) -> tuple[SecretSource, ...]:
+    """``.cache-spec``'s secrets with a target's own replacing those of the same id."""
+    by_id = {s.id: s for s in defaults}
+    by_id.update({s.id: s for s in own})
+    return tuple(sorted(by_id.values()))
+
+
+def source_path(root: Path, source: SecretSource) -> Path:
+    """The file of a "src" secret: ``~`` expanded, relative to the workspace root."""
+    return root / os.path.expanduser(source.name)
+
+
+def inside(path: Path, directory: Path) -> bool:
+    real, base = os.path.realpath(path), os.path.realpath(directory)
+    return real == base or real.startswith(base.rstrip(os.sep) + os.sep)
+
+
+def read_value(root: Path, source: SecretSource) -> tuple[str | None, str]:
+    """(the value, or None and why it is missing)."""
+    if source.kind == "env":
+        value = os.environ.get(source.name)
+        return value, f"environment variable {source.name} is not set"
+    path = source_path(root, source)
+    try:
+        return path.read_bytes().decode("utf-8", errors="replace"), ""
+    except OSError as err:
+        return None, f"cannot read file {path} ({err.strerror})"
+
+
+def check_secrets(
+    root: Path, builds: Iterable[tuple[ImageTarget, str]], backend_of: Callable[[str], str]
+) -> None:
+    """Before any build starts: every secret of the (target, platform) ``builds`` has a value
+    (concealed from now on), and no build with secrets runs on a backend that cannot pass
+    them. The classic builder the Engine API drives has no secret mounts (no ``RUN --mount``)."""
+    checked: set[SecretSource] = set()
+    for target, platform in builds:
+        if not target.secrets:
+            continue
+        where = target.location
+        backend = backend_of(platform)
+        if backend != "buildkit":
+            ids = ", ".join(s.id for s in target.secrets)
+            raise BtError(
+                f"{target.label} has build secrets ({ids}), which the {backend} backend of "
+                f"{platform} cannot pass (the classic builder has no secret mounts); set "
+                f'backend = "buildkit" in [builders."{platform}"] of .cache-spec',
+                where.path,
+                where.line,
+            )
+        for source in target.secrets:
+            if source in checked:
+                continue
+            value, problem = read_value(root, source)
+            if value is None:
+                raise BtError(
+                    f"secret {source.id!r} of {target.label}: {problem}", where.path, where.line
+                )
+            conceal(value)
+            checked.add(source)
+
+
+def resolved(root: Path, source: SecretSource) -> SecretSource:
+    """``source`` with a file's path made absolute (builders run in other directories)."""
+    if source.kind == "env":
+        return source
+    return source._replace(name=str(source_path(root, source)))
+
+
+def buildkit_flag(source: SecretSource) -> str:
+    """The value of the docker CLI's ``--secret`` for a ``resolved`` source: where the CLI
+    reads the value (Docker 20.10's CLI knows ``env=``), never the value."""
+    return f"id={source.id},{source.kind}={source.name}"
+
+
+def looks_secret(name: str) -> bool:
+    """Whether BuildKit's SecretsUsedInArgOrEnv check would flag a build arg of this name."""
+    return bool(_SECRET_WORDS.search(name)) and not _ALLOWED_WORDS.search(name)
+
+
+def secret_arg_warning(names: Iterable[str]) -> str | None:
+    flagged = sorted(name for name in names if looks_secret(name))
+    if not flagged:
+        return None
+    return (
+        f"build arg {', '.join(flagged)} looks like a secret (BuildKit's SecretsUsedInArgOrEnv): "
+        "a build arg's value stays in the image's history; pass it with secrets = "
+        '{"id": {"env": "VAR"}} and RUN --mount=type=secret,id=id instead'
+    )
+
+
+def value_digest(value: str) -> str:
+    """What bt keeps of a build arg's value: its blake3, never the value."""
+    import blake3
+
+    return "blake3:" + blake3.blake3(value.encode()).hexdigest()
+
+
+# -- concealing ---------------------------------------------------------------------------
+
+_concealed: set[str] = set()
+_concealed_lock = threading.Lock()
+
+
+def conceal(*values: str | None) -> None:
+    """Never print these strings again in this process (see ``scrub``)."""
+    with _concealed_lock:
+        _concealed.update(v for v in values if v and len(v) >= _MIN_CONCEALED)
+        # A value may reach output one line at a time.
+        for value in values:
+            if value and "\n" in value:
+                _concealed.update(
+                    line for line in value.splitlines() if len(line.strip()) >= _MIN_CONCEALED
+                )
+
+
+def scrub(text: str) -> str:
+    """``text`` with every concealed string replaced by ``<redacted>``."""
+    if not _concealed or not text:
+        return text
+    with _concealed_lock:
+        found = sorted((v for v in _concealed if v in text), key=len, reverse=True)
+    for value in found:
+        text = text.replace(value, REDACTED)
+    return text
+
+
+class ScrubbedStream:
+    """A text stream that scrubs what is written to it (for reporters)."""
+
+    def __init__(self, stream: IO[str]):
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        return self._stream.write(scrub(text))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)

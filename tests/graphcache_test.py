@@ -1,0 +1,126 @@
+"""The target graph kept between runs: reused while unchanged, never stale."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import msgpack
+import pytest
+from btrun import write_tree
+
+from buildtool.analysis import Analyses
+from buildtool.graphcache import load_graph
+from buildtool.labels import Label
+from buildtool.session import Session
+
+FILES = {
+    ".cache-spec": 'platforms = ["linux/amd64"]\n\n[registry]\nurl = "reg.example/ws"\n',
+    "BUILD.images": (
+        'image(name = "base", args = {"V": "1"})\n'
+        'image(name = "app", dockerfile = "App", inputs = glob(["in/*.txt"]))\n'
+    ),
+    "Dockerfile": "FROM scratch\nARG V\nCOPY top.txt /\n",
+    "App": "FROM scratch\nCOPY in/ /in/\n",
+    "top.txt": "top\n",
+    "in/a.txt": "a\n",
+}
+
+
+def graph_of(root: Path) -> dict[str, tuple[object, ...]]:
+    graph = Session(root).graph
+    return {
+        str(label): (target.args, target.platforms, target.inputs, graph.parent_labels(label))
+        for label, target in graph.targets.items()
+    }
+
+
+def keep_mtime(path: Path, text: str) -> None:
+    """Write ``text`` and give the file back its mtime: only its content says it changed."""
+    stat = path.stat()
+    path.write_text(text)
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+
+
+@pytest.fixture()
+def workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    root = write_tree(tmp_path / "ws", FILES)
+    graph_of(root)  # evaluates and keeps the graph
+    return root
+
+
+def test_an_unchanged_workspace_reuses_the_kept_graph(workspace: Path) -> None:
+    session = Session(workspace)
+    kept = load_graph(session.config, Analyses(session.config))
+    assert kept is not None
+    assert kept == session.graph
+    assert kept.targets[Label("", "base")].args == (("V", "1"),)
+
+
+def test_editing_build_images_is_seen_even_with_its_old_mtime(workspace: Path) -> None:
+    keep_mtime(workspace / "BUILD.images", FILES["BUILD.images"].replace('"1"', '"2"'))
+    assert graph_of(workspace)["//:base"] == ((("V", "2"),), ("linux/amd64",), None, ())
+
+
+def test_a_build_file_added_in_a_new_directory_is_seen(workspace: Path) -> None:
+    write_tree(workspace, {"sub/BUILD.images": 'image(name = "x", context = "..")\n'})
+    assert "//sub:x" in graph_of(workspace)
+
+
+def test_editing_cache_spec_is_seen(workspace: Path) -> None:
+    spec = workspace / ".cache-spec"
+    keep_mtime(spec, spec.read_text().replace("linux/amd64", "linux/arm64"))
+    assert graph_of(workspace)["//:base"] == ((("V", "1"),), ("linux/arm64",), None, ())
+
+
+def test_a_file_that_a_glob_now_finds_is_seen(workspace: Path) -> None:
+    write_tree(workspace, {"in/b.txt": "b\n"})
+    assert graph_of(workspace)["//:app"] == ((), ("linux/amd64",), ("in/a.txt", "in/b.txt"), ())
+
+
+def test_a_dockerfile_that_now_names_a_workspace_image_adds_the_inferred_parent(
+    workspace: Path,
+) -> None:
+    keep_mtime(workspace / "App", "FROM reg.example/ws/base:base\nCOPY in/ /in/\n")
+    assert graph_of(workspace)["//:app"][3] == (Label("", "base"),)
+
+
+def test_every_field_of_every_target_survives_the_round_trip(tmp_path: Path) -> None:
+    """A field added to ImageTarget and forgotten by the encoding would be silently reset to its
+    default by every warm run: here each field holds a value other than its default."""
+    import dataclasses
+
+    from buildtool.graph import TargetGraph
+    from buildtool.graphcache import _decode_graph, _encode_graph
+    from buildtool.target import ImageTarget, Location, SecretSource
+
+    target = ImageTarget(
+        label=Label("pkg", "app"),
+        context="pkg",
+        dockerfile="pkg/Dockerfile",
+        stage="final",
+        args=(("V", "1"),),
+        parents=(("BASE", Label("", "base")),),
+        platforms=("linux/amd64",),
+        tags=("latest",),
+        repository="reg.example/app",
+        inputs=("pkg/a.txt",),
+        tests=("true",),
+        location=Location("pkg/BUILD.images", 3),
+        aliases=("reg.example/app:1",),
+        secrets=(SecretSource("tok", "env", "HF_TOKEN"),),
+    )
+    defaults = {f.name: f.default for f in dataclasses.fields(ImageTarget)}
+    assert all(getattr(target, name) != default for name, default in defaults.items())
+    graph = TargetGraph({target.label: target}, {}, {})
+    packed = msgpack.packb(_encode_graph(graph), use_bin_type=True)
+    raw = msgpack.unpackb(packed, raw=False, use_list=False, strict_map_key=False)
+    assert _decode_graph(raw) == graph
+
+
+def test_a_new_cache_spec_setting_discards_the_kept_graph(workspace: Path) -> None:
+    spec = workspace / ".cache-spec"
+    spec.write_text(spec.read_text() + '\n[secrets]\ntok = {env = "HF_TOKEN"}\n')
+    session = Session(workspace)
+    assert load_graph(session.config, Analyses(session.config)) is None

@@ -9,8 +9,20 @@ from typing import Any
 import click
 
 from buildtool.commands.common import platform_option, push_option
-from buildtool.errors import BuildFailed, Interrupted
+from buildtool.errors import BtError, BuildFailed, Interrupted
 from buildtool.session import Workbench
+
+
+def _writable(path: Path) -> None:
+    """Refuse an output bt could not write, before any build starts rather than after every
+    build ran: a file made and removed next to it, as the atomic write will."""
+    import tempfile
+
+    try:
+        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.probe-"):
+            pass
+    except OSError as err:
+        raise BtError(f"cannot write: {err.strerror}", path) from None
 
 
 def _shard_option(ctx: click.Context, param: click.Parameter, value: str | None) -> Any:
@@ -92,6 +104,8 @@ def command(
     from buildtool.ci import shard_of, without_stale_parents
     from buildtool.reporter import make_reporter
 
+    if lock_out is not None:
+        _writable(lock_out)
     bench = Workbench.open()
     config = bench.config
     push_wanted = config.push if push is None else push

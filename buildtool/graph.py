@@ -172,6 +172,7 @@ def build_graph(loaded: LoadedWorkspace, analyses: Analyses, registry: str | Non
                     group.location.line,
                 )
     groups = {label: group.members for label, group in loaded.groups.items()}
+    _check_group_cycles(loaded)
     # What BUILD.images alone says is checked before any Dockerfile is read.
     _check_image_names(targets)
     _check_cycles(TargetGraph(targets, groups))
@@ -182,6 +183,31 @@ def build_graph(loaded: LoadedWorkspace, analyses: Analyses, registry: str | Non
     if inferred:
         _check_cycles(graph)
     return graph
+
+
+def _check_group_cycles(loaded: LoadedWorkspace) -> None:
+    """A group that contains itself, directly or through other groups, is an error with its
+    path, wherever it is used."""
+    groups = loaded.groups
+    done: set[Label] = set()
+    for start in sorted(groups):
+        path: list[Label] = []
+        stack: list[tuple[Label, int]] = [(start, 0)]
+        while stack:
+            label, index = stack.pop()
+            del path[index:]
+            if label in done:
+                continue
+            if label in path:
+                cycle = " -> ".join(str(lb) for lb in [*path[path.index(label) :], label])
+                loc = groups[label].location
+                raise BtError(f"group cycle: {cycle}", loc.path, loc.line)
+            path.append(label)
+            members = [m for m in groups[label].members if m in groups]
+            if not members:
+                done.add(label)
+            stack.extend((member, len(path)) for member in reversed(members))
+        done.add(start)
 
 
 def _check_image_names(targets: dict[Label, ImageTarget]) -> None:

@@ -106,10 +106,10 @@ def _evaluate(config: Config, relpath: str, globs: list[GlobCall]) -> list[Image
         source = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as err:
         raise BtError(f"cannot read: {err}", relpath) from None
-    code = starlark.compile_file(source, relpath)
+    code = starlark.compile_file(source, relpath, config.evaluation)
     file_package = posixpath.dirname(relpath)
     builtins = _Builtins(config, relpath, file_package, globs)
-    starlark.execute(code, relpath, builtins.functions())
+    starlark.execute(code, relpath, builtins.functions(), config.evaluation)
     return builtins.declared
 
 
@@ -202,9 +202,10 @@ class _Builtins:
         for key, item in value.items():
             if not isinstance(key, str) or not _ARG_RE.fullmatch(key):
                 raise self.error(f"{what}: invalid build-arg name {key!r}")
-            if isinstance(item, bool) or not isinstance(item, (str, int)):
-                raise self.error(f"{what}[{key!r}] must be a string")
-            result[key] = str(item)
+            if not isinstance(item, str):
+                # No coercion: 1 and "1" are one value to Docker but two to a reader.
+                raise self.error(f"{what}[{key!r}] must be a string, not {type(item).__name__}")
+            result[key] = item
         return result
 
     def image(

@@ -116,22 +116,24 @@ class Lockfile:
             data = json.loads(text)
         except json.JSONDecodeError as err:
             raise BtError(f"not valid JSON: {err.msg}", path, err.lineno) from None
+        except RecursionError:
+            raise BtError("not a lockfile: JSON nested too deeply", path, 1) from None
         if not isinstance(data, dict) or data.get("version") != VERSION:
             found = data.get("version") if isinstance(data, dict) else None
             raise BtError(f"unsupported lockfile version {found!r} (this bt reads {VERSION})", path)
+        from buildtool.lockschema import check_lockfile
+
+        check_lockfile(data, text, path)
         lock = cls()
-        try:
-            for label, platforms in data.get("builds", {}).items():
-                for platform, rec in platforms.items():
-                    lock.put(label, platform, BuildRecord(rec["key"], rec["digest"], rec["image"]))
-            for label, rec in data.get("images", {}).items():
-                lock.images[label] = IndexRecord(rec["digest"], tuple(rec["tags"]))
-            # Lockfiles written before pins existed have no such section.
-            for ref, platforms in data.get("pins", {}).items():
-                for platform, rec in platforms.items():
-                    lock.put_pin(ref, platform, PinRecord(rec["digest"], rec["source"]))
-        except (KeyError, TypeError, AttributeError) as err:
-            raise BtError(f"malformed lockfile entry ({err})", path) from None
+        for label, platforms in data.get("builds", {}).items():
+            for platform, rec in platforms.items():
+                lock.put(label, platform, BuildRecord(rec["key"], rec["digest"], rec["image"]))
+        for label, rec in data.get("images", {}).items():
+            lock.images[label] = IndexRecord(rec["digest"], tuple(rec["tags"]))
+        # Lockfiles written before pins existed have no such section.
+        for ref, platforms in data.get("pins", {}).items():
+            for platform, rec in platforms.items():
+                lock.put_pin(ref, platform, PinRecord(rec["digest"], rec["source"]))
         return lock
 
 

@@ -10,6 +10,7 @@ from buildtool.graph import TargetGraph
 from buildtool.labels import Label
 
 _TOKEN_RE = re.compile(r"\s*(\(|\)|,|[^\s(),]+)")
+_MAX_NESTING = 100  # parentheses and deps()/rdeps() inside each other
 _OPERATORS = {"+": "+", "union": "+", "-": "-", "except": "-", "^": "^", "intersect": "^"}
 
 
@@ -24,11 +25,13 @@ class _Parser:
         if "".join(self.tokens) != re.sub(r"\s+", "", text):
             raise BtError(f"cannot parse query {text!r}")
         self.pos = 0
+        self.nesting = 0
         self.graph = graph
         self.package = current_package
 
     def fail(self, message: str) -> BtError:
-        return BtError(f"query {self.text!r}: {message}")
+        text = self.text if len(self.text) <= 80 else self.text[:77] + "..."
+        return BtError(f"query {text!r}: {message}")
 
     def peek(self) -> str | None:
         return self.tokens[self.pos] if self.pos < len(self.tokens) else None
@@ -69,6 +72,15 @@ class _Parser:
         return int(token)
 
     def term(self) -> set[Label]:
+        self.nesting += 1
+        try:
+            if self.nesting > _MAX_NESTING:
+                raise self.fail(f"nested more than {_MAX_NESTING} levels deep")
+            return self._term()
+        finally:
+            self.nesting -= 1
+
+    def _term(self) -> set[Label]:
         token = self.take()
         if token == "(":
             inner = self.expr()

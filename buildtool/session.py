@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from buildtool.hashing import StatCache
     from buildtool.keys import KeyComputer
     from buildtool.labels import Label
+    from buildtool.loader import LoadedWorkspace
     from buildtool.lockfile import Lockfile
     from buildtool.pins import ExternalImage
     from buildtool.plan import PlannedBuild
@@ -30,6 +31,10 @@ class Session:
     """The workspace seen from the current directory."""
 
     cwd: Path
+    # A graph evaluated by this run, with what it was made from: kept by ``save()``.
+    _unsaved: tuple[LoadedWorkspace, TargetGraph, int] | None = field(
+        default=None, init=False, repr=False
+    )
 
     @classmethod
     def here(cls) -> Session:
@@ -56,7 +61,7 @@ class Session:
         (``graphcache.py``), else BUILD.images evaluated again."""
         import time
 
-        from buildtool.graphcache import load_graph, save_graph
+        from buildtool.graphcache import load_graph
 
         config = self.config
         kept = load_graph(config, self.analyses)
@@ -65,11 +70,23 @@ class Session:
         taken_ns = time.time_ns()
         loaded = load_workspace(config)
         graph = build_graph(loaded, self.analyses, config.registry)
-        # What inference learnt serves the next run, whatever it does. Inference analysed
-        # every build of the workspace: the analyses of anything gone are dropped.
-        self.analyses.save(complete=True)
-        save_graph(config, self.analyses, loaded, graph, taken_ns)
+        self._unsaved = (loaded, graph, taken_ns)
         return graph
+
+    def save(self) -> None:
+        """Keep what loading learnt (Dockerfile analyses, the graph) for the next run. Commands
+        call it once they have succeeded: a refused input leaves the cache directory as it was."""
+        if self._unsaved is None:
+            self.analyses.save()
+            return
+        from buildtool.graphcache import save_graph
+
+        loaded, graph, taken_ns = self._unsaved
+        self._unsaved = None
+        # Inference analysed every build of the workspace: the analyses of anything gone are
+        # dropped.
+        self.analyses.save(complete=True)
+        save_graph(self.config, self.analyses, loaded, graph, taken_ns)
 
     @cached_property
     def current_package(self) -> str:
@@ -143,6 +160,7 @@ class Workbench:
         builds = selected_builds(self.session.graph, self.labels(patterns), platforms)
         planned = make_plan(self.session.config, self.computer, lock, builds)
         self.computer.filesets.save()  # digests, analyses and described sets
+        self.session.save()
         return planned
 
     def external_images(

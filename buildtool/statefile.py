@@ -7,24 +7,33 @@ file, and concurrent bt processes on one workspace serialize instead of interlea
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import os
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 
-from buildtool.errors import Cancelled, StateWriteError
+from buildtool.errors import BtError, Cancelled, StateWriteError
 
 # How often a waiter tries a lock another process holds: flock cannot be woken by an event, so
 # waiting polls, which keeps the wait cancellable (Ctrl-C, SIGTERM) and the other jobs running.
 _LOCK_POLL_SECONDS = 0.1
+_NOT_WRITABLE = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOENT}
 
 
 @contextlib.contextmanager
 def exclusive_lock(path: Path) -> Iterator[None]:
     """Hold an exclusive advisory lock on ``path`` (created if missing) for the block."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as err:
+        # A cache_dir bt may not write in (say /proc/1) is the user's to fix; anything else (a
+        # directory where the lock file belongs) is unexpected, a bug reported as one.
+        if err.errno not in _NOT_WRITABLE:
+            raise
+        raise BtError(f"cannot create a lock file: {err.strerror}", path) from None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from buildtool.budget import Budget
 from buildtool.errors import BtError
 from buildtool.platforms import normalise
 from buildtool.registry.reference import is_repository, names_registry
@@ -53,6 +54,7 @@ class Config:
     builders: dict[str, BuilderSpec] = field(default_factory=dict)
     # platform -> GitHub Actions `runs-on` (a label, or a list of labels); "*" for the rest
     ci_runners: dict[str, str | tuple[str, ...]] = field(default_factory=dict)
+    evaluation: Budget = field(default_factory=Budget)  # BUILD.images evaluation limits
     # Build secrets every target gets unless it declares one of the same id ([secrets]).
     secrets: tuple[SecretSource, ...] = ()
     # How long transient faults of one source (a registry, an engine) are retried in total
@@ -88,9 +90,14 @@ def find_root(start: Path) -> Path:
 def load_config(root: Path) -> Config:
     path = root / SPEC_NAME
     try:
-        text = path.read_text(encoding="utf-8")
+        raw = path.read_bytes()
     except OSError as err:
         raise BtError(f"cannot read: {err.strerror}", path) from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        where = raw[: err.start].count(b"\n") + 1
+        raise BtError(f"not valid UTF-8 (byte {err.start})", SPEC_NAME, where) from None
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
@@ -109,7 +116,9 @@ class _SpecReader:
     _TOP_KEYS = {
         "global_inputs", "platforms", "cache_dir", "jobs", "registry", "builders", "ci", "secrets",
         "retry",
+        "evaluation",
     }  # fmt: skip
+    _EVALUATION_KEYS = {"max_steps", "max_size"}
     _REGISTRY_KEYS = {"url", "push", "insecure"}
     _BUILDER_KEYS = {"host", "backend", "jobs", "allow_emulation", "network"}
 
@@ -164,6 +173,20 @@ class _SpecReader:
             ci_runners=ci_runners,
             secrets=secrets,
             retry_max_seconds=self._retry(data.get("retry", {})),
+            evaluation=self._evaluation(data.get("evaluation", {})),
+        )
+
+    def _evaluation(self, table: Any) -> Budget:
+        if not isinstance(table, dict):
+            raise self.fail("evaluation must be a table", "evaluation")
+        for key in table:
+            if key not in self._EVALUATION_KEYS:
+                known = ", ".join(sorted(self._EVALUATION_KEYS))
+                raise self.fail(f"unknown key evaluation.{key} (known: {known})", key)
+        default = Budget()
+        return Budget(
+            max_steps=self._positive_int(table, "max_steps", default.max_steps),
+            max_size=self._positive_int(table, "max_size", default.max_size),
         )
 
     def _strings(
@@ -197,9 +220,12 @@ class _SpecReader:
             # One cache per workspace path: two checkouts never share stat caches or logs.
             digest = hashlib.sha256(str(root).encode()).hexdigest()[:12]
             return base / "bt" / f"{root.name}-{digest}"
-        if not isinstance(value, str):
-            raise self.fail("cache_dir must be a string", "cache_dir")
-        return (root / os.path.expanduser(value)).resolve()
+        if not isinstance(value, str) or not value.strip():
+            raise self.fail("cache_dir must be a non-empty string", "cache_dir")
+        path = (root / os.path.expanduser(value)).resolve()
+        if path.exists() and not path.is_dir():
+            raise self.fail(f"cache_dir {value!r} exists and is not a directory", value)
+        return path
 
     def _registry(self, table: Any) -> tuple[str | None, bool, tuple[str, ...]]:
         if not isinstance(table, dict):

@@ -28,7 +28,9 @@ FILES = {
 
 
 def graph_of(root: Path) -> dict[str, tuple[object, ...]]:
-    graph = Session(root).graph
+    session = Session(root)
+    graph = session.graph
+    session.save()  # as a command that succeeded does
     return {
         str(label): (target.args, target.platforms, target.inputs, graph.parent_labels(label))
         for label, target in graph.targets.items()

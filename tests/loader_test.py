@@ -144,7 +144,7 @@ BAD_BUILD_FILES = [
     ("class", "class A:\n    pass\n", "BUILD.images:1: 'class' is not allowed"),
     ("try", "try:\n    x = 1\nexcept:\n    pass\n", "BUILD.images:1: 'try' is not allowed"),
     ("set", "x = {1, 2}\n", "BUILD.images:1: sets are not allowed"),
-    ("recursion", "def f(n):\n    return f(n)\nf(1)\n", "BUILD.images: recursion is not allowed"),
+    ("recursion", "def f(n):\n    return f(n)\nf(1)\n", "BUILD.images:2: recursion is not allowed"),
     ("runtime", "x = 1\ny = x + 'a'\n", "BUILD.images:2: TypeError"),
     ("unknown-name", "image(name = nme)\n", "BUILD.images:1: name 'nme' is not defined"),
     ("unknown-kwarg", 'image(name = "x", dockerfil = "D")\n',
@@ -188,7 +188,8 @@ BAD_BUILD_FILES = [
      'image(name = "c", parents = {"P": ":p"})\n',
      "BUILD.images:2: //:c builds for linux/arm64 but its parent //:p (P) has only linux/amd64"),
     ("fail", 'fail("no models configured")\n', "BUILD.images:1: fail: no models configured"),
-    ("range-bomb", "x = range(10000000000)\n", "BUILD.images:1: ValueError: range of"),
+    ("range-bomb", "x = range(10000000000)\n",
+     "BUILD.images:1: range of 10000000000 elements is larger than the size budget (1000000)"),
 ]  # fmt: skip
 
 

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import uuid
 from pathlib import Path
 
 import pytest
 from btrun import bt, write_tree
+from registries import push_scratch
 
 from buildtool.errors import BtError
 from buildtool.lockfile import (
@@ -31,49 +33,67 @@ def workspace(path: Path) -> Path:
     )
 
 
-def write_fragment(path: Path, platform: str, key: str, digest: str) -> None:
+def write_fragment(path: Path, platform: str, key: str, digest: str, repo: str = "r/x") -> None:
     """A lockfile fragment recording //x:y for ``platform``, as `bt build --lock-out` does."""
     lock = read_lockfile(path)
-    lock.put("//x:y", platform, BuildRecord(key, digest, f"r/x@{digest}"))
+    lock.put("//x:y", platform, BuildRecord(key, digest, f"{repo}@{digest}"))
     path.write_bytes(lock.dumps())
 
 
+def current_key(root: Path, platform: str = "linux/amd64") -> str:
+    """The key the workspace gives //x:y now: `bt lock merge` takes records of no other."""
+    result = bt("plan", "//x:y", "--platform", platform, "--format", "json", cwd=root)
+    assert result.returncode == 0, result.stderr
+    key: str = json.loads(result.stdout)[0]["key"]
+    return key
+
+
+def pushed_images(registry: str, engine: str, count: int) -> tuple[str, list[str]]:
+    """A fresh repository and the digests of ``count`` different images pushed to it."""
+    repo = f"{registry}/bt-lock-{uuid.uuid4().hex[:12]}/x"
+    return repo, [push_scratch(engine, f"{repo}:{n}", "linux/amd64") for n in range(count)]
+
+
+@pytest.mark.engine
 def test_lock_merge_keeps_the_first_of_two_digests_of_one_key_and_says_so(
-    tmp_path: Path,
+    tmp_path: Path, registry: str, engine: str, docker_cli: str
 ) -> None:
     """Two machines raced to build one key: both images are valid, the first fragment's wins."""
-    key = "k" * 64
-    d1, d2 = "sha256:" + "1" * 64, "sha256:" + "2" * 64
     root = workspace(tmp_path)
-    write_fragment(root / "a.json", "linux/amd64", key, d1)
-    write_fragment(root / "b.json", "linux/amd64", key, d2)
+    key = current_key(root)
+    repo, (d1, d2) = pushed_images(registry, engine, 2)
+    write_fragment(root / "a.json", "linux/amd64", key, d1, repo)
+    write_fragment(root / "b.json", "linux/amd64", key, d2, repo)
 
     result = bt("lock", "merge", "a.json", "b.json", cwd=root)
 
     assert result.returncode == 0, result.stderr
     assert result.stderr.splitlines()[0] == (
-        f"a.json and b.json record two images of one key for //x:y linux/amd64 (key {'k' * 16}), "
+        f"a.json and b.json record two images of one key for //x:y linux/amd64 (key {key[:16]}), "
         f"{d1} and {d2}: either is valid; images.lock keeps the one it records, else a.json's"
     )
     assert read_lockfile(root / "images.lock").get("//x:y", "linux/amd64") == BuildRecord(
-        key, d1, f"r/x@{d1}"
+        key, d1, f"{repo}@{d1}"
     )
 
 
-def test_lock_merge_keeps_the_image_images_lock_records_for_the_same_key(tmp_path: Path) -> None:
-    key = "k" * 64
-    d1, d2, d3 = ("sha256:" + c * 64 for c in "123")
+@pytest.mark.engine
+def test_lock_merge_keeps_the_image_images_lock_records_for_the_same_key(
+    tmp_path: Path, registry: str, engine: str, docker_cli: str
+) -> None:
     root = workspace(tmp_path)
-    write_fragment(root / "images.lock", "linux/amd64", key, d3)
-    write_fragment(root / "a.json", "linux/amd64", key, d1)
-    write_fragment(root / "b.json", "linux/amd64", key, d2)
+    key = current_key(root)
+    repo, (d1, d2, d3) = pushed_images(registry, engine, 3)
+    write_fragment(root / "images.lock", "linux/amd64", key, d3, repo)
+    write_fragment(root / "a.json", "linux/amd64", key, d1, repo)
+    write_fragment(root / "b.json", "linux/amd64", key, d2, repo)
 
     result = bt("lock", "merge", "b.json", "a.json", cwd=root)
 
     assert result.returncode == 0, result.stderr
     assert "0 records changed" in result.stderr
     assert read_lockfile(root / "images.lock").get("//x:y", "linux/amd64") == BuildRecord(
-        key, d3, f"r/x@{d3}"
+        key, d3, f"{repo}@{d3}"
     )
 
 
@@ -179,7 +199,7 @@ def test_pins_are_written_sorted_per_reference_and_platform_and_read_back() -> N
 
 
 def test_a_lockfile_written_before_pins_existed_reads_and_is_written_unchanged() -> None:
-    old = lockfile_of(("//x:y", "linux/amd64", "k", "sha256:1")).dumps()
+    old = lockfile_of(("//x:y", "linux/amd64", "a" * 64, D1)).dumps()
     assert "pins" not in json.loads(old)
 
     lock = Lockfile.loads(old.decode(), "images.lock")

@@ -46,6 +46,7 @@ from buildtool.registry import (
 from buildtool.session import Session
 
 BOTH = ("linux/amd64", "linux/arm64")
+ANY_KEY = "f" * 64  # well formed; `bt merge` does not compare keys
 LIST_ACCEPT = f"{DOCKER_MANIFEST_LIST}, {OCI_INDEX}, {DOCKER_MANIFEST}, {OCI_MANIFEST}"
 
 
@@ -67,14 +68,22 @@ class Workspace:
     def bt(self, *args: str) -> subprocess.CompletedProcess[str]:
         return bt(*args, cwd=self.root, env=self.env)
 
-    def record(self, builds: dict[str, str], path: Path | None = None, key: str = "") -> None:
-        """Record platform -> pushed digest for //x:y in images.lock (or in ``path``)."""
+    def record(self, builds: dict[str, str], path: Path | None = None) -> None:
+        """Record platform -> pushed digest for //x:y in images.lock (or in ``path``), built
+        from the key the workspace gives it now (`bt lock merge` takes no other)."""
         target = path or self.root / "images.lock"
         lock = read_lockfile(target)
+        keys = self.keys()
         for platform, digest in builds.items():
-            record = BuildRecord(key or f"key-{platform}", digest, f"{self.repo}@{digest}")
+            record = BuildRecord(keys[platform], digest, f"{self.repo}@{digest}")
             lock.put("//x:y", platform, record)
         target.write_bytes(lock.dumps())
+
+    def keys(self) -> dict[str, str]:
+        """platform -> the current key of //x:y."""
+        result = self.bt("plan", "//x:y", "--all", "--format", "json")
+        assert result.returncode == 0, result.stderr
+        return {build["platform"]: build["key"] for build in json.loads(result.stdout)}
 
     def lockfile(self) -> Lockfile:
         return read_lockfile(self.root / "images.lock")
@@ -332,7 +341,7 @@ def test_images_with_nothing_recorded_are_skipped_when_partial_is_allowed(
 
 def test_a_build_that_was_not_pushed_is_refused(workspace: Workspace, registry: str) -> None:
     lock = Lockfile()
-    local = BuildRecord("k", "sha256:" + "e" * 64, "bt/x:y-0123456789abcdef01234567")
+    local = BuildRecord(ANY_KEY, "sha256:" + "e" * 64, "bt/x:y-0123456789abcdef01234567")
     lock.put("//x:y", "linux/amd64", local)
     lock.put("//x:y", "linux/arm64", local)
     (workspace.root / "images.lock").write_bytes(lock.dumps())
@@ -354,7 +363,7 @@ def test_a_build_pushed_to_another_repository_is_refused(
     elsewhere = f"{registry}/other/x@sha256:{'d' * 64}"
     lock = Lockfile()
     for platform in BOTH:
-        lock.put("//x:y", platform, BuildRecord("k", "sha256:" + "d" * 64, elsewhere))
+        lock.put("//x:y", platform, BuildRecord(ANY_KEY, "sha256:" + "d" * 64, elsewhere))
     (workspace.root / "images.lock").write_bytes(lock.dumps())
 
     result = workspace.bt("merge", "//x:y")

@@ -256,7 +256,7 @@ def test_bt_merge_prints_no_echoed_credentials(tmp_path: Path) -> None:
         digest = "sha256:" + "1" * 64
         lockfile = {
             "version": 1,
-            "builds": {"//:app": {"linux/amd64": {"key": "k", "digest": digest,
+            "builds": {"//:app": {"linux/amd64": {"key": "a" * 64, "digest": digest,
                                                    "image": f"{address}/app@{digest}"}}},
         }  # fmt: skip
         (root / "images.lock").write_text(json.dumps(lockfile))

@@ -29,9 +29,20 @@ def platform_option(func: F) -> F:
         multiple=True,
         metavar="OS/ARCH",
         envvar="BT_PLATFORM",
+        callback=_platforms,
         help="Only builds for this platform (repeatable; in BT_PLATFORM, space-separated), "
         "e.g. linux/arm64.  [default: every platform of each target]",
     )(func)
+
+
+def _platforms(
+    ctx: click.Context, param: click.Parameter, values: tuple[str, ...]
+) -> tuple[str, ...]:
+    """Each ``--platform`` checked and spelt as the graph spells it (``linux/aarch64`` is
+    ``linux/arm64``): a typo is an error, not an empty plan."""
+    from buildtool.platforms import normalise
+
+    return tuple(normalise(value) for value in values)
 
 
 def push_option(func: F) -> F:

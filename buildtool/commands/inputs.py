@@ -42,6 +42,7 @@ def command(label: str, platform: str | None, output_format: str) -> None:
     rows = bench.computer.covered_inputs((target_label, chosen))
     pins = bench.computer.manifest((target_label, chosen)).pins
     bench.computer.filesets.save()
+    bench.session.save()
     if output_format == "json":
         data = {
             "label": str(target_label),

@@ -11,6 +11,7 @@ import click
 
 from buildtool.commands.common import complete_patterns, platform_option
 from buildtool.errors import BtError
+from buildtool.lockfile import BuildRecord, Lockfile, pushed
 from buildtool.session import Workbench
 
 
@@ -68,6 +69,7 @@ def update(patterns: tuple[str, ...], platforms: tuple[str, ...]) -> None:
     click.echo(
         f"{bench.config.lockfile.name}: {len(resolved)} pins checked, {moved} moved", err=True
     )
+    bench.session.save()
     if run.pin_failures:
         problem = min(run.pin_failures.items())[1]
         more = len(run.pin_failures) - 1
@@ -88,16 +90,16 @@ def merge(fragments: tuple[Path, ...]) -> None:
     says so). Otherwise the result does not depend on the order of FRAGMENTS.
 
     \b
+    Every record must be of a build of this workspace with the key the workspace gives it
+    now (so a fragment of an older revision never rolls images.lock back), and a pushed image
+    it names for the first time must exist in the registry by its digest. A record that is not
+    is named with the reason, nothing is written, and the exit code is 2.
+
+    \b
     Example:
       bt lock merge amd64.lock arm64.lock && bt merge //...
     """
-    from buildtool.lockfile import (
-        Lockfile,
-        apply_fragments,
-        fold_fragments,
-        read_lockfile,
-        update_lockfile,
-    )
+    from buildtool.lockfile import apply_fragments, fold_fragments, read_lockfile, update_lockfile
 
     loaded = []
     for path in fragments:
@@ -106,9 +108,15 @@ def merge(fragments: tuple[Path, ...]) -> None:
         loaded.append((str(path), read_lockfile(path)))
     notes: list[str] = []
     folded = fold_fragments(loaded, notes)
+    bench = Workbench.open()
+    refused = _refused_records(bench, loaded, folded)
+    if refused:
+        for line in refused[:10]:
+            click.echo(line, err=True)
+        more = f" ({len(refused) - 10} more not shown)" if len(refused) > 10 else ""
+        raise BtError(f"{len(refused)} records refused{more}; images.lock is unchanged")
     for note in notes:
         click.echo(note, err=True)
-    bench = Workbench.open()
     changed = 0
 
     def change(lock: Lockfile) -> None:
@@ -116,6 +124,7 @@ def merge(fragments: tuple[Path, ...]) -> None:
         changed = apply_fragments(lock, folded)
 
     update_lockfile(bench.config.lockfile, bench.lock_path, change)
+    bench.session.save()
     builds = sum(1 for _ in folded.records())
     click.echo(
         f"{bench.config.lockfile.name}: folded {len(fragments)} fragments "
@@ -159,3 +168,46 @@ def check(lockfile: Path | None) -> None:
     )
     if problems:
         sys.exit(1)
+
+
+def _refused_records(
+    bench: Workbench, fragments: list[tuple[str, Lockfile]], folded: Lockfile
+) -> list[str]:
+    """One line per record of ``folded`` that must not be merged: not a build of this
+    workspace, built from another key than the build's current one, or a pushed digest the
+    registry does not have."""
+    from buildtool.labels import parse_label
+
+    origin = {
+        (label, platform): name
+        for name, fragment in reversed(fragments)
+        for label, platform, _ in fragment.records()
+    }
+    graph = bench.session.graph
+    current = bench.recorded
+    refused: list[str] = []
+    to_check: list[tuple[str, str, BuildRecord]] = []
+    for label, platform, record in folded.records():
+        where = f"{origin[(label, platform)]}: {label} {platform}"
+        target = graph.targets.get(parse_label(label))
+        if target is None or platform not in target.platforms:
+            refused.append(f"{where}: not a build of this workspace")
+            continue
+        key = bench.computer.key((target.label, platform))
+        if record.key != key:
+            refused.append(
+                f"{where}: built from key {record.key[:16]}, but its key is now {key[:16]} "
+                "(a fragment of another revision); not merged"
+            )
+            continue
+        known = current.get(label, platform)
+        if pushed(record) and (known is None or known.digest != record.digest):
+            to_check.append((where, label, record))
+    if to_check and not refused:
+        from buildtool.registry.client import RegistryClient
+
+        client = RegistryClient(bench.config.insecure_registries)
+        for where, _, record in to_check:
+            if client.head_manifest(record.image) is None:
+                refused.append(f"{where}: {record.image} is not in the registry; not merged")
+    return refused

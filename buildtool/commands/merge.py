@@ -44,6 +44,7 @@ def command(patterns: tuple[str, ...], allow_partial: bool, dry_run: bool) -> No
         allow_partial=allow_partial,
         dry_run=dry_run,
     )
+    bench.session.save()
     for outcome in report.tags:
         click.echo(str(outcome))
     for label, missing in report.partial:

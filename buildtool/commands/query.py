@@ -40,6 +40,7 @@ def command(expression: str, platforms: bool, output: str) -> None:
     session = Session.here()
     graph = session.graph
     labels = sorted(evaluate(expression, graph, session.current_package))
+    session.save()
     if output == "json":
         from buildtool.filesets import input_rows
         from buildtool.session import Workbench

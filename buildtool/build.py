@@ -134,6 +134,11 @@ class BuildRun:
     def claims(self) -> Claims:
         with self._lock:
             if self._claims is None:
+                from buildtool.cachedir import hold_in_use
+
+                with contextlib.suppress(OSError):  # the build lock reports it, at the file
+                    self.config.cache_dir.mkdir(parents=True, exist_ok=True)
+                hold_in_use(self.config.cache_dir)  # before the first build lock is made
                 self._claims = Claims(self.config, self.options.push)
             return self._claims
 

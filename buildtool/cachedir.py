@@ -86,11 +86,11 @@ _held: dict[Path, int] = {}  # cache directory -> the fd of its in-use lock, for
 def hold_in_use(root: Path) -> None:
     """Say, for as long as this process lives, that it uses the cache directory ``root``:
     `bt clean` removes nothing while another bt holds it (``clean.py``). Waits while a clean
-    runs; a cache directory that cannot be created is left for the first write to report."""
+    runs. A cache directory that does not exist yet is not made here (a command refused for
+    bad input must leave the disk as it was): whatever writes to it first calls this again."""
     if root in _held:
         return
     try:
-        root.mkdir(parents=True, exist_ok=True)
         fd = os.open(CacheDir(root).in_use_lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
     except OSError:
         return
@@ -100,6 +100,7 @@ def hold_in_use(root: Path) -> None:
 
 def take_over_in_use(root: Path) -> bool:
     """Turn this process's hold on ``root`` exclusive; False when another bt holds it."""
+    root.mkdir(parents=True, exist_ok=True)
     hold_in_use(root)
     fd = _held.get(root)
     if fd is None:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -76,6 +77,9 @@ class Session:
     def save(self) -> None:
         """Keep what loading learnt (Dockerfile analyses, the graph) for the next run. Commands
         call it once they have succeeded: a refused input leaves the cache directory as it was."""
+        with contextlib.suppress(OSError):  # the writes below report it, at the file
+            self.config.cache_dir.mkdir(parents=True, exist_ok=True)
+        hold_in_use(self.config.cache_dir)
         if self._unsaved is None:
             self.analyses.save()
             return

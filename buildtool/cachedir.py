@@ -27,7 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from buildtool.statefile import exclusive_lock, write_atomic
+from buildtool.statefile import exclusive_lock, sweep_temporaries, write_atomic
 
 
 @dataclass(frozen=True)
@@ -132,8 +132,10 @@ def update_file(
 ) -> None:
     """Read ``path`` (None when missing), let ``change`` merge into it, and write what it returns
     atomically (nothing when it returns None), all under ``lock`` (default ``<path>.lock``), so
-    that concurrent bt processes merge instead of overwriting each other."""
+    that concurrent bt processes merge instead of overwriting each other. Temporary files of
+    ``path`` that a killed writer left are removed under the lock, written or not."""
     with exclusive_lock(lock or path.with_name(path.name + ".lock")):
+        sweep_temporaries(path)
         try:
             current: bytes | None = path.read_bytes()
         except FileNotFoundError:
@@ -145,7 +147,9 @@ def update_file(
 
 def write_once(path: Path, data: bytes) -> None:
     """Write a content-addressed file: an existing one already holds ``data``. A cache, not
-    state: atomic rename, no fsync (a lost file costs only detail, never correctness)."""
+    state: atomic rename, no fsync (a lost file costs only detail, never correctness). It takes
+    no lock: temporaries of ``path`` left by a writer that no longer runs are removed."""
     if path.exists():
         return
+    sweep_temporaries(path)
     write_atomic(path, data, durable=False)

@@ -10,6 +10,7 @@ import contextlib
 import errno
 import fcntl
 import os
+import re
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -42,6 +43,48 @@ def exclusive_lock(path: Path) -> Iterator[None]:
         os.close(fd)
 
 
+def temporary_name(path: Path, pid: int, nonce: str) -> Path:
+    """The temporary file ``write_atomic`` writes ``path`` through: it names its writer's pid."""
+    return path.with_name(f".{path.name}.{pid}.{nonce}.tmp")
+
+
+def sweep_temporaries(path: Path) -> list[Path]:
+    """Remove the temporary files of ``path`` that a killed writer left (a SIGKILL between
+    "temporary written" and "renamed" leaves one); the ones removed.
+
+    Only a temporary whose writer (the pid in its name) is no running process is removed: a
+    live writer's is never touched, whatever lock it holds or does not. Callers that write
+    under a lock sweep under it, so a temporary is gone by the time the next writer of its
+    file is done. (One whose pid was reused meanwhile stays until the pid is free again.)"""
+    pattern = re.compile(rf"\.{re.escape(path.name)}\.([0-9]+)\.[0-9a-f]+\.tmp")
+    prefix = f".{path.name}."
+    removed = []
+    try:
+        entries = [e.name for e in os.scandir(path.parent) if e.name.startswith(prefix)]
+    except OSError:
+        return []
+    for name in entries:
+        found = pattern.fullmatch(name)
+        if found is None or _running(int(found.group(1))):
+            continue
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path.parent / name)
+            removed.append(path.parent / name)
+    return removed
+
+
+def _running(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # it exists, as another user's process
+    return True
+
+
 def write_atomic(path: Path, data: bytes, *, durable: bool = True) -> None:
     """Replace ``path`` with ``data``: temp file in the same directory, fsync, rename.
 
@@ -56,7 +99,7 @@ def write_atomic(path: Path, data: bytes, *, durable: bool = True) -> None:
 
 def _write_atomic(path: Path, data: bytes, durable: bool) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
+    tmp = temporary_name(path, os.getpid(), os.urandom(4).hex())
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
     try:
         with os.fdopen(fd, "wb") as f:

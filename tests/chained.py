@@ -17,19 +17,25 @@ LONERS = ("x", "y")
 
 
 def chained_files(
-    engine: str, engine2: str, registry: str, chains: tuple[str, ...] = CHAINS
+    engine: str,
+    engine2: str,
+    registry: str,
+    chains: tuple[str, ...] = CHAINS,
+    depth: int = 3,
+    loners: tuple[str, ...] = LONERS,
 ) -> dict[str, str]:
+    """Each chain ``depth`` images long (``a0`` <- ``a1`` <- ...), and the loners."""
     url = f"{registry}/bt-crash-{uuid.uuid4().hex[:12]}"
     images = []
     for chain in chains:
         images.append(f'image(name = "{chain}0", tags = ["t"])')
-        for depth in (1, 2):
+        for level in range(1, depth):
             images.append(
-                f'image(name = "{chain}{depth}", dockerfile = "child.Dockerfile", '
+                f'image(name = "{chain}{level}", dockerfile = "child.Dockerfile", '
                 f'tags = ["t"], '
-                f'parents = {{"BASE": ":{chain}{depth - 1}"}})'
+                f'parents = {{"BASE": ":{chain}{level - 1}"}})'
             )
-    for name in LONERS:
+    for name in loners:
         images.append(f'image(name = "{name}", tags = ["t"])')
     return {
         ".cache-spec": (
@@ -48,9 +54,15 @@ def chained_files(
 
 
 def chained_workspace(
-    root: Path, engine: str, engine2: str, registry: str, chains: tuple[str, ...] = CHAINS
+    root: Path,
+    engine: str,
+    engine2: str,
+    registry: str,
+    chains: tuple[str, ...] = CHAINS,
+    depth: int = 3,
+    loners: tuple[str, ...] = LONERS,
 ) -> Path:
-    return write_tree(root, chained_files(engine, engine2, registry, chains))
+    return write_tree(root, chained_files(engine, engine2, registry, chains, depth, loners))
 
 
 def renew(root: Path) -> None:
@@ -58,8 +70,10 @@ def renew(root: Path) -> None:
     (root / "nonce.txt").write_text(uuid.uuid4().hex)
 
 
-def all_builds(chains: tuple[str, ...] = CHAINS) -> set[tuple[str, str]]:
-    names = [f"{c}{d}" for c in chains for d in range(3)] + list(LONERS)
+def all_builds(
+    chains: tuple[str, ...] = CHAINS, depth: int = 3, loners: tuple[str, ...] = LONERS
+) -> set[tuple[str, str]]:
+    names = [f"{c}{d}" for c in chains for d in range(depth)] + list(loners)
     return {(f"//:{n}", p) for n in names for p in ("linux/amd64", "linux/arm64")}
 
 

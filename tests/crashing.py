@@ -5,15 +5,37 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 import subprocess
 import sys
+import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import msgpack
-from chained import all_builds, json_events, manifest, ran, renew, stamped_key
+from chained import all_builds, chained_workspace, json_events, manifest, ran, renew, stamped_key
+
+# The workspace of the trials: one chain of two images (a0 <- a1: a parent built and pushed
+# before its child) on two platforms, each with its own builder: 4 platform builds, so that a
+# trial (a killed run and the rerun that finishes it) stays short on a busy machine.
+CHAINS = ("a",)
+DEPTH = 2
+LONERS: tuple[str, ...] = ()
+
+
+# The trials start bt a hundred times: where the environment forbids writing bytecode next to
+# the sources, it is cached outside them, instead of compiled again by every process.
+_BYTECODE = (
+    {
+        "PYTHONDONTWRITEBYTECODE": "",
+        "PYTHONPYCACHEPREFIX": os.path.join(tempfile.gettempdir(), "bt-test-pycache"),
+    }
+    if os.environ.get("PYTHONDONTWRITEBYTECODE")
+    else {}
+)
 
 
 @dataclass
@@ -26,16 +48,24 @@ class Findings:
     leftovers: list[str] = field(default_factory=list)  # temporary files left behind
     rerun: list[str] = field(default_factory=list)  # the rerun failed or did more or less
     blocked: list[str] = field(default_factory=list)  # the rerun waited for the dead run
+    killed_left: int = 0  # temporary files the kill left (the next writer removes them)
 
     def problems(self) -> list[str]:
-        return [*self.torn, *self.bad_records, *self.bad_indexes, *self.rerun, *self.blocked]
+        found = [*self.torn, *self.bad_records, *self.bad_indexes, *self.rerun, *self.blocked]
+        return found + [f"left behind: {path}" for path in self.leftovers]
+
+    def after_kill(self) -> None:
+        """Temporary files found right after the kill are expected (a SIGKILL between write
+        and rename leaves one); count them, and check from now on that they are gone."""
+        self.killed_left += len(self.leftovers)
+        self.leftovers = []
 
 
 def bt_process(args: list[str], root: Path, env: dict[str, str]) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "-m", "buildtool", *args],
         cwd=root,
-        env={**os.environ, **env},
+        env={**os.environ, **_BYTECODE, **env},
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         stdin=subprocess.DEVNULL,
@@ -119,11 +149,12 @@ def build_trial(
     cache: Path,
     env: dict[str, str],
     registry: str,
-    chains: tuple[str, ...],
+    builds: set[tuple[str, str]],
     delay: float,
 ) -> BuildTrial:
-    """One SIGKILL trial of `bt build //... --push` with new keys for every build, the checks,
-    and a rerun that must build exactly what the killed run had not recorded."""
+    """One SIGKILL trial of `bt build //... --push` with new keys for every build (of
+    ``builds``, the workspace's), the checks, and a rerun that must build exactly what the
+    killed run had not recorded and remove the temporary files the kill left."""
     renew(root)
     before = read_builds(root)
     kill_after(["build", "//...", "--push", "--json"], root, env, delay)
@@ -131,12 +162,13 @@ def build_trial(
     check_state(root, cache, registry, findings)
     if findings.torn:
         return BuildTrial(delay, 0, findings)
+    findings.after_kill()
     after = read_builds(root)
     recorded = {b for b, r in after.items() if b not in before or before[b]["key"] != r["key"]}
     code, out, err = run_bt(["build", "//...", "--push", "--json"], root, env)
     if code != 0:
         findings.rerun.append(f"rerun exited {code}: {err.strip()[-500:]}")
-    remainder = sorted(all_builds(chains) - recorded)
+    remainder = sorted(builds - recorded)
     if ran(out) != remainder:
         findings.rerun.append(f"rerun ran {ran(out)}, but {remainder} were left")
     findings.blocked += [
@@ -156,3 +188,57 @@ def timed(args: list[str], root: Path, env: dict[str, str]) -> tuple[float, str]
     code, out, err = run_bt(args, root, env)
     assert code == 0, err
     return time.monotonic() - started, out
+
+
+@dataclass(frozen=True)
+class Lane:
+    """One workspace of the trials (``CHAINS``, ``DEPTH``, ``LONERS``), with its own cache
+    directory and registry repository, warm: built and pushed once."""
+
+    root: Path
+    cache: Path
+    env: dict[str, str]
+    seconds: float  # how long its first whole `bt build //... --push` took
+
+
+def builds() -> set[tuple[str, str]]:
+    return all_builds(CHAINS, DEPTH, LONERS)
+
+
+def warm_lanes(base: Path, count: int, engine: str, engine2: str, registry: str) -> list[Lane]:
+    """``count`` workspaces under ``base``, built and pushed side by side; linux/amd64 builds
+    on ``engine``, linux/arm64 on ``engine2`` (FROM scratch: either engine builds either)."""
+
+    def warm(n: int) -> Lane:
+        root = chained_workspace(base / f"ws{n}", engine, engine2, registry, CHAINS, DEPTH, LONERS)
+        env = {"XDG_CACHE_HOME": str(base / f"xdg{n}")}
+        seconds, _ = timed(["build", "//...", "--push"], root, env)
+        return Lane(root, base / f"xdg{n}", env, seconds)
+
+    with ThreadPoolExecutor(count) as pool:
+        return list(pool.map(warm, range(count)))
+
+
+def kill_instants(lanes: list[Lane], trials: int, seed: int) -> list[float]:
+    """Seeded instants, uniform over a whole run (the lanes' mean, from 0.2 s: before that
+    bt has not read a file)."""
+    seconds = sum(lane.seconds for lane in lanes) / len(lanes)
+    rng = random.Random(seed)
+    return [rng.uniform(0.2, seconds) for _ in range(trials)]
+
+
+def trials_in_lanes(lanes: list[Lane], registry: str, delays: list[float]) -> list[BuildTrial]:
+    """One build trial per delay, the lanes running theirs side by side (trial ``i`` in lane
+    ``i % len(lanes)``, each lane's in order); the results in the order of ``delays``."""
+
+    def run_lane(n: int) -> list[tuple[int, BuildTrial]]:
+        lane = lanes[n]
+        return [
+            (i, build_trial(lane.root, lane.cache, lane.env, registry, builds(), delay))
+            for i, delay in enumerate(delays)
+            if i % len(lanes) == n
+        ]
+
+    with ThreadPoolExecutor(len(lanes)) as pool:
+        done = [result for results in pool.map(run_lane, range(len(lanes))) for result in results]
+    return [trial for _, trial in sorted(done, key=lambda item: item[0])]

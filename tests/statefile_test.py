@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import errno
 import os
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -161,3 +163,93 @@ def test_a_failed_rename_of_a_key_manifest_leaves_none_and_records_nothing(
     assert temporary_files(workspace, config.cache_dir) == []
     write_once(path, planned.manifest.to_msgpack())
     assert path.read_bytes() == planned.manifest.to_msgpack()
+
+
+# A writer that stops between "temporary written" and "renamed" until told to go on (a line on
+# its stdin), then renames: SIGKILL it there and its temporary file is what a crash leaves.
+_WRITER = """
+import os, sys
+from pathlib import Path
+from buildtool import statefile
+from buildtool.cachedir import update_file, write_once
+real = os.replace
+def replace(src, dst):
+    print(src, flush=True)
+    sys.stdin.readline()
+    real(src, dst)
+os.replace = replace
+path = Path(sys.argv[2])
+if sys.argv[1] == "update":
+    update_file(path, lambda current: b"from " + str(os.getpid()).encode())
+else:
+    write_once(path, b"from " + str(os.getpid()).encode())
+"""
+
+
+class Writer:
+    def __init__(self, how: str, path: Path) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", _WRITER, how, str(path)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert self.proc.stdout is not None
+        self.temporary = Path(self.proc.stdout.readline().strip())
+        assert self.temporary.exists() and f".{self.proc.pid}." in self.temporary.name
+
+    def kill(self) -> Path:
+        self.proc.kill()
+        self.proc.wait(timeout=10)
+        return self.temporary
+
+    def finish(self) -> None:
+        self.proc.communicate("go\n", timeout=30)
+        assert self.proc.returncode == 0
+
+
+def test_the_next_writer_under_the_lock_removes_the_temporaries_a_killed_writer_left(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "state.bin"
+    other = tmp_path / "other.bin"
+    update_file(path, lambda current: b"old")
+    left = [Writer("update", path).kill(), Writer("update", other).kill()]
+    assert path.read_bytes() == b"old" and all(p.exists() for p in left)
+    update_file(path, lambda current: current)  # nothing to write: the lock is still taken
+    assert not left[0].exists()
+    assert left[1].exists()  # another file's, under another lock: left to its next writer
+    update_file(other, lambda current: b"new")
+    assert temporary_files(tmp_path) == [] and path.read_bytes() == b"old"
+
+
+def test_an_unlocked_write_removes_a_dead_writers_temporary_and_never_a_live_ones(
+    tmp_path: Path,
+) -> None:
+    path = CacheDir(tmp_path).manifest("ab" + "0" * 62)
+    dead = Writer("once", path).kill()
+    live = Writer("once", path)  # stopped before its rename, alive
+    # Another process writes the same content-addressed file meanwhile.
+    write_once(path, b"same content")
+    assert not dead.exists()
+    assert live.temporary.exists()
+    path.unlink()
+    live.finish()  # its rename still works: nothing pulled its file away
+    assert path.read_bytes() == f"from {live.proc.pid}".encode()
+    assert temporary_files(tmp_path) == []
+
+
+def test_a_lockfile_write_removes_the_temporary_of_a_killed_lockfile_writer(
+    workspace: Path,
+) -> None:
+    config = load_config(find_root(workspace))
+    lock_path = CacheDir(config.cache_dir).workspace_lock
+    record = BuildRecord("a" * 64, "sha256:" + "1" * 64, "r/base@sha256:" + "1" * 64)
+    update_lockfile(config.lockfile, lock_path, lambda lock: None)
+    left = Writer("update", config.lockfile).kill()  # its own lock, but the same file name
+    assert left.exists()
+    update_lockfile(
+        config.lockfile, lock_path, lambda lock: lock.record_build("//:base", "linux/amd64", record)
+    )
+    assert read_lockfile(config.lockfile).get("//:base", "linux/amd64") == record
+    assert temporary_files(workspace, config.cache_dir) == []

@@ -273,3 +273,52 @@ def test_watch_push_reports_the_merge_of_each_round_as_json_lines(
         assert [(e["tag"], e["status"]) for e in merged] == [(f"{url}/app:latest", "updated")]
     finally:
         process.kill()
+
+
+@pytest.mark.engine
+def test_a_build_in_another_terminal_during_a_watch_round_runs_nothing_twice(
+    watching: tuple[Path, WatchProcess], tmp_path: Path, engine: str
+) -> None:
+    root, process = watching
+    env = {"DOCKER_HOST": engine, "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    append(root / "docker/align/en/alignment.bin", b"retrained")
+    process.until(lambda e: e["event"] == "started")
+    # The same target built from another terminal while the watch round builds it.
+    build = subprocess.run(
+        [sys.executable, "-m", "buildtool", "build", "//matrix:tiny-en", "--json"],
+        cwd=root,
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert build.returncode == 0, build.stderr
+    events, summary = process.next_round(timeout=60)
+    assert summary["event"] == "watch_round", summary
+    assert summary["changed"] == ["docker/align/en/alignment.bin"]
+    build_events = [json.loads(line) for line in build.stdout.splitlines() if line]
+    # Each platform build ran once, in one of the two processes; the other used its result.
+    assert sorted(finished(events) + finished(build_events)) == [
+        ("//matrix:tiny-en", p) for p in BOTH
+    ]
+    recorded = lock(root)["//matrix:tiny-en"]  # images.lock parses, and holds those builds
+    digests = {
+        e["platform"]: e["digest"]
+        for e in events + build_events
+        if e["event"] in ("finished", "cached") and e["label"] == "//matrix:tiny-en"
+    }
+    assert {p: recorded[p]["digest"] for p in BOTH} == digests
+    # Both settled: nothing is left stale, and the watch answers the next edit.
+    plan = subprocess.run(
+        [sys.executable, "-m", "buildtool", "plan", "//matrix:tiny-en", "--format", "json"],
+        cwd=root,
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert (plan.returncode, json.loads(plan.stdout)) == (0, []), plan.stderr
+    append(root / "docker/align/en/NOTES.md", b"*.md is ignored\n")
+    _, summary = process.next_round(timeout=30)
+    assert (summary["event"], summary["rebuilt"]) == ("watch_round", [])
+    assert process.proc.poll() is None

@@ -7,6 +7,7 @@ Layout (``cache_dir`` of ``.cache-spec``, by default ``$XDG_CACHE_HOME/bt/<dir>-
     analysis.msgpack         Dockerfile analyses by content (filesets)
     filesets.msgpack         described file sets, with the stats that vouch for them (setcache)
     graph.msgpack            the evaluated target graph and what it was made of (graphcache)
+    keys.msgpack             keys by what they were encoded from, for one run identity (keymemo)
     manifests/ab/<key>.msgpack   what went into each key (keys; read by ``bt why``)
     logs/<label>/<platform>-<key>.log   one build's full output
     logs/crash-<time>.log    the traceback of an internal error (``crash_log_path``)
@@ -48,6 +49,10 @@ class CacheDir:
     @property
     def graph(self) -> Path:
         return self.root / "graph.msgpack"
+
+    @property
+    def keys(self) -> Path:
+        return self.root / "keys.msgpack"
 
     def manifest(self, key: str) -> Path:
         return self.root / "manifests" / key[:2] / f"{key}.msgpack"

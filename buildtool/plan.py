@@ -8,7 +8,7 @@ content, so stale means "something it depends on changed".
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from buildtool.errors import BtError
 from buildtool.filesets import FileSet
@@ -28,13 +28,27 @@ class PlannedBuild:
     stale: bool
     reason: str
     parents: tuple[Label, ...]
-    manifest: KeyManifest
     record: BuildRecord | None
-    fileset: FileSet  # what the key covers: exactly what the build is sent
+    # Answers ``manifest`` and ``fileset`` when asked: a fresh build's key may come from the
+    # memo of an earlier run (``keymemo.py``), and most callers never ask.
+    computer: KeyComputer = field(repr=False, compare=False)
 
     @property
     def id(self) -> tuple[Label, str]:
         return (self.label, self.platform)
+
+    @property
+    def manifest(self) -> KeyManifest:
+        """What went into the key."""
+        manifest = self.computer.manifest(self.id)
+        if manifest.key != self.key:  # the computer moved on to other pins since this plan
+            raise RuntimeError(f"{self.label} {self.platform}: manifest of another plan")
+        return manifest
+
+    @property
+    def fileset(self) -> FileSet:
+        """What the key covers: exactly what the build is sent."""
+        return self.computer.fileset(self.id)
 
 
 def needs_run(planned: PlannedBuild, push: bool, registry: str | None) -> bool:
@@ -71,18 +85,19 @@ def make_plan(
 ) -> list[PlannedBuild]:
     planned = []
     for label, platform in builds:
-        manifest = computer.manifest((label, platform))
-        key = manifest.key
+        key = computer.key((label, platform))
         record = lock.get(str(label), platform)
-        if manifest.unpinned:
+        unpinned = computer.unpinned((label, platform))
+        if unpinned:
             # `bt build` pins it first; the key holds "unpinned:<ref>" until then.
-            stale, reason = True, f"external {manifest.unpinned[0]} not pinned yet"
+            stale, reason = True, f"external {unpinned[0]} not pinned yet"
         elif record is None:
             stale, reason = True, "new: never built"
         elif record.key == key:
             stale, reason = False, "up to date"
         else:
-            stale, reason = True, _reason(config, record.key, manifest)
+            stale, reason = True, _reason(config, record.key, computer.manifest((label, platform)))
+        parents = computer.graph.parents_of(label, platform)
         planned.append(
             PlannedBuild(
                 label=label,
@@ -90,12 +105,9 @@ def make_plan(
                 key=key,
                 stale=stale,
                 reason=reason,
-                parents=tuple(
-                    dict.fromkeys(p.label for p in computer.graph.parents_of(label, platform))
-                ),
-                manifest=manifest,
+                parents=tuple(dict.fromkeys(p.label for p in parents)),
                 record=record,
-                fileset=computer.fileset((label, platform)),
+                computer=computer,
             )
         )
     return planned

@@ -30,6 +30,8 @@ class Session:
     """The workspace seen from the current directory."""
 
     cwd: Path
+    # A digest of what the graph was made from (``graphcache.graph_identity``), once loaded.
+    graph_identity: str | None = None
 
     @classmethod
     def here(cls) -> Session:
@@ -54,17 +56,18 @@ class Session:
         (``graphcache.py``), else BUILD.images evaluated again."""
         import time
 
-        from buildtool.graphcache import load_graph, save_graph
+        from buildtool.graphcache import load_kept_graph, save_graph
 
         config = self.config
-        kept = load_graph(config, self.analyses)
+        kept = load_kept_graph(config, self.analyses)
         if kept is not None:
-            return kept
+            graph, self.graph_identity = kept
+            return graph
         taken_ns = time.time_ns()
         loaded = load_workspace(config)
         graph = build_graph(loaded, self.analyses, config.registry)
         self.analyses.save()  # what inference learnt serves the next run, whatever it does
-        save_graph(config, self.analyses, loaded, graph, taken_ns)
+        self.graph_identity = save_graph(config, self.analyses, loaded, graph, taken_ns)
         return graph
 
     @cached_property
@@ -112,7 +115,10 @@ class Workbench:
 
         session = self.session
         pins = self.recorded.pins
-        return KeyComputer(session.config, session.graph, self.stat_cache, session.analyses, pins)
+        graph = session.graph  # first: loading it sets its identity
+        return KeyComputer(
+            session.config, graph, self.stat_cache, session.analyses, pins, session.graph_identity
+        )
 
     @cached_property
     def recorded(self) -> Lockfile:
@@ -138,7 +144,7 @@ class Workbench:
         self.computer.use_pins(lock.pins)
         builds = selected_builds(self.session.graph, self.labels(patterns), platforms)
         planned = make_plan(self.session.config, self.computer, lock, builds)
-        self.computer.filesets.save()  # digests, analyses and described sets
+        self.computer.save()  # digests, analyses, described sets and keys
         return planned
 
     def external_images(

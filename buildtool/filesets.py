@@ -12,6 +12,7 @@ The data path reads one way: keys -> filesets -> (dockerfile, dockerignore, inpu
 from __future__ import annotations
 
 import os
+import posixpath
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -110,6 +111,7 @@ class FileSets:
         self._tool_paths = self._own_paths()
         self._relpaths: dict[str, str] = {}
         self._sets: dict[tuple[Any, ...], FileSet] = {}
+        self._paths: dict[int, tuple[FileSet, frozenset[str]]] = {}  # for ``forget``
         self.kept = SetCache(CacheDir(config.cache_dir).file_sets)
 
     def save(self) -> None:
@@ -117,6 +119,46 @@ class FileSets:
         self.analyses.save()
         self.stat_cache.save()
         self.kept.save()
+
+    def forget(self, paths: Iterable[str]) -> set[int]:
+        """Drop what was learnt of the workspace-relative ``paths`` (changed on disk, as
+        ``bt watch`` sees them): every file set that holds one of them, or a file directly in
+        a directory it lists, and the listings of their contexts. Returns the ids of the
+        dropped sets; the others hold as they are."""
+        changed = [p.replace(os.sep, "/") for p in paths]
+        dropped: dict[int, FileSet] = {}
+        for fileset in {id(f): f for f in self._sets.values()}.values():
+            if self._touches(fileset, changed):
+                dropped[id(fileset)] = fileset
+        if not dropped:
+            return set()
+        for memo in [m for m, f in self._sets.items() if id(f) in dropped]:
+            del self._sets[memo]
+        touched = {(f.entries, f.entries_digest) for f in dropped.values()}
+        for memo in [m for m, d in self._entries.items() if d in touched]:
+            del self._entries[memo]
+        contexts = {f.context for f in dropped.values()}
+        for tree_key in [t for t in self._trees if t[0] in contexts]:
+            del self._trees[tree_key]  # its listings and lstats are of before the change
+        return set(dropped)
+
+    def _touches(self, fileset: FileSet, changed: list[str]) -> bool:
+        """Whether a change of one of the workspace-relative ``changed`` paths can change
+        ``fileset``: one of its entries, a path directly inside a directory holding one (a
+        file added there may be a new entry), anything in its context for a whole context."""
+        prefix = f"{fileset.context}/" if fileset.context else ""
+        relative = [p[len(prefix) :] for p in changed if p.startswith(prefix)]
+        if not relative:
+            return False
+        if fileset.fallback is not None:
+            return True
+        found = self._paths.get(id(fileset))
+        if found is None or found[0] is not fileset:
+            # As ``watch.watch_set`` watches them: entries, and the directories holding files.
+            paths = {entry[0] for entry in fileset.entries}
+            paths.update({posixpath.dirname(e[0]) for e in fileset.entries if e[1] != "dir"})
+            found = self._paths[id(fileset)] = (fileset, frozenset(paths))
+        return any(p in found[1] or posixpath.dirname(p) in found[1] for p in relative)
 
     def of(self, target: ImageTarget, platform: str) -> FileSet:
         reads = self.analyses.reads(target, platform)  # first: its errors name the target

@@ -15,6 +15,7 @@ use is pinned to in ``images.lock`` (``pins.py``). The file sets come from ``fil
 from __future__ import annotations
 
 import fnmatch
+from collections.abc import Iterable
 from dataclasses import dataclass, fields
 from functools import cached_property
 from pathlib import Path
@@ -156,6 +157,29 @@ class KeyComputer:
             self._manifests.clear()
             self._keys.clear()
             self._memo = None  # the pins are part of its identity
+
+    def forget(self, paths: Iterable[str]) -> set[BuildId]:
+        """Drop what was computed from the workspace-relative ``paths`` (changed on disk):
+        the file sets holding them (``FileSets.forget``), the keys of the builds reading those
+        sets and of every build on top of them. Returns those builds."""
+        dropped = self.filesets.forget(paths)
+        if not dropped:
+            return set()
+        builds = {b for b, fileset in self._filesets.items() if id(fileset) in dropped}
+        for build in builds:
+            del self._filesets[build]
+        children = self.graph.children
+        pending = list(builds)
+        while pending:
+            label, platform = pending.pop()
+            for child in children[label]:
+                if (child, platform) not in builds:
+                    builds.add((child, platform))
+                    pending.append((child, platform))
+        for build in builds:
+            self._manifests.pop(build, None)
+            self._keys.pop(build, None)
+        return builds
 
     def save(self) -> None:
         """Keep what was learnt for the next run: file sets (``FileSets.save``) and keys."""

@@ -7,7 +7,7 @@ content, so stale means "something it depends on changed".
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from buildtool.errors import BtError
@@ -82,11 +82,20 @@ def make_plan(
     computer: KeyComputer,
     lock: Lockfile,
     builds: Iterable[tuple[Label, str]],
+    fresh: Mapping[tuple[Label, str], PlannedBuild] | None = None,
 ) -> list[PlannedBuild]:
+    """The plan of ``builds`` against ``lock``. ``fresh``: builds an earlier plan of
+    ``computer`` found fresh, whose keys it still holds; each is reused while its record in
+    ``lock`` is the one it was planned against."""
     planned = []
+    fresh = fresh or {}
     for label, platform in builds:
-        key = computer.key((label, platform))
         record = lock.get(str(label), platform)
+        kept = fresh.get((label, platform))
+        if kept is not None and kept.record == record and kept.computer is computer:
+            planned.append(kept)
+            continue
+        key = computer.key((label, platform))
         unpinned = computer.unpinned((label, platform))
         if unpinned:
             # `bt build` pins it first; the key holds "unpinned:<ref>" until then.

@@ -3,9 +3,10 @@
 
 from __future__ import annotations
 
+import fnmatch
 import os
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -20,9 +21,10 @@ if TYPE_CHECKING:
     from buildtool.hashing import StatCache
     from buildtool.keys import KeyComputer
     from buildtool.labels import Label
-    from buildtool.lockfile import Lockfile
+    from buildtool.lockfile import Lockfile, LockfileReader
     from buildtool.pins import ExternalImage
     from buildtool.plan import PlannedBuild
+    from buildtool.target import BuildId
 
 
 @dataclass
@@ -85,6 +87,11 @@ class Workbench:
     """
 
     session: Session
+    # Builds planned fresh, by id: while their key and record stand, a new plan reuses them.
+    _fresh: dict[BuildId, PlannedBuild] = field(default_factory=dict)
+    _selections: dict[tuple[tuple[str, ...], tuple[str, ...]], list[BuildId]] = field(
+        default_factory=dict
+    )
 
     @classmethod
     def open(cls) -> Workbench:
@@ -127,34 +134,86 @@ class Workbench:
         return self.lockfile()
 
     def lockfile(self) -> Lockfile:
-        from buildtool.lockfile import read_lockfile
+        """images.lock as it is now (read-only: parsed again only when its bytes changed)."""
+        return self._lock_reader.read()
 
-        return read_lockfile(self.session.config.lockfile)
+    @cached_property
+    def _lock_reader(self) -> LockfileReader:
+        from buildtool.lockfile import LockfileReader
+
+        return LockfileReader(self.session.config.lockfile)
 
     def labels(self, patterns: Iterable[str]) -> set[Label]:
         return self.session.graph.match(patterns, self.session.current_package)
+
+    def selected_builds(
+        self, patterns: Iterable[str], platforms: Iterable[str] = ()
+    ) -> list[BuildId]:
+        """The platform builds ``patterns`` need, in build order (asked once per selection:
+        the graph does not change under a workbench)."""
+        from buildtool.plan import selected_builds
+
+        selection = (tuple(patterns), tuple(platforms))
+        found = self._selections.get(selection)
+        if found is None:
+            graph = self.session.graph
+            found = self._selections[selection] = selected_builds(
+                graph, self.labels(selection[0]), selection[1]
+            )
+        return found
 
     def plan(
         self, patterns: Iterable[str], platforms: Iterable[str] = (), lock: Lockfile | None = None
     ) -> list[PlannedBuild]:
         """The plan against ``lock`` (default: images.lock as it is now)."""
-        from buildtool.plan import make_plan, selected_builds
+        from buildtool.plan import make_plan
 
         lock = self.recorded if lock is None else lock
+        if lock.pins != self.computer.pins:
+            self._fresh.clear()  # planned against other pins
         self.computer.use_pins(lock.pins)
-        builds = selected_builds(self.session.graph, self.labels(patterns), platforms)
-        planned = make_plan(self.session.config, self.computer, lock, builds)
+        builds = self.selected_builds(patterns, platforms)
+        planned = make_plan(self.session.config, self.computer, lock, builds, self._fresh)
+        self._fresh.update((p.id, p) for p in planned if not p.stale)
         self.computer.save()  # digests, analyses, described sets and keys
         return planned
+
+    def forget(self, paths: Iterable[str]) -> bool:
+        """Drop what was learnt of the workspace-relative ``paths``, changed on disk (as
+        ``bt watch`` sees them), so that the next plan hashes only them and encodes only the
+        keys that read them, and reads images.lock again. False when one of them is what the
+        graph or every key is made from (a BUILD file, .cache-spec, a Dockerfile, an ignore
+        file, a global input): then only a new workbench plans right."""
+        changed = list(paths)
+        if "computer" not in self.__dict__ or any(map(self._declares, changed)):
+            return False
+        self.__dict__.pop("recorded", None)
+        for build in self.computer.forget(changed):
+            self._fresh.pop(build, None)
+        return True
+
+    def _declares(self, path: str) -> bool:
+        if path.rsplit("/", 1)[-1] in ("BUILD.images", ".cache-spec") or path.endswith(
+            ".dockerignore"
+        ):
+            return True
+        if path in self._dockerfiles:
+            return True
+        if any(path == known for known, _ in self.computer.filesets.global_inputs()):
+            return True
+        patterns = self.session.config.global_inputs  # a file that may become one
+        return any(fnmatch.fnmatch(path, pattern) for pattern in patterns)
+
+    @cached_property
+    def _dockerfiles(self) -> frozenset[str]:
+        return frozenset(t.dockerfile for t in self.session.graph.targets.values())
 
     def external_images(
         self, patterns: Iterable[str], platforms: Iterable[str] = ()
     ) -> list[tuple[ExternalImage, str]]:
         """(image, platform) for every pinnable external image the selected builds use, sorted
         by reference, then platform."""
-        from buildtool.plan import selected_builds
-
-        builds = selected_builds(self.session.graph, self.labels(patterns), platforms)
+        builds = self.selected_builds(patterns, platforms)
         found = {
             (image.name, platform): image
             for label, platform in builds

@@ -7,7 +7,7 @@ content, so stale means "something it depends on changed".
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from buildtool.errors import BtError
@@ -82,19 +82,10 @@ def make_plan(
     computer: KeyComputer,
     lock: Lockfile,
     builds: Iterable[tuple[Label, str]],
-    fresh: Mapping[tuple[Label, str], PlannedBuild] | None = None,
 ) -> list[PlannedBuild]:
-    """The plan of ``builds`` against ``lock``. ``fresh``: builds an earlier plan of
-    ``computer`` found fresh, whose keys it still holds; each is reused while its record in
-    ``lock`` is the one it was planned against."""
     planned = []
-    fresh = fresh or {}
     for label, platform in builds:
         record = lock.get(str(label), platform)
-        kept = fresh.get((label, platform))
-        if kept is not None and kept.record == record and kept.computer is computer:
-            planned.append(kept)
-            continue
         key = computer.key((label, platform))
         unpinned = computer.unpinned((label, platform))
         if unpinned:
@@ -120,6 +111,50 @@ def make_plan(
             )
         )
     return planned
+
+
+@dataclass
+class LastPlan:
+    """A plan kept to be planned again cheaply (``bt watch``'s rounds): only the builds whose
+    key was forgotten since (``dirty``), whose record changed, or that were stale are planned
+    again; the others stand as they were."""
+
+    lock: Lockfile
+    planned: list[PlannedBuild]
+    index: dict[tuple[Label, str], int]  # position of each build
+    names: dict[tuple[str, str], int]  # the same, by (label as written, platform)
+    stale: set[int]
+    dirty: set[int] = field(default_factory=set)
+
+    @classmethod
+    def of(cls, lock: Lockfile, planned: list[PlannedBuild]) -> LastPlan:
+        index = {p.id: i for i, p in enumerate(planned)}
+        names = {(str(label), platform): i for (label, platform), i in index.items()}
+        return cls(lock, planned, index, names, {i for i, p in enumerate(planned) if p.stale})
+
+    def forget(self, builds: Iterable[tuple[Label, str]]) -> None:
+        """``builds`` have keys to compute again."""
+        self.dirty.update(self.index[b] for b in builds if b in self.index)
+
+    def replan(
+        self,
+        config: Config,
+        computer: KeyComputer,
+        lock: Lockfile,
+        changed_records: Iterable[tuple[str, str]],
+    ) -> list[PlannedBuild]:
+        """The plan against ``lock``, whose records differ from ``self.lock``'s only for
+        ``changed_records`` (label, platform); the pins being the same."""
+        again = self.dirty | self.stale
+        again.update(self.names[n] for n in changed_records if n in self.names)
+        positions = sorted(again)  # build order
+        fresh = make_plan(config, computer, lock, [self.planned[i].id for i in positions])
+        planned = list(self.planned)
+        for i, build in zip(positions, fresh, strict=True):
+            planned[i] = build
+        self.lock, self.planned, self.dirty = lock, planned, set()
+        self.stale = {i for i in positions if planned[i].stale}
+        return planned
 
 
 def _reason(config: Config, old_key: str, manifest: KeyManifest) -> str:

@@ -23,8 +23,10 @@ if TYPE_CHECKING:
     from buildtool.labels import Label
     from buildtool.lockfile import Lockfile, LockfileReader
     from buildtool.pins import ExternalImage
-    from buildtool.plan import PlannedBuild
+    from buildtool.plan import LastPlan, PlannedBuild
     from buildtool.target import BuildId
+
+    Selection = tuple[tuple[str, ...], tuple[str, ...]]  # patterns, platforms
 
 
 @dataclass
@@ -87,11 +89,11 @@ class Workbench:
     """
 
     session: Session
-    # Builds planned fresh, by id: while their key and record stand, a new plan reuses them.
-    _fresh: dict[BuildId, PlannedBuild] = field(default_factory=dict)
-    _selections: dict[tuple[tuple[str, ...], tuple[str, ...]], list[BuildId]] = field(
-        default_factory=dict
-    )
+    # Whether each plan saves what it learnt at once (``bt watch`` saves after a round).
+    saves: bool = True
+    # The last plan of each selection, planned again cheaply while the pins stand.
+    _plans: dict[Selection, LastPlan] = field(default_factory=dict)
+    _selections: dict[Selection, list[BuildId]] = field(default_factory=dict)
 
     @classmethod
     def open(cls) -> Workbench:
@@ -166,16 +168,28 @@ class Workbench:
         self, patterns: Iterable[str], platforms: Iterable[str] = (), lock: Lockfile | None = None
     ) -> list[PlannedBuild]:
         """The plan against ``lock`` (default: images.lock as it is now)."""
-        from buildtool.plan import make_plan
+        from buildtool.plan import LastPlan, make_plan
 
         lock = self.recorded if lock is None else lock
-        if lock.pins != self.computer.pins:
-            self._fresh.clear()  # planned against other pins
-        self.computer.use_pins(lock.pins)
-        builds = self.selected_builds(patterns, platforms)
-        planned = make_plan(self.session.config, self.computer, lock, builds, self._fresh)
-        self._fresh.update((p.id, p) for p in planned if not p.stale)
-        self.computer.save()  # digests, analyses, described sets and keys
+        computer = self.computer
+        if lock.pins != computer.pins:
+            self._plans.clear()  # every key changes with the pins
+            computer.use_pins(lock.pins)
+        selection = (tuple(patterns), tuple(platforms))
+        builds = self.selected_builds(*selection)
+        last = self._plans.get(selection)
+        changed = None
+        if last is not None:
+            changed = (
+                set() if lock is last.lock else self._lock_reader.changed_since(lock, last.lock)
+            )
+        if last is not None and changed is not None:
+            planned = last.replan(self.session.config, computer, lock, changed)
+        else:
+            planned = make_plan(self.session.config, computer, lock, builds)
+            self._plans[selection] = LastPlan.of(lock, planned)
+        if self.saves:
+            computer.save()  # digests, analyses, described sets and keys
         return planned
 
     def forget(self, paths: Iterable[str]) -> bool:
@@ -188,8 +202,9 @@ class Workbench:
         if "computer" not in self.__dict__ or any(map(self._declares, changed)):
             return False
         self.__dict__.pop("recorded", None)
-        for build in self.computer.forget(changed):
-            self._fresh.pop(build, None)
+        forgotten = self.computer.forget(changed)
+        for last in self._plans.values():
+            last.forget(forgotten)
         return True
 
     def _declares(self, path: str) -> bool:

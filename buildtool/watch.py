@@ -150,7 +150,10 @@ class Watcher:
         try:
             self.report(self.rebuild(changed, began))
             if self.bench is not None:
-                self.bench.lockfile()  # parsed now, between rounds, as the next one reads it
+                # Between rounds, out of the next one's way: keep what was learnt, and parse
+                # images.lock as the next round will read it.
+                self.bench.computer.save()
+                self.bench.lockfile()
         except BtError as err:
             # A half-saved BUILD.images must not end the session: report it, wait for a fix.
             self.bench = None
@@ -165,6 +168,7 @@ class Watcher:
 
         if self.bench is None or not changed or not self.bench.forget(changed):
             self.bench = Workbench.open()
+            self.bench.saves = False  # after the round (``round``)
         bench = self.bench
         config = bench.config
         push = config.push if self.push is None else self.push

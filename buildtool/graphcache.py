@@ -19,7 +19,7 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgpack
 
@@ -30,10 +30,12 @@ from buildtool.errors import BtError
 from buildtool.graph import TargetGraph
 from buildtool.hashing import RACY_WINDOW_NS, digest_bytes
 from buildtool.labels import Label
-from buildtool.loader import LoadedWorkspace, find_build_files, run_glob
 from buildtool.parents import Parent
 from buildtool.target import ImageTarget, Location, SecretSource
 from buildtool.workspace import Config
+
+if TYPE_CHECKING:
+    from buildtool.loader import LoadedWorkspace
 
 VERSION = 3  # 3: the identity
 
@@ -119,9 +121,12 @@ def _unchanged(
 ) -> bool:
     """Whether nothing the kept graph was made from changed; a search for BUILD files run
     again appends its rows to ``search`` (None if racy)."""
+    # The loader (and the evaluator it brings) is imported only when something is run again.
     root = config.root
     build_files = tuple(f for f, _ in top["build_files"])
     if not _same_search(root, top["searched"]):
+        from buildtool.loader import find_build_files
+
         taken_ns = time.time_ns()
         searched: dict[str, os.stat_result] = {}
         if tuple(find_build_files(root, [config.cache_dir], searched)) != build_files:
@@ -130,6 +135,8 @@ def _unchanged(
     for relpath, digest in top["build_files"]:
         if _file_digest(root / relpath) != digest:
             return False
+    if top["globs"]:
+        from buildtool.loader import run_glob
     for file_dir, include, exclude, result in top["globs"]:
         if tuple(sorted(run_glob(root / file_dir, include, exclude))) != result:
             return False

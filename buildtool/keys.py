@@ -37,7 +37,6 @@ from buildtool.graph import TargetGraph
 from buildtool.hashing import StatCache, digest_bytes
 from buildtool.keymemo import KeyMemo, run_identity
 from buildtool.pins import UNPINNED, ExternalImage, PinEntry, Pins, external_images, pin_entries
-from buildtool.secrets import value_digest
 from buildtool.target import BuildId, ImageTarget
 from buildtool.workspace import Config
 
@@ -287,6 +286,8 @@ class KeyComputer:
         return rows
 
     def _compute(self, build: BuildId) -> KeyManifest:
+        from buildtool.secrets import value_digest  # a key from the memo needs none
+
         label, platform = build
         target = self.graph.targets[label]
         fileset = self.fileset(build)

@@ -16,7 +16,6 @@ from buildtool.graph import TargetGraph
 from buildtool.keys import KeyComputer, KeyManifest, load_manifest
 from buildtool.labels import Label
 from buildtool.lockfile import BuildRecord, Lockfile
-from buildtool.why import diff_manifests, short_reason
 from buildtool.workspace import Config
 
 
@@ -158,6 +157,8 @@ class LastPlan:
 
 
 def _reason(config: Config, old_key: str, manifest: KeyManifest) -> str:
+    from buildtool.why import diff_manifests, short_reason
+
     old = load_manifest(config.cache_dir, old_key)
     if old is None:
         return "key changed (no record of the inputs it was built from)"

@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING
 from buildtool.analysis import Analyses
 from buildtool.cachedir import CacheDir
 from buildtool.graph import TargetGraph, build_graph
-from buildtool.loader import load_workspace
 from buildtool.workspace import Config, find_root, load_config
 
 if TYPE_CHECKING:
@@ -67,6 +66,8 @@ class Session:
         if kept is not None:
             graph, self.graph_identity = kept
             return graph
+        from buildtool.loader import load_workspace
+
         taken_ns = time.time_ns()
         loaded = load_workspace(config)
         graph = build_graph(loaded, self.analyses, config.registry)

@@ -129,7 +129,7 @@ def test_a_new_cache_spec_setting_discards_the_kept_graph(workspace: Path) -> No
 def test_a_search_found_racy_is_kept_once_it_is_not(
     workspace: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from buildtool import graphcache
+    from buildtool import graphcache, loader
     from buildtool.cachedir import CacheDir
 
     config = Session(workspace).config
@@ -140,10 +140,10 @@ def test_a_search_found_racy_is_kept_once_it_is_not(
     searched = msgpack.unpackb(path.read_bytes())["searched"]
     assert [row[0] for row in searched] == [".", "in"]
     searches: list[Path] = []
-    find = getattr(graphcache, "find_build_files")  # noqa: B009 (not exported)
-    monkeypatch.setattr(graphcache, "find_build_files", lambda root, *a: searches.append(root))
+    find = loader.find_build_files
+    monkeypatch.setattr(loader, "find_build_files", lambda root, *a: searches.append(root))
     assert load_graph(config, Analyses(config)) is not None
     assert searches == []  # the kept stats vouch for the search
-    monkeypatch.setattr(graphcache, "find_build_files", find)
+    monkeypatch.setattr(loader, "find_build_files", find)
     (workspace / "in" / "BUILD.images").write_text('image(name = "x")\n')
     assert load_graph(config, Analyses(config)) is None

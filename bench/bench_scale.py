@@ -3,7 +3,7 @@
 For 1,000, 10,000 and 30,000 targets x 2 platforms over 10 files per target (100,000 files at
 10,000; generated as in bench_plan.py), in one run: the floor (one Python process that walks
 the tree and lstats every file), a warm no-op `bt plan //...`, and a plan after editing one
-input file (appending a line: one build's file set and its children stale). Medians of --runs
+input file (appending a line: the file set of 2 N / 1,000 builds stale). Medians of --runs
 fresh processes each. Writes bench/results/scale.md (the table) and scale.png (the plot).
 
 Usage: python bench/bench_scale.py [--runs N] [--sizes 1000,10000,30000] [--keep DIR]
@@ -21,21 +21,32 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_plan import WALK, Sample, bench_env, generate_large, medians, record_all, timed
 
+from buildtool.hashing import RACY_WINDOW_NS
+
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def measure(root: Path, env: dict[str, str], runs: int) -> tuple[Sample, Sample, Sample]:
-    """Medians in ms (wall, cpu): floor, warm no-op, one-file edit."""
+    """Medians in ms (wall, cpu): floor, warm no-op, one-file edit. The edited file is one of
+    data/1/, which 2 N / 1,000 builds read (targets 1, 1001, ...: none a parent); it is put
+    back after each edit, and bt run once more (untimed, past the racy window) so that the
+    next no-op is one."""
     bt = [sys.executable, "-m", "buildtool", "plan", "//..."]
     walk = [sys.executable, "-c", WALK, str(root)]
     floor, noop, edit = [], [], []
+    record_all(root, env)  # what is on disk now is built: the timed plans are no-ops
     timed(bt, root, env)  # warm the caches the recorded plan left
     for i in range(runs):
         floor.append(timed(walk, root, env))
         noop.append(timed(bt, root, env))
-        with (root / "data" / str(i % 10) / "f0.txt").open("a") as f:
+        path = root / "data" / "1" / f"f{i}.txt"
+        original = path.read_bytes()
+        with path.open("a") as f:
             f.write(f"edit {i}\n")
         edit.append(timed(bt, root, env))
+        path.write_bytes(original)
+        time.sleep(RACY_WINDOW_NS / 1e9)
+        timed(bt, root, env)
     ms = [Sample(*(v * 1000 for v in medians(s))) for s in (floor, noop, edit)]
     return ms[0], ms[1], ms[2]
 

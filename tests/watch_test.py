@@ -158,6 +158,24 @@ def test_a_change_to_what_declares_the_graph_or_every_key_needs_a_new_workbench(
     assert not bench.forget([path])
 
 
+def test_the_lockfiles_temporary_file_is_not_watched_beside_root_inputs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    files = {
+        ".cache-spec": 'platforms = ["linux/amd64"]\n',
+        "BUILD.images": 'image(name = "app")\n',
+        "Dockerfile": "FROM scratch\nCOPY top.txt /\n",
+        "top.txt": "top\n",
+    }
+    root = write_tree(tmp_path / "ws", files)
+    bench = Workbench(Session(root))
+    watched = watch_set(bench.config, bench.plan(["//..."]))
+    assert watched.accepts(str(root / "new.txt"))  # next to top.txt: maybe a new input
+    assert not watched.accepts(str(root / ".images.lock.123.0a1b2c3d.tmp"))
+    assert not watched.accepts(str(root / "images.lock"))
+
+
 class WatchProcess:
     """`bt watch --json` as a child process, its stdout read line by line in the background."""
 

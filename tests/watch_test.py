@@ -158,6 +158,31 @@ def test_a_change_to_what_declares_the_graph_or_every_key_needs_a_new_workbench(
     assert not bench.forget([path])
 
 
+@pytest.mark.parametrize(
+    ("edit", "forgotten"),
+    [("a.txt", {"//:a"}), ("new.txt", {"//:a", "//:b"})],  # content; a name beside theirs
+)
+def test_a_content_edit_forgets_only_the_sets_holding_the_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, edit: str, forgotten: set[str]
+) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    files = {
+        ".cache-spec": 'platforms = ["linux/amd64"]\n',
+        "BUILD.images": 'image(name = "a", dockerfile = "A")\nimage(name = "b", dockerfile = "B")\n',
+        "A": "FROM scratch\nCOPY a.txt /\n",
+        "B": "FROM scratch\nCOPY b.txt /\n",
+        "a.txt": "a\n",
+        "b.txt": "b\n",
+    }
+    root = write_tree(tmp_path / "ws", files)
+    bench = Workbench(Session(root))
+    before = planned_keys(bench)
+    (root / edit).write_text("edited\n")
+    assert {str(label) for label, _ in bench.computer.forget([edit])} == forgotten
+    assert planned_keys(bench) == planned_keys(Workbench(Session(root)))
+    assert (planned_keys(bench) != before) == (edit == "a.txt")
+
+
 def test_the_lockfiles_temporary_file_is_not_watched_beside_root_inputs(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

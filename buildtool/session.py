@@ -95,6 +95,7 @@ class Workbench:
     # The last plan of each selection, planned again cheaply while the pins stand.
     _plans: dict[Selection, LastPlan] = field(default_factory=dict)
     _selections: dict[Selection, list[BuildId]] = field(default_factory=dict)
+    _externals: dict[Selection, list[tuple[ExternalImage, str]]] = field(default_factory=dict)
 
     @classmethod
     def open(cls) -> Workbench:
@@ -228,12 +229,18 @@ class Workbench:
         self, patterns: Iterable[str], platforms: Iterable[str] = ()
     ) -> list[tuple[ExternalImage, str]]:
         """(image, platform) for every pinnable external image the selected builds use, sorted
-        by reference, then platform."""
-        builds = self.selected_builds(patterns, platforms)
+        by reference, then platform (asked once per selection: they follow from the graph and
+        the Dockerfiles, which do not change under a workbench)."""
+        selection = (tuple(patterns), tuple(platforms))
+        known = self._externals.get(selection)
+        if known is not None:
+            return list(known)
+        builds = self.selected_builds(*selection)
         found = {
             (image.name, platform): image
             for label, platform in builds
             for image in self.computer.external_images((label, platform))
             if image.pinnable
         }
-        return [(found[used], used[1]) for used in sorted(found)]
+        self._externals[selection] = [(found[used], used[1]) for used in sorted(found)]
+        return list(self._externals[selection])

@@ -8,6 +8,7 @@ Layout (``cache_dir`` of ``.cache-spec``, by default ``$XDG_CACHE_HOME/bt/<dir>-
     filesets.msgpack         described file sets, with the stats that vouch for them (setcache)
     graph.msgpack            the evaluated target graph and what it was made of (graphcache)
     build-times.json         seconds each platform build last took (durations)
+    keys.msgpack             keys by what they were encoded from, for one run identity (keymemo)
     manifests/ab/<key>.msgpack   what went into each key (keys; read by ``bt why``)
     logs/<label>/<platform>-<key>.log   one build's full output
     logs/crash-<time>.log    the traceback of an internal error (``crash_log_path``)
@@ -55,6 +56,10 @@ class CacheDir:
     @property
     def build_times(self) -> Path:
         return self.root / "build-times.json"
+
+    @property
+    def keys(self) -> Path:
+        return self.root / "keys.msgpack"
 
     def manifest(self, key: str) -> Path:
         return self.root / "manifests" / key[:2] / f"{key}.msgpack"

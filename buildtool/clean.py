@@ -63,7 +63,14 @@ def clean_cache(config: Config, *, dry_run: bool = False) -> Cleaned:
 
 
 def _derived(cache: CacheDir, recorded: set[str]) -> Iterator[Path]:
-    for path in (cache.stat_cache, cache.analyses, cache.file_sets, cache.graph, cache.build_times):
+    for path in (
+        cache.stat_cache,
+        cache.analyses,
+        cache.file_sets,
+        cache.graph,
+        cache.keys,
+        cache.build_times,
+    ):
         if path.exists():
             yield path
     yield from _files(cache.root / "logs")

@@ -12,13 +12,11 @@ interrupted, 143 terminated (SIGTERM, what CI sends on cancel, handled as Ctrl-C
 from __future__ import annotations
 
 import contextlib
-import datetime
 import gc
 import importlib
 import os
 import signal
 import sys
-import traceback
 from pathlib import Path
 from typing import Any
 
@@ -195,6 +193,9 @@ def _scrubbed(text: str) -> str:
 
 def _report_crash(err: Exception, argv: list[str]) -> str:
     """Write the traceback to the crash log; the one line to print."""
+    import datetime
+    import traceback
+
     what = _scrubbed(" ".join(f"{type(err).__name__}: {err}".split()))
     try:
         where = os.getcwd()

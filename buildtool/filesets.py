@@ -12,6 +12,8 @@ The data path reads one way: keys -> filesets -> (dockerfile, dockerignore, inpu
 from __future__ import annotations
 
 import os
+import posixpath
+import stat
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -73,6 +75,19 @@ class InputRow(NamedTuple):
         return self._asdict()
 
 
+def _kind(root: str, path: str) -> str | None:
+    """What ``path`` is now, as file set entries name it (None: absent or something else)."""
+    try:
+        mode = os.lstat(os.path.join(root, path)).st_mode
+    except OSError:
+        return None
+    if stat.S_ISLNK(mode):
+        return "symlink"
+    if stat.S_ISDIR(mode):
+        return "dir"
+    return "file" if stat.S_ISREG(mode) else None
+
+
 def input_rows(fileset: FileSet, origins: dict[str, Source]) -> list[InputRow]:
     """The files a key covers, each with what brought it in (``FileSets.origins``)."""
     rows = [InputRow(fileset.dockerfile, "dockerfile", False, fileset.dockerfile_digest,
@@ -110,6 +125,7 @@ class FileSets:
         self._tool_paths = self._own_paths()
         self._relpaths: dict[str, str] = {}
         self._sets: dict[tuple[Any, ...], FileSet] = {}
+        self._paths: dict[int, tuple[FileSet, dict[str, str], frozenset[str]]] = {}  # ``forget``
         self.kept = SetCache(CacheDir(config.cache_dir).file_sets)
 
     def save(self) -> None:
@@ -117,6 +133,59 @@ class FileSets:
         self.analyses.save()
         self.stat_cache.save()
         self.kept.save()
+
+    def forget(self, paths: Iterable[str]) -> set[int]:
+        """Drop what was learnt of the workspace-relative ``paths`` (changed on disk, as
+        ``bt watch`` sees them), and return the ids of the dropped file sets: those holding
+        one of them and, unless the path is an entry of some set still there as the same kind
+        (its content or mode changed, not a listing), those listing the directory holding it;
+        with the listings of their contexts. The other sets hold as they are."""
+        changed = [p.replace(os.sep, "/") for p in paths]
+        sets = list({id(f): f for f in self._sets.values()}.values())
+        kinds: dict[str, str] = {}
+        for fileset in sets:
+            prefix = f"{fileset.context}/" if fileset.context else ""
+            entries = self._paths_of(fileset)[0]
+            for path in changed:
+                if path.startswith(prefix) and path[len(prefix) :] in entries:
+                    kinds[path] = entries[path[len(prefix) :]]
+        listed = [p for p in changed if kinds.get(p) is None or _kind(self.root, p) != kinds[p]]
+        dropped = {id(f): f for f in sets if self._touches(f, changed, listed)}
+        if not dropped:
+            return set()
+        for memo in [m for m, f in self._sets.items() if id(f) in dropped]:
+            del self._sets[memo]
+        touched = {(f.entries, f.entries_digest) for f in dropped.values()}
+        for memo in [m for m, d in self._entries.items() if d in touched]:
+            del self._entries[memo]
+        contexts = {f.context for f in dropped.values()}
+        for tree_key in [t for t in self._trees if t[0] in contexts]:
+            del self._trees[tree_key]  # its listings and lstats are of before the change
+        return set(dropped)
+
+    def _touches(self, fileset: FileSet, changed: list[str], listed: list[str]) -> bool:
+        """Whether ``fileset`` holds one of ``changed``, or may gain or lose an entry by one of
+        ``listed`` (added, removed or of another kind): a path directly inside a directory
+        holding one of its entries (as ``watch.watch_set`` watches them), or anywhere in its
+        context for a whole-context set."""
+        prefix = f"{fileset.context}/" if fileset.context else ""
+        entries, dirs = self._paths_of(fileset)
+        if any(p.startswith(prefix) and p[len(prefix) :] in entries for p in changed):
+            return True
+        relative = [p[len(prefix) :] for p in listed if p.startswith(prefix)]
+        if relative and fileset.fallback is not None:
+            return True
+        return any(p in dirs or posixpath.dirname(p) in dirs for p in relative)
+
+    def _paths_of(self, fileset: FileSet) -> tuple[dict[str, str], frozenset[str]]:
+        """Its entries' context paths with their kinds, and the directories holding them."""
+        found = self._paths.get(id(fileset))
+        if found is None or found[0] is not fileset:
+            entries = {entry[0]: entry[1] for entry in fileset.entries}
+            dirs = {path for path, kind in entries.items() if kind == "dir"}
+            dirs.update({posixpath.dirname(p) for p, kind in entries.items() if kind != "dir"})
+            found = self._paths[id(fileset)] = (fileset, entries, frozenset(dirs))
+        return found[1], found[2]
 
     def of(self, target: ImageTarget, platform: str) -> FileSet:
         reads = self.analyses.reads(target, platform)  # first: its errors name the target

@@ -6,13 +6,16 @@ import itertools
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
+from typing import TYPE_CHECKING
 
 from buildtool.analysis import Analyses
 from buildtool.errors import BtError
 from buildtool.labels import Label, Pattern, parse_pattern
-from buildtool.loader import LoadedWorkspace
 from buildtool.parents import Parent, declared_parents, infer_parents
 from buildtool.target import BuildId, ImageTarget
+
+if TYPE_CHECKING:  # evaluation runs only when no kept graph serves (graphcache.py)
+    from buildtool.loader import LoadedWorkspace
 
 
 @dataclass(frozen=True)

@@ -17,8 +17,9 @@ msgpack, not pickle: a cache directory inside a cloned repository must never run
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgpack
 
@@ -29,12 +30,14 @@ from buildtool.errors import BtError
 from buildtool.graph import TargetGraph
 from buildtool.hashing import RACY_WINDOW_NS, digest_bytes
 from buildtool.labels import Label
-from buildtool.loader import LoadedWorkspace, find_build_files, run_glob
 from buildtool.parents import Parent
 from buildtool.target import ImageTarget, Location, SecretSource
 from buildtool.workspace import Config
 
-VERSION = 2
+if TYPE_CHECKING:
+    from buildtool.loader import LoadedWorkspace
+
+VERSION = 3  # 3: the identity
 
 
 def _setting(config: Config) -> list[Any]:
@@ -46,54 +49,114 @@ def _setting(config: Config) -> list[Any]:
 
 def load_graph(config: Config, analyses: Analyses) -> TargetGraph | None:
     """The kept graph if nothing it was made from changed, else None."""
+    kept = load_kept_graph(config, analyses)
+    return None if kept is None else kept[0]
+
+
+def load_kept_graph(config: Config, analyses: Analyses) -> tuple[TargetGraph, str] | None:
+    """The kept graph and its identity (``graph_identity``) if nothing it was made from
+    changed, else None."""
+    path = CacheDir(config.cache_dir).graph
     try:
-        data = CacheDir(config.cache_dir).graph.read_bytes()
-        top = msgpack.unpackb(data, raw=False, use_list=False, strict_map_key=False)
+        raw = path.read_bytes()
+        top = msgpack.unpackb(raw, raw=False, use_list=False, strict_map_key=False)
         if top["setting"] != tuple(_to_tuples(_setting(config))):
             return None
-        if not _unchanged(config, analyses, top):
+        search: list[list[Any] | None] = []
+        if not _unchanged(config, analyses, top, search):
             return None
-        return _decode_graph(top["graph"])
+        graph = _decode_graph(top["graph"])
+        identity = top["identity"]
     except (OSError, ValueError, TypeError, KeyError, BtError):
         return None  # missing, corrupt or stale: evaluate
+    if search and search[0] is not None:
+        # Saved with a racy search, found unchanged by searching again: keep that search's
+        # stats (no longer racy) so that the next run need not search.
+        data = msgpack.packb({**top, "searched": search[0]}, use_bin_type=True)
+        update_file(path, lambda current: data if current == raw else None, durable=False)
+    return graph, identity
 
 
 def save_graph(
     config: Config, analyses: Analyses, loaded: LoadedWorkspace, graph: TargetGraph, taken_ns: int
-) -> None:
+) -> str | None:
     """Keep ``graph`` with what it was made from; ``taken_ns`` is the clock read before the
-    search for BUILD files began."""
+    search for BUILD files began. Returns the graph's identity (``graph_identity``), None when
+    the graph is not kept."""
+    top = describe_graph(config, analyses, loaded, graph, taken_ns)
+    if top is None:
+        return None
+    write_graph(config, top)
+    return str(top["identity"])
+
+
+def describe_graph(
+    config: Config, analyses: Analyses, loaded: LoadedWorkspace, graph: TargetGraph, taken_ns: int
+) -> dict[str, Any] | None:
+    """What ``write_graph`` keeps of ``graph``, its identity included; None when it must not
+    be kept: a build arg whose name looks secret would put its value in the cache directory."""
     from buildtool.secrets import looks_secret
 
     if any(looks_secret(name) for t in graph.targets.values() for name, _ in t.args):
-        return  # its value would be written to the cache directory: evaluate every run
+        return None
     root = config.root
-    racy = any(
-        max(st.st_mtime_ns, st.st_ctime_ns) >= taken_ns - RACY_WINDOW_NS
-        for _, st in loaded.searched
-    )
     dockerfiles = sorted({t.dockerfile for t in graph.targets.values()})
-    top = {
+    top: dict[str, Any] = {
         "setting": _setting(config),
-        "searched": None if racy else [[d, *_dir_signature(st)] for d, st in loaded.searched],
+        "searched": _search_rows(loaded.searched, taken_ns),
         "build_files": [[f, _file_digest(root / f)] for f in loaded.build_files],
         "globs": [[d, list(inc), list(exc), list(res)] for d, inc, exc, res in loaded.globs],
         "dockerfiles": [[d, _dockerfile_digest(analyses, d)] for d in dockerfiles],
         "graph": _encode_graph(graph),
     }
+    top["identity"] = graph_identity(top)
+    return top
+
+
+def write_graph(config: Config, top: dict[str, Any]) -> None:
     data = msgpack.packb(top, use_bin_type=True)
     update_file(CacheDir(config.cache_dir).graph, lambda _: data, durable=False)
 
 
-def _unchanged(config: Config, analyses: Analyses, top: dict[str, Any]) -> bool:
+def graph_identity(top: dict[str, Any]) -> str:
+    """A digest of everything a kept graph was made from and holds, but not the stats that
+    vouch for it: the configuration, BUILD files, glob results, Dockerfiles (by content) and
+    the graph. Whatever is a function of these alone (a build's Dockerfile analysis, its
+    target, its parents) is the same while the identity is (``keymemo.py``)."""
+    parts = [top[name] for name in ("setting", "build_files", "globs", "dockerfiles", "graph")]
+    return digest_bytes(msgpack.packb(parts, use_bin_type=True))
+
+
+def _search_rows(searched: Any, taken_ns: int) -> list[list[Any]] | None:
+    """The directories' stats, or None when one was racy (changed within the racy window
+    of ``taken_ns``, the clock read before the search began): then it is run again."""
+    limit = taken_ns - RACY_WINDOW_NS
+    if any(max(st.st_mtime_ns, st.st_ctime_ns) >= limit for _, st in searched):
+        return None
+    return [[d, *_dir_signature(st)] for d, st in searched]
+
+
+def _unchanged(
+    config: Config, analyses: Analyses, top: dict[str, Any], search: list[list[Any] | None]
+) -> bool:
+    """Whether nothing the kept graph was made from changed; a search for BUILD files run
+    again appends its rows to ``search`` (None if racy)."""
+    # The loader (and the evaluator it brings) is imported only when something is run again.
     root = config.root
     build_files = tuple(f for f, _ in top["build_files"])
-    searched_again = not _same_search(root, top["searched"])
-    if searched_again and tuple(find_build_files(root, skip=[config.cache_dir])) != build_files:
-        return False
+    if not _same_search(root, top["searched"]):
+        from buildtool.loader import find_build_files
+
+        taken_ns = time.time_ns()
+        searched: dict[str, os.stat_result] = {}
+        if tuple(find_build_files(root, [config.cache_dir], searched)) != build_files:
+            return False
+        search.append(_search_rows(sorted(searched.items()), taken_ns))
     for relpath, digest in top["build_files"]:
         if _file_digest(root / relpath) != digest:
             return False
+    if top["globs"]:
+        from buildtool.loader import run_glob
     for file_dir, include, exclude, result in top["globs"]:
         if tuple(sorted(run_glob(root / file_dir, include, exclude))) != result:
             return False

@@ -296,17 +296,24 @@ class StatCache:
     not racy when taken are written, so ``written_ns`` can vouch for every entry in the file.
     """
 
-    def __init__(self, path: Path, table: _Table):
+    def __init__(self, path: Path, table: _Table | None = None):
         self.path = path
         self.hits = 0  # lookups answered from the cache
         self.misses = 0  # files hashed
-        self._table = table
+        self._loaded = table  # None: read on the first lookup
         self._hashed: dict[str, _Hashed] = {}
 
     @classmethod
     def load(cls, path: Path) -> StatCache:
-        """The cache at ``path``; missing, corrupt or of another version -> an empty cache."""
-        return cls(path, _Table.read(path))
+        """The cache at ``path``; missing, corrupt or of another version -> an empty cache.
+        Read on first use: a no-op whose described file sets all hold looks nothing up."""
+        return cls(path)
+
+    @property
+    def _table(self) -> _Table:
+        if self._loaded is None:
+            self._loaded = _Table.read(self.path)
+        return self._loaded
 
     def digest(self, abspath: str) -> str:
         """Digest of the regular file ``abspath``, from the cache when its stat still matches."""
@@ -380,7 +387,7 @@ class StatCache:
             return merged.encode()
 
         update_file(self.path, merge)
-        self._table = merged
+        self._loaded = merged
 
 
 def _hash_concurrently(pending: dict[str, os.stat_result]) -> dict[str, str]:

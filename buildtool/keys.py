@@ -16,6 +16,7 @@ sets come from ``filesets.py``.
 from __future__ import annotations
 
 import fnmatch
+from collections.abc import Iterable
 from dataclasses import dataclass, fields
 from functools import cached_property
 from pathlib import Path
@@ -35,8 +36,8 @@ from buildtool.filesets import (
 )
 from buildtool.graph import TargetGraph
 from buildtool.hashing import StatCache, digest_bytes
+from buildtool.keymemo import KeyMemo, run_identity
 from buildtool.pins import UNPINNED, ExternalImage, PinEntry, Pins, external_images, pin_entries
-from buildtool.secrets import build_secrets, value_digest
 from buildtool.target import BuildId, ImageTarget
 from buildtool.workspace import Config
 
@@ -130,7 +131,10 @@ class KeyComputer:
         stat_cache: StatCache,
         analyses: Analyses | None = None,
         pins: Pins | None = None,
+        graph_identity: str | None = None,
     ):
+        """``graph_identity`` (``graphcache.graph_identity``) lets keys of an earlier run be
+        reused (``keymemo.py``); without it every key is encoded."""
         self.config = config
         self.graph = graph
         self.filesets = FileSets(config, stat_cache, analyses)
@@ -143,12 +147,46 @@ class KeyComputer:
         self._filesets: dict[BuildId, FileSet] = {}
         self._external_memo: dict[Any, tuple[ExternalImage, ...]] = {}
         self._sends_copy: dict[int, tuple[FileSet, bool]] = {}
+        self._keys: dict[BuildId, str] = {}
+        self.graph_identity = graph_identity
+        self._memo: KeyMemo | None = None
 
     def use_pins(self, pins: Pins) -> None:
         """Compute keys against ``pins`` (the lockfile's) from now on."""
         if pins != self.pins:
             self.pins = pins
             self._manifests.clear()
+            self._keys.clear()
+            self._memo = None  # the pins are part of its identity
+
+    def forget(self, paths: Iterable[str]) -> set[BuildId]:
+        """Drop what was computed from the workspace-relative ``paths`` (changed on disk):
+        the file sets holding them (``FileSets.forget``), the keys of the builds reading those
+        sets and of every build on top of them. Returns those builds."""
+        dropped = self.filesets.forget(paths)
+        if not dropped:
+            return set()
+        builds = {b for b, fileset in self._filesets.items() if id(fileset) in dropped}
+        for build in builds:
+            del self._filesets[build]
+        children = self.graph.children
+        pending = list(builds)
+        while pending:
+            label, platform = pending.pop()
+            for child in children[label]:
+                if (child, platform) not in builds:
+                    builds.add((child, platform))
+                    pending.append((child, platform))
+        for build in builds:
+            self._manifests.pop(build, None)
+            self._keys.pop(build, None)
+        return builds
+
+    def save(self) -> None:
+        """Keep what was learnt for the next run: file sets (``FileSets.save``) and keys."""
+        self.filesets.save()
+        if self._memo is not None:
+            self._memo.save()
 
     def external_images(self, build: BuildId) -> tuple[ExternalImage, ...]:
         """The images the build's reached stages use that the workspace does not build."""
@@ -165,6 +203,19 @@ class KeyComputer:
             self._external_memo[memo] = found
         return found
 
+    def unpinned(self, build: BuildId) -> tuple[str, ...]:
+        """External images (as written) the build uses that have no pin yet
+        (``KeyManifest.unpinned``), without computing its manifest."""
+        found = self._manifests.get(build)
+        if found is not None:
+            return found.unpinned
+        label, platform = build
+        images = self._externals(self.graph.targets[label], self.fileset(build))
+        if not images:
+            return ()
+        entries = pin_entries(images, self.pins, platform)
+        return tuple(written for _, value, written in entries if value.startswith(UNPINNED))
+
     @property
     def analyses(self) -> Analyses:
         return self.filesets.analyses
@@ -174,15 +225,51 @@ class KeyComputer:
         if found is None:
             found = self._compute(build)
             self._manifests[build] = found
+            memo = self._memo_of_run()
+            if memo is not None:
+                parent_keys = tuple(key for _, _, key in found.parents)
+                memo.put(f"{build[0]} {build[1]}", found.inputs_digest, parent_keys, found.key)
         return found
 
     def key(self, build: BuildId) -> str:
-        return self.manifest(build).key
+        found = self._keys.get(build)
+        if found is None:
+            found = self._remembered(build) or self.manifest(build).key
+            self._keys[build] = found
+        return found
 
     def fileset(self, build: BuildId) -> FileSet:
         """The file set the build's key was computed from (what its engine is sent)."""
-        self.manifest(build)
-        return self._filesets[build]
+        found = self._filesets.get(build)
+        if found is None:
+            label, platform = build
+            found = self.filesets.of(self.graph.targets[label], platform)
+            self._filesets[build] = found
+        return found
+
+    def _memo_of_run(self) -> KeyMemo | None:
+        """The memo of this run's identity: every input of ``_compute`` that is not a function
+        of the kept graph (which ``graph_identity`` covers: the target, the analysis of its
+        Dockerfile, its parents, the configuration) nor kept per build (the input set's
+        digest, the parents' keys): the key schema, the pins and the global inputs."""
+        if self._memo is None and self.graph_identity is not None:
+            pins = [[ref, platform, record.digest, record.source]
+                    for ref, platforms in sorted(self.pins.items())
+                    for platform, record in sorted(platforms.items())]  # fmt: skip
+            global_inputs = [list(g) for g in self.filesets.global_inputs()]
+            material = [KEY_SCHEMA, self.graph_identity, pins, global_inputs]
+            self._memo = KeyMemo(CacheDir(self.config.cache_dir).keys, run_identity(material))
+        return self._memo
+
+    def _remembered(self, build: BuildId) -> str | None:
+        memo = self._memo_of_run()
+        if memo is None:
+            return None
+        label, platform = build
+        fileset = self.fileset(build)
+        parents = self.graph.parents_of(label, platform)
+        parent_keys = tuple(self.key((p.label, platform)) for p in parents)
+        return memo.get(f"{label} {platform}", fileset.entries_digest, parent_keys)
 
     def covered_inputs(self, build: BuildId) -> list[InputRow]:
         """Every file the build's key covers: its own file set's, then (through their keys)
@@ -201,10 +288,11 @@ class KeyComputer:
         return rows
 
     def _compute(self, build: BuildId) -> KeyManifest:
+        from buildtool.secrets import build_secrets, value_digest  # a memo hit needs neither
+
         label, platform = build
         target = self.graph.targets[label]
-        fileset = self.filesets.of(target, platform)
-        self._filesets[build] = fileset
+        fileset = self.fileset(build)
         # A declared parent counts by its arg, an inferred one by the normalised reference
         # the Dockerfile names (never by a line: moving a FROM moves no key).
         parents = tuple(

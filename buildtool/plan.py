@@ -8,7 +8,7 @@ content, so stale means "something it depends on changed".
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from buildtool.errors import BtError, TransientError
 from buildtool.filesets import FileSet
@@ -16,7 +16,6 @@ from buildtool.graph import TargetGraph
 from buildtool.keys import KeyComputer, KeyManifest, load_manifest
 from buildtool.labels import Label
 from buildtool.lockfile import BuildRecord, Lockfile
-from buildtool.why import diff_manifests, short_reason
 from buildtool.workspace import Config
 
 
@@ -28,13 +27,27 @@ class PlannedBuild:
     stale: bool
     reason: str
     parents: tuple[Label, ...]
-    manifest: KeyManifest
     record: BuildRecord | None
-    fileset: FileSet  # what the key covers: exactly what the build is sent
+    # Answers ``manifest`` and ``fileset`` when asked: a fresh build's key may come from the
+    # memo of an earlier run (``keymemo.py``), and most callers never ask.
+    computer: KeyComputer = field(repr=False, compare=False)
 
     @property
     def id(self) -> tuple[Label, str]:
         return (self.label, self.platform)
+
+    @property
+    def manifest(self) -> KeyManifest:
+        """What went into the key."""
+        manifest = self.computer.manifest(self.id)
+        if manifest.key != self.key:  # the computer moved on to other pins since this plan
+            raise RuntimeError(f"{self.label} {self.platform}: manifest of another plan")
+        return manifest
+
+    @property
+    def fileset(self) -> FileSet:
+        """What the key covers: exactly what the build is sent."""
+        return self.computer.fileset(self.id)
 
 
 def needs_run(planned: PlannedBuild, push: bool, registry: str | None) -> bool:
@@ -112,18 +125,19 @@ def make_plan(
 ) -> list[PlannedBuild]:
     planned = []
     for label, platform in builds:
-        manifest = computer.manifest((label, platform))
-        key = manifest.key
         record = lock.get(str(label), platform)
-        if manifest.unpinned:
+        key = computer.key((label, platform))
+        unpinned = computer.unpinned((label, platform))
+        if unpinned:
             # `bt build` pins it first; the key holds "unpinned:<ref>" until then.
-            stale, reason = True, f"external {manifest.unpinned[0]} not pinned yet"
+            stale, reason = True, f"external {unpinned[0]} not pinned yet"
         elif record is None:
             stale, reason = True, "new: never built"
         elif record.key == key:
             stale, reason = False, "up to date"
         else:
-            stale, reason = True, _reason(config, record.key, manifest)
+            stale, reason = True, _reason(config, record.key, computer.manifest((label, platform)))
+        parents = computer.graph.parents_of(label, platform)
         planned.append(
             PlannedBuild(
                 label=label,
@@ -131,18 +145,61 @@ def make_plan(
                 key=key,
                 stale=stale,
                 reason=reason,
-                parents=tuple(
-                    dict.fromkeys(p.label for p in computer.graph.parents_of(label, platform))
-                ),
-                manifest=manifest,
+                parents=tuple(dict.fromkeys(p.label for p in parents)),
                 record=record,
-                fileset=computer.fileset((label, platform)),
+                computer=computer,
             )
         )
     return planned
 
 
+@dataclass
+class LastPlan:
+    """A plan kept to be planned again cheaply (``bt watch``'s rounds): only the builds whose
+    key was forgotten since (``dirty``), whose record changed, or that were stale are planned
+    again; the others stand as they were."""
+
+    lock: Lockfile
+    planned: list[PlannedBuild]
+    index: dict[tuple[Label, str], int]  # position of each build
+    names: dict[tuple[str, str], int]  # the same, by (label as written, platform)
+    stale: set[int]
+    dirty: set[int] = field(default_factory=set)
+
+    @classmethod
+    def of(cls, lock: Lockfile, planned: list[PlannedBuild]) -> LastPlan:
+        index = {p.id: i for i, p in enumerate(planned)}
+        names = {(str(label), platform): i for (label, platform), i in index.items()}
+        return cls(lock, planned, index, names, {i for i, p in enumerate(planned) if p.stale})
+
+    def forget(self, builds: Iterable[tuple[Label, str]]) -> None:
+        """``builds`` have keys to compute again."""
+        self.dirty.update(self.index[b] for b in builds if b in self.index)
+
+    def replan(
+        self,
+        config: Config,
+        computer: KeyComputer,
+        lock: Lockfile,
+        changed_records: Iterable[tuple[str, str]],
+    ) -> list[PlannedBuild]:
+        """The plan against ``lock``, whose records differ from ``self.lock``'s only for
+        ``changed_records`` (label, platform); the pins being the same."""
+        again = self.dirty | self.stale
+        again.update(self.names[n] for n in changed_records if n in self.names)
+        positions = sorted(again)  # build order
+        fresh = make_plan(config, computer, lock, [self.planned[i].id for i in positions])
+        planned = list(self.planned)
+        for i, build in zip(positions, fresh, strict=True):
+            planned[i] = build
+        self.lock, self.planned, self.dirty = lock, planned, set()
+        self.stale = {i for i in positions if planned[i].stale}
+        return planned
+
+
 def _reason(config: Config, old_key: str, manifest: KeyManifest) -> str:
+    from buildtool.why import diff_manifests, short_reason
+
     old = load_manifest(config.cache_dir, old_key)
     if old is None:
         return "key changed (no record of the inputs it was built from)"

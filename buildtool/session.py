@@ -4,27 +4,29 @@
 from __future__ import annotations
 
 import contextlib
+import fnmatch
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from buildtool.analysis import Analyses
 from buildtool.cachedir import CacheDir, hold_in_use
 from buildtool.graph import TargetGraph, build_graph
-from buildtool.loader import load_workspace
 from buildtool.workspace import Config, find_root, load_config
 
 if TYPE_CHECKING:
     from buildtool.hashing import StatCache
     from buildtool.keys import KeyComputer
     from buildtool.labels import Label
-    from buildtool.loader import LoadedWorkspace
-    from buildtool.lockfile import Lockfile
+    from buildtool.lockfile import Lockfile, LockfileReader
     from buildtool.pins import ExternalImage
-    from buildtool.plan import PlannedBuild
+    from buildtool.plan import LastPlan, PlannedBuild
+    from buildtool.target import BuildId
+
+    Selection = tuple[tuple[str, ...], tuple[str, ...]]  # patterns, platforms
 
 
 @dataclass
@@ -32,10 +34,11 @@ class Session:
     """The workspace seen from the current directory."""
 
     cwd: Path
-    # A graph evaluated by this run, with what it was made from: kept by ``save()``.
-    _unsaved: tuple[LoadedWorkspace, TargetGraph, int] | None = field(
-        default=None, init=False, repr=False
-    )
+    # A digest of what the graph was made from (``graphcache.graph_identity``), once loaded.
+    graph_identity: str | None = None
+    # A graph evaluated by this run, described as it will be kept (None: not to be kept), and
+    # whether there is one: written by ``save()``.
+    _unsaved: tuple[dict[str, Any] | None] | None = field(default=None, init=False, repr=False)
 
     @classmethod
     def here(cls) -> Session:
@@ -62,16 +65,21 @@ class Session:
         (``graphcache.py``), else BUILD.images evaluated again."""
         import time
 
-        from buildtool.graphcache import load_graph
+        from buildtool.graphcache import describe_graph, load_kept_graph
 
         config = self.config
-        kept = load_graph(config, self.analyses)
+        kept = load_kept_graph(config, self.analyses)
         if kept is not None:
-            return kept
+            graph, self.graph_identity = kept
+            return graph
+        from buildtool.loader import load_workspace
+
         taken_ns = time.time_ns()
         loaded = load_workspace(config)
         graph = build_graph(loaded, self.analyses, config.registry)
-        self._unsaved = (loaded, graph, taken_ns)
+        top = describe_graph(config, self.analyses, loaded, graph, taken_ns)
+        self._unsaved = (top,)
+        self.graph_identity = None if top is None else str(top["identity"])
         return graph
 
     def save(self) -> None:
@@ -83,14 +91,14 @@ class Session:
         if self._unsaved is None:
             self.analyses.save()
             return
-        from buildtool.graphcache import save_graph
+        from buildtool.graphcache import write_graph
 
-        loaded, graph, taken_ns = self._unsaved
-        self._unsaved = None
+        (top,), self._unsaved = self._unsaved, None
         # Inference analysed every build of the workspace: the analyses of anything gone are
         # dropped.
         self.analyses.save(complete=True)
-        save_graph(self.config, self.analyses, loaded, graph, taken_ns)
+        if top is not None:
+            write_graph(self.config, top)
 
     @cached_property
     def current_package(self) -> str:
@@ -107,6 +115,12 @@ class Workbench:
     """
 
     session: Session
+    # Whether each plan saves what it learnt at once (``bt watch`` saves after a round).
+    saves: bool = True
+    # The last plan of each selection, planned again cheaply while the pins stand.
+    _plans: dict[Selection, LastPlan] = field(default_factory=dict)
+    _selections: dict[Selection, list[BuildId]] = field(default_factory=dict)
+    _externals: dict[Selection, list[tuple[ExternalImage, str]]] = field(default_factory=dict)
 
     @classmethod
     def open(cls) -> Workbench:
@@ -137,7 +151,10 @@ class Workbench:
 
         session = self.session
         pins = self.recorded.pins
-        return KeyComputer(session.config, session.graph, self.stat_cache, session.analyses, pins)
+        graph = session.graph  # first: loading it sets its identity
+        return KeyComputer(
+            session.config, graph, self.stat_cache, session.analyses, pins, session.graph_identity
+        )
 
     @cached_property
     def recorded(self) -> Lockfile:
@@ -146,39 +163,110 @@ class Workbench:
         return self.lockfile()
 
     def lockfile(self) -> Lockfile:
-        from buildtool.lockfile import read_lockfile
+        """images.lock as it is now (read-only: parsed again only when its bytes changed)."""
+        return self._lock_reader.read()
 
-        return read_lockfile(self.session.config.lockfile)
+    @cached_property
+    def _lock_reader(self) -> LockfileReader:
+        from buildtool.lockfile import LockfileReader
+
+        return LockfileReader(self.session.config.lockfile)
 
     def labels(self, patterns: Iterable[str]) -> set[Label]:
         return self.session.graph.match(patterns, self.session.current_package)
+
+    def selected_builds(
+        self, patterns: Iterable[str], platforms: Iterable[str] = ()
+    ) -> list[BuildId]:
+        """The platform builds ``patterns`` need, in build order (asked once per selection:
+        the graph does not change under a workbench)."""
+        from buildtool.plan import selected_builds
+
+        selection = (tuple(patterns), tuple(platforms))
+        found = self._selections.get(selection)
+        if found is None:
+            graph = self.session.graph
+            found = self._selections[selection] = selected_builds(
+                graph, self.labels(selection[0]), selection[1]
+            )
+        return found
 
     def plan(
         self, patterns: Iterable[str], platforms: Iterable[str] = (), lock: Lockfile | None = None
     ) -> list[PlannedBuild]:
         """The plan against ``lock`` (default: images.lock as it is now)."""
-        from buildtool.plan import make_plan, selected_builds
+        from buildtool.plan import LastPlan, make_plan
 
         lock = self.recorded if lock is None else lock
-        self.computer.use_pins(lock.pins)
-        builds = selected_builds(self.session.graph, self.labels(patterns), platforms)
-        planned = make_plan(self.session.config, self.computer, lock, builds)
-        self.computer.filesets.save()  # digests, analyses and described sets
-        self.session.save()
+        computer = self.computer
+        if lock.pins != computer.pins:
+            self._plans.clear()  # every key changes with the pins
+            computer.use_pins(lock.pins)
+        selection = (tuple(patterns), tuple(platforms))
+        builds = self.selected_builds(*selection)
+        last = self._plans.get(selection)
+        changed = None
+        if last is not None:
+            changed = (
+                set() if lock is last.lock else self._lock_reader.changed_since(lock, last.lock)
+            )
+        if last is not None and changed is not None:
+            planned = last.replan(self.session.config, computer, lock, changed)
+        else:
+            planned = make_plan(self.session.config, computer, lock, builds)
+            self._plans[selection] = LastPlan.of(lock, planned)
+        if self.saves:
+            computer.save()  # digests, analyses, described sets and keys
+            self.session.save()
         return planned
+
+    def forget(self, paths: Iterable[str]) -> bool:
+        """Drop what was learnt of the workspace-relative ``paths``, changed on disk (as
+        ``bt watch`` sees them), so that the next plan hashes only them and encodes only the
+        keys that read them, and reads images.lock again. False when one of them is what the
+        graph or every key is made from (a BUILD file, .cache-spec, a Dockerfile, an ignore
+        file, a global input): then only a new workbench plans right."""
+        changed = list(paths)
+        if "computer" not in self.__dict__ or any(map(self._declares, changed)):
+            return False
+        self.__dict__.pop("recorded", None)
+        forgotten = self.computer.forget(changed)
+        for last in self._plans.values():
+            last.forget(forgotten)
+        return True
+
+    def _declares(self, path: str) -> bool:
+        if path.rsplit("/", 1)[-1] in ("BUILD.images", ".cache-spec") or path.endswith(
+            ".dockerignore"
+        ):
+            return True
+        if path in self._dockerfiles:
+            return True
+        if any(path == known for known, _ in self.computer.filesets.global_inputs()):
+            return True
+        patterns = self.session.config.global_inputs  # a file that may become one
+        return any(fnmatch.fnmatch(path, pattern) for pattern in patterns)
+
+    @cached_property
+    def _dockerfiles(self) -> frozenset[str]:
+        return frozenset(t.dockerfile for t in self.session.graph.targets.values())
 
     def external_images(
         self, patterns: Iterable[str], platforms: Iterable[str] = ()
     ) -> list[tuple[ExternalImage, str]]:
         """(image, platform) for every pinnable external image the selected builds use, sorted
-        by reference, then platform."""
-        from buildtool.plan import selected_builds
-
-        builds = selected_builds(self.session.graph, self.labels(patterns), platforms)
+        by reference, then platform (asked once per selection: they follow from the graph and
+        the Dockerfiles, which do not change under a workbench)."""
+        selection = (tuple(patterns), tuple(platforms))
+        known = self._externals.get(selection)
+        if known is not None:
+            return list(known)
+        builds = self.selected_builds(*selection)
         found = {
             (image.name, platform): image
             for label, platform in builds
             for image in self.computer.external_images((label, platform))
             if image.pinnable
         }
-        return [(found[used], used[1]) for used in sorted(found)]
+        self._externals[selection] = [(found[used], used[1]) for used in sorted(found)]
+        return list(self._externals[selection])

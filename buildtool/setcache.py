@@ -42,7 +42,6 @@ class SetCache:
         self.added: dict[str, bytes] = {}
         self.reused = 0  # sets answered from disk
         self._dirs: dict[str, tuple[int, int, int, int] | None] = {}
-        self._files: dict[str, tuple[int, int, int, int] | None] = {}
 
     def _read(self) -> bytes | None:
         try:
@@ -74,11 +73,16 @@ class SetCache:
             for reldir, *signature in dirs:
                 if self._dir(os.path.join(base, reldir) if reldir else base) != tuple(signature):
                     return None
+            # Inline and unmemoised: sets rarely share files, and this loop is the no-op's
+            # one lstat per input file.
             prefix = base + os.sep
-            for relpath, *signature in files:
-                if self._file(prefix + relpath) != tuple(signature):
+            lstat = os.lstat
+            for relpath, size, mtime_ns, ctime_ns, ino in files:
+                st = lstat(prefix + relpath)
+                if (st.st_mtime_ns != mtime_ns or st.st_size != size or st.st_ctime_ns != ctime_ns
+                        or st.st_ino != ino):  # fmt: skip
                     return None
-        except (ValueError, TypeError):
+        except (OSError, ValueError, TypeError):
             return None
         self.reused += 1
         return entries, digest
@@ -91,16 +95,6 @@ class SetCache:
             except OSError:
                 found = None
             self._dirs[path] = found
-        return found  # type: ignore[return-value]
-
-    def _file(self, path: str) -> tuple[int, int, int, int] | None:
-        found = self._files.get(path, False)
-        if found is False:
-            try:
-                found = _signature(os.lstat(path))
-            except OSError:
-                found = None
-            self._files[path] = found
         return found  # type: ignore[return-value]
 
     def put(

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from buildtool.errors import BtError
 from buildtool.events import ReportEvent, Round, WatchError, Watching
+from buildtool.filesets import FileSet
 from buildtool.plan import PlannedBuild, needs_run
 from buildtool.session import Workbench
 from buildtool.workspace import LOCKFILE_NAME, Config
@@ -50,6 +51,11 @@ class WatchSet:
         if any(path == ex or path.startswith(ex + os.sep) for ex in self.excluded):
             return False  # bt's own lockfile and caches: watching them would loop forever
         name = os.path.basename(path)
+        if name.endswith(".tmp") and any(
+            path.startswith(os.path.join(os.path.dirname(ex), f".{os.path.basename(ex)}."))
+            for ex in self.excluded
+        ):
+            return False  # the lockfile's temporary file while it is replaced (``statefile``)
         if name == BUILD_FILE or path == os.path.join(self.root, SPEC_FILE):
             return True
         if path in self.files or path in self.dirs or os.path.dirname(path) in self.dirs:
@@ -64,31 +70,48 @@ def bare_watch_set(root: Path) -> WatchSet:
     return WatchSet(str(root), frozenset(), frozenset(), (), excluded)
 
 
-def watch_set(config: Config, planned: Iterable[PlannedBuild]) -> WatchSet:
+# What one file set adds to a watch set: (the set, files, directories), by the set's id.
+Contributions = dict[int, tuple[FileSet, frozenset[str], frozenset[str]]]
+
+
+def watch_set(
+    config: Config, planned: Iterable[PlannedBuild], known: Contributions | None = None
+) -> WatchSet:
     """The inputs of every planned build: Dockerfile, its ignore files, context inputs and the
-    global inputs, plus the files that declare the graph."""
+    global inputs, plus the files that declare the graph. (The file sets, not the manifests:
+    what a key covers of the disk is its file set's, and sets are shared by many builds.)
+    ``known`` keeps each set's share between calls: a watch round recomputes only new sets'."""
     root = str(config.root)
+    known = {} if known is None else known
     files: set[str] = set()
     dirs: set[str] = set()
-    for build in planned:
-        manifest = build.manifest
-        context = os.path.normpath(os.path.join(root, manifest.context))
-        dockerfile = os.path.normpath(os.path.join(root, manifest.dockerfile))
-        # BuildKit reads <Dockerfile>.dockerignore first, else <context>/.dockerignore; either
-        # may appear later, so both are watched whether they exist or not.
-        files.update(
-            (dockerfile, dockerfile + ".dockerignore", os.path.join(context, ".dockerignore"))
-        )
-        files.update(os.path.join(root, path) for path, _ in manifest.global_inputs)
-        for path, kind, _, _ in manifest.inputs:
-            full = os.path.normpath(os.path.join(context, path))
-            files.add(full)
-            dirs.add(full if kind == "dir" else os.path.dirname(full))
-        if manifest.fallback is not None:
-            dirs.add(context)  # a whole-context input gains every file added to the context
+    for fileset in {id(p.fileset): p.fileset for p in planned}.values():
+        found = known.get(id(fileset))
+        if found is None or found[0] is not fileset:
+            found = known[id(fileset)] = (fileset, *_contribution(root, fileset))
+        files |= found[1]
+        dirs |= found[2]
     return WatchSet(
         root, frozenset(files), frozenset(dirs), config.global_inputs, _excluded(config)
     )
+
+
+def _contribution(root: str, fileset: FileSet) -> tuple[frozenset[str], frozenset[str]]:
+    files: set[str] = set()
+    dirs: set[str] = set()
+    context = os.path.normpath(os.path.join(root, fileset.context))
+    dockerfile = os.path.normpath(os.path.join(root, fileset.dockerfile))
+    # BuildKit reads <Dockerfile>.dockerignore first, else <context>/.dockerignore; either
+    # may appear later, so both are watched whether they exist or not.
+    files.update((dockerfile, dockerfile + ".dockerignore", os.path.join(context, ".dockerignore")))
+    files.update(os.path.join(root, path) for path, _ in fileset.global_inputs)
+    for path, kind, _, _ in fileset.entries:
+        full = os.path.normpath(os.path.join(context, path))
+        files.add(full)
+        dirs.add(full if kind == "dir" else os.path.dirname(full))
+    if fileset.fallback is not None:
+        dirs.add(context)  # a whole-context input gains every file added to the context
+    return frozenset(files), frozenset(dirs)
 
 
 def _excluded(config: Config) -> tuple[str, ...]:
@@ -101,8 +124,13 @@ def changed_paths(root: str, paths: Iterable[str]) -> list[str]:
 
 
 class Watcher:
-    """The loop: one round per batch of changes, each a fresh plan and a `bt build` run.
+    """The loop: one round per batch of changes, each a plan and a `bt build` run.
 
+    A round re-enters the data path at "hash": the workbench of the last round is kept (graph,
+    file sets, keys) and forgets only what the changed files can change (``Workbench.forget``),
+    so only they are hashed again and only the keys that read them are encoded again. A change
+    to what declares the graph or every key (a BUILD file, .cache-spec, a Dockerfile, an
+    ignore file, a global input) starts from a new workbench, at "load".
     Ctrl-C (KeyboardInterrupt) ends it; finished builds are recorded by then.
     """
 
@@ -120,6 +148,8 @@ class Watcher:
         self.push = push
         self.report = report
         self.watched = bare_watch_set(root)
+        self.bench: Workbench | None = None
+        self.contributions: Contributions = {}  # of the watch set (``watch_set``)
 
     def run(self) -> None:
         import watchfiles
@@ -143,26 +173,45 @@ class Watcher:
         began = time.monotonic()
         try:
             self.report(self.rebuild(changed, began))
+            if self.bench is not None:
+                # Between rounds, out of the next one's way: keep what was learnt, and parse
+                # images.lock as the next round will read it.
+                self.bench.computer.save()
+                self.bench.session.save()
+                self.bench.lockfile()
         except BtError as err:
             # A half-saved BUILD.images must not end the session: report it, wait for a fix.
+            self.bench = None
             self.report(WatchError(changed, str(err)))
+        except BaseException:
+            self.bench = None
+            raise
         self.report(Watching(len(self.watched.files)))
 
     def rebuild(self, changed: tuple[str, ...], began: float) -> Round:
         from buildtool.build import BuildOptions, bench_run, build_planned, plan_pinned
 
-        bench = Workbench.open()
+        if self.bench is None or not changed or not self.bench.forget(changed):
+            self.contributions = {}
+            self.bench = Workbench.open()
+            self.bench.saves = False  # after the round (``round``)
+        bench = self.bench
         config = bench.config
         push = config.push if self.push is None else self.push
         options = BuildOptions(push=push, jobs=config.jobs)
         run = bench_run(bench, options, self.report)
         try:
             planned = plan_pinned(bench, run, self.patterns, self.platforms, self.report)
-            self.watched = watch_set(config, planned)
             if not any(needs_run(p, push, config.registry) for p in planned):
+                self.watched = watch_set(config, planned, self.contributions)
                 return Round(changed, (), 0, time.monotonic() - began)
             merge = push and not self.platforms
-            summary = build_planned(bench, planned, options, self.report, merge=merge, run=run)
+            try:
+                summary = build_planned(bench, planned, options, self.report, merge=merge, run=run)
+            finally:
+                # After the builds started: changes seen meanwhile are filtered by it only once
+                # this round returns.
+                self.watched = watch_set(config, planned, self.contributions)
         finally:
             run.close()
         if summary is not None and summary.interrupted:

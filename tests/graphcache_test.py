@@ -126,3 +126,26 @@ def test_a_new_cache_spec_setting_discards_the_kept_graph(workspace: Path) -> No
     spec.write_text(spec.read_text() + '\n[secrets]\ntok = {env = "HF_TOKEN"}\n')
     session = Session(workspace)
     assert load_graph(session.config, Analyses(session.config)) is None
+
+
+def test_a_search_found_racy_is_kept_once_it_is_not(
+    workspace: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from buildtool import graphcache, loader
+    from buildtool.cachedir import CacheDir
+
+    config = Session(workspace).config
+    path = CacheDir(config.cache_dir).graph
+    assert msgpack.unpackb(path.read_bytes())["searched"] is None  # saved just after mkdir
+    monkeypatch.setattr(graphcache, "RACY_WINDOW_NS", 0)
+    assert load_graph(config, Analyses(config)) is not None  # searched again, then kept
+    searched = msgpack.unpackb(path.read_bytes())["searched"]
+    assert [row[0] for row in searched] == [".", "in"]
+    searches: list[Path] = []
+    find = loader.find_build_files
+    monkeypatch.setattr(loader, "find_build_files", lambda root, *a: searches.append(root))
+    assert load_graph(config, Analyses(config)) is not None
+    assert searches == []  # the kept stats vouch for the search
+    monkeypatch.setattr(loader, "find_build_files", find)
+    (workspace / "in" / "BUILD.images").write_text('image(name = "x")\n')
+    assert load_graph(config, Analyses(config)) is None

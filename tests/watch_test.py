@@ -78,6 +78,129 @@ def test_changed_paths_are_relative_sorted_and_unique(tmp_path: Path) -> None:
     assert changed_paths(str(tmp_path), paths) == ["a", "b/x"]
 
 
+REENTRY = {
+    ".cache-spec": 'platforms = ["linux/amd64", "linux/arm64"]\nglobal_inputs = ["g.txt"]\n',
+    "BUILD.images": (
+        'image(name = "base", args = {"D": "a"}, platforms = ["linux/amd64"])\n'
+        'image(name = "app", args = {"D": "b"}, parents = {"BASE": ":base"},'
+        ' platforms = ["linux/amd64"])\n'
+        'image(name = "other", dockerfile = "Other")\n'
+    ),
+    "Dockerfile": "ARG BASE=scratch\nFROM ${BASE}\nARG D\nCOPY data/${D}/ /data/\n",
+    "Other": "FROM scratch\nCOPY other/ /other/\n",
+    "data/a/1.txt": "a1\n",
+    "data/b/1.txt": "b1\n",
+    "other/1.txt": "o1\n",
+    "g.txt": "g\n",
+}
+
+
+def planned_keys(bench: Workbench) -> dict[tuple[str, str], str]:
+    return {(str(p.label), p.platform): p.key for p in bench.plan(["//..."])}
+
+
+@pytest.fixture()
+def reentry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, Workbench]:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    root = write_tree(tmp_path / "ws", REENTRY)
+    bench = Workbench(Session(root))
+    planned_keys(bench)
+    return root, bench
+
+
+@pytest.mark.parametrize(
+    ("edit", "forgotten"),
+    [
+        ("data/a/1.txt", {("//:base", "linux/amd64"), ("//:app", "linux/amd64")}),
+        ("data/b/1.txt", {("//:app", "linux/amd64")}),
+        ("data/b/new.txt", {("//:app", "linux/amd64")}),  # a new file in an input directory
+        ("other/1.txt", {("//:other", "linux/amd64"), ("//:other", "linux/arm64")}),
+        ("unrelated.txt", set()),
+    ],
+)
+def test_a_watch_round_forgets_exactly_the_builds_an_input_change_reaches(
+    reentry: tuple[Path, Workbench], edit: str, forgotten: set[tuple[str, str]]
+) -> None:
+    root, bench = reentry
+    before = planned_keys(bench)
+    (root / edit).write_text("changed\n")
+    dropped = bench.computer.forget([edit])  # what the round encodes again
+    assert {(str(label), platform) for label, platform in dropped} == forgotten
+    assert bench.forget([edit])  # the round goes on from "hash"
+    after = planned_keys(bench)
+    assert {b for b in before if before[b] != after[b]} == forgotten
+    assert after == planned_keys(Workbench(Session(root)))  # what a new workbench computes
+
+
+def test_a_same_second_same_size_edit_seen_by_watch_is_hashed_again(
+    reentry: tuple[Path, Workbench],
+) -> None:
+    root, bench = reentry
+    path = root / "data/b/1.txt"
+    before = planned_keys(bench)
+    stat = path.stat()
+    path.write_text("B1\n")
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert bench.forget(["data/b/1.txt"])
+    after = planned_keys(bench)
+    assert after[("//:app", "linux/amd64")] != before[("//:app", "linux/amd64")]
+    assert after == planned_keys(Workbench(Session(root)))
+
+
+@pytest.mark.parametrize(
+    "path", ["BUILD.images", ".cache-spec", "Dockerfile", "Other.dockerignore", ".dockerignore",
+             "g.txt", "sub/BUILD.images"],
+)  # fmt: skip
+def test_a_change_to_what_declares_the_graph_or_every_key_needs_a_new_workbench(
+    reentry: tuple[Path, Workbench], path: str
+) -> None:
+    _, bench = reentry
+    assert not bench.forget([path])
+
+
+@pytest.mark.parametrize(
+    ("edit", "forgotten"),
+    [("a.txt", {"//:a"}), ("new.txt", {"//:a", "//:b"})],  # content; a name beside theirs
+)
+def test_a_content_edit_forgets_only_the_sets_holding_the_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, edit: str, forgotten: set[str]
+) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    files = {
+        ".cache-spec": 'platforms = ["linux/amd64"]\n',
+        "BUILD.images": 'image(name = "a", dockerfile = "A")\nimage(name = "b", dockerfile = "B")\n',
+        "A": "FROM scratch\nCOPY a.txt /\n",
+        "B": "FROM scratch\nCOPY b.txt /\n",
+        "a.txt": "a\n",
+        "b.txt": "b\n",
+    }
+    root = write_tree(tmp_path / "ws", files)
+    bench = Workbench(Session(root))
+    before = planned_keys(bench)
+    (root / edit).write_text("edited\n")
+    assert {str(label) for label, _ in bench.computer.forget([edit])} == forgotten
+    assert planned_keys(bench) == planned_keys(Workbench(Session(root)))
+    assert (planned_keys(bench) != before) == (edit == "a.txt")
+
+
+def test_the_lockfiles_temporary_file_is_not_watched_beside_root_inputs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    files = {
+        ".cache-spec": 'platforms = ["linux/amd64"]\n',
+        "BUILD.images": 'image(name = "app")\n',
+        "Dockerfile": "FROM scratch\nCOPY top.txt /\n",
+        "top.txt": "top\n",
+    }
+    root = write_tree(tmp_path / "ws", files)
+    bench = Workbench(Session(root))
+    watched = watch_set(bench.config, bench.plan(["//..."]))
+    assert watched.accepts(str(root / "new.txt"))  # next to top.txt: maybe a new input
+    assert not watched.accepts(str(root / ".images.lock.123.0a1b2c3d.tmp"))
+    assert not watched.accepts(str(root / "images.lock"))
+
+
 class WatchProcess:
     """`bt watch --json` as a child process, its stdout read line by line in the background."""
 

@@ -227,3 +227,42 @@ def test_fragments_fold_pins_and_refuse_two_digests_for_one_pin() -> None:
     assert err.value.message == (
         f"a.json and b.json pin r/base:1 (linux/amd64) to different digests: {D1} and {D2}"
     )
+
+
+@pytest.mark.engine
+def test_lock_merge_refuses_a_digest_the_registry_does_not_have_and_writes_nothing(
+    tmp_path: Path, registry: str, engine: str, docker_cli: str
+) -> None:
+    root = workspace(tmp_path)
+    key = current_key(root)
+    repo, _ = pushed_images(registry, engine, 1)
+    invented = "sha256:" + "0" * 64
+    write_fragment(root / "a.json", "linux/amd64", key, invented, repo)
+
+    result = bt("lock", "merge", "a.json", cwd=root)
+
+    assert result.returncode == 2
+    assert f"{repo}@{invented} is not in the registry; not merged" in result.stderr
+    assert not (root / "images.lock").exists()
+
+
+@pytest.mark.engine
+def test_lock_merge_of_an_older_fragment_never_rolls_newer_records_back(
+    tmp_path: Path, registry: str, engine: str, docker_cli: str
+) -> None:
+    """A fragment of an earlier revision (another key) arriving after images.lock moved on."""
+    root = workspace(tmp_path)
+    old_key = current_key(root)
+    repo, (old, new) = pushed_images(registry, engine, 2)
+    write_fragment(root / "old.json", "linux/amd64", old_key, old, repo)
+    (root / "Dockerfile").write_text("FROM scratch\nLABEL revision=2\n")
+    new_key = current_key(root)
+    write_fragment(root / "new.json", "linux/amd64", new_key, new, repo)
+    assert bt("lock", "merge", "new.json", cwd=root).returncode == 0
+    before = (root / "images.lock").read_bytes()
+
+    result = bt("lock", "merge", "old.json", cwd=root)
+
+    assert result.returncode == 2
+    assert f"built from key {old_key[:16]}, but its key is now {new_key[:16]}" in result.stderr
+    assert (root / "images.lock").read_bytes() == before

@@ -27,7 +27,7 @@ FILES = {
         'image(name = "other", dockerfile = "Other")\n'
     ),
     "Base": "FROM upstream.invalid/base:1\nARG V\nCOPY base.txt /\n",
-    "Dockerfile": "ARG BASE\nFROM ${BASE}\nCOPY app.txt /\n",
+    "Dockerfile": "ARG BASE\nFROM ${BASE}\nCOPY app.txt /\nRUN --mount=type=secret,id=tok true\n",
     "Other": "FROM scratch\nCOPY other.txt /\n",
     "base.txt": "base\n",
     "app.txt": "app\n",

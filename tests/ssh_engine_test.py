@@ -128,7 +128,7 @@ def test_a_dead_ssh_host_fails_its_platform_and_the_other_finishes(
     assert sorted(by_kind["failed"]) == [("//:a", "linux/arm64"), ("//:b", "linux/arm64")]
     failures = [e for e in events(result.stdout) if e["event"] == "failed"]
     for failure in failures:
-        assert str(failure["message"]).startswith(f"cannot reach the Docker engine at {dead}: ")
+        assert str(failure["message"]).startswith(f"the linux/arm64 engine {dead} is down: ")
         assert "Connection refused" in str(failure["message"])
     # plain output: one line per failed build, naming it and the dead host
     plain = bt("build", "//...", "--retries", "0", cwd=root, env=env)

@@ -76,7 +76,7 @@ def test_lock_check_names_a_build_that_was_never_pushed(tmp_path: Path, registry
                     "builds": {
                         "//:app": {
                             "linux/amd64": {
-                                "key": "k" * 64,
+                                "key": "c" * 64,
                                 "digest": "sha256:" + "2" * 64,
                                 "image": "bt/app:app-kkkk",
                             }

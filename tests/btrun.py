@@ -33,6 +33,14 @@ def write_tree(root: Path, files: dict[str, str]) -> Path:
     return root
 
 
+def keep_mtime(path: Path, text: str) -> None:
+    """Write ``text`` and give the file back its mtime, as a same-second edit leaves it: only
+    its content says it changed."""
+    stat = path.stat()
+    path.write_text(text)
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+
+
 def bt(
     *args: str, cwd: Path, env: dict[str, str] | None = None, check: bool = False
 ) -> subprocess.CompletedProcess[str]:

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import msgpack
 import pytest
-from btrun import write_tree
+from btrun import keep_mtime, write_tree
 
 from buildtool.analysis import Analyses
 from buildtool.graphcache import load_graph
@@ -35,13 +34,6 @@ def graph_of(root: Path) -> dict[str, tuple[object, ...]]:
         str(label): (target.args, target.platforms, target.inputs, graph.parent_labels(label))
         for label, target in graph.targets.items()
     }
-
-
-def keep_mtime(path: Path, text: str) -> None:
-    """Write ``text`` and give the file back its mtime: only its content says it changed."""
-    stat = path.stat()
-    path.write_text(text)
-    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
 
 
 @pytest.fixture()

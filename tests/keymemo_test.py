@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from btrun import write_tree
+from btrun import keep_mtime, write_tree
 
 from buildtool.keys import KeyManifest
 from buildtool.session import Session, Workbench
@@ -58,13 +57,6 @@ def keys(root: Path) -> tuple[dict[str, str], int]:
 def cold_keys(root: Path, cache: Path) -> dict[str, str]:
     shutil.rmtree(cache, ignore_errors=True)
     return keys(root)[0]
-
-
-def keep_mtime(path: Path, text: str) -> None:
-    """Write ``text`` and give the file back its mtime (as a same-second edit leaves it)."""
-    stat = path.stat()
-    path.write_text(text)
-    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
 
 
 @pytest.fixture()

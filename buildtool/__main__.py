@@ -1,4 +1,4 @@
-from buildtool.cli import main
+from buildtool.cli import run
 
 if __name__ == "__main__":
-    main()
+    run()

@@ -23,6 +23,7 @@ from buildtool.workspace import Config
 
 if TYPE_CHECKING:
     from buildtool.dockerfile import Dockerfile, StageReads
+    from buildtool.labels import Label
 
 # Bump when what an analysis records changes: older entries are then never read.
 ANALYSIS_SCHEMA = 5  # 5: secrets
@@ -165,6 +166,7 @@ class Analyses:
         self._parsed: dict[str, Dockerfile] = {}
         self._reads: dict[tuple[Any, ...], Reads] = {}
         self._by_build: dict[BuildId, Reads] = {}
+        self._by_target: dict[tuple[Label, str | None], Reads] = {}  # platform if it matters
         self._mentions_platform: dict[str, bool] = {}
 
     def save(self, complete: bool = False) -> None:
@@ -221,11 +223,14 @@ class Analyses:
 
     def _reads_of(self, target: ImageTarget, platform: str) -> Reads:
         digest, text = self.dockerfile(target.dockerfile)
+        # Only Dockerfiles that mention the platform args read differently per platform.
+        dependent = platform if self._platform_dependent(target.dockerfile, text) else None
+        found = self._by_target.get((target.label, dependent))
+        if found is not None:
+            return found  # the target's build for another platform reads the same
         args = dict(target.args)
         for arg, _ in target.parents:
             args[arg] = parent_placeholder(arg)
-        # Only Dockerfiles that mention the platform args read differently per platform.
-        dependent = platform if self._platform_dependent(target.dockerfile, text) else None
         memo = (digest, target.stage, tuple(sorted(args.items())), dependent)
         reads = self._reads.get(memo)
         if reads is None:
@@ -246,6 +251,7 @@ class Analyses:
                 reads = Reads.of(analysis)
                 self.cache.put(cache_key, reads)
             self._reads[memo] = reads
+        self._by_target[(target.label, dependent)] = reads
         return reads
 
     def _platform_dependent(self, dockerfile: str, text: str) -> bool:

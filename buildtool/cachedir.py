@@ -9,6 +9,7 @@ Layout (``cache_dir`` of ``.cache-spec``, by default ``$XDG_CACHE_HOME/bt/<dir>-
     graph.msgpack            the evaluated target graph and what it was made of (graphcache)
     build-times.json         seconds each platform build last took (durations)
     keys.msgpack             keys by what they were encoded from, for one run identity (keymemo)
+    lockfile-checked         which bytes of images.lock last passed its schema check (lockfile)
     manifests/ab/<key>.msgpack   what went into each key (keys; read by ``bt why``)
     logs/<label>/<platform>-<key>.log   one build's full output
     logs/crash-<time>.log    the traceback of an internal error (``crash_log_path``)
@@ -60,6 +61,10 @@ class CacheDir:
     @property
     def keys(self) -> Path:
         return self.root / "keys.msgpack"
+
+    @property
+    def lockfile_checked(self) -> Path:
+        return self.root / "lockfile-checked"
 
     def manifest(self, key: str) -> Path:
         return self.root / "manifests" / key[:2] / f"{key}.msgpack"

@@ -69,6 +69,7 @@ def _derived(cache: CacheDir, recorded: set[str]) -> Iterator[Path]:
         cache.file_sets,
         cache.graph,
         cache.keys,
+        cache.lockfile_checked,
         cache.build_times,
     ):
         if path.exists():

@@ -371,6 +371,8 @@ class StatCache:
         """Write what was hashed, merged under the lock with what other processes saved, less
         the entries of files that are gone (``_Table.dead``): the size stays bounded by the
         files that exist. Nothing is written when there is neither."""
+        if self._loaded is None:
+            return  # nothing was looked up: nothing learnt, nothing seen to prune
         worth = {path: h for path, h in self._hashed.items() if _worth_saving(h)}
         self._hashed = {}
         dead = self._table.dead()

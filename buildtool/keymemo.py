@@ -7,7 +7,8 @@ covers all of those, so a memo is kept per *run identity* (``run_identity``: tha
 identity, the key schema, the lockfile's pins and the global inputs' digests) and holds, per
 platform build, the rest of its key's inputs: its input set's digest and its parents' keys.
 A build whose input set and parents' keys are those recorded has the recorded key, without
-encoding it again.
+encoding it again, and the recorded external images it lacks a pin for (a function of the
+same: its Dockerfile, its target and the pins).
 
 msgpack, not pickle: a cache directory inside a cloned repository must never run code.
 """
@@ -22,10 +23,11 @@ import msgpack
 from buildtool.cachedir import update_file
 from buildtool.hashing import digest_bytes
 
-VERSION = 1
+VERSION = 2  # 2: unpinned images
 
-# (the input set's digest, the parents' keys in ``parents_of`` order, the key)
-Entry = tuple[str, tuple[str, ...], str]
+# (the input set's digest, the parents' keys in ``parents_of`` order, the key, the external
+# images without a pin, as written)
+Entry = tuple[str, tuple[str, ...], str, tuple[str, ...]]
 
 
 def run_identity(material: list[Any]) -> str:
@@ -43,20 +45,32 @@ class KeyMemo:
         self.added: dict[str, Entry] = {}
         self.reused = 0  # keys answered from the memo
 
-    def get(self, build: str, input_digest: str, parent_keys: tuple[str, ...]) -> str | None:
-        """The key recorded for ``build`` if it had this input set and these parents' keys."""
+    def get(
+        self, build: str, input_digest: str, parent_keys: tuple[str, ...]
+    ) -> tuple[str, tuple[str, ...]] | None:
+        """The key and unpinned images recorded for ``build`` if it had this input set and
+        these parents' keys."""
         entry = self.entries.get(build)
         try:
-            digest, parents, key = entry  # type: ignore[misc]
+            digest, parents, key, unpinned = entry  # type: ignore[misc]
         except (TypeError, ValueError):
             return None  # none, or not what this module writes
-        if digest != input_digest or parents != parent_keys or not isinstance(key, str):
+        if digest != input_digest or parents != parent_keys:
+            return None
+        if not isinstance(key, str) or type(unpinned) is not tuple:
             return None
         self.reused += 1
-        return key
+        return key, unpinned
 
-    def put(self, build: str, input_digest: str, parent_keys: tuple[str, ...], key: str) -> None:
-        entry = (input_digest, parent_keys, key)
+    def put(
+        self,
+        build: str,
+        input_digest: str,
+        parent_keys: tuple[str, ...],
+        key: str,
+        unpinned: tuple[str, ...],
+    ) -> None:
+        entry = (input_digest, parent_keys, key, unpinned)
         if self.entries.get(build) != entry:
             self.entries[build] = self.added[build] = entry
 

@@ -148,6 +148,7 @@ class KeyComputer:
         self._external_memo: dict[Any, tuple[ExternalImage, ...]] = {}
         self._sends_copy: dict[int, tuple[FileSet, bool]] = {}
         self._keys: dict[BuildId, str] = {}
+        self._unpinned: dict[BuildId, tuple[str, ...]] = {}  # of keys from the memo
         self.graph_identity = graph_identity
         self._memo: KeyMemo | None = None
 
@@ -157,6 +158,7 @@ class KeyComputer:
             self.pins = pins
             self._manifests.clear()
             self._keys.clear()
+            self._unpinned.clear()
             self._memo = None  # the pins are part of its identity
 
     def forget(self, paths: Iterable[str]) -> set[BuildId]:
@@ -180,6 +182,7 @@ class KeyComputer:
         for build in builds:
             self._manifests.pop(build, None)
             self._keys.pop(build, None)
+            self._unpinned.pop(build, None)
         return builds
 
     def save(self) -> None:
@@ -209,6 +212,9 @@ class KeyComputer:
         found = self._manifests.get(build)
         if found is not None:
             return found.unpinned
+        remembered = self._unpinned.get(build)
+        if remembered is not None:
+            return remembered
         label, platform = build
         images = self._externals(self.graph.targets[label], self.fileset(build))
         if not images:
@@ -228,13 +234,18 @@ class KeyComputer:
             memo = self._memo_of_run()
             if memo is not None:
                 parent_keys = tuple(key for _, _, key in found.parents)
-                memo.put(f"{build[0]} {build[1]}", found.inputs_digest, parent_keys, found.key)
+                name = f"{build[0]} {build[1]}"
+                memo.put(name, found.inputs_digest, parent_keys, found.key, found.unpinned)
         return found
 
     def key(self, build: BuildId) -> str:
         found = self._keys.get(build)
         if found is None:
-            found = self._remembered(build) or self.manifest(build).key
+            remembered = self._remembered(build)
+            if remembered is None:
+                found = self.manifest(build).key
+            else:
+                found, self._unpinned[build] = remembered
             self._keys[build] = found
         return found
 
@@ -261,14 +272,21 @@ class KeyComputer:
             self._memo = KeyMemo(CacheDir(self.config.cache_dir).keys, run_identity(material))
         return self._memo
 
-    def _remembered(self, build: BuildId) -> str | None:
-        memo = self._memo_of_run()
+    def _remembered(self, build: BuildId) -> tuple[str, tuple[str, ...]] | None:
+        """The key and unpinned images of ``build`` from the memo, if it holds them."""
+        memo = self._memo or self._memo_of_run()
         if memo is None:
             return None
         label, platform = build
-        fileset = self.fileset(build)
-        parents = self.graph.parents_of(label, platform)
-        parent_keys = tuple(self.key((p.label, platform)) for p in parents)
+        fileset = self._filesets.get(build) or self.fileset(build)
+        # A no-op plan asks this of every build: the parents' keys are known by then.
+        keys = self._keys
+        parent_keys = tuple(
+            [
+                keys.get((p.label, platform)) or self.key((p.label, platform))
+                for p in self.graph.parents_of(label, platform)
+            ]
+        )
         return memo.get(f"{label} {platform}", fileset.entries_digest, parent_keys)
 
     def covered_inputs(self, build: BuildId) -> list[InputRow]:

@@ -18,7 +18,7 @@ from buildtool.errors import BtError
 VERSION = 1
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class BuildRecord:
     """One built platform image: the key it was built from and where it lives."""
 
@@ -111,7 +111,8 @@ class Lockfile:
         return (json.dumps(data, indent=2, sort_keys=True) + "\n").encode()
 
     @classmethod
-    def loads(cls, text: str, path: str) -> Lockfile:
+    def loads(cls, text: str, path: str, checked: bool = False) -> Lockfile:
+        """``checked``: these very bytes passed the schema check before (``LockfileReader``)."""
         try:
             data = json.loads(text)
         except json.JSONDecodeError as err:
@@ -121,13 +122,16 @@ class Lockfile:
         if not isinstance(data, dict) or data.get("version") != VERSION:
             found = data.get("version") if isinstance(data, dict) else None
             raise BtError(f"unsupported lockfile version {found!r} (this bt reads {VERSION})", path)
-        from buildtool.lockschema import check_lockfile
+        if not checked:
+            from buildtool.lockschema import check_lockfile
 
-        check_lockfile(data, text, path)
+            check_lockfile(data, text, path)
         lock = cls()
-        for label, platforms in data.get("builds", {}).items():
-            for platform, rec in platforms.items():
-                lock.put(label, platform, BuildRecord(rec["key"], rec["digest"], rec["image"]))
+        record = BuildRecord
+        lock.builds = {
+            label: {p: record(r["key"], r["digest"], r["image"]) for p, r in platforms.items()}
+            for label, platforms in data.get("builds", {}).items()
+        }
         for label, rec in data.get("images", {}).items():
             lock.images[label] = IndexRecord(rec["digest"], tuple(rec["tags"]))
         # Lockfiles written before pins existed have no such section.
@@ -157,11 +161,17 @@ class LockfileReader:
 
     KEPT = 4  # links of ``changed_since``'s chain kept
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, checked: Path | None = None):
         self.path = path
         self._last: tuple[bytes, Lockfile] | None = None
         # id of a lockfile read -> (it, the one read before it, the builds whose record differ)
         self._links: dict[int, tuple[Lockfile, Lockfile, set[tuple[str, str]]]] = {}
+        # The schema check of 20,000 records costs a tenth of a no-op plan, and the lockfile
+        # rarely changes between runs: ``checked`` (in the cache directory) names the last
+        # bytes that passed it (``_mark``), which are then not checked again.
+        self._checked = checked
+        self._vouched: str | None = None  # the mark ``checked`` holds, once read
+        self._passed: str | None = None  # the mark of bytes this reader checked, to keep
 
     def read(self) -> Lockfile:
         try:
@@ -171,7 +181,7 @@ class LockfileReader:
         except OSError:
             return read_lockfile(self.path)  # its error
         if self._last is None or self._last[0] != data:
-            lock = _decode(data, self.path.name) if data else Lockfile()
+            lock = self._decode(data) if data else Lockfile()
             if self._last is not None:
                 before = self._last[1]
                 self._links[id(lock)] = (lock, before, _changed_builds(before, lock))
@@ -179,6 +189,27 @@ class LockfileReader:
                     del self._links[next(iter(self._links))]
             self._last = (data, lock)
         return self._last[1]
+
+    def _decode(self, data: bytes) -> Lockfile:
+        if self._checked is None:
+            return _decode(data, self.path.name)
+        mark = _mark(data)
+        if self._vouched is None:
+            try:
+                self._vouched = self._checked.read_text(encoding="ascii")
+            except (OSError, ValueError):
+                self._vouched = ""
+        lock = _decode(data, self.path.name, checked=mark == self._vouched)
+        self._passed = mark
+        return lock
+
+    def save(self) -> None:
+        """Keep the mark of the last bytes read, which passed the check."""
+        if self._checked is None or self._passed is None or self._passed == self._vouched:
+            return
+        mark = self._passed.encode()
+        update_file(self._checked, lambda _: mark, durable=False)
+        self._vouched = self._passed
 
     def changed_since(self, lock: Lockfile, earlier: Lockfile) -> set[tuple[str, str]] | None:
         """The (label, platform) whose record differs between ``earlier`` and ``lock``, both
@@ -221,12 +252,20 @@ def update_lockfile(path: Path, lock_path: Path, change: Callable[[Lockfile], No
     return lock
 
 
-def _decode(data: bytes, name: str) -> Lockfile:
+def _decode(data: bytes, name: str, checked: bool = False) -> Lockfile:
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as err:
         raise BtError(f"not valid UTF-8 (byte {err.start})", name) from None
-    return Lockfile.loads(text, name)
+    return Lockfile.loads(text, name, checked)
+
+
+def _mark(data: bytes) -> str:
+    """What names lockfile bytes that passed this bt's schema check."""
+    from buildtool import __version__
+    from buildtool.hashing import digest_bytes
+
+    return f"{__version__} {VERSION} {digest_bytes(data)}"
 
 
 # -- fragments (`bt lock merge`) ----------------------------------------------------------------

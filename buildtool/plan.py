@@ -16,10 +16,11 @@ from buildtool.graph import TargetGraph
 from buildtool.keys import KeyComputer, KeyManifest, load_manifest
 from buildtool.labels import Label
 from buildtool.lockfile import BuildRecord, Lockfile
+from buildtool.parents import Parent
 from buildtool.workspace import Config
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class PlannedBuild:
     label: Label
     platform: str
@@ -124,6 +125,7 @@ def make_plan(
     builds: Iterable[tuple[Label, str]],
 ) -> list[PlannedBuild]:
     planned = []
+    parents_of = computer.graph.parents_of
     for label, platform in builds:
         record = lock.get(str(label), platform)
         key = computer.key((label, platform))
@@ -137,20 +139,15 @@ def make_plan(
             stale, reason = False, "up to date"
         else:
             stale, reason = True, _reason(config, record.key, computer.manifest((label, platform)))
-        parents = computer.graph.parents_of(label, platform)
-        planned.append(
-            PlannedBuild(
-                label=label,
-                platform=platform,
-                key=key,
-                stale=stale,
-                reason=reason,
-                parents=tuple(dict.fromkeys(p.label for p in parents)),
-                record=record,
-                computer=computer,
-            )
-        )
+        parents = parents_of(label, platform)
+        labels = (parents[0].label,) if len(parents) == 1 else _labels(parents)
+        planned.append(PlannedBuild(label, platform, key, stale, reason, labels, record, computer))
     return planned
+
+
+def _labels(parents: Sequence[Parent]) -> tuple[Label, ...]:
+    """Each parent's label once (a build may name one parent twice), in ``parents``' order."""
+    return tuple(dict.fromkeys(p.label for p in parents))
 
 
 @dataclass

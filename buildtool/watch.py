@@ -176,8 +176,7 @@ class Watcher:
             if self.bench is not None:
                 # Between rounds, out of the next one's way: keep what was learnt, and parse
                 # images.lock as the next round will read it.
-                self.bench.computer.save()
-                self.bench.session.save()
+                self.bench.save()
                 self.bench.lockfile()
         except BtError as err:
             # A half-saved BUILD.images must not end the session: report it, wait for a fix.

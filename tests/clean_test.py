@@ -70,6 +70,7 @@ def test_clean_removes_derived_state_and_keeps_the_lockfile_and_its_manifests(
             str(cache / "analysis.msgpack"),
             str(cache / "graph.msgpack"),
             str(cache / "keys.msgpack"),
+            str(cache / "lockfile-checked"),
             str(cache / "logs/_/app/linux-amd64-aaaa.log"),
             str(cache / f"manifests/bb/{ORPHAN}.msgpack"),
             str(cache / "statcache.msgpack"),
@@ -80,13 +81,13 @@ def test_clean_removes_derived_state_and_keeps_the_lockfile_and_its_manifests(
     dry = bt("clean", "--dry-run", cwd=root, env=env)
     assert dry.returncode == 0, dry.stderr
     assert sorted(dry.stdout.splitlines()) == derived
-    assert "7 files, would free" in dry.stderr
+    assert "8 files, would free" in dry.stderr
     assert digest_tree(cache) == before_cache
 
     done = bt("clean", cwd=root, env=env)
     assert done.returncode == 0, done.stderr
     assert sorted(done.stdout.splitlines()) == derived
-    assert "7 files, freed" in done.stderr
+    assert "8 files, freed" in done.stderr
     assert "kept 1 manifests of recorded builds" in done.stderr
     assert digest_tree(root) == before_ws  # images.lock and the sources untouched
     assert sorted(digest_tree(cache)) == [f"manifests/aa/{RECORDED}.msgpack"]

@@ -18,11 +18,10 @@ import operator
 import re
 import string
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
 from typing import Any
 
-DEFAULT_MAX_STEPS = 1_000_000  # ~0.3 s of plain loop; bench's 10,000-target BUILD uses 90,700
-DEFAULT_MAX_SIZE = 1_000_000  # elements or characters of one value
+from buildtool.workspace import Budget
+
 MAX_INT_BITS = 4096  # no BUILD file needs a wider integer; Python's own str() stops at ~14,000
 _C_STEP = 10  # elements of C-level work charged as one step
 
@@ -30,14 +29,6 @@ _SIZED = (str, list, tuple, dict, range)
 _PERCENT_RE = re.compile(r"%(?:\(([^)]*)\))?[-#0 +]*(\*|\d+)?(?:\.(\*|\d+))?[hlL]?(.?)")
 _NUMBER_RE = re.compile(r"\d+")
 _FORMAT_FIELD_RE = re.compile(r"\d*|[A-Za-z][A-Za-z0-9_]*")
-
-
-@dataclass(frozen=True)
-class Budget:
-    """Limits of one BUILD file's evaluation (``[evaluation]`` of ``.cache-spec``)."""
-
-    max_steps: int = DEFAULT_MAX_STEPS
-    max_size: int = DEFAULT_MAX_SIZE
 
 
 class Exceeded(Exception):

@@ -21,15 +21,17 @@ Layout (``cache_dir`` of ``.cache-spec``, by default ``$XDG_CACHE_HOME/bt/<dir>-
 
 from __future__ import annotations
 
-import datetime
 import fcntl
-import hashlib
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from buildtool.statefile import exclusive_lock, sweep_temporaries, write_atomic
+
+if TYPE_CHECKING:
+    import datetime
 
 
 @dataclass(frozen=True)
@@ -77,6 +79,8 @@ class CacheDir:
         """Held by the bt process building ``label`` for ``platform`` from ``key`` until the
         build is recorded, so that two processes on one workspace never run it twice. (Two
         targets may share a key; each has its own image, so each build its own lock.)"""
+        import hashlib  # only builds take these locks
+
         build = hashlib.sha256(f"{label} {platform}".encode()).hexdigest()[:16]
         return self.root / "builds" / f"{key[:32]}-{build}.lock"
 

@@ -99,7 +99,7 @@ class StateWriteError(BtError):
 
 # Faults of an engine or registry worth another attempt, matched against the error message
 # only: a RUN step's own output may say "connection refused" and still fail for good.
-_TRANSIENT = re.compile(
+_TRANSIENT = (
     r"connection reset|connection refused|broken pipe|i/o timeout|TLS handshake timeout|"
     r"unexpected EOF|Cannot connect to the Docker daemon|error during connect|"
     r"received unexpected HTTP status: (5\d\d|429)|\b5\d\d (Internal Server Error|Bad Gateway|"
@@ -109,14 +109,13 @@ _TRANSIENT = re.compile(
     r"transport is closing|"
     # The classic builder's cache lookup lists images, then reads each: an image deleted in
     # between (by anyone) fails the build with this, and the next attempt passes.
-    r'unable to find image "sha256:',
-    re.IGNORECASE,
+    r'unable to find image "sha256:'
 )
 
 
 def is_transient_message(message: str) -> bool:
     """Whether an engine's or registry's error message names a fault worth retrying."""
-    return bool(_TRANSIENT.search(message))
+    return re.search(_TRANSIENT, message, re.IGNORECASE) is not None  # compiled on first use
 
 
 class ManifestNotFound(BtError):

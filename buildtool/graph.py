@@ -45,11 +45,14 @@ class TargetGraph:
     @cached_property
     def _parent_labels(self) -> dict[Label, tuple[Label, ...]]:
         result: dict[Label, tuple[Label, ...]] = {}
+        inferred = self.inferred
         for label, target in self.targets.items():
-            found = set(target.parent_labels)
+            found = {parent for _, parent in target.parents}
             for platform in target.platforms:
-                found.update(p.label for p in self.inferred.get((label, platform), ()))
-            result[label] = tuple(sorted(found))
+                parents = inferred.get((label, platform))
+                if parents:
+                    found.update(p.label for p in parents)
+            result[label] = tuple(sorted(found)) if len(found) > 1 else tuple(found)
         return result
 
     def parent_labels(self, label: Label) -> tuple[Label, ...]:
@@ -123,7 +126,10 @@ class TargetGraph:
 
     def deps(self, labels: Iterable[Label], depth: int | None = None) -> set[Label]:
         """The labels and everything they build on (Bazel's deps: the targets included)."""
-        return self._closure(labels, self.parent_labels, depth)
+        start = set(labels)
+        if start >= self.targets.keys():
+            return start  # every target (`//...`): nothing more to find
+        return self._closure(start, self.parent_labels, depth)
 
     def rdeps(
         self, universe: set[Label], labels: Iterable[Label], depth: int | None = None

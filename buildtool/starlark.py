@@ -15,8 +15,9 @@ import sys
 from collections.abc import Mapping
 from typing import Any
 
-from buildtool.budget import Budget, Exceeded, Meter
+from buildtool.budget import Exceeded, Meter
 from buildtool.errors import BtError, StarlarkError
+from buildtool.workspace import Budget
 
 # Node types a BUILD file may contain. Everything else is refused with its line number.
 _ALLOWED_NODES: tuple[type[ast.AST], ...] = (

@@ -33,7 +33,7 @@ class SecretSource(NamedTuple):
     name: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ImageTarget:
     """One image, built once per platform.
 

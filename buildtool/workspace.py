@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import tomllib
@@ -10,8 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from buildtool.budget import Budget
 from buildtool.errors import BtError
+from buildtool.hashing import digest_bytes
 from buildtool.platforms import normalise
 from buildtool.registry.reference import is_repository, names_registry
 from buildtool.target import SecretSource
@@ -26,6 +25,16 @@ DEFAULT_PLATFORMS = ("linux/amd64", "linux/arm64")
 DEFAULT_RUNNER = "ubuntu-latest"
 DEFAULT_RETRY_SECONDS = 45.0  # ``[retry] max_seconds``: under a minute (see ``retry.py``)
 BACKENDS = ("buildkit", "engine")
+DEFAULT_MAX_STEPS = 1_000_000  # ~0.3 s of plain loop; bench's 10,000-target BUILD uses 90,700
+DEFAULT_MAX_SIZE = 1_000_000  # elements or characters of one value
+
+
+@dataclass(frozen=True)
+class Budget:
+    """Limits of one BUILD file's evaluation (``[evaluation]``; enforced by ``budget.py``)."""
+
+    max_steps: int = DEFAULT_MAX_STEPS
+    max_size: int = DEFAULT_MAX_SIZE
 
 
 @dataclass(frozen=True)
@@ -156,9 +165,11 @@ class _SpecReader:
         registry, push, insecure = self._registry(data.get("registry", {}))
         builders = self._builders(data.get("builders", {}))
         ci_runners = self._ci_runners(data.get("ci", {}))
-        from buildtool.secrets import parse_table
+        secrets: tuple[SecretSource, ...] = ()
+        if "secrets" in data:
+            from buildtool.secrets import parse_table
 
-        secrets = parse_table(data.get("secrets", {}), "secrets", self.fail)
+            secrets = parse_table(data["secrets"], "secrets", self.fail)
         return Config(
             root=root,
             spec_path=self.path,
@@ -218,7 +229,7 @@ class _SpecReader:
         if value is None:
             base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
             # One cache per workspace path: two checkouts never share stat caches or logs.
-            digest = hashlib.sha256(str(root).encode()).hexdigest()[:12]
+            digest = digest_bytes(str(root).encode())[:12]
             return base / "bt" / f"{root.name}-{digest}"
         if not isinstance(value, str) or not value.strip():
             raise self.fail("cache_dir must be a non-empty string", "cache_dir")

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from buildtool import starlark
-from buildtool.budget import Budget
 from buildtool.errors import StarlarkError
+from buildtool.workspace import Budget
 
 BENCH_BUILD = """
 for i in range(10000):

@@ -23,7 +23,6 @@ from buildtool.workspace import Config
 
 if TYPE_CHECKING:
     from buildtool.dockerfile import Dockerfile, StageReads
-    from buildtool.labels import Label
 
 # Bump when what an analysis records changes: older entries are then never read.
 ANALYSIS_SCHEMA = 5  # 5: secrets
@@ -166,7 +165,6 @@ class Analyses:
         self._parsed: dict[str, Dockerfile] = {}
         self._reads: dict[tuple[Any, ...], Reads] = {}
         self._by_build: dict[BuildId, Reads] = {}
-        self._by_target: dict[tuple[Label, str | None], Reads] = {}  # platform if it matters
         self._mentions_platform: dict[str, bool] = {}
 
     def save(self, complete: bool = False) -> None:
@@ -225,9 +223,6 @@ class Analyses:
         digest, text = self.dockerfile(target.dockerfile)
         # Only Dockerfiles that mention the platform args read differently per platform.
         dependent = platform if self._platform_dependent(target.dockerfile, text) else None
-        found = self._by_target.get((target.label, dependent))
-        if found is not None:
-            return found  # the target's build for another platform reads the same
         args = dict(target.args)
         for arg, _ in target.parents:
             args[arg] = parent_placeholder(arg)
@@ -251,7 +246,8 @@ class Analyses:
                 reads = Reads.of(analysis)
                 self.cache.put(cache_key, reads)
             self._reads[memo] = reads
-        self._by_target[(target.label, dependent)] = reads
+        if dependent is None:  # its builds for the other platforms read the same
+            self._by_build.update(((target.label, p), reads) for p in target.platforms)
         return reads
 
     def _platform_dependent(self, dockerfile: str, text: str) -> bool:

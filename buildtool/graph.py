@@ -33,13 +33,20 @@ class TargetGraph:
         """The parents of one platform build: declared, then inferred."""
         found = self._parents.get((label, platform))
         if found is None:
-            target = self.targets[label]
-            found = (*declared_parents(target), *self.inferred.get((label, platform), ()))
+            declared = self._declared.get(label)
+            if declared is None:
+                declared = self._declared[label] = declared_parents(self.targets[label])
+            inferred = self.inferred.get((label, platform))
+            found = (*declared, *inferred) if inferred else declared
             self._parents[(label, platform)] = found
         return found
 
     @cached_property
     def _parents(self) -> dict[BuildId, tuple[Parent, ...]]:
+        return {}
+
+    @cached_property
+    def _declared(self) -> dict[Label, tuple[Parent, ...]]:
         return {}
 
     @cached_property

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 
 from buildtool.errors import BtError, TransientError
 from buildtool.filesets import FileSet
@@ -150,24 +151,34 @@ def _labels(parents: Sequence[Parent]) -> tuple[Label, ...]:
     return tuple(dict.fromkeys(p.label for p in parents))
 
 
-@dataclass
 class LastPlan:
     """A plan kept to be planned again cheaply (``bt watch``'s rounds): only the builds whose
     key was forgotten since (``dirty``), whose record changed, or that were stale are planned
-    again; the others stand as they were."""
+    again; the others stand as they were. Its indexes are made when first asked for: most
+    plans are never planned again."""
 
-    lock: Lockfile
-    planned: list[PlannedBuild]
-    index: dict[tuple[Label, str], int]  # position of each build
-    names: dict[tuple[str, str], int]  # the same, by (label as written, platform)
-    stale: set[int]
-    dirty: set[int] = field(default_factory=set)
+    def __init__(self, lock: Lockfile, planned: list[PlannedBuild]):
+        self.lock = lock
+        self.planned = planned
+        self.dirty: set[int] = set()
 
     @classmethod
     def of(cls, lock: Lockfile, planned: list[PlannedBuild]) -> LastPlan:
-        index = {p.id: i for i, p in enumerate(planned)}
-        names = {(str(label), platform): i for (label, platform), i in index.items()}
-        return cls(lock, planned, index, names, {i for i, p in enumerate(planned) if p.stale})
+        return cls(lock, planned)
+
+    @cached_property
+    def index(self) -> dict[tuple[Label, str], int]:
+        """The position of each build."""
+        return {p.id: i for i, p in enumerate(self.planned)}
+
+    @cached_property
+    def names(self) -> dict[tuple[str, str], int]:
+        """The same, by (label as written, platform)."""
+        return {(str(label), platform): i for (label, platform), i in self.index.items()}
+
+    @cached_property
+    def stale(self) -> set[int]:
+        return {i for i, p in enumerate(self.planned) if p.stale}
 
     def forget(self, builds: Iterable[tuple[Label, str]]) -> None:
         """``builds`` have keys to compute again."""

@@ -152,3 +152,21 @@ def test_every_keyed_field_of_a_manifest_is_covered_by_the_memo() -> None:
         "remote_sources", "fallback", "has_run", "context", "pins", "images",
         "dockerfile_bytes", "secrets",
     ]  # fmt: skip
+
+
+def test_a_missing_pin_is_answered_from_the_memo_as_the_manifest_gives_it(
+    workspace: Path,
+) -> None:
+    (workspace / "Other").write_text("FROM upstream.invalid/other:2\nCOPY other.txt /\n")
+
+    def reasons() -> tuple[dict[str, str], int]:
+        bench = Workbench(Session(workspace))
+        planned = bench.plan(["//..."])
+        memo = bench.computer._memo_of_run()
+        assert memo is not None
+        return {str(p.label): p.reason for p in planned if p.stale}, memo.reused
+
+    unpinned = "external upstream.invalid/other:2 not pinned yet"
+    first = {"//:base": "new: never built", "//:app": "new: never built", "//:other": unpinned}
+    assert reasons() == (first, 0)
+    assert reasons() == (first, 3)  # the memo holds the missing pin, not only the key

@@ -15,6 +15,7 @@ from buildtool.lockfile import (
     BuildRecord,
     IndexRecord,
     Lockfile,
+    LockfileReader,
     PinRecord,
     apply_fragments,
     fold_fragments,
@@ -266,3 +267,45 @@ def test_lock_merge_of_an_older_fragment_never_rolls_newer_records_back(
     assert result.returncode == 2
     assert f"built from key {old_key[:16]}, but its key is now {new_key[:16]}" in result.stderr
     assert (root / "images.lock").read_bytes() == before
+
+
+def test_lockfile_bytes_that_passed_the_schema_check_are_not_checked_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import buildtool.lockschema
+
+    checked: list[str] = []
+    real = buildtool.lockschema.check_lockfile
+
+    def counting(data: dict[str, object], text: str, path: str) -> None:
+        checked.append(text)
+        real(data, text, path)
+
+    monkeypatch.setattr(buildtool.lockschema, "check_lockfile", counting)
+    path, mark = tmp_path / "images.lock", tmp_path / "cache" / "lockfile-checked"
+    mark.parent.mkdir()
+    lock = Lockfile()
+    lock.put("//x:y", "linux/amd64", BuildRecord("a" * 64, "sha256:" + "b" * 64, "local/y"))
+    path.write_bytes(lock.dumps())
+
+    first = LockfileReader(path, mark)
+    assert first.read() == lock
+    assert len(checked) == 1 and not mark.exists()  # kept only when a command saves
+    first.save()
+    assert LockfileReader(path, mark).read() == lock
+    assert len(checked) == 1  # the same bytes: not checked again
+
+    lock.put("//x:y", "linux/arm64", BuildRecord("c" * 64, "sha256:" + "d" * 64, "local/y"))
+    path.write_bytes(lock.dumps())
+    assert LockfileReader(path, mark).read() == lock
+    assert len(checked) == 2  # other bytes: checked
+
+    path.write_text(path.read_text().replace('"c', '"Z', 1))  # a key that is not hex
+    with pytest.raises(BtError, match="key"):
+        LockfileReader(path, mark).read()
+    assert len(checked) == 3
+
+    path.write_bytes(lock.dumps())
+    mark.write_text("garbage")
+    assert LockfileReader(path, mark).read() == lock
+    assert len(checked) == 4  # a mark of other bytes vouches for nothing

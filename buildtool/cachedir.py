@@ -24,9 +24,8 @@ from __future__ import annotations
 import fcntl
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from buildtool.statefile import exclusive_lock, sweep_temporaries, write_atomic
 
@@ -34,8 +33,7 @@ if TYPE_CHECKING:
     import datetime
 
 
-@dataclass(frozen=True)
-class CacheDir:
+class CacheDir(NamedTuple):
     """The paths of one workspace's cache directory."""
 
     root: Path

@@ -30,7 +30,6 @@ import posixpath
 import re
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
@@ -56,8 +55,7 @@ _WILDCARDS = frozenset("*[]?^\\")
 _Matcher = Callable[[str], bool]
 
 
-@dataclass(frozen=True)
-class Pattern:
+class Pattern(NamedTuple):
     """One line of an ignore file, cleaned as Docker cleans it."""
 
     text: str  # without the leading "!"

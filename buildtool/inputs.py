@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from itertools import chain, pairwise
 from operator import attrgetter
 from pathlib import Path
+from typing import NamedTuple
 
 from buildtool.dockerignore import IgnoreRules, PathState, go_match_regex
 from buildtool.errors import BtError
@@ -30,8 +31,7 @@ _by_path = attrgetter("path")
 _by_name = attrgetter("name")
 
 
-@dataclass(frozen=True, order=True)
-class InputEntry:
+class InputEntry(NamedTuple):
     path: str  # slash-separated, relative to the context
     kind: str  # "file" | "symlink" | "dir"
     executable: bool  # a file's owner-exec bit

@@ -11,6 +11,7 @@ import json
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 from buildtool.cachedir import update_file
 from buildtool.errors import BtError
@@ -18,8 +19,7 @@ from buildtool.errors import BtError
 VERSION = 1
 
 
-@dataclass(frozen=True, slots=True)
-class BuildRecord:
+class BuildRecord(NamedTuple):
     """One built platform image: the key it was built from and where it lives."""
 
     key: str
@@ -30,8 +30,7 @@ class BuildRecord:
         return {"key": self.key, "digest": self.digest, "image": self.image}
 
 
-@dataclass(frozen=True)
-class IndexRecord:
+class IndexRecord(NamedTuple):
     """A multi-platform index put for an image, and the tags that point at it."""
 
     digest: str
@@ -41,8 +40,7 @@ class IndexRecord:
         return {"digest": self.digest, "tags": list(self.tags)}
 
 
-@dataclass(frozen=True)
-class PinRecord:
+class PinRecord(NamedTuple):
     """The digest an external image is pinned to for one platform, and where it was read:
     "registry" (a manifest digest) or "engine" (a local image: a repo digest, else its id)."""
 

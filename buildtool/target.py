@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import NamedTuple
 
 from buildtool.labels import Label
@@ -11,8 +10,7 @@ from buildtool.labels import Label
 BuildId = tuple[Label, str]  # (target, platform)
 
 
-@dataclass(frozen=True)
-class Location:
+class Location(NamedTuple):
     """Where a declaration was made, for ``path:line`` messages."""
 
     path: str
@@ -33,8 +31,7 @@ class SecretSource(NamedTuple):
     name: str
 
 
-@dataclass(frozen=True, slots=True)
-class ImageTarget:
+class ImageTarget(NamedTuple):
     """One image, built once per platform.
 
     Paths are workspace-relative POSIX paths. ``parents`` maps a build-arg name to the label
@@ -64,8 +61,7 @@ class ImageTarget:
         return tuple(label for _, label in self.parents)
 
 
-@dataclass(frozen=True)
-class Group:
+class Group(NamedTuple):
     """A named set of targets; building a group builds its members."""
 
     label: Label

@@ -7,7 +7,7 @@ import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from buildtool.errors import BtError
 from buildtool.hashing import digest_bytes
@@ -29,16 +29,14 @@ DEFAULT_MAX_STEPS = 1_000_000  # ~0.3 s of plain loop; bench's 10,000-target BUI
 DEFAULT_MAX_SIZE = 1_000_000  # elements or characters of one value
 
 
-@dataclass(frozen=True)
-class Budget:
+class Budget(NamedTuple):
     """Limits of one BUILD file's evaluation (``[evaluation]``; enforced by ``budget.py``)."""
 
     max_steps: int = DEFAULT_MAX_STEPS
     max_size: int = DEFAULT_MAX_SIZE
 
 
-@dataclass(frozen=True)
-class BuilderSpec:
+class BuilderSpec(NamedTuple):
     """Where one platform's builds run."""
 
     platform: str

@@ -83,7 +83,6 @@ def test_a_dockerfile_that_now_names_a_workspace_image_adds_the_inferred_parent(
 def test_every_field_of_every_target_survives_the_round_trip(tmp_path: Path) -> None:
     """A field added to ImageTarget and forgotten by the encoding would be silently reset to its
     default by every warm run: here each field holds a value other than its default."""
-    import dataclasses
 
     from buildtool.graph import TargetGraph
     from buildtool.graphcache import _decode_graph, _encode_graph
@@ -105,7 +104,10 @@ def test_every_field_of_every_target_survives_the_round_trip(tmp_path: Path) -> 
         aliases=("reg.example/app:1",),
         secrets=(SecretSource("tok", "env", "HF_TOKEN"),),
     )
-    defaults = {f.name: f.default for f in dataclasses.fields(ImageTarget)}
+    missing = object()  # a field without a default
+    defaults = {
+        name: ImageTarget._field_defaults.get(name, missing) for name in ImageTarget._fields
+    }
     assert all(getattr(target, name) != default for name, default in defaults.items())
     graph = TargetGraph({target.label: target}, {}, {})
     packed = msgpack.packb(_encode_graph(graph), use_bin_type=True)

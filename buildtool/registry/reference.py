@@ -10,7 +10,6 @@ This module is the one home of those rules: the loader and ``.cache-spec`` check
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 from typing import Any, NamedTuple
@@ -122,6 +121,8 @@ def as_reference(ref: str | Reference) -> Reference:
 
 
 def sha256_digest(data: bytes) -> str:
+    import hashlib  # OpenSSL's, loaded only by what talks to a registry or engine
+
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
 

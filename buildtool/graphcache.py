@@ -222,24 +222,25 @@ def _encode_graph(graph: TargetGraph) -> list[Any]:
 def _decode_graph(raw: Any) -> TargetGraph:
     targets_raw, groups_raw, inferred_raw = raw
     targets: dict[Label, ImageTarget] = {}
+    # Positional, and no generator for what is empty: a no-op decodes every target.
     for (package, name, context, dockerfile, stage, args, parents, platforms, tags, repository,
          inputs, tests, path, line, aliases, secrets) in targets_raw:  # fmt: skip
         label = Label(package, name)
         targets[label] = ImageTarget(
-            label=label,
-            context=context,
-            dockerfile=dockerfile,
-            stage=stage,
-            args=args,
-            parents=tuple((arg, Label(pkg, nm)) for arg, pkg, nm in parents),
-            platforms=platforms,
-            tags=tags,
-            repository=repository,
-            inputs=inputs,
-            tests=tests,
-            location=Location(path, line),
-            aliases=aliases,
-            secrets=tuple(SecretSource(*x) for x in secrets),
+            label,
+            context,
+            dockerfile,
+            stage,
+            args,
+            tuple([(arg, Label(pkg, nm)) for arg, pkg, nm in parents]) if parents else (),
+            platforms,
+            tags,
+            repository,
+            inputs,
+            tests,
+            Location(path, line),
+            aliases,
+            tuple([SecretSource(*x) for x in secrets]) if secrets else (),
         )
     groups = {
         Label(package, name): tuple(Label(*m) for m in members)

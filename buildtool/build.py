@@ -596,13 +596,27 @@ def build_planned(
     if merge and (summary is None or summary.ok):
         merge_built(bench, {p.label for p in planned}, report)
     elif merge and summary is not None and summary.interrupted:
-        # The indexes that follow from what finished: images none of whose builds were cut off.
-        cut = {label for label, _ in (*summary.failed, *summary.skipped)}
-        complete = {p.label for p in planned} - {p.label for p in planned if str(p.label) in cut}
+        # The indexes that follow from what finished: images none of whose builds still needs a
+        # run, as images.lock records them now (an interrupt may land after a build's record
+        # was written and before the run counted the build as done).
+        lock = bench.lockfile()
+        unfinished = {
+            p.label
+            for p in planned
+            if needs_run(_as_recorded(p, lock), options.push, config.registry)
+        }
+        complete = {p.label for p in planned} - unfinished
         if complete:
             with contextlib.suppress(BtError):  # the interrupt is what the user hears of
                 merge_built(bench, complete, report)
     return summary
+
+
+def _as_recorded(planned: PlannedBuild, lock: Lockfile) -> PlannedBuild:
+    """``planned`` against the record ``lock`` holds for it."""
+    record = lock.get(str(planned.label), planned.platform)
+    stale = record is None or record.key != planned.key
+    return dataclasses.replace(planned, stale=stale, record=record)
 
 
 def bench_run(

@@ -12,6 +12,7 @@ import threading
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import pytest
 from btrun import bt
@@ -168,3 +169,42 @@ def test_sigterm_cancels_like_ctrl_c_records_what_finished_with_its_indexes_and_
     findings = Findings()
     check_state(root, cache, registry, findings)
     assert findings.problems() == []
+
+
+def test_an_interrupt_after_a_record_was_written_still_puts_that_images_index(
+    world: tuple[Path, Path, dict[str, str]], registry: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SIGTERM can land after a build's record is written and before the run counts the build
+    as done: the run then reports it skipped. Which indexes follow is read back from
+    images.lock, not from that report. The instant cannot be hit on purpose, so the run here
+    is a stand-in that reports exactly that; the builds, pushes and the merge are real."""
+    from buildtool.build import BuildOptions, build_planned
+    from buildtool.scheduler import Summary
+    from buildtool.session import Session, Workbench
+
+    root, cache, env = world
+    monkeypatch.setenv("XDG_CACHE_HOME", str(cache))
+    done = bt("build", "//...", "--push", cwd=root, env=env)
+    assert done.returncode == 0, done.stderr
+    lockfile = root / "images.lock"
+    recorded = json.loads(lockfile.read_text())
+    before = {**recorded, "builds": {**recorded["builds"]}, "images": {}}
+    del before["builds"]["//:a1"]
+    lockfile.write_text(json.dumps(before))  # what the run started from: //:a1 not built yet
+    bench = Workbench(Session(root))
+    planned = bench.plan(["//..."])
+    assert sorted(str(p.label) for p in planned if p.stale) == ["//:a1", "//:a1"]
+
+    class InterruptedAfterRecording:
+        def run(self, builds: object) -> Summary:
+            # The run wrote //:a1's records, then the interrupt came before it counted them.
+            lockfile.write_text(json.dumps({**recorded, "images": {}}))
+            a1 = (("//:a1", "linux/amd64"), ("//:a1", "linux/arm64"))
+            return Summary((), (), (), a1, interrupted=True, seconds=0.0)
+
+    run: Any = InterruptedAfterRecording()
+    options = BuildOptions(push=True)
+    summary = build_planned(bench, planned, options, lambda event: None, True, run)
+    assert summary is not None and summary.interrupted
+    images = json.loads(lockfile.read_text())["images"]
+    assert sorted(images) == sorted({label for label, _ in all_builds()})

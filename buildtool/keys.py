@@ -274,11 +274,11 @@ class KeyComputer:
 
     def _remembered(self, build: BuildId) -> tuple[str, tuple[str, ...]] | None:
         """The key and unpinned images of ``build`` from the memo, if it holds them."""
-        memo = self._memo or self._memo_of_run()
+        memo = self._memo_of_run()
         if memo is None:
             return None
         label, platform = build
-        fileset = self._filesets.get(build) or self.fileset(build)
+        fileset = self.fileset(build)
         # A no-op plan asks this of every build: the parents' keys are known by then.
         keys = self._keys
         parent_keys = tuple(

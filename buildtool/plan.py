@@ -162,10 +162,6 @@ class LastPlan:
         self.planned = planned
         self.dirty: set[int] = set()
 
-    @classmethod
-    def of(cls, lock: Lockfile, planned: list[PlannedBuild]) -> LastPlan:
-        return cls(lock, planned)
-
     @cached_property
     def index(self) -> dict[tuple[Label, str], int]:
         """The position of each build."""

@@ -222,7 +222,7 @@ class Workbench:
             planned = last.replan(self.session.config, computer, lock, changed)
         else:
             planned = make_plan(self.session.config, computer, lock, builds)
-            self._plans[selection] = LastPlan.of(lock, planned)
+            self._plans[selection] = LastPlan(lock, planned)
         if self.saves:
             self.save()
         return planned

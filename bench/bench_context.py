@@ -57,8 +57,8 @@ def sent_by_bt(root: Path) -> int:
     here = os.getcwd()
     os.chdir(root)
     try:
-        from buildtool.builders.context import sent_context, tar_chunks
-        from buildtool.commands.common import Workbench
+        from buildtool.build.builders.context import sent_context, tar_chunks
+        from buildtool.cli.commands.common import Workbench
 
         bench = Workbench.open()
         planned = bench.plan(["//:app"])[0]

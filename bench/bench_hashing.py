@@ -26,8 +26,8 @@ import blake3
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from buildtool import hashing
-from buildtool.hashing import StatCache
+from buildtool.state import hashing
+from buildtool.state.hashing import StatCache
 
 MIB = 1 << 20
 

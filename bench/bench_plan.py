@@ -119,8 +119,8 @@ def record_all(root: Path, env: dict[str, str]) -> None:
     """Record every platform build as built, so that the timed runs are true no-ops."""
     code = (
         "import sys; from pathlib import Path\n"
-        "from buildtool.record import record_builds\n"
-        "from buildtool.session import Session, Workbench\n"
+        "from buildtool.build.record import record_builds\n"
+        "from buildtool.plan.session import Session, Workbench\n"
         "bench = Workbench(Session(Path(sys.argv[1])))\n"
         "planned = bench.plan(['//...'])\n"
         "record_builds(bench.config, bench.lock_path,"

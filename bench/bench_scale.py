@@ -21,7 +21,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_plan import WALK, Sample, bench_env, generate_large, medians, record_all, timed
 
-from buildtool.hashing import RACY_WINDOW_NS
+from buildtool.state.hashing import RACY_WINDOW_NS
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

@@ -19,10 +19,10 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from buildtool.errors import BtError
-from buildtool.target import ImageTarget, SecretSource
+from buildtool.workspace.target import ImageTarget, SecretSource
 
 if TYPE_CHECKING:
-    from buildtool.analysis import SecretUse
+    from buildtool.workspace.analysis import SecretUse
 
 REDACTED = "<redacted>"
 SECRET_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from btrun import bt, write_tree
 
-from buildtool.bake import build_file, read_prints
+from buildtool.workspace.bake import build_file, read_prints
 
 FIXTURES = Path(__file__).parent / "bake"
 

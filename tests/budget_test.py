@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from buildtool import starlark
 from buildtool.errors import StarlarkError
-from buildtool.workspace import Budget
+from buildtool.workspace import starlark
+from buildtool.workspace.config import Budget
 
 BENCH_BUILD = """
 for i in range(10000):

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 from btrun import bt, write_tree
 
-from buildtool.build import local_tag
-from buildtool.session import Session
+from buildtool.build.run import local_tag
+from buildtool.plan.session import Session
 
 pytestmark = pytest.mark.engine
 DOCKER = "/usr/bin/docker"

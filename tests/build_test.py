@@ -21,11 +21,11 @@ import pytest
 from btrun import bt, copy_example, write_tree
 from registries import MANIFEST, fake_registry, manifest_answer
 
-from buildtool.build import BuildOptions, BuildRun
-from buildtool.events import ReportEvent
+from buildtool.build.events import ReportEvent
+from buildtool.build.run import BuildOptions, BuildRun
+from buildtool.build.scheduler import Job, Outcome, Retrying, Summary, run_jobs
 from buildtool.registry import sha256_digest
-from buildtool.scheduler import Job, Outcome, Retrying, Summary, run_jobs
-from buildtool.workspace import Config
+from buildtool.workspace.config import Config
 
 pytestmark = pytest.mark.engine
 DOCKER = "/usr/bin/docker"

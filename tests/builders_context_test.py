@@ -15,15 +15,15 @@ from pathlib import Path
 import pytest
 from btrun import write_tree
 
-from buildtool.builders import Builder, BuildRequest, missing_input, open_builder
-from buildtool.builders.context import (
+from buildtool.build.builders import Builder, BuildRequest, missing_input, open_builder
+from buildtool.build.builders.context import (
     FIXED_MTIME,
     ContextChanged,
     sent_context,
     tar_chunks,
 )
-from buildtool.filesets import DOCKERFILE_IN_TAR, FileSet
-from buildtool.session import Session, Workbench
+from buildtool.inputs.filesets import DOCKERFILE_IN_TAR, FileSet
+from buildtool.plan.session import Session, Workbench
 
 DOCKER = "/usr/bin/docker"
 BACKENDS = ["buildkit", "engine"]

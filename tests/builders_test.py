@@ -19,9 +19,9 @@ from pathlib import Path
 
 import pytest
 
-from buildtool.builders import Builder, BuildRequest, BuiltImage, open_builder, split_tag
-from buildtool.builders.buildkit import BuildKitCliBuilder, find_docker_cli
-from buildtool.builders.engine import EngineApiBuilder
+from buildtool.build.builders import Builder, BuildRequest, BuiltImage, open_builder, split_tag
+from buildtool.build.builders.buildkit import BuildKitCliBuilder, find_docker_cli
+from buildtool.build.builders.engine import EngineApiBuilder
 from buildtool.errors import BtError, Cancelled, JobFailed, TransientError
 from buildtool.platforms import Platform
 

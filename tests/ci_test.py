@@ -13,10 +13,10 @@ import pytest
 from btrun import REPO, bt, copy_example, write_tree
 
 from buildtool import __version__
-from buildtool.ci import GITHUB_MATRIX_LIMIT, parse_shard, plan_jobs, ready_builds, shard
-from buildtool.plan import PlannedBuild
-from buildtool.record import record_builds
-from buildtool.session import Session, Workbench
+from buildtool.build.record import record_builds
+from buildtool.ci.waves import GITHUB_MATRIX_LIMIT, parse_shard, plan_jobs, ready_builds, shard
+from buildtool.plan.session import Session, Workbench
+from buildtool.plan.stale import PlannedBuild
 
 SPEC = """\
 platforms = ["linux/amd64", "linux/arm64"]

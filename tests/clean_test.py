@@ -106,7 +106,7 @@ def test_clean_removes_nothing_while_another_bt_uses_the_cache_directory(
         [
             sys.executable,
             "-c",
-            "import sys, time; from pathlib import Path; from buildtool.cachedir import "
+            "import sys, time; from pathlib import Path; from buildtool.state.cachedir import "
             "hold_in_use; hold_in_use(Path(sys.argv[1])); print('held', flush=True); "
             "time.sleep(60)",
             str(cache),

@@ -17,8 +17,8 @@ import pytest
 from btrun import REPO, bt, write_tree
 
 from buildtool import __version__
-from buildtool.cachedir import crash_log_path
-from buildtool.cli import COMMANDS, ENVVAR_PREFIX, cli
+from buildtool.cli.main import COMMANDS, ENVVAR_PREFIX, cli
+from buildtool.state.cachedir import crash_log_path
 
 
 def test_version() -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from btrun import REPO, bt, write_tree
 
-from buildtool.completion import complete_labels
+from buildtool.cli.completion import complete_labels
 
 # Completes one line as bash does on TAB: the words and the cursor at the end of the line.
 COMPLETE = """\

@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from buildtool.dockerignore import IgnoreRules, go_pattern_is_valid, load_ignore_rules
 from buildtool.errors import BtError
+from buildtool.inputs.dockerignore import IgnoreRules, go_pattern_is_valid, load_ignore_rules
 
 
 def ignored(text: str, *paths: str) -> dict[str, bool]:

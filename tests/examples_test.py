@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 from btrun import REPO, bt
 
-from buildtool.record import record_builds
-from buildtool.session import Session, Workbench
+from buildtool.build.record import record_builds
+from buildtool.plan.session import Session, Workbench
 
 DOCKER = "/usr/bin/docker"
 AMD, ARM = "linux/amd64", "linux/arm64"

@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 from btrun import bt, copy_example, write_tree
 
-from buildtool.cachedir import CacheDir
-from buildtool.hashing import StatCache
-from buildtool.keys import KeyComputer
-from buildtool.labels import parse_label
-from buildtool.session import Session
+from buildtool.plan.keys import KeyComputer
+from buildtool.plan.session import Session
+from buildtool.state.cachedir import CacheDir
+from buildtool.state.hashing import StatCache
+from buildtool.workspace.labels import parse_label
 
 BUILD = ("//matrix:large-v3-zh", "linux/arm64")
 

@@ -8,10 +8,10 @@ import msgpack
 import pytest
 from btrun import keep_mtime, write_tree
 
-from buildtool.analysis import Analyses
-from buildtool.graphcache import load_graph
-from buildtool.labels import Label
-from buildtool.session import Session
+from buildtool.plan.session import Session
+from buildtool.workspace.analysis import Analyses
+from buildtool.workspace.graphcache import load_graph
+from buildtool.workspace.labels import Label
 
 FILES = {
     ".cache-spec": 'platforms = ["linux/amd64"]\n\n[registry]\nurl = "reg.example/ws"\n',
@@ -84,9 +84,9 @@ def test_every_field_of_every_target_survives_the_round_trip(tmp_path: Path) -> 
     """A field added to ImageTarget and forgotten by the encoding would be silently reset to its
     default by every warm run: here each field holds a value other than its default."""
 
-    from buildtool.graph import TargetGraph
-    from buildtool.graphcache import _decode_graph, _encode_graph
-    from buildtool.target import ImageTarget, Location, SecretSource
+    from buildtool.workspace.graph import TargetGraph
+    from buildtool.workspace.graphcache import _decode_graph, _encode_graph
+    from buildtool.workspace.target import ImageTarget, Location, SecretSource
 
     target = ImageTarget(
         label=Label("pkg", "app"),
@@ -125,8 +125,8 @@ def test_a_new_cache_spec_setting_discards_the_kept_graph(workspace: Path) -> No
 def test_a_search_found_racy_is_kept_once_it_is_not(
     workspace: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from buildtool import graphcache, loader
-    from buildtool.cachedir import CacheDir
+    from buildtool.state.cachedir import CacheDir
+    from buildtool.workspace import graphcache, loader
 
     config = Session(workspace).config
     path = CacheDir(config.cache_dir).graph

@@ -15,9 +15,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from buildtool import hashing
 from buildtool.errors import BtError
-from buildtool.hashing import StatCache, digest_bytes, digest_file
+from buildtool.state import hashing
+from buildtool.state.hashing import StatCache, digest_bytes, digest_file
 
 REPO = Path(__file__).resolve().parent.parent
 EMPTY = "af1349b9f5f9a1a6a0404dea36dcc9499bcb25c9adc112b7cc9a93cae41f3262"
@@ -391,7 +391,7 @@ def test_save_replacing_some_entries_and_adding_others_keeps_every_digest(
 SAVER = """
 import sys, time
 from pathlib import Path
-from buildtool import hashing
+from buildtool.state import hashing
 hashing._now_ns = lambda: time.time_ns() + 10 * hashing.RACY_WINDOW_NS
 cache = hashing.StatCache.load(Path(sys.argv[1]))
 for path in sys.argv[2:]:  # one save per file: many chances to interleave

@@ -14,9 +14,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from buildtool.dockerignore import IgnoreRules, load_ignore_rules
 from buildtool.errors import BtError
-from buildtool.inputs import ContextTree, InputEntry, resolve_inputs
+from buildtool.inputs.context_tree import ContextTree, InputEntry, resolve_inputs
+from buildtool.inputs.dockerignore import IgnoreRules, load_ignore_rules
 
 
 def make(root: Path, *paths: str) -> Path:

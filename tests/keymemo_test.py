@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from btrun import keep_mtime, write_tree
 
-from buildtool.keys import KeyManifest
-from buildtool.session import Session, Workbench
+from buildtool.plan.keys import KeyManifest
+from buildtool.plan.session import Session, Workbench
 
 D1 = "sha256:" + "1" * 64
 D2 = "sha256:" + "2" * 64

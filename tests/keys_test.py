@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 from btrun import write_tree
 
-from buildtool.cachedir import CacheDir
-from buildtool.hashing import StatCache
-from buildtool.keys import KeyComputer
-from buildtool.plan import selected_builds
-from buildtool.session import Session
+from buildtool.plan.keys import KeyComputer
+from buildtool.plan.session import Session
+from buildtool.plan.stale import selected_builds
+from buildtool.state.cachedir import CacheDir
+from buildtool.state.hashing import StatCache
 
 DOCKERFILE = """\
 # syntax=docker/dockerfile:1

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from buildtool.errors import BtError
-from buildtool.labels import Label, Pattern, parse_label, parse_pattern
+from buildtool.workspace.labels import Label, Pattern, parse_label, parse_pattern
 
 
 def test_absolute_label_parses_package_and_name() -> None:

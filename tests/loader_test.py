@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 from btrun import bt, write_tree
 
-from buildtool.labels import Label
-from buildtool.loader import load_workspace
-from buildtool.workspace import load_config
+from buildtool.workspace.config import load_config
+from buildtool.workspace.labels import Label
+from buildtool.workspace.loader import load_workspace
 
 SPEC = 'platforms = ["linux/amd64", "linux/arm64"]\n'
 DOCKERFILE = "FROM scratch\nCOPY a.txt /a.txt\n"

@@ -11,7 +11,7 @@ from btrun import bt, write_tree
 from registries import push_scratch
 
 from buildtool.errors import BtError
-from buildtool.lockfile import (
+from buildtool.state.lockfile import (
     BuildRecord,
     IndexRecord,
     Lockfile,
@@ -272,16 +272,16 @@ def test_lock_merge_of_an_older_fragment_never_rolls_newer_records_back(
 def test_lockfile_bytes_that_passed_the_schema_check_are_not_checked_again(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import buildtool.lockschema
+    import buildtool.state.lockschema
 
     checked: list[str] = []
-    real = buildtool.lockschema.check_lockfile
+    real = buildtool.state.lockschema.check_lockfile
 
     def counting(data: dict[str, object], text: str, path: str) -> None:
         checked.append(text)
         real(data, text, path)
 
-    monkeypatch.setattr(buildtool.lockschema, "check_lockfile", counting)
+    monkeypatch.setattr(buildtool.state.lockschema, "check_lockfile", counting)
     path, mark = tmp_path / "images.lock", tmp_path / "cache" / "lockfile-checked"
     mark.parent.mkdir()
     lock = Lockfile()

@@ -26,15 +26,7 @@ from registries import (
     write_docker_config,
 )
 
-from buildtool.labels import Label
-from buildtool.lockfile import BuildRecord, Lockfile, read_lockfile
-from buildtool.merge import (
-    Child,
-    IndexPlatform,
-    TagOutcome,
-    index_for,
-    merge_images,
-)
+from buildtool.plan.session import Session
 from buildtool.registry import (
     DOCKER_MANIFEST,
     DOCKER_MANIFEST_LIST,
@@ -43,7 +35,15 @@ from buildtool.registry import (
     RegistryClient,
     sha256_digest,
 )
-from buildtool.session import Session
+from buildtool.release.merge import (
+    Child,
+    IndexPlatform,
+    TagOutcome,
+    index_for,
+    merge_images,
+)
+from buildtool.state.lockfile import BuildRecord, Lockfile, read_lockfile
+from buildtool.workspace.labels import Label
 
 BOTH = ("linux/amd64", "linux/arm64")
 ANY_KEY = "f" * 64  # well formed; `bt merge` does not compare keys

@@ -13,10 +13,10 @@ from typing import Any
 import pytest
 from btrun import bt, write_tree
 
-from buildtool.labels import Label
-from buildtool.lockfile import BuildRecord, IndexRecord, Lockfile
-from buildtool.metadata import bake_metadata
-from buildtool.target import ImageTarget, Location
+from buildtool.build.metadata import bake_metadata
+from buildtool.state.lockfile import BuildRecord, IndexRecord, Lockfile
+from buildtool.workspace.labels import Label
+from buildtool.workspace.target import ImageTarget, Location
 
 AMD, ARM = "linux/amd64", "linux/arm64"
 FILES = {

@@ -13,11 +13,11 @@ from btrun import copy_example
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from buildtool.cachedir import CacheDir
-from buildtool.hashing import StatCache
-from buildtool.keys import KeyComputer
-from buildtool.plan import selected_builds
-from buildtool.session import Session
+from buildtool.plan.keys import KeyComputer
+from buildtool.plan.session import Session
+from buildtool.plan.stale import selected_builds
+from buildtool.state.cachedir import CacheDir
+from buildtool.state.hashing import StatCache
 
 LANGUAGES = [
     "en",

@@ -12,12 +12,12 @@ from pathlib import Path
 import pytest
 from btrun import bt, write_tree
 
-from buildtool.cachedir import CacheDir
-from buildtool.hashing import StatCache
-from buildtool.keys import KeyComputer
-from buildtool.labels import Label
-from buildtool.plan import selected_builds
-from buildtool.session import Session
+from buildtool.plan.keys import KeyComputer
+from buildtool.plan.session import Session
+from buildtool.plan.stale import selected_builds
+from buildtool.state.cachedir import CacheDir
+from buildtool.state.hashing import StatCache
+from buildtool.workspace.labels import Label
 
 AMD, ARM = "linux/amd64", "linux/arm64"
 SPEC = '[registry]\nurl = "127.0.0.1:5000/acme"\n'

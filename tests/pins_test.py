@@ -20,14 +20,14 @@ from btrun import bt, write_tree
 
 from buildtool.dockerfile.rewrite import rewrite_images
 from buildtool.errors import BtError
-from buildtool.lockfile import PinRecord
-from buildtool.pins import (
+from buildtool.plan.pins import (
     ExternalImage,
     external_images,
     pin_entries,
     registry_digest,
 )
 from buildtool.registry import DOCKER_MANIFEST, DOCKER_MANIFEST_LIST, RegistryClient
+from buildtool.state.lockfile import PinRecord
 
 DOCKER = "/usr/bin/docker"
 D1, D2 = "sha256:" + "1" * 64, "sha256:" + "2" * 64

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from btrun import bt, copy_example
 
-from buildtool.record import record_builds
-from buildtool.session import Session, Workbench
+from buildtool.build.record import record_builds
+from buildtool.plan.session import Session, Workbench
 
 
 @pytest.fixture()
@@ -67,7 +67,7 @@ def test_after_recording_editing_zh_alignment_stales_exactly_the_10_zh_builds(
 
 
 def test_why_names_the_changed_file_with_both_digests(workspace: Path) -> None:
-    from buildtool.hashing import digest_file
+    from buildtool.state.hashing import digest_file
 
     zh = workspace / "docker/align/zh/alignment.bin"
     old_digest = digest_file(str(zh))

@@ -19,8 +19,8 @@ from btrun import bt
 from chained import all_builds, built, chained_workspace, json_events, renew
 from crashing import Findings, bt_process, check_state
 
-from buildtool.cachedir import CacheDir
-from buildtool.statefile import HolderLock, exclusive_lock
+from buildtool.state.cachedir import CacheDir
+from buildtool.state.statefile import HolderLock, exclusive_lock
 
 pytestmark = pytest.mark.engine
 
@@ -110,7 +110,7 @@ def test_a_build_another_process_holds_is_waited_for_named_and_readers_do_not_wa
 
 def _cache_of(root: Path, env: dict[str, str]) -> Path:
     """The workspace's cache directory as bt sees it with ``env``."""
-    code = "from pathlib import Path; from buildtool.workspace import *; "
+    code = "from pathlib import Path; from buildtool.workspace.config import *; "
     code += "print(load_config(find_root(Path.cwd())).cache_dir)"
     result = subprocess.run(
         [sys.executable, "-c", code], cwd=root, env={**os.environ, **env},
@@ -122,7 +122,7 @@ def _cache_of(root: Path, env: dict[str, str]) -> Path:
 def test_a_lock_held_by_a_killed_process_is_taken_over(tmp_path: Path) -> None:
     path = tmp_path / "builds" / "k.lock"
     code = (
-        "import sys, time; from pathlib import Path; from buildtool.statefile import HolderLock;"
+        "import sys, time; from pathlib import Path; from buildtool.state.statefile import HolderLock;"
         f"assert HolderLock(Path({str(path)!r})).try_acquire(); print('held', flush=True);"
         "time.sleep(60)"
     )
@@ -178,9 +178,9 @@ def test_an_interrupt_after_a_record_was_written_still_puts_that_images_index(
     as done: the run then reports it skipped. Which indexes follow is read back from
     images.lock, not from that report. The instant cannot be hit on purpose, so the run here
     is a stand-in that reports exactly that; the builds, pushes and the merge are real."""
-    from buildtool.build import BuildOptions, build_planned
-    from buildtool.scheduler import Summary
-    from buildtool.session import Session, Workbench
+    from buildtool.build.run import BuildOptions, build_planned
+    from buildtool.build.scheduler import Summary
+    from buildtool.plan.session import Session, Workbench
 
     root, cache, env = world
     monkeypatch.setenv("XDG_CACHE_HOME", str(cache))

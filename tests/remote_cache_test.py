@@ -12,10 +12,10 @@ import pytest
 from btrun import bt, write_tree
 from registries import fake_registry, push_scratch
 
+from buildtool.build.remote_cache import lookup
 from buildtool.errors import TransientError
+from buildtool.plan.stamp import KEY_LABEL
 from buildtool.registry import RegistryClient
-from buildtool.remote_cache import lookup
-from buildtool.stamp import KEY_LABEL
 
 pytestmark = pytest.mark.engine
 AMD, ARM = "linux/amd64", "linux/arm64"

@@ -11,7 +11,7 @@ import sys
 import pytest
 from rich.console import Console
 
-from buildtool.events import (
+from buildtool.build.events import (
     ImageTestsFailed,
     ImageTestsFinished,
     ImageTestsPassed,
@@ -23,17 +23,7 @@ from buildtool.events import (
     WatchError,
     Watching,
 )
-from buildtool.reporter import (
-    JsonReporter,
-    LiveReporter,
-    PlainReporter,
-    QuietReporter,
-    json_record,
-    make_reporter,
-    progress_reporter,
-    round_line,
-)
-from buildtool.scheduler import (
+from buildtool.build.scheduler import (
     AnyEvent,
     Cached,
     Failed,
@@ -44,6 +34,16 @@ from buildtool.scheduler import (
     Skipped,
     Started,
     Summary,
+)
+from buildtool.cli.reporter import (
+    JsonReporter,
+    LiveReporter,
+    PlainReporter,
+    QuietReporter,
+    json_record,
+    make_reporter,
+    progress_reporter,
+    round_line,
 )
 
 ARM = "linux/arm64"
@@ -360,7 +360,7 @@ def test_make_reporter_picks_json_then_live_on_a_terminal_then_plain() -> None:
 
 
 def test_importing_the_reporter_does_not_import_rich() -> None:
-    code = "import sys, buildtool.reporter; print(sorted(m for m in sys.modules if m.startswith('rich')))"
+    code = "import sys, buildtool.cli.reporter; print(sorted(m for m in sys.modules if m.startswith('rich')))"
     result = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     )

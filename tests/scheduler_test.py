@@ -9,8 +9,7 @@ from collections.abc import Callable
 
 import pytest
 
-from buildtool.errors import BtError, Cancelled, JobFailed, TransientError
-from buildtool.scheduler import (
+from buildtool.build.scheduler import (
     AnyEvent,
     Cached,
     Failed,
@@ -29,6 +28,7 @@ from buildtool.scheduler import (
     run_jobs,
     waiting,
 )
+from buildtool.errors import BtError, Cancelled, JobFailed, TransientError
 
 AMD = "linux/amd64"
 WAIT = 10.0  # upper bound for waits that end much sooner when the scheduler is right

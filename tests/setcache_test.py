@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from btrun import write_tree
 
-from buildtool import setcache
-from buildtool.session import Session, Workbench
+from buildtool.inputs import setcache
+from buildtool.plan.session import Session, Workbench
 
 FILES = {
     ".cache-spec": 'platforms = ["linux/amd64"]\n',

@@ -19,14 +19,14 @@ from pathlib import Path
 import pytest
 from btrun import write_tree
 
-from buildtool import hashing
-from buildtool.cachedir import CacheDir, update_file, write_once
-from buildtool.cli import main
+from buildtool.build.record import record_builds
+from buildtool.cli.main import main
 from buildtool.errors import StateWriteError
-from buildtool.lockfile import BuildRecord, Lockfile, read_lockfile, update_lockfile
-from buildtool.record import record_builds
-from buildtool.statefile import write_atomic
-from buildtool.workspace import find_root, load_config
+from buildtool.state import hashing
+from buildtool.state.cachedir import CacheDir, update_file, write_once
+from buildtool.state.lockfile import BuildRecord, Lockfile, read_lockfile, update_lockfile
+from buildtool.state.statefile import write_atomic
+from buildtool.workspace.config import find_root, load_config
 
 WORKSPACE = {
     ".cache-spec": 'platforms = ["linux/amd64", "linux/arm64"]\n',
@@ -146,7 +146,7 @@ def test_a_failed_rename_of_the_lockfile_or_a_fragment_keeps_the_old_one(
 def test_a_failed_rename_of_a_key_manifest_leaves_none_and_records_nothing(
     workspace: Path,
 ) -> None:
-    from buildtool.session import Workbench
+    from buildtool.plan.session import Workbench
 
     bench = Workbench.open()
     planned = bench.plan(["//..."], [])[0]
@@ -170,8 +170,8 @@ def test_a_failed_rename_of_a_key_manifest_leaves_none_and_records_nothing(
 _WRITER = """
 import os, sys
 from pathlib import Path
-from buildtool import statefile
-from buildtool.cachedir import update_file, write_once
+from buildtool.state import statefile
+from buildtool.state.cachedir import update_file, write_once
 real = os.replace
 def replace(src, dst):
     print(src, flush=True)

@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 from btrun import copy_example, write_tree
 
-from buildtool.session import Session, Workbench
-from buildtool.watch import bare_watch_set, changed_paths, watch_set
+from buildtool.cli.watch import bare_watch_set, changed_paths, watch_set
+from buildtool.plan.session import Session, Workbench
 
 BOTH = ("linux/amd64", "linux/arm64")
 Event = dict[str, object]

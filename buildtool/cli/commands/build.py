@@ -1,0 +1,188 @@
+"""``bt build``: build the stale platform builds of a selection and record their digests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from buildtool.cli.commands.common import (
+    complete_patterns,
+    platform_option,
+    progress_mode,
+    progress_option,
+    push_option,
+)
+from buildtool.errors import BuildFailed, Interrupted
+from buildtool.plan.session import Workbench
+
+if TYPE_CHECKING:
+    from buildtool.build.scheduler import Summary
+
+
+def _shard_option(ctx: click.Context, param: click.Parameter, value: str | None) -> Any:
+    if value is None:
+        return None
+    from buildtool.ci.waves import parse_shard
+
+    try:
+        return parse_shard(value)
+    except ValueError as err:
+        raise click.BadParameter(str(err), ctx, param) from None
+
+
+@click.command("build", context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("patterns", nargs=-1, required=True, shell_complete=complete_patterns)
+@platform_option
+@push_option
+@click.option(
+    "-j",
+    "--jobs",
+    type=click.IntRange(min=1),
+    envvar="BT_JOBS",
+    help="Builds at once.  [default: jobs of .cache-spec]",
+)
+@click.option("--fail-fast", is_flag=True, help="Start nothing new after the first failure.")
+@click.option(
+    "--retries",
+    type=click.IntRange(min=0),
+    default=2,
+    show_default=True,
+    help="Extra attempts for transient faults (engine connection, registry 5xx/timeouts).",
+)
+@click.option("--no-tests", is_flag=True, help="Do not run the targets' image tests.")
+@progress_option
+@click.option(
+    "--lock-out",
+    type=click.Path(path_type=Path),
+    metavar="FILE",
+    help="Also write what this run built to FILE, a lockfile fragment for `bt lock merge`.  "
+    "[default: none]",
+)
+@click.option(
+    "--metadata-file",
+    type=click.Path(path_type=Path),
+    metavar="FILE",
+    help="Write the images of the selected targets to FILE as `docker buildx bake "
+    "--metadata-file` does: per target containerimage.digest and image.name, plus dev.bt.key.  "
+    "[default: none]",
+)
+@click.option(
+    "--no-deps",
+    is_flag=True,
+    help="Build only the selected targets, never their stale parents: a build whose parent is "
+    "not recorded fails (CI jobs of later waves; see `bt ci plan`).",
+)
+@click.option(
+    "--shard",
+    metavar="I/N",
+    callback=_shard_option,
+    help="Build the I-th of N deterministic slices of the ready stale builds (those whose "
+    "parents are recorded), e.g. for Kubernetes Indexed Jobs or GitLab `parallel`.  "
+    "[default: all of them]",
+)
+def command(
+    patterns: tuple[str, ...],
+    platforms: tuple[str, ...],
+    push: bool | None,
+    jobs: int | None,
+    fail_fast: bool,
+    retries: int,
+    no_tests: bool,
+    progress: str,
+    json_events: bool,
+    lock_out: Path | None,
+    metadata_file: Path | None,
+    no_deps: bool,
+    shard: tuple[int, int] | None,
+) -> None:
+    """Build what PATTERNS need and record every digest in images.lock.
+
+    External images the builds use for the first time are pinned first: resolved to a digest
+    (from the registry, or from the engine for images only it holds) and recorded in
+    images.lock, which every later build uses until `bt lock update` moves them. Only stale
+    platform builds run (see `bt plan`), parents before children, each on the builder of its
+    platform. A build whose key was built before is not rebuilt, only recorded. With
+    --push (and no --platform or --lock-out, which make partial runs), every built image then
+    gets its multi-platform index, as `bt merge` puts it. By default the run keeps going past a
+    failure, skipping only the failed build's dependents, and exits 1 with a summary. Ctrl-C
+    cancels running builds and exits 130; what finished is recorded, so the next run does only
+    the rest.
+
+    \b
+    Examples:
+      bt build //matrix:large-v3-zh
+      bt build //... --push --platform linux/arm64 --lock-out arm64.lock
+    """
+    from buildtool.build.metadata import check_writable
+    from buildtool.build.run import BuildOptions, bench_run, build_planned, plan_pinned
+    from buildtool.ci.waves import shard_of, without_stale_parents
+    from buildtool.cli.reporter import progress_reporter, progress_stream
+    from buildtool.plan.stale import check_registry
+
+    # Outputs written at the end are checked first: a typo must not cost the whole run.
+    for option, path in (("--lock-out", lock_out), ("--metadata-file", metadata_file)):
+        if path is not None:
+            check_writable(path, option)
+    bench = Workbench.open()
+    config = bench.config
+    push_wanted = config.push if push is None else push
+    options = BuildOptions(
+        push=push_wanted,
+        jobs=jobs or config.jobs,
+        keep_going=not fail_fast,
+        retries=retries,
+        run_tests=not no_tests,
+        lock_out=lock_out.resolve() if lock_out else None,
+    )
+    mode = progress_mode(progress, json_events)
+    reporter = progress_reporter(mode, progress_stream(mode))
+    run = bench_run(bench, options, reporter)
+    try:
+        planned = plan_pinned(bench, run, patterns, platforms, reporter)
+        if push_wanted:
+            # A pushed digest deleted from the registry since is pushed again (or rebuilt).
+            planned = check_registry(config, planned, strict=False)
+        if no_deps:
+            planned = without_stale_parents(planned, bench.labels(patterns), push_wanted, config)
+        if shard is not None:
+            planned, message = shard_of(planned, shard, push_wanted, config)
+            click.echo(message, err=True)
+        merge = push_wanted and not platforms and lock_out is None and not no_deps and not shard
+        summary = build_planned(bench, planned, options, reporter, merge=merge, run=run)
+    finally:
+        run.close()
+        reporter.close()
+    if metadata_file is not None:
+        _write_metadata(bench, metadata_file, patterns, platforms, merged=merge and ok(summary))
+    if summary is not None and summary.interrupted:
+        raise Interrupted("interrupted: finished builds are recorded; run again to resume")
+    if summary is not None and not summary.ok:
+        raise BuildFailed(
+            f"{len(summary.failed)} platform builds failed, {len(summary.skipped)} skipped"
+        )
+
+
+def ok(summary: Summary | None) -> bool:
+    return summary is None or summary.ok
+
+
+def _write_metadata(
+    bench: Workbench,
+    path: Path,
+    patterns: tuple[str, ...],
+    platforms: tuple[str, ...],
+    merged: bool,
+) -> None:
+    from buildtool.build.metadata import bake_metadata, write_metadata
+    from buildtool.platforms import normalise
+
+    metadata = bake_metadata(
+        bench.lockfile(),
+        bench.session.graph.targets,
+        bench.labels(patterns),
+        [normalise(p) for p in platforms],
+        indexes_current=merged,
+    )
+    write_metadata(path, metadata)

@@ -1,0 +1,59 @@
+"""``bt import-bake``: a BUILD.images from the JSON `docker buildx bake --print` writes."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from buildtool.errors import BtError
+
+
+@click.command("import-bake", context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("files", nargs=-1, type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    metavar="FILE",
+    help="Write BUILD.images to FILE.  [default: standard output]",
+)
+def command(files: tuple[Path, ...], output: Path | None) -> None:
+    """Print a BUILD.images declaring what FILES (the JSON `docker buildx bake --print`
+    writes; standard input when none or -) declare.
+
+    Each bake target becomes an image() with its context, dockerfile, target (stage), args,
+    platforms and tags (repository and tags; the registry host belongs in .cache-spec). The
+    targets of an expanded matrix (names and args varying along axes) become a for loop. A
+    `target:` context becomes a parent, handed over in a build arg of the context's name
+    (the Dockerfile then reads `ARG NAME=NAME` and `FROM ${NAME}`). Groups become group().
+    Fields bt has no use for are named in a comment above their target.
+
+    \b
+    Examples:
+      docker buildx bake --print > bake.json && bt import-bake bake.json -o BUILD.images
+      docker buildx bake --print all | bt import-bake
+    """
+    from buildtool.workspace.bake import build_file, read_prints
+
+    texts: list[tuple[str, str]] = []
+    for path in files or (Path("-"),):
+        if str(path) == "-":
+            texts.append(("standard input", sys.stdin.read()))
+            continue
+        try:
+            texts.append((str(path), path.read_text(encoding="utf-8")))
+        except (OSError, UnicodeDecodeError) as err:
+            raise BtError(f"cannot read: {getattr(err, 'strerror', None) or err}", path) from None
+    source = ", ".join(name for name, _ in texts)
+    text = build_file(read_prints(texts), f"`docker buildx bake --print` output ({source})")
+    if output is None:
+        click.echo(text, nl=False)
+        return
+    from buildtool.state.statefile import write_atomic
+
+    try:
+        write_atomic(output, text.encode(), durable=False)
+    except OSError as err:
+        raise BtError(f"cannot write: {err.strerror}", output) from None

@@ -1,0 +1,69 @@
+"""The records that flow out of BUILD.images: image targets and groups."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from buildtool.workspace.labels import Label
+
+# One platform build: the unit of hashing, scheduling, caching and locking.
+BuildId = tuple[Label, str]  # (target, platform)
+
+
+class Location(NamedTuple):
+    """Where a declaration was made, for ``path:line`` messages."""
+
+    path: str
+    line: int
+
+    def __str__(self) -> str:
+        return f"{self.path}:{self.line}"
+
+
+class SecretSource(NamedTuple):
+    """Where a build secret's value comes from; the value itself is never kept (invariant 7).
+
+    ``kind`` is "env" (``name`` is an environment variable) or "src" (``name`` is a file, as
+    written: relative to the workspace root, or absolute)."""
+
+    id: str
+    kind: str
+    name: str
+
+
+class ImageTarget(NamedTuple):
+    """One image, built once per platform.
+
+    Paths are workspace-relative POSIX paths. ``parents`` maps a build-arg name to the label
+    whose exact image reference is passed in that arg at build time. ``aliases`` are full image
+    references the target's image is also known by, besides ``<registry>/<repository>:<tag>``:
+    a Dockerfile naming one of them builds on this target (see ``parents.py``). ``secrets``
+    are the build secrets its builds get (``.cache-spec``'s, overridden by its own), by id.
+    """
+
+    label: Label
+    context: str
+    dockerfile: str
+    stage: str | None
+    args: tuple[tuple[str, str], ...]
+    parents: tuple[tuple[str, Label], ...]
+    platforms: tuple[str, ...]
+    tags: tuple[str, ...]
+    repository: str
+    inputs: tuple[str, ...] | None
+    tests: tuple[str, ...]
+    location: Location
+    aliases: tuple[str, ...] = ()
+    secrets: tuple[SecretSource, ...] = ()
+
+    @property
+    def parent_labels(self) -> tuple[Label, ...]:
+        return tuple(label for _, label in self.parents)
+
+
+class Group(NamedTuple):
+    """A named set of targets; building a group builds its members."""
+
+    label: Label
+    members: tuple[Label, ...]
+    location: Location

@@ -21,9 +21,9 @@ import pytest
 from btrun import bt, copy_example, write_tree
 from registries import MANIFEST, fake_registry, manifest_answer
 
-from buildtool.build.events import ReportEvent
+from buildtool.build.events import ReportEvent, Retrying, Summary
 from buildtool.build.run import BuildOptions, BuildRun
-from buildtool.build.scheduler import Job, Outcome, Retrying, Summary, run_jobs
+from buildtool.build.scheduler import Job, Outcome, run_jobs
 from buildtool.registry import sha256_digest
 from buildtool.workspace.config import Config
 

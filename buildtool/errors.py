@@ -50,6 +50,12 @@ class Interrupted(BtError):
     exit_code = 130
 
 
+class OutputClosed(KeyboardInterrupt):
+    """The reader of bt's output went away (``bt build --json | head -1``): the run stops as
+    an interrupt does (running builds cancelled, finished ones recorded), and exits 141, the
+    status of a process killed by SIGPIPE."""
+
+
 class TransientError(Exception):
     """A fault worth retrying (``retry.py``): a connection refused or reset, a timeout, an
     engine lost mid-stream, a registry 5xx or 429. ``source`` names what failed (``registry

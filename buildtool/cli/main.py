@@ -29,6 +29,7 @@ from buildtool.errors import BtError, Interrupted
 INTERRUPTED = 130
 TERMINATED = 128 + signal.SIGTERM
 INTERNAL_ERROR = 3  # never 1, which says a build failed
+CLOSED_OUTPUT = 128 + signal.SIGPIPE  # 141: what a shell reports of a writer `head` left
 
 # name -> (module, one-line help). Kept here so `bt --help` imports no command module.
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -200,9 +201,13 @@ def main(argv: list[str] | None = None) -> Any:
             args=argv, prog_name="bt", standalone_mode=False, auto_envvar_prefix=ENVVAR_PREFIX
         )
     except BtError as err:
+        if isinstance(err, Interrupted) and _reader_gone():
+            _stop_for_closed_output()
         click.echo(_scrubbed(str(err)), err=True)
         sys.exit(_interrupted() if isinstance(err, Interrupted) else err.exit_code)
     except (click.exceptions.Abort, KeyboardInterrupt):
+        if _reader_gone():
+            _stop_for_closed_output()
         click.echo("terminated" if _terminated else "interrupted", err=True)
         sys.exit(_interrupted())
     except click.UsageError as err:
@@ -222,6 +227,23 @@ def main(argv: list[str] | None = None) -> Any:
     except Exception as err:  # a bug: one line for the user, the traceback in a log
         click.echo(_report_crash(err, argv if argv is not None else sys.argv[1:]), err=True)
         sys.exit(INTERNAL_ERROR)
+
+
+def _reader_gone() -> bool:
+    """Whether a run's output lost its reader (``reporter.ReaderGuard``)."""
+    module = sys.modules.get("buildtool.cli.reporter")
+    return module is not None and bool(module.ReaderGuard.closed_by_reader)
+
+
+def _stop_for_closed_output() -> NoReturn:
+    """``bt build --json | head -1``: the run stopped as an interrupt does; say so on stderr
+    and exit as a process killed by SIGPIPE would."""
+    click.echo(
+        "bt: standard output was closed (its reader stopped reading), so the run stopped; "
+        "finished builds are recorded: run again to resume",
+        err=True,
+    )
+    sys.exit(CLOSED_OUTPUT)
 
 
 def _scrubbed(text: str) -> str:

@@ -72,6 +72,12 @@ def build_selection(
 
     config = bench.config
     push = options.push
+    if push and not config.registry:
+        # Before any pin or build: every build would fail at its push.
+        raise BtError(
+            "pushing needs [registry] url in .cache-spec (or build without --push)",
+            ".cache-spec",
+        )
     run = bench_run(bench, options, report)
     try:
         planned = plan_pinned(

@@ -6,6 +6,7 @@ rich is imported only by the live view: it costs import time that `bt plan` must
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 import time
@@ -474,8 +475,53 @@ def progress_reporter(mode: str, stream: IO[str]) -> Reporter:
 
     if mode == "auto":
         mode = "tty" if stream.isatty() else "plain"
-    stream = cast("IO[str]", ScrubbedStream(stream))
+    stream = cast("IO[str]", ScrubbedStream(cast("IO[str]", ReaderGuard(stream))))
     return PROGRESS_MODES[mode].reporter(stream)
+
+
+class ReaderGuard:
+    """A text stream whose reader may go away: the first write into a closed pipe points the
+    stream's descriptor at /dev/null (nothing more can be said there) and raises
+    ``OutputClosed``, which ends the run as Ctrl-C does; later writes are dropped."""
+
+    closed_by_reader = False  # set once any guarded stream lost its reader (main's exit code)
+
+    def __init__(self, stream: IO[str]):
+        self._stream = stream
+        self._lost = False
+
+    def write(self, text: str) -> int:
+        if self._lost:
+            return len(text)
+        try:
+            return self._stream.write(text)
+        except BrokenPipeError:
+            self._reader_gone()
+        return len(text)
+
+    def flush(self) -> None:
+        if self._lost:
+            return
+        try:
+            self._stream.flush()
+        except BrokenPipeError:
+            self._reader_gone()
+
+    def _reader_gone(self) -> None:
+        import os
+
+        from buildtool.errors import OutputClosed
+
+        self._lost = True
+        ReaderGuard.closed_by_reader = True
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, self._stream.fileno())
+            os.close(devnull)
+        raise OutputClosed
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
 
 
 def progress_stream(mode: str) -> IO[str]:

@@ -254,7 +254,9 @@ class _SpecReader:
                 raise self.fail(
                     f"registry.url path {prefix!r} must be lower-case path components", "url"
                 )
-        push = table.get("push", url is not None)
+        # Publishing is asked for, never implied by naming a registry (which is also the
+        # shared action cache a run that does not push reads).
+        push = table.get("push", False)
         if not isinstance(push, bool):
             raise self.fail("registry.push must be true or false", "push")
         insecure = table.get("insecure", False)

@@ -50,8 +50,9 @@ def push_option(func: F) -> F:
         "--push/--no-push",
         default=None,
         envvar="BT_PUSH",
-        help="Push each platform image by digest to the registry of .cache-spec.  "
-        "[default: [registry] push]",
+        help="Push each platform image by digest to [registry] url of .cache-spec. Nothing is "
+        "pushed unless asked: --push, BT_PUSH=1 or `push = true` under [registry].  "
+        "[default: [registry] push, else no push]",
     )(func)
 
 

@@ -184,7 +184,7 @@ def test_a_failing_build_skips_only_its_dependents_and_exits_1(tmp_path: Path, e
     assert Path(str(failed["log_path"])).is_file()
     assert "nonexistent-stage-image" in str(failed["log_tail"])
     assert list(lock(root)) == ["//:good"]
-    assert "1 platform builds failed, 2 skipped" in result.stderr
+    assert "1 platform build failed, 2 skipped" in result.stderr
 
 
 def test_a_run_target_routed_to_a_foreign_engine_is_refused(tmp_path: Path, engine: str) -> None:

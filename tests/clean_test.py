@@ -88,7 +88,7 @@ def test_clean_removes_derived_state_and_keeps_the_lockfile_and_its_manifests(
     assert done.returncode == 0, done.stderr
     assert sorted(done.stdout.splitlines()) == derived
     assert "8 files, freed" in done.stderr
-    assert "kept 1 manifests of recorded builds" in done.stderr
+    assert "kept 1 manifest of recorded builds" in done.stderr
     assert digest_tree(root) == before_ws  # images.lock and the sources untouched
     assert sorted(digest_tree(cache)) == [f"manifests/aa/{RECORDED}.msgpack"]
     assert not (cache / "logs" / "_").exists()

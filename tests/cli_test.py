@@ -126,7 +126,7 @@ def test_a_registry_that_cannot_be_reached_during_a_build_fails_the_build_exit_1
     # The remote action cache asks the registry before the build: that is where it fails.
     assert f"cannot ask the registry for 127.0.0.1:{port}/bt/a:bt-" in result.stderr
     assert "connection refused" in result.stderr.lower()
-    assert result.stderr.splitlines()[-1] == "1 platform builds failed, 0 skipped"
+    assert result.stderr.splitlines()[-1] == "1 platform build failed, 0 skipped"
 
 
 def closed_port() -> int:

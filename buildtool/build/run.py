@@ -348,8 +348,10 @@ class BuildRun:
                 builder.build(request, cancel)
             except MissingInput as missing:
                 raise undeclared_read(self.config, target, missing) from None
-            if self.options.run_tests:
-                run_tests(builder, planned.platform, target, tag)
+        if self.options.run_tests:
+            # A build from the engine's action cache is tested too when its tests (or their
+            # text) have no recorded pass for this key.
+            run_tests(builder, planned.platform, target, tag, planned.key, self.config.cache_dir)
         if self.options.push:
             ref = remote_ref(self.config, target, planned.key)
             builder.tag(tag, ref)

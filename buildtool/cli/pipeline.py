@@ -51,10 +51,11 @@ class BuildResult:
     planned: tuple[PlannedBuild, ...]
     summary: Summary | None  # None when nothing needed a run
     merged: bool  # the indexes were put (a complete run that merges)
+    tests_failed: int = 0  # builds this run did not run whose due tests failed
 
     @property
     def ok(self) -> bool:
-        return self.summary is None or self.summary.ok
+        return (self.summary is None or self.summary.ok) and not self.tests_failed
 
 
 def build_selection(
@@ -98,9 +99,38 @@ def build_selection(
         summary = build_planned(bench, planned, options, report, run=run)
     finally:
         run.close()
+    tests_failed = 0
+    if options.run_tests and (summary is None or not summary.interrupted):
+        tests_failed = test_unchanged(bench, planned, options, report)
     merge = selection.merges(options)
     merged = merge and merge_after(bench, planned, options, summary, report)
-    return BuildResult(tuple(planned), summary, merged)
+    return BuildResult(tuple(planned), summary, merged, tests_failed)
+
+
+def test_unchanged(
+    bench: Workbench,
+    planned: Sequence[PlannedBuild],
+    options: BuildOptions,
+    report: Callable[[ReportEvent], None],
+) -> int:
+    """Run the tests of the builds this run did not need to run whose tests have no recorded
+    pass for their key (a test added or edited since); the number of builds that failed."""
+    from buildtool.build.image_tests import due_tests, passed_tests, run_image_tests
+
+    targets = bench.session.graph.targets
+    config = bench.config
+    passed = passed_tests(config.cache_dir)
+    due = [
+        p
+        for p in planned
+        if targets[p.label].tests
+        and p.record is not None
+        and not needs_run(p, options.push, config.registry)
+        and due_tests(targets[p.label], p.platform, p.key, passed)
+    ]
+    if not due:
+        return 0
+    return run_image_tests(bench, due, report, only_due=True).failed
 
 
 def merge_after(

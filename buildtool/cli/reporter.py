@@ -40,6 +40,7 @@ from buildtool.build.events import (
     WatchEvent,
     Watching,
 )
+from buildtool.cli.counts import counted
 
 if TYPE_CHECKING:
     from rich.console import Console, RenderableType
@@ -99,7 +100,7 @@ class PlainReporter:
             self.total, self.done = event.total, 0
             known = [seconds for _, seconds in event.estimates]
             about = f" (last time they took {_duration(sum(known))})" if known else ""
-            self._write(f"{event.total} platform builds to run{about}")
+            self._write(f"{counted(event.total, 'platform build')} to run{about}")
             return
         if isinstance(event, RunFinished):
             self._write(summary_line(event.summary))
@@ -160,7 +161,7 @@ _RUN_EVENTS = (
 def plain_lines(event: RunEvent | WatchEvent) -> list[str]:
     """The text of an event outside the scheduler's, the same in plain and live output."""
     if isinstance(event, UpToDate):
-        return [f"nothing to build: {event.total} platform builds up to date"]
+        return [f"nothing to build: {counted(event.total, 'platform build')} up to date"]
     if isinstance(event, Merged):
         return [event.detail]
     if isinstance(event, Pinned):
@@ -170,7 +171,7 @@ def plain_lines(event: RunEvent | WatchEvent) -> list[str]:
             f"pinned {event.reference} ({event.platform}) to {event.digest} from the {event.source}"
         ]
     if isinstance(event, ImageTestsPassed):
-        return [f"ok    {_build(event.id)} ({event.count} tests)"]
+        return [f"ok    {_build(event.id)} ({counted(event.count, 'test')})"]
     if isinstance(event, ImageTestsFailed):
         lines = [f"FAIL  {_build(event.id)}: {event.message}"]
         return lines + [f"      {line}" for line in event.log_tail.splitlines()]
@@ -178,13 +179,14 @@ def plain_lines(event: RunEvent | WatchEvent) -> list[str]:
         return [f"skip  {_build(event.id)}: {event.reason}"]
     if isinstance(event, ImageTestsFinished):
         if event.failed:
-            return [f"tested {event.ran} platform builds, {event.failed} failed"]
-        return [f"{event.ran} platform builds passed their tests"]
+            return [f"tested {counted(event.ran, 'platform build')}, {event.failed} failed"]
+        its = "its" if event.ran == 1 else "their"
+        return [f"{counted(event.ran, 'platform build')} passed {its} tests"]
     if isinstance(event, Round):
         return [round_line(event)]
     if isinstance(event, WatchError):
         return [event.message]
-    return [f"watching {event.files} files (Ctrl-C to stop)"]
+    return [f"watching {counted(event.files, 'file')} (Ctrl-C to stop)"]
 
 
 def round_line(event: Round) -> str:

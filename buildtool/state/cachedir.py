@@ -8,6 +8,7 @@ Layout (``cache_dir`` of ``.cache-spec``, by default ``$XDG_CACHE_HOME/bt/<dir>-
     filesets.msgpack         described file sets, with the stats that vouch for them (setcache)
     graph.msgpack            the evaluated target graph and what it was made of (graphcache)
     build-times.json         seconds each platform build last took (durations)
+    tests-passed.json        image tests that passed, by build key and test text (image_tests)
     keys.msgpack             keys by what they were encoded from, for one run identity (keymemo)
     lockfile-checked         which bytes of images.lock last passed its schema check (lockfile)
     manifests/ab/<key>.msgpack   what went into each key (keys; read by ``bt why``)
@@ -57,6 +58,10 @@ class CacheDir(NamedTuple):
     @property
     def build_times(self) -> Path:
         return self.root / "build-times.json"
+
+    @property
+    def tests_passed(self) -> Path:
+        return self.root / "tests-passed.json"
 
     @property
     def keys(self) -> Path:

@@ -203,6 +203,28 @@ class _Builtins:
             raise self.error(f"{what} must be a list of strings")
         return tuple(value)
 
+    def _tests(self, value: object) -> tuple[str | tuple[str, ...], ...]:
+        """Each test as Dockerfile's RUN/CMD forms: a string runs through the image's shell,
+        a list of strings is exec form (after the image's ENTRYPOINT)."""
+        if isinstance(value, str) or not isinstance(value, (list, tuple)):
+            raise self.error("tests must be a list of commands (strings, or lists of strings)")
+        tests: list[str | tuple[str, ...]] = []
+        for test in value:
+            if isinstance(test, str) and test.strip():
+                tests.append(test)
+            elif (
+                isinstance(test, (list, tuple))
+                and test
+                and all(isinstance(word, str) for word in test)
+            ):
+                tests.append(tuple(test))
+            else:
+                raise self.error(
+                    f"tests: {test!r} is not a command: write a non-empty string (run by the "
+                    "image's shell) or a non-empty list of strings (exec form)"
+                )
+        return tuple(tests)
+
     def _mapping(self, what: str, value: object) -> dict[str, str]:
         if not isinstance(value, Mapping):
             raise self.error(f"{what} must be a dict of strings")
@@ -229,7 +251,7 @@ class _Builtins:
         tags: Sequence[str] | None = None,
         repository: str | None = None,
         inputs: Sequence[str] | None = None,
-        tests: Sequence[str] | None = None,
+        tests: Sequence[str | Sequence[str]] | None = None,
         package: str | None = None,
         aliases: Sequence[str] | None = None,
         secrets: Mapping[str, Mapping[str, str]] | None = None,
@@ -281,7 +303,7 @@ class _Builtins:
             input_list = tuple(
                 self._relative("inputs", item, "") for item in self._strings("inputs", inputs)
             )
-        test_list = () if tests is None else self._strings("tests", tests)
+        test_list = () if tests is None else self._tests(tests)
         alias_list = () if aliases is None else self._aliases(aliases)
         secret_list = self._secrets(secrets, context_path)
         target = ImageTarget(

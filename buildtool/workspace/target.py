@@ -41,7 +41,9 @@ class ImageTarget(NamedTuple):
     tags: tuple[str, ...]
     repository: str
     inputs: tuple[str, ...] | None
-    tests: tuple[str, ...]
+    # A string runs through the image's shell (``sh -c``), a tuple is exec form after the
+    # image's ENTRYPOINT: Dockerfile's RUN/CMD forms.
+    tests: tuple[str | tuple[str, ...], ...]
     location: Location
     aliases: tuple[str, ...] = ()
     secrets: tuple[SecretSource, ...] = ()

@@ -272,12 +272,16 @@ class BuildKitCliBuilder:
             )
         return match.group(1)
 
-    def run(self, image: str, command: Sequence[str], timeout: float) -> tuple[int, str]:
+    def run(
+        self, image: str, command: Sequence[str], timeout: float, entrypoint: str | None = None
+    ) -> tuple[int, str]:
         name = f"bt-run-{secrets.token_hex(6)}"
         args = [self.cli, "run", "--rm", "--network=none", "--name", name]
         platform = self._platform_of(image)
         if platform:
             args += ["--platform", str(platform)]  # else the engine would look for its own platform
+        if entrypoint is not None:
+            args += ["--entrypoint", entrypoint]
         try:
             done = subprocess.run(
                 [*args, image, *command],

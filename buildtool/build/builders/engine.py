@@ -250,7 +250,9 @@ class EngineApiBuilder:
             raise JobFailed(f"push of {ref} reported no digest")
         return str(digest)
 
-    def run(self, image: str, command: Sequence[str], timeout: float) -> tuple[int, str]:
+    def run(
+        self, image: str, command: Sequence[str], timeout: float, entrypoint: str | None = None
+    ) -> tuple[int, str]:
         import requests
 
         import docker
@@ -260,13 +262,19 @@ class EngineApiBuilder:
             container = self.client.create_container(
                 image,
                 command=list(command),
+                entrypoint=[entrypoint] if entrypoint is not None else None,
                 host_config=self.client.create_host_config(network_mode="none"),
                 platform=str(Platform.of_engine(attrs["Os"], attrs["Architecture"])),
             )
         except (docker.errors.APIError, requests.exceptions.RequestException) as err:
             raise self._fault(f"running {image}", err) from None
         try:
-            self.client.start(container)
+            try:
+                self.client.start(container)
+            except docker.errors.APIError as err:
+                # What `docker run` reports as 127 (126): the command could not be started.
+                missing = "no such file" in str(err).lower() or "not found" in str(err).lower()
+                return (127 if missing else 126), f"{err}\n"
             try:
                 status = int(self.client.wait(container, timeout=timeout)["StatusCode"])
             except requests.exceptions.RequestException:

@@ -14,6 +14,7 @@ from buildtool.cli.commands.common import (
     progress_option,
     push_option,
 )
+from buildtool.cli.counts import counted
 from buildtool.errors import BuildFailed, Interrupted
 from buildtool.plan.session import Workbench
 
@@ -147,8 +148,13 @@ def command(
         raise Interrupted("interrupted: finished builds are recorded; run again to resume")
     if summary is not None and not summary.ok:
         raise BuildFailed(
-            f"{len(summary.failed)} platform builds failed, {len(summary.skipped)} skipped"
+            f"{counted(len(summary.failed), 'platform build')} failed, "
+            f"{len(summary.skipped)} skipped"
         )
+    if result.tests_failed:
+        its = "its" if result.tests_failed == 1 else "their"
+        failed = counted(result.tests_failed, "platform build")
+        raise BuildFailed(f"{failed} failed {its} tests")
 
 
 def _write_metadata(

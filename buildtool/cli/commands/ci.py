@@ -8,6 +8,7 @@ import click
 
 from buildtool.ci.waves import ACTION
 from buildtool.cli.commands.common import complete_patterns
+from buildtool.cli.counts import counted
 from buildtool.errors import BtError
 from buildtool.plan.session import Workbench
 from buildtool.plan.stale import PlannedBuild, needs_run
@@ -78,13 +79,14 @@ def plan(
     waves = len(ci_plan.waves)
     if max_waves is not None and waves > max_waves:
         raise BtError(
-            f"the plan needs {waves} waves, more than the {max_waves} of the workflow: "
+            f"the plan needs {counted(waves, 'wave')}, more than the {max_waves} of the workflow: "
             f"regenerate it with `bt ci workflow --waves {waves}`"
         )
     click.echo(ci_plan.to_json(indent=None if compact else 2))
     builds = sum(len(job.builds) for wave in ci_plan.waves for job in wave.jobs)
     click.echo(
-        f"{builds} stale platform builds in {waves} waves: {ci_plan.job_count} jobs, then merge",
+        f"{counted(builds, 'stale platform build')} in {counted(waves, 'wave')}: "
+        f"{counted(ci_plan.job_count, 'job')}, then merge",
         err=True,
     )
 

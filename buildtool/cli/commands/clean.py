@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from buildtool.cli.counts import counted
 from buildtool.plan.session import Session
 
 
@@ -30,8 +31,9 @@ def command(dry_run: bool) -> None:
         click.echo(str(path))
     verb = "would free" if dry_run else "freed"
     click.echo(
-        f"{config.cache_dir}: {len(cleaned.removed)} files, {verb} {_size(cleaned.freed)}; "
-        f"kept {cleaned.kept_manifests} manifests of recorded builds",
+        f"{config.cache_dir}: {counted(len(cleaned.removed), 'file')}, "
+        f"{verb} {_size(cleaned.freed)}; "
+        f"kept {counted(cleaned.kept_manifests, 'manifest')} of recorded builds",
         err=True,
     )
 

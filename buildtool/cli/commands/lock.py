@@ -10,6 +10,7 @@ from pathlib import Path
 import click
 
 from buildtool.cli.commands.common import complete_patterns, platform_option
+from buildtool.cli.counts import counted
 from buildtool.errors import BtError
 from buildtool.plan.session import Workbench
 from buildtool.state.lockfile import BuildRecord, Lockfile, pushed
@@ -63,7 +64,8 @@ def update(patterns: tuple[str, ...], platforms: tuple[str, ...]) -> None:
             state = f"moved {short_digest(before.digest)} -> {short_digest(pin.digest)}"
         click.echo(f"{image.written} ({platform}): {state} from the {pin.source}")
     click.echo(
-        f"{bench.config.lockfile.name}: {len(resolved)} pins checked, {moved} moved", err=True
+        f"{bench.config.lockfile.name}: {counted(len(resolved), 'pin')} checked, {moved} moved",
+        err=True,
     )
     bench.session.save()
     if pinning.failures:
@@ -128,8 +130,8 @@ def merge(fragments: tuple[Path, ...]) -> None:
     bench.session.save()
     builds = sum(1 for _ in folded.records())
     click.echo(
-        f"{bench.config.lockfile.name}: folded {len(fragments)} fragments "
-        f"({builds} builds), {changed} records changed",
+        f"{bench.config.lockfile.name}: folded {counted(len(fragments), 'fragment')} "
+        f"({counted(builds, 'build')}), {counted(changed, 'record')} changed",
         err=True,
     )
 
@@ -163,9 +165,11 @@ def check(lockfile: Path | None) -> None:
     for problem in problems:
         click.echo(problem)
     builds = sum(1 for _ in lock.records())
-    verdict = f"{len(problems)} problems" if problems else "every digest and tag as recorded"
+    verdict = counted(len(problems), "problem") if problems else "every digest and tag as recorded"
     click.echo(
-        f"{path.name}: {builds} builds, {len(lock.images)} indexes checked: {verdict}", err=True
+        f"{path.name}: {counted(builds, 'build')}, {counted(len(lock.images), 'index', 'indexes')} "
+        f"checked: {verdict}",
+        err=True,
     )
     if problems:
         sys.exit(1)

@@ -7,6 +7,7 @@ import json
 import click
 
 from buildtool.cli.commands.common import complete_patterns, format_option, platform_option
+from buildtool.cli.counts import counted
 from buildtool.plan.session import Workbench
 from buildtool.plan.stale import PlannedBuild
 
@@ -58,7 +59,7 @@ def command(
         status = "stale" if p.stale else "fresh"
         click.echo(f"{status}  {p.label!s:<{width}}  {p.platform:<12} {p.key[:12]}  {p.reason}")
     stale = sum(p.stale for p in planned)
-    click.echo(f"{stale} of {len(planned)} platform builds stale", err=True)
+    click.echo(f"{stale} of {counted(len(planned), 'platform build')} stale", err=True)
 
 
 def _as_json(p: PlannedBuild) -> dict[str, object]:

@@ -12,6 +12,7 @@ from buildtool.cli.commands.common import (
     progress_mode,
     progress_option,
 )
+from buildtool.cli.counts import counted
 from buildtool.errors import BtError, BuildFailed
 from buildtool.plan.session import Workbench
 
@@ -50,4 +51,5 @@ def command(
     finally:
         reporter.close()
     if finished.failed:
-        raise BuildFailed(f"{finished.failed} of {finished.ran} platform builds failed their tests")
+        ran = counted(finished.ran, "platform build")
+        raise BuildFailed(f"{finished.failed} of {ran} failed their tests")

@@ -80,7 +80,7 @@ def test_every_option_names_its_default_and_its_environment_variable() -> None:
 
 def test_options_come_from_bt_variables(tmp_path: Path) -> None:
     root = workspace(tmp_path)
-    as_json = bt("plan", "//...", cwd=root, env={"BT_PLAN_FORMAT": "json"})
+    as_json = bt("plan", "//...", cwd=root, env={"BT_FORMAT": "json"})
     assert as_json.returncode == 0, as_json.stderr
     assert [p["label"] for p in json.loads(as_json.stdout)] == ["//:a"]
     elsewhere = bt("query", "//...", cwd=tmp_path, env={"BT_DIRECTORY": str(root)})
@@ -88,6 +88,116 @@ def test_options_come_from_bt_variables(tmp_path: Path) -> None:
     bad = bt("build", "//...", cwd=root, env={"BT_JOBS": "0"})
     assert bad.returncode == 2
     assert "0 is not in the range x>=1" in bad.stderr
+
+
+def long_flags(option: click.Option) -> set[str]:
+    return {flag for flag in (*option.opts, *option.secondary_opts) if flag.startswith("--")}
+
+
+# The one option spelt alike on two commands with two meanings: a format to `bt query`, the
+# file to write to `bt import-bake`. Each reads its own variable.
+MEANING_DIFFERS = {"--output"}
+
+
+def test_an_option_several_commands_share_reads_one_variable_on_every_command() -> None:
+    readers: dict[str, dict[str, object]] = {}
+    for path, option, _ in every_option():
+        if path == "bt":
+            continue
+        for flag in long_flags(option) or {"-C"}:
+            readers.setdefault(flag, {})[path] = option.envvar
+    shared = {flag: by_path for flag, by_path in readers.items() if len(by_path) > 1}
+    assert set(shared) - MEANING_DIFFERS == {
+        "-C", "--platform", "--push", "--no-push", "--progress", "--json", "--format",
+        "--dry-run", "--builds-per-job",
+    }  # fmt: skip
+    for flag, by_path in shared.items():
+        names = set(by_path.values())
+        if flag in MEANING_DIFFERS:
+            assert len(names) == len(by_path), (flag, by_path)
+        elif flag == "-C":  # read once, by `bt` itself, wherever -C is written
+            assert names == {None}, by_path
+        else:
+            assert len(names) == 1 and None not in names, (flag, by_path)
+    commands = {path for path, _, _ in every_option() if path != "bt"}
+    assert set(readers["-C"]) == commands  # every command takes -C after its name
+
+
+def readme_table(heading_row: str) -> list[list[str]]:
+    """The rows of the README table whose header row is ``heading_row``, as cells."""
+    text = (REPO / "README.md").read_text()
+    lines = text[text.index(heading_row) :].splitlines()[2:]
+    rows = []
+    for line in lines:
+        if not line.startswith("|"):
+            break
+        rows.append([cell.strip() for cell in line.strip("|").split(" | ")])
+    return rows
+
+
+def test_the_readmes_command_table_names_exactly_the_options_of_each_command() -> None:
+    import re
+
+    by_command: dict[str, set[str]] = {}
+    for path, option, _ in every_option():
+        if path != "bt":
+            by_command.setdefault(path, set()).update(long_flags(option))
+    documented: dict[str, set[str]] = {}
+    for first, what in readme_table("| command | what it does |"):
+        words = first.strip("`").split()
+        path = " ".join(w for w in words if re.fullmatch(r"[a-z][a-z-]*", w))
+        # The options in code spans that start with one (`--push/--no-push`, `--shard I/N`);
+        # other spans may name other commands' options (`bt build --lock-out`).
+        spans = re.findall(r"`(--[^`]*)`", what)
+        documented[path] = {f for span in spans for f in re.findall(r"--[a-z][a-z-]*", span)}
+    groups = {"bt ci", "bt lock"}  # their subcommands have the rows
+    assert documented == {path: flags for path, flags in by_command.items() if path not in groups}
+
+
+def test_the_readmes_environment_table_is_what_help_says(tmp_path: Path) -> None:
+    rows = readme_table("| variable | option |")
+    assert rows, "no environment table"
+    for variable_cell, option_cell in rows:
+        variable = variable_cell.strip("`")
+        flag = option_cell.split("`")[1].split()[0].split("/")[0]
+        if flag == "-C":
+            helps = [bt("--help", cwd=REPO, check=True).stdout]
+            helps += [bt(name, "--help", cwd=REPO, check=True).stdout for name in COMMANDS]
+        else:
+            names = option_cell.split(" of ", 1)[1].split(" (")[0].split(", ")
+            helps = [bt(*name.split(), "--help", cwd=REPO, check=True).stdout for name in names]
+            assert all(flag in text for text in helps), (variable, flag)
+        for text in helps:
+            assert variable in " ".join(text.split()), (variable, text)
+
+
+def test_dash_c_works_before_and_after_the_command(tmp_path: Path) -> None:
+    root = workspace(tmp_path)
+    before = bt("-C", str(root), "plan", "//...", cwd=tmp_path)
+    after = bt("plan", "-C", str(root), "//...", cwd=tmp_path)
+    last = bt("plan", "//...", "-C", str(root), cwd=tmp_path)
+    assert before.returncode == 0, before.stderr
+    assert before.stdout.startswith("stale  //:a  linux/amd64")
+    assert (after.returncode, after.stdout) == (0, before.stdout)
+    assert (last.returncode, last.stdout) == (0, before.stdout)
+    nested = bt("-C", str(tmp_path), "query", "-C", root.name, "//...", cwd=REPO)
+    assert (nested.returncode, nested.stdout) == (0, "//:a\n")  # relative to the first -C
+
+
+def test_bt_platform_selects_the_platform_of_why_and_inputs(tmp_path: Path) -> None:
+    root = workspace(tmp_path)
+    (root / ".cache-spec").write_text('platforms = ["linux/amd64", "linux/arm64"]\n')
+    env = {"BT_PLATFORM": "linux/arm64"}
+    why = bt("why", "//:a", cwd=root, env=env)
+    assert why.returncode == 0, why.stderr
+    assert why.stdout.splitlines()[0] == "//:a linux/arm64: stale"
+    assert why.stdout == bt("why", "//:a", "--platform", "linux/arm64", cwd=root).stdout
+    inputs = bt("inputs", "//:a", "--format", "json", cwd=root, env=env)
+    assert inputs.returncode == 0, inputs.stderr
+    assert json.loads(inputs.stdout)["platform"] == "linux/arm64"
+    both = bt("inputs", "//:a", cwd=root, env={"BT_PLATFORM": "linux/arm64 linux/amd64"})
+    assert both.returncode == 2
+    assert "one platform, not 'linux/arm64 linux/amd64'" in both.stderr
 
 
 def test_unknown_command_is_a_usage_error() -> None:

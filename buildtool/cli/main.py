@@ -73,6 +73,7 @@ class LazyGroup(click.Group):
             return None
         module = importlib.import_module(entry[0])
         command: click.Command = module.command
+        _take_directory(command)
         _name_envvars(command, f"{ENVVAR_PREFIX}_{cmd_name.replace('-', '_').upper()}")
         return command
 
@@ -83,11 +84,39 @@ class LazyGroup(click.Group):
                 formatter.write_dl(rows)
 
 
+def _change_directory(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+    if value:
+        os.chdir(value)
+
+
+def _take_directory(command: click.Command) -> None:
+    """``-C DIR`` after the command too (``bt plan -C DIR //...``), as before it: relative to
+    where an earlier ``-C`` (or BT_DIRECTORY, read once, by ``bt`` itself) went."""
+    if not any(param.name == "directory" for param in command.params):
+        command.params.insert(
+            0,
+            click.Option(
+                ["-C", "directory"],
+                type=click.Path(file_okay=False, exists=True),
+                metavar="DIRECTORY",
+                expose_value=False,
+                is_eager=True,
+                callback=_change_directory,
+                allow_from_autoenv=False,
+                help="Run as if bt was started in DIRECTORY (also before the command; "
+                "env var: BT_DIRECTORY).  [default: the current directory]",
+            ),
+        )
+    if isinstance(command, click.Group):
+        for sub in command.commands.values():
+            _take_directory(sub)
+
+
 def _name_envvars(command: click.Command, prefix: str) -> None:
-    """Every option reads BT_<COMMAND>_<OPTION>, named after its long flag (BT_PLAN_FORMAT
-    for `bt plan --format`), unless it has a shared name (BT_JOBS); --help shows it."""
+    """Every option reads BT_<COMMAND>_<OPTION>, named after its long flag (BT_PLAN_ALL for
+    `bt plan --all`), unless several commands share it (BT_PLATFORM); --help shows it."""
     for param in command.params:
-        if not isinstance(param, click.Option) or param.name in ("help", "version"):
+        if not isinstance(param, click.Option) or param.name in ("help", "version", "directory"):
             continue
         if param.envvar is None:
             flag = next((o for o in param.opts if o.startswith("--")), param.opts[0])
@@ -134,9 +163,10 @@ def cli(directory: str | None) -> None:
     Exit codes: 0 ok, 1 a build failed, 2 usage or configuration error, 3 internal error (bt
     names the log holding the details), 130 interrupted, 143 terminated (SIGTERM).
 
-    Every option can be set in the environment: BT_<COMMAND>_<OPTION> (BT_PLAN_FORMAT=json),
-    and BT_JOBS, BT_PLATFORM, BT_PUSH, BT_PROGRESS for the commands that build; BT_DIRECTORY
-    for -C. Each --help names the variable.
+    Every option can be set in the environment: one variable for an option several commands
+    share (BT_DIRECTORY for -C, BT_PLATFORM, BT_PUSH, BT_PROGRESS, BT_JSON, BT_JOBS, BT_FORMAT,
+    BT_DRY_RUN, BT_BUILDS_PER_JOB), BT_<COMMAND>_<OPTION> for the others (BT_PLAN_ALL=1).
+    -C DIRECTORY goes before or after the command. Each --help names the variable.
     """
     if directory:
         os.chdir(directory)

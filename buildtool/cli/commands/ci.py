@@ -18,6 +18,7 @@ _builds_per_job = click.option(
     type=click.IntRange(min=1),
     default=1,
     show_default=True,
+    envvar="BT_BUILDS_PER_JOB",
     help="Platform builds one job runs, at most (more when --max-jobs asks).",
 )
 

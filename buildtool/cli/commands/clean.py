@@ -9,7 +9,12 @@ from buildtool.plan.session import Session
 
 
 @click.command("clean")
-@click.option("--dry-run", is_flag=True, help="List what would be removed; remove nothing.")
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    envvar="BT_DRY_RUN",
+    help="List what would be removed; remove nothing.",
+)
 def command(dry_run: bool) -> None:
     """Remove the cache directory's derived state: the stat and analysis caches, build and
     crash logs, input manifests of keys images.lock does not record, and temporary files a

@@ -35,6 +35,27 @@ def platform_option(func: F) -> F:
     )(func)
 
 
+def one_platform_option(func: F) -> F:
+    """``--platform`` of a command about one platform build (``bt inputs``): one value, read
+    from BT_PLATFORM as every command's ``--platform`` is."""
+    return click.option(
+        "--platform",
+        metavar="OS/ARCH",
+        envvar="BT_PLATFORM",
+        callback=_one_platform,
+        help="The platform build to list, e.g. linux/arm64.  "
+        "[default: the target's only platform, else required]",
+    )(func)
+
+
+def _one_platform(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    if value is None:
+        return None
+    if len(value.split()) != 1:
+        raise click.BadParameter(f"one platform, not {value!r}", ctx, param)
+    return _platforms(ctx, param, (value.strip(),))[0]
+
+
 def _platforms(
     ctx: click.Context, param: click.Parameter, values: tuple[str, ...]
 ) -> tuple[str, ...]:
@@ -66,6 +87,7 @@ def progress_option(func: F) -> F:
         "--json",
         "json_events",
         is_flag=True,
+        envvar="BT_JSON",
         help="Print one JSON event per line on stdout (the same as --progress=rawjson).",
     )(func)
     return click.option(
@@ -92,6 +114,7 @@ def format_option(help_text: str) -> Callable[[F], F]:
             type=click.Choice(["text", "json"]),
             default="text",
             show_default=True,
+            envvar="BT_FORMAT",
             help=help_text,
         )(func)
 

@@ -6,18 +6,14 @@ import json
 
 import click
 
-from buildtool.cli.commands.common import complete_patterns, format_option
+from buildtool.cli.commands.common import complete_patterns, format_option, one_platform_option
 from buildtool.errors import BtError
 from buildtool.plan.session import Workbench
 
 
 @click.command("inputs")
 @click.argument("label", shell_complete=complete_patterns)
-@click.option(
-    "--platform",
-    metavar="OS/ARCH",
-    help="The platform build to list (default: the target's only platform, else required).",
-)
+@one_platform_option
 @format_option("text: one line per file; json: an object with the files and any fallback.")
 def command(label: str, platform: str | None, output_format: str) -> None:
     """List every file LABEL's platform build hashes into its key: its digest and the

@@ -15,7 +15,9 @@ from buildtool.plan.session import Workbench
     is_flag=True,
     help="Merge images that miss a platform from the platforms they have (else refused).",
 )
-@click.option("--dry-run", is_flag=True, help="Say what would be put; write nothing.")
+@click.option(
+    "--dry-run", is_flag=True, envvar="BT_DRY_RUN", help="Say what would be put; write nothing."
+)
 def command(patterns: tuple[str, ...], allow_partial: bool, dry_run: bool) -> None:
     """Put a multi-platform index to every tag of the images PATTERNS select.
 

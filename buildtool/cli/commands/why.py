@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from buildtool.cli.commands.common import complete_patterns
+from buildtool.cli.commands.common import complete_patterns, platform_option
 from buildtool.errors import BtError
 from buildtool.plan.changes import diff_manifests
 from buildtool.plan.keys import load_manifest
@@ -17,12 +17,8 @@ from buildtool.plan.stale import PlannedBuild
 
 @click.command("why")
 @click.argument("patterns", nargs=-1, required=True, shell_complete=complete_patterns)
-@click.option(
-    "--platform",
-    metavar="OS/ARCH",
-    help="Only the builds for this platform (default: every platform of each target).",
-)
-def command(patterns: tuple[str, ...], platform: str | None) -> None:
+@platform_option
+def command(patterns: tuple[str, ...], platforms: tuple[str, ...]) -> None:
     """Explain why the platform builds of the targets PATTERNS select are stale (or not).
 
     One block per platform build: it compares the inputs of the build recorded in images.lock
@@ -38,12 +34,13 @@ def command(patterns: tuple[str, ...], platform: str | None) -> None:
     bench = Workbench.open()
     selected = bench.labels(patterns)
     targets = bench.session.graph.targets
-    if platform is not None and not any(platform in targets[lb].platforms for lb in selected):
-        builds_for = sorted({p for label in selected for p in targets[label].platforms})
-        raise BtError(
-            f"{' '.join(patterns)} does not build for {platform} ({', '.join(builds_for)})"
-        )
-    planned = bench.plan(patterns, [platform] if platform else [])
+    for platform in platforms:
+        if not any(platform in targets[lb].platforms for lb in selected):
+            builds_for = sorted({p for label in selected for p in targets[label].platforms})
+            raise BtError(
+                f"{' '.join(patterns)} does not build for {platform} ({', '.join(builds_for)})"
+            )
+    planned = bench.plan(patterns, platforms)
     for line in explain(bench.config.cache_dir, (p for p in planned if p.label in selected)):
         click.echo(line)
 

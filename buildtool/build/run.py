@@ -85,6 +85,7 @@ def undeclared_read(config: Config, target: ImageTarget, missing: MissingInput) 
     if not os.path.lexists(context / path):
         message = f"{label} reads {path}, which is not in its context {target.context or '.'!r}"
     elif target.inputs is not None:
+        where = target.inputs_location or where
         message = (
             f"{label} reads {path}, which its inputs do not cover, so bt did not send it: "
             f"add it to inputs of {label} ({where})"

@@ -99,7 +99,8 @@ class PlainReporter:
         if isinstance(event, RunStarted):
             self.total, self.done = event.total, 0
             known = [seconds for _, seconds in event.estimates]
-            about = f" (last time they took {_duration(sum(known))})" if known else ""
+            they = "it" if event.total == 1 else "they"
+            about = f" (last time {they} took {_duration(sum(known))})" if known else ""
             self._write(f"{counted(event.total, 'platform build')} to run{about}")
             return
         if isinstance(event, RunFinished):

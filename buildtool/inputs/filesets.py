@@ -206,7 +206,7 @@ class FileSets:
         sources: tuple[Source, ...]
         if target.inputs is not None:
             fallback = None
-            loc = target.location
+            loc = target.inputs_location or target.location
             sources = tuple((p, loc.path, loc.line, "inputs", ()) for p in target.inputs)
         elif fallback is not None:
             sources = ((".", target.dockerfile, 0, "whole context", ()),)

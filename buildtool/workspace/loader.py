@@ -116,7 +116,7 @@ def _evaluate(config: Config, relpath: str, globs: list[GlobCall]) -> list[Image
         raise BtError(f"cannot read: {err}", relpath) from None
     code = starlark.compile_file(source, relpath, config.evaluation)
     file_package = posixpath.dirname(relpath)
-    builtins = _Builtins(config, relpath, file_package, globs)
+    builtins = _Builtins(config, relpath, file_package, globs, source)
     starlark.execute(code, relpath, builtins.functions(), config.evaluation)
     return builtins.declared
 
@@ -124,8 +124,17 @@ def _evaluate(config: Config, relpath: str, globs: list[GlobCall]) -> list[Image
 class _Builtins:
     """The functions a BUILD file can call; each records what it declares."""
 
-    def __init__(self, config: Config, relpath: str, file_package: str, globs: list[GlobCall]):
+    def __init__(
+        self,
+        config: Config,
+        relpath: str,
+        file_package: str,
+        globs: list[GlobCall],
+        source: str = "",
+    ):
         self.config = config
+        self.source = source
+        self._keyword_lines: dict[tuple[int, str], int] | None = None
         self.globs = globs
         self.path = relpath
         self.file_dir = file_package  # the directory of the BUILD file, workspace-relative
@@ -162,6 +171,20 @@ class _Builtins:
 
     def location(self) -> Location:
         return Location(self.path, starlark.caller_line(self.path) or 0)
+
+    def keyword_location(self, call: Location, keyword: str) -> Location:
+        """Where the call at ``call`` writes ``keyword =`` (its own line in a call spread over
+        several); the call's line when it does not (``**common``). Parsed only when asked."""
+        if self._keyword_lines is None:
+            import ast
+
+            self._keyword_lines = {}
+            for node in ast.walk(ast.parse(self.source)):
+                if isinstance(node, ast.Call):
+                    for kw in node.keywords:
+                        if kw.arg is not None:
+                            self._keyword_lines.setdefault((node.lineno, kw.arg), kw.lineno)
+        return Location(call.path, self._keyword_lines.get((call.line, keyword), call.line))
 
     def fail(self, message: object) -> None:
         raise self.error(f"fail: {message}")
@@ -299,7 +322,9 @@ class _Builtins:
         if not isinstance(repo, str) or not is_repository(repo):
             raise self.error(f"invalid repository {repo!r} (lower-case path components)")
         input_list = None
+        inputs_at = None
         if inputs is not None:
+            inputs_at = self.keyword_location(location, "inputs")
             input_list = tuple(
                 self._relative("inputs", item, "") for item in self._strings("inputs", inputs)
             )
@@ -320,6 +345,7 @@ class _Builtins:
             tests=test_list,
             location=location,
             aliases=alias_list,
+            inputs_location=inputs_at,
             secrets=secret_list,
         )
         self.declared.append(target)

@@ -47,6 +47,8 @@ class ImageTarget(NamedTuple):
     location: Location
     aliases: tuple[str, ...] = ()
     secrets: tuple[SecretSource, ...] = ()
+    # Where ``inputs =`` is written (``bt inputs`` credits it), when given.
+    inputs_location: Location | None = None
 
     @property
     def parent_labels(self) -> tuple[Label, ...]:

@@ -39,6 +39,7 @@ def test_every_command_has_help(name: str) -> None:
     result = bt(name, "--help", cwd=REPO)
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith(f"Usage: bt {name}")
+    assert "\\b" not in result.stdout  # click's no-rewrap marker, never printed
     # every option is documented
     for line in result.stdout.splitlines():
         if line.strip().startswith("--"):

@@ -13,7 +13,7 @@ def command(shell: str) -> None:
     """Print the completion script for SHELL: commands, options, and the workspace's labels
     and patterns (//matrix:<TAB>).
 
-    \\b
+    \b
     Examples:
       source <(bt completion bash)                       # in ~/.bashrc
       bt completion zsh > "${fpath[1]}/_bt"

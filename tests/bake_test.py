@@ -169,3 +169,31 @@ def test_a_matrix_value_that_also_occurs_in_the_fixed_name_is_found_in_its_place
     text = build_file(read_prints([("x.json", json.dumps(print_))]), "x.json")
     assert 'for v in VS:\n    image(\n        name = "app-{}".format(v),' in text
     assert "tags = [v]," in text
+
+
+def test_import_bake_into_a_directory_outside_any_workspace_makes_it_one(tmp_path: Path) -> None:
+    files = {k: v for k, v in APP_FILES.items() if k != ".cache-spec"}
+    write_tree(tmp_path / "new", files)
+    result = bt(
+        "import-bake",
+        str(FIXTURES / "matrix-stage.json"),
+        "-o",
+        "BUILD.images",
+        cwd=tmp_path / "new",
+    )
+    assert result.returncode == 0, result.stderr
+    spec = tmp_path / "new" / ".cache-spec"
+    assert result.stderr == (
+        f"wrote {spec}, with no settings: it makes {tmp_path / 'new'} a bt workspace\n"
+    )
+    assert all(line.startswith("#") for line in spec.read_text().splitlines())
+    listed = bt("query", "//...", cwd=tmp_path / "new", check=True)
+    assert listed.stdout.splitlines() == ["//:app-bar", "//:app-foo"]
+    again = bt(
+        "import-bake",
+        str(FIXTURES / "matrix-stage.json"),
+        "-o",
+        "BUILD.images",
+        cwd=tmp_path / "new",
+    )
+    assert (again.returncode, again.stderr) == (0, "")  # a workspace already: nothing more

@@ -34,6 +34,9 @@ def command(files: tuple[Path, ...], output: Path | None) -> None:
     Examples:
       docker buildx bake --print > bake.json && bt import-bake bake.json -o BUILD.images
       docker buildx bake --print all | bt import-bake
+
+    With -o, a directory in no bt workspace gets a .cache-spec too (with no settings), which
+    makes it one.
     """
     from buildtool.workspace.bake import build_file, read_prints
 
@@ -57,3 +60,28 @@ def command(files: tuple[Path, ...], output: Path | None) -> None:
         write_atomic(output, text.encode(), durable=False)
     except OSError as err:
         raise BtError(f"cannot write: {err.strerror}", output) from None
+    _make_workspace(output.resolve().parent)
+
+
+def _make_workspace(directory: Path) -> None:
+    """A BUILD.images written outside any workspace gets the .cache-spec that makes its
+    directory one (every key is optional), so `bt query //...` works next."""
+    from buildtool.state.statefile import write_atomic
+    from buildtool.workspace.config import SPEC_NAME
+
+    if any((d / SPEC_NAME).is_file() for d in (directory, *directory.parents)):
+        return
+    spec = directory / SPEC_NAME
+    try:
+        write_atomic(spec, _NEW_SPEC.encode(), durable=False)
+    except OSError as err:
+        raise BtError(f"cannot write: {err.strerror}", spec) from None
+    click.echo(f"wrote {spec}, with no settings: it makes {directory} a bt workspace", err=True)
+
+
+_NEW_SPEC = """\
+# bt workspace root. Every key is optional: see the README's ".cache-spec reference".
+# Images pushed with `bt build --push` go below [registry] url, e.g.:
+# [registry]
+# url = "ghcr.io/acme"
+"""

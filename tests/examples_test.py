@@ -339,3 +339,34 @@ def test_a_child_builds_on_the_image_just_built_for_its_inferred_parent(
     text = (root / "images.lock").read_text()
     assert UPSTREAM in text
     assert upstream in text
+
+
+# ---------------------------------------------------------------------------------------------
+# every example, as its README says to build it
+
+EXAMPLE_BUILDS = {"variants": 5, "registry-parents": 8}
+
+
+@pytest.mark.engine
+@pytest.mark.parametrize("name", sorted(EXAMPLE_BUILDS))
+def test_every_example_builds_as_its_readme_says_after_ci_setup(
+    name: str, tmp_path: Path, engine: str, registry: str
+) -> None:
+    # What `.ci/setup` prepares is all an example may need (registry-parents: the stand-in of
+    # python:3.13-slim it pushes); nothing is pushed here first.
+    assert sorted(p.name for p in (REPO / "examples").iterdir()) == sorted(EXAMPLE_BUILDS)
+    command = f"bt -C examples/{name} build //..."
+    assert command in (REPO / "examples" / name / "README.md").read_text()
+    clone = tmp_path / "clone"
+    copy_workspace(
+        name,
+        clone / "examples" / name,
+        "versions.txt" if name == "variants" else "docker/versions.txt",
+    )
+    env = {"DOCKER_HOST": engine, "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    result = bt(*command.split()[1:], cwd=clone, env=env)
+    assert result.returncode == 0, result.stderr
+    records = lock(clone / "examples" / name)
+    assert sum(len(platforms) for platforms in records.values()) == EXAMPLE_BUILDS[name]
+    plan = bt("-C", f"examples/{name}", "plan", "//...", cwd=clone, env=env)
+    assert plan.stderr == f"0 of {EXAMPLE_BUILDS[name]} platform builds stale\n"

@@ -46,7 +46,7 @@ def test_lock_check_passes_a_pushed_lockfile_and_names_each_lost_digest(
     assert ok.returncode == 0, ok.stderr
     assert ok.stdout == ""
     assert ok.stderr == (
-        "images.lock: 2 builds, 1 indexes checked: every digest and tag as recorded\n"
+        "images.lock: 2 builds, 1 index checked: every digest and tag as recorded\n"
     )
 
     lock = json.loads((root / "images.lock").read_text())

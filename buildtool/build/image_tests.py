@@ -32,25 +32,26 @@ if TYPE_CHECKING:
 # Dockerfile's default shell for RUN/CMD's shell form, which a string test runs through.
 SHELL = "/bin/sh"
 # Exit codes docker gives a container whose command it could not start (`docker run`'s 126
-# and 127): with a shell test, the image has no shell.
+# and 127), with the engine's `exec: "/bin/sh": ...` when that command is the shell.
 _NOT_STARTED = (126, 127)
+_KEEP = 20_000  # recorded passes kept, newest last
 
 
-def test_text(test: str | Sequence[str]) -> str:
+def written_test(test: str | Sequence[str]) -> str:
     """A test as users wrote it: the string, or the exec-form list as JSON."""
     return test if isinstance(test, str) else json.dumps(list(test))
 
 
-def test_record_key(key: str, platform: str, test: str | Sequence[str]) -> str:
+def result_key(key: str, platform: str, test: str | Sequence[str]) -> str:
     """What a recorded test result is keyed by: the build's key (the image), its platform, and
     the test's text and form, so an edited test runs again on an unchanged image."""
     form = "shell" if isinstance(test, str) else "exec"
-    material = json.dumps([key, platform, form, test_text(test)]).encode()
+    material = json.dumps([key, platform, form, written_test(test)]).encode()
     return hashlib.sha256(material).hexdigest()
 
 
 def passed_tests(cache_dir: Path) -> set[str]:
-    """The record keys (``test_record_key``) of the tests that passed."""
+    """The record keys (``result_key``) of the tests that passed."""
     try:
         raw = json.loads(CacheDir(cache_dir).tests_passed.read_bytes())
     except (OSError, ValueError):
@@ -77,14 +78,11 @@ def record_passed(cache_dir: Path, keys: Sequence[str]) -> None:
         update_file(CacheDir(cache_dir).tests_passed, change, durable=False)
 
 
-_KEEP = 20_000
-
-
 def due_tests(
     target: ImageTarget, platform: str, key: str, passed: set[str]
 ) -> tuple[str | tuple[str, ...], ...]:
     """The target's tests with no recorded pass for this build's key."""
-    return tuple(t for t in target.tests if test_record_key(key, platform, t) not in passed)
+    return tuple(t for t in target.tests if result_key(key, platform, t) not in passed)
 
 
 def run_tests(
@@ -101,6 +99,8 @@ def run_tests(
     natively (tests run where it can). A string test runs through the image's shell, a list
     in exec form after the image's ENTRYPOINT, as Dockerfile's RUN/CMD forms do. Each pass is
     recorded; raises JobFailed at the first failure, with the exit code and the output's end."""
+    if not target.tests:
+        return 0
     tests = due_tests(target, platform, key, passed_tests(cache_dir)) if only_due else target.tests
     if not tests:
         return 0
@@ -112,11 +112,11 @@ def run_tests(
         else:
             code, output = builder.run(image, list(test), timeout=300)
         if code == 0:
-            record_passed(cache_dir, [test_record_key(key, platform, test)])
+            record_passed(cache_dir, [result_key(key, platform, test)])
             continue
         tail = "\n".join(output.splitlines()[-25:])
-        shown = test_text(test)
-        if isinstance(test, str) and code in _NOT_STARTED and SHELL in output:
+        shown = written_test(test)
+        if isinstance(test, str) and code in _NOT_STARTED and f'"{SHELL}"' in output:
             raise JobFailed(
                 f"test {shown!r} needs the image's shell {SHELL}, which could not be run "
                 f"(exit code {code}); write it as a list to run it in exec form",

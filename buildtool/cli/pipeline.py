@@ -118,6 +118,8 @@ def test_unchanged(
     from buildtool.build.image_tests import due_tests, passed_tests, run_image_tests
 
     targets = bench.session.graph.targets
+    if not any(targets[p.label].tests for p in planned):
+        return 0
     config = bench.config
     passed = passed_tests(config.cache_dir)
     due = [

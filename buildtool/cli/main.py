@@ -6,7 +6,8 @@ dependencies (docker-py, rich) are imported lazily.
 
 Exit codes: 0 ok, 1 a build failed, 2 usage or configuration error (``BtError``), 3 a bug in bt
 (one line naming a log that holds the traceback, as pre-commit's error handler does), 130
-interrupted, 143 terminated (SIGTERM, what CI sends on cancel, handled as Ctrl-C is).
+interrupted, 141 standard output closed (``bt build --json | head -1``, handled as Ctrl-C is),
+143 terminated (SIGTERM, what CI sends on cancel, handled as Ctrl-C is).
 """
 
 from __future__ import annotations
@@ -161,7 +162,8 @@ def cli(directory: str | None) -> None:
     Patterns: //...  //matrix/...  //matrix:all
 
     Exit codes: 0 ok, 1 a build failed, 2 usage or configuration error, 3 internal error (bt
-    names the log holding the details), 130 interrupted, 143 terminated (SIGTERM).
+    names the log holding the details), 130 interrupted, 141 standard output closed (a run
+    stops as on Ctrl-C), 143 terminated (SIGTERM).
 
     Every option can be set in the environment: one variable for an option several commands
     share (BT_DIRECTORY for -C, BT_PLATFORM, BT_PUSH, BT_PROGRESS, BT_JSON, BT_JOBS, BT_FORMAT,

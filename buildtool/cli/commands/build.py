@@ -101,12 +101,14 @@ def command(
     (from the registry, or from the engine for images only it holds) and recorded in
     images.lock, which every later build uses until `bt lock update` moves them. Only stale
     platform builds run (see `bt plan`), parents before children, each on the builder of its
-    platform. A build whose key was built before is not rebuilt, only recorded. With
-    --push (and no --platform or --lock-out, which make partial runs), every built image then
-    gets its multi-platform index, as `bt merge` puts it. By default the run keeps going past a
-    failure, skipping only the failed build's dependents, and exits 1 with a summary. Ctrl-C
-    cancels running builds and exits 130; what finished is recorded, so the next run does only
-    the rest.
+    platform. A build whose key was built before is not rebuilt, only recorded. Nothing is
+    pushed unless asked (--push, BT_PUSH=1, or `push = true` under [registry] in .cache-spec).
+    With --push (and no --platform or --lock-out, which make partial runs), every built image
+    then gets its multi-platform index, as `bt merge` puts it. Each target's tests run on its
+    fresh image; a test added or edited since its last pass runs on the next build too. By
+    default the run keeps going past a failure, skipping only the failed build's dependents,
+    and exits 1 with a summary. Ctrl-C cancels running builds and exits 130; what finished is
+    recorded, so the next run does only the rest.
 
     \b
     Examples:

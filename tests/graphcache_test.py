@@ -100,10 +100,11 @@ def test_every_field_of_every_target_survives_the_round_trip(tmp_path: Path) -> 
         tags=("latest",),
         repository="reg.example/app",
         inputs=("pkg/a.txt",),
-        tests=("true",),
+        tests=("true", ("cat", "/a.txt")),
         location=Location("pkg/BUILD.images", 3),
         aliases=("reg.example/app:1",),
         secrets=(SecretSource("tok", "env", "HF_TOKEN"),),
+        inputs_location=Location("pkg/BUILD.images", 5),
     )
     missing = object()  # a field without a default
     defaults = {

@@ -10,6 +10,7 @@ from btrun import bt, write_tree
 from buildtool.workspace.config import load_config
 from buildtool.workspace.labels import Label
 from buildtool.workspace.loader import load_workspace
+from buildtool.workspace.target import Location
 
 SPEC = 'platforms = ["linux/amd64", "linux/arm64"]\n'
 DOCKERFILE = "FROM scratch\nCOPY a.txt /a.txt\n"
@@ -251,3 +252,24 @@ def test_a_missing_dockerfile_is_reported_at_the_target_that_names_it(tmp_path: 
             "BUILD.images:1: //:x: cannot read Dockerfile: No such file or directory (nope/Dockerfile)"
         ],
     )
+
+
+def test_inputs_and_tests_keep_where_and_how_they_are_written(tmp_path: Path) -> None:
+    root = make(
+        tmp_path,
+        """
+common = {"inputs": ["b.txt"]}
+image(
+    name = "own-line",
+    inputs = ["a.txt"],
+    tests = ["test -f /a.txt && echo ok", ["--version"]],
+)
+image(name = "spread", **common)
+""",
+    )
+    targets = load(root).targets
+    own = targets[Label("", "own-line")]
+    assert (own.location.line, own.inputs_location) == (3, Location("BUILD.images", 5))
+    assert own.tests == ("test -f /a.txt && echo ok", ("--version",))
+    spread = targets[Label("", "spread")]
+    assert spread.inputs_location == Location("BUILD.images", 8)  # the call's line

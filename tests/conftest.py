@@ -83,6 +83,21 @@ def _missing(what: str) -> None:
     pytest.skip(message)
 
 
+# What `bt merge` reads of a GitHub Actions run: tests give bt the git context they mean to.
+GITHUB_RUN_VARIABLES = (
+    "GITHUB_REF", "GITHUB_SHA", "GITHUB_HEAD_REF", "GITHUB_EVENT_PATH", "GITHUB_SERVER_URL",
+    "GITHUB_REPOSITORY",
+)  # fmt: skip
+
+
+@pytest.fixture(autouse=True)
+def _no_github_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    """bt run by a test (in process or as a child) sees no GitHub Actions run variables, even
+    when the tests themselves run in GitHub Actions."""
+    for name in GITHUB_RUN_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+
+
 @pytest.fixture(scope="session")
 def engine() -> str:
     """Host of engine 1, by default ``unix:///run/bt-test/engine1.sock``."""

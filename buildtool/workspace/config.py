@@ -13,6 +13,7 @@ from buildtool.errors import BtError
 from buildtool.platforms import normalise
 from buildtool.registry.reference import is_repository, names_registry
 from buildtool.state.hashing import digest_bytes
+from buildtool.workspace.tagtemplate import DEFAULT_LATEST_RULE, LATEST_RULES, parse_template
 from buildtool.workspace.target import SecretSource
 
 if TYPE_CHECKING:
@@ -47,6 +48,14 @@ class BuilderSpec(NamedTuple):
     network: str | None = None  # --network for builds, e.g. "none" on engines without a bridge
 
 
+class ReleaseSpec(NamedTuple):
+    """``[release]``: the tags `bt merge` and `bt promote` add from the commit's git context."""
+
+    tag_templates: tuple[str, ...] = ()
+    latest: str = DEFAULT_LATEST_RULE  # when the template "latest" applies (tagtemplate.py)
+    default_branch: str | None = None  # None: from the CI event or origin/HEAD
+
+
 @dataclass(frozen=True)
 class Config:
     root: Path
@@ -66,6 +75,9 @@ class Config:
     secrets: tuple[SecretSource, ...] = ()
     # How long transient faults of one source (a registry, an engine) are retried in total
     retry_max_seconds: float = DEFAULT_RETRY_SECONDS
+    # Registries (host[:port][/prefix]) `bt promote` copies images to ([registry] mirrors)
+    mirrors: tuple[str, ...] = ()
+    release: ReleaseSpec = field(default_factory=ReleaseSpec)
 
     @property
     def retry(self) -> RetryPolicy:
@@ -83,6 +95,19 @@ class Config:
 
     def runner_for(self, platform: str) -> str | tuple[str, ...]:
         return self.ci_runners.get(platform) or self.ci_runners.get("*") or DEFAULT_RUNNER
+
+
+def registry_url_problem(url: object) -> str | None:
+    """Why ``url`` is not a registry location ``host[:port][/prefix]`` images can be pushed
+    below (``<url>/<repository>``), or None when it is one."""
+    if not isinstance(url, str) or "://" in url or not url.strip("/"):
+        return "must be host[:port][/prefix], without a scheme"
+    # The part Docker reads as a path must be lower-case path components.
+    first, _, rest = url.strip("/").partition("/")
+    prefix = rest if names_registry(first) else url.strip("/")
+    if prefix and not is_repository(prefix):
+        return f"path {prefix!r} must be lower-case path components"
+    return None
 
 
 def find_root(start: Path) -> Path:
@@ -123,10 +148,11 @@ class _SpecReader:
     _TOP_KEYS = {
         "global_inputs", "platforms", "cache_dir", "jobs", "registry", "builders", "ci", "secrets",
         "retry",
-        "evaluation",
+        "evaluation", "release",
     }  # fmt: skip
     _EVALUATION_KEYS = {"max_steps", "max_size"}
-    _REGISTRY_KEYS = {"url", "push", "insecure"}
+    _REGISTRY_KEYS = {"url", "push", "insecure", "mirrors"}
+    _RELEASE_KEYS = {"tag_templates", "latest", "default_branch"}
     _BUILDER_KEYS = {"host", "backend", "jobs", "allow_emulation", "network"}
 
     def __init__(self, path: Path, text: str):
@@ -161,6 +187,7 @@ class _SpecReader:
         )
         jobs = self._positive_int(data, "jobs", os.cpu_count() or 2)
         registry, push, insecure = self._registry(data.get("registry", {}))
+        mirrors = self._mirrors(data.get("registry", {}))
         builders = self._builders(data.get("builders", {}))
         ci_runners = self._ci_runners(data.get("ci", {}))
         secrets: tuple[SecretSource, ...] = ()
@@ -183,6 +210,8 @@ class _SpecReader:
             secrets=secrets,
             retry_max_seconds=self._retry(data.get("retry", {})),
             evaluation=self._evaluation(data.get("evaluation", {})),
+            mirrors=mirrors,
+            release=self._release(data.get("release", {})),
         )
 
     def _evaluation(self, table: Any) -> Budget:
@@ -244,16 +273,10 @@ class _SpecReader:
                 known = ", ".join(sorted(self._REGISTRY_KEYS))
                 raise self.fail(f"unknown key registry.{key} (known: {known})", key)
         url = table.get("url")
-        if url is not None and (not isinstance(url, str) or "://" in url or not url.strip("/")):
-            raise self.fail("registry.url must be host[:port][/prefix], without a scheme", "url")
         if url is not None:
-            # Images go to <url>/<repository>: the part Docker reads as a path must be one.
-            first, _, rest = url.strip("/").partition("/")
-            prefix = rest if names_registry(first) else url.strip("/")
-            if prefix and not is_repository(prefix):
-                raise self.fail(
-                    f"registry.url path {prefix!r} must be lower-case path components", "url"
-                )
+            problem = registry_url_problem(url)
+            if problem:
+                raise self.fail(f"registry.url {problem}", "url")
         push = table.get("push", url is not None)
         if not isinstance(push, bool):
             raise self.fail("registry.push must be true or false", "push")
@@ -262,6 +285,39 @@ class _SpecReader:
             raise self.fail("registry.insecure must be true or false", "insecure")
         host = url.split("/", 1)[0] if url else None
         return (url.rstrip("/") if url else None), push, ((host,) if insecure and host else ())
+
+    def _mirrors(self, table: dict[str, Any]) -> tuple[str, ...]:
+        mirrors = self._strings(table, "mirrors", ())
+        for mirror in mirrors:
+            problem = registry_url_problem(mirror)
+            if problem:
+                raise self.fail(f"registry.mirrors: {mirror!r} {problem}", "mirrors")
+        if table.get("url") is not None and table["url"].rstrip("/") in (
+            m.rstrip("/") for m in mirrors
+        ):
+            raise self.fail("registry.mirrors must not name registry.url itself", "mirrors")
+        return tuple(m.rstrip("/") for m in mirrors)
+
+    def _release(self, table: Any) -> ReleaseSpec:
+        if not isinstance(table, dict):
+            raise self.fail("release must be a table", "release")
+        for key in table:
+            if key not in self._RELEASE_KEYS:
+                known = ", ".join(sorted(self._RELEASE_KEYS))
+                raise self.fail(f"unknown key release.{key} (known: {known})", key)
+        templates = self._strings(table, "tag_templates", ())
+        for template in templates:
+            try:
+                parse_template(template)
+            except BtError as err:
+                raise self.fail(f"release.tag_templates: {err.message}", template) from None
+        latest = table.get("latest", DEFAULT_LATEST_RULE)
+        if latest not in LATEST_RULES:
+            raise self.fail(f"release.latest must be one of {', '.join(LATEST_RULES)}", "latest")
+        branch = table.get("default_branch")
+        if branch is not None and (not isinstance(branch, str) or not branch.strip()):
+            raise self.fail("release.default_branch must be a branch name", "default_branch")
+        return ReleaseSpec(templates, latest, branch)
 
     def _retry(self, table: Any) -> float:
         if not isinstance(table, dict):

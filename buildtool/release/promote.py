@@ -177,6 +177,7 @@ class _Copier:
         self.client = client
         self.tally = tally
         self._holders: dict[tuple[str, str], str] = {}  # (registry, digest) -> repository
+        self._seen: set[tuple[str, str]] = set()  # (repository name, digest): served by now
         self._lock = threading.Lock()
 
     def image(self, image: _Image, mirror: str) -> list[TagOutcome]:
@@ -185,7 +186,8 @@ class _Copier:
             self.manifest(image.source, dest, digest)
         if image.index is None:
             return []
-        media_type, body = self.manifest(image.source, dest, image.index)
+        self.manifest(image.source, dest, image.index)
+        index: tuple[str, bytes, str] | None = None
         outcomes = []
         for tag in image.tags:
             ref = parse_reference(f"{dest}:{tag}")  # checked whole, as every reference put
@@ -193,19 +195,24 @@ class _Copier:
             if current is not None and current.digest == image.index:
                 outcomes.append(TagOutcome(image.label, str(ref), "unchanged", image.index))
                 continue
-            self.client.put_manifest(ref, media_type, body)
+            index = index or self.client.get_manifest(dest.at(digest=image.index))
+            self.client.put_manifest(ref, index[0], index[1])
             status: Status = "created" if current is None else "updated"
             previous = current.digest if current else None
             outcomes.append(TagOutcome(image.label, str(ref), status, image.index, previous))
         return outcomes
 
-    def manifest(self, source: Reference, dest: Reference, digest: str) -> tuple[str, bytes]:
-        """Copy manifest ``digest`` and all it names, unless the mirror serves it already;
-        return its media type and bytes."""
-        media_type, body, _ = self.client.get_manifest(source.at(digest=digest))
+    def manifest(self, source: Reference, dest: Reference, digest: str) -> None:
+        """Copy manifest ``digest`` and all it names, unless the mirror serves it already."""
+        with self._lock:
+            if (dest.name, digest) in self._seen:
+                return
         if self.client.manifest_digest(dest.at(digest=digest)) == digest:
             self.tally.add(present=1)
-            return media_type, body
+            with self._lock:
+                self._seen.add((dest.name, digest))
+            return
+        media_type, body, _ = self.client.get_manifest(source.at(digest=digest))
         document = _json(body, f"manifest {source.at(digest=digest)}")
         if media_type in INDEX_TYPES:
             for child in document.get("manifests") or []:
@@ -218,7 +225,8 @@ class _Copier:
         if self.client.manifest_digest(dest.at(digest=digest)) != digest:
             raise BtError(f"{dest.name} does not serve {digest} after it was put")
         self.tally.add(manifests=1)
-        return media_type, body
+        with self._lock:
+            self._seen.add((dest.name, digest))
 
     def blob(self, source: Reference, dest: Reference, digest: str, size: object) -> None:
         from buildtool.registry.blobs import copy_blob

@@ -77,7 +77,11 @@ def release(
             reason = _why_not_latest(context, latest_rule)
         else:
             reason = next(
-                (_why_missing(name, context) for name in template.variables if name not in values),
+                (
+                    _why_missing(name, context)
+                    for name in template.variables
+                    if name != "tag" and name not in values
+                ),
                 None,
             )
         if reason is None:

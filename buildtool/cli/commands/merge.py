@@ -21,7 +21,8 @@ from buildtool.plan.session import Workbench
     multiple=True,
     metavar="TEMPLATE",
     help="Also put each index under this template's expansion (repeatable; added to "
-    "[release] tag_templates), e.g. '{tag}-{sha7}', '{version}', 'pr-{pr}', 'latest'.",
+    "[release] tag_templates), e.g. '{tag}-{sha7}', '{version}', 'pr-{pr}', 'latest'.  "
+    "[default: none]",
 )
 @click.option("--dry-run", is_flag=True, help="Say what would be put; write nothing.")
 def command(

@@ -29,7 +29,7 @@ def _registry_url(
     multiple=True,
     metavar="REGISTRY_URL",
     callback=_registry_url,
-    help="Registry to copy to, host[:port][/prefix] (repeatable). [default: [registry] mirrors]",
+    help="Registry to copy to, host[:port][/prefix] (repeatable).  [default: [registry] mirrors]",
 )
 @click.option(
     "--tag-template",
@@ -37,7 +37,7 @@ def _registry_url(
     multiple=True,
     metavar="TEMPLATE",
     help="Also tag each index with this template's expansion, as `bt merge` does (repeatable; "
-    "added to [release] tag_templates).",
+    "added to [release] tag_templates).  [default: none]",
 )
 def command(
     patterns: tuple[str, ...], mirrors: tuple[str, ...], tag_templates: tuple[str, ...]

@@ -221,6 +221,81 @@ def test_a_template_with_an_unknown_variable_in_cache_spec_is_refused_with_its_l
     )
 
 
+def test_a_template_that_gives_two_images_one_tag_is_refused_before_anything_is_put(
+    tmp_path: Path,
+) -> None:
+    root = write_tree(
+        tmp_path / "ws",
+        {
+            ".cache-spec": '[registry]\nurl = "127.0.0.1:9/x"\n',
+            "BUILD.images": 'image(name = "a", repository = "same")\n'
+            'image(name = "b", repository = "same")\n',
+            "Dockerfile": "FROM scratch\n",
+        },
+    )
+    sha = repository(root)
+    done = bt("merge", "//...", "--tag-template", "{sha7}", cwd=root)
+    assert done.returncode == 2
+    assert done.stderr == (f"127.0.0.1:9/x/same:{sha[:7]} would serve both //:a and //:b\n")
+
+
+@pytest.mark.parametrize(
+    ("files", "args", "message"),
+    [
+        (
+            {".cache-spec": '[registry]\nurl = "r.example/x"\nmirrors = ["https://m.example"]\n'},
+            ("promote", "//..."),
+            ".cache-spec:3: registry.mirrors: 'https://m.example' must be host[:port][/prefix], "
+            "without a scheme",
+        ),
+        (
+            {".cache-spec": '[registry]\nurl = "r.example/x"\n[release]\nlatest = "always"\n'},
+            ("merge", "//..."),
+            ".cache-spec:4: release.latest must be one of default-branch, highest-semver",
+        ),
+        (
+            {"BUILD.images": 'image(name = "a", annotations = {"bad key": "v"})\n'},
+            ("merge", "//..."),
+            "BUILD.images:1: annotations: invalid key 'bad key' (letters, digits and . _ / -, "
+            "e.g. 'org.opencontainers.image.title')",
+        ),
+        (
+            {},
+            ("promote", "//..."),
+            "promoting needs a registry: pass --to, or set [registry] mirrors",
+        ),
+    ],
+)
+def test_bad_release_settings_are_one_line_and_exit_2(
+    tmp_path: Path, files: dict[str, str], args: tuple[str, ...], message: str
+) -> None:
+    base = {
+        ".cache-spec": '[registry]\nurl = "r.example/x"\n',
+        "BUILD.images": 'image(name = "a")\n',
+        "Dockerfile": "FROM scratch\n",
+    }
+    root = write_tree(tmp_path / "ws", {**base, **files})
+    done = bt(*args, cwd=root)
+    assert (done.returncode, done.stderr, done.stdout) == (2, message + "\n", "")
+
+
+def test_promote_refuses_a_destination_that_is_no_registry_url(tmp_path: Path) -> None:
+    root = write_tree(
+        tmp_path / "ws",
+        {
+            ".cache-spec": '[registry]\nurl = "r.example/x"\n',
+            "BUILD.images": 'image(name = "a")\n',
+            "Dockerfile": "FROM scratch\n",
+        },
+    )
+    done = bt("promote", "//...", "--to", "m.example/Upper", cwd=root)
+    assert done.returncode == 2
+    assert done.stderr == (
+        "bt promote: Invalid value for '--to' (env var: 'BT_PROMOTE_TO'): 'm.example/Upper' "
+        "path 'Upper' must be lower-case path components (see bt promote --help)\n"
+    )
+
+
 # -- against the registries --------------------------------------------------------------------
 
 

@@ -159,7 +159,7 @@ def _recorded(
                 )
             continue
         index = lock.images.get(str(label))
-        digest = index.digest if index else None
+        digest = parse_reference(f"{source}@{index.digest}").digest if index else None
         tags = tags_for(target.tags)
         images.append(_Image(label, source, target.repository, tuple(builds), digest, tags))
     if problems:

@@ -32,10 +32,11 @@ def command(
 
     The index lists the pushed platform builds images.lock records for the image, with each
     platform read from the image itself: a Docker manifest list when every build is a Docker
-    v2 manifest, an OCI image index otherwise. A tag that already serves that index is left
-    alone; a tag that points elsewhere (a new build, or someone moved it) is put back. The
-    index digest and tags are recorded in images.lock. Registry credentials come from the
-    docker configuration ($DOCKER_CONFIG/config.json or ~/.docker/config.json).
+    v2 manifest and there are no annotations, an OCI image index otherwise. A tag that already
+    serves that index is left alone; a tag that points elsewhere (a new build, or someone
+    moved it) is put back. The index digest and declared tags are recorded in images.lock.
+    Registry credentials come from the docker configuration ($DOCKER_CONFIG/config.json or
+    ~/.docker/config.json).
 
     Tag templates add tags from the commit's git context (or, in GitHub Actions, from
     GITHUB_REF, GITHUB_SHA and GITHUB_HEAD_REF): {tag} (each declared tag), {sha}, {sha7},

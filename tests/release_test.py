@@ -583,3 +583,53 @@ def _size_of(lock: dict[str, Any], blobs: set[str]) -> int:
             for blob in (body["config"], *body["layers"]):
                 sizes[blob["digest"]] = blob["size"]
     return sum(sizes[b] for b in blobs)
+
+
+def test_promote_within_one_registry_mounts_every_blob_instead_of_copying_it(
+    released: Released, registry: str
+) -> None:
+    mirror = f"{registry}/bt-mount-{uuid.uuid4().hex[:12]}"
+    done = released.bt("promote", "//...", "--to", mirror)
+    assert done.returncode == 0, done.stderr
+    blobs = {
+        blob["digest"]
+        for records in released.lock()["builds"].values()
+        for record in records.values()
+        for blob in (
+            manifest(record["image"])[1]["config"],
+            *manifest(record["image"])[1]["layers"],
+        )
+    }
+    assert done.stdout.splitlines()[-1] == (
+        f"copied 6 manifests and 0 blobs (0 bytes), mounted {len(blobs)} blobs; 0 manifests "
+        "were already there"
+    )
+    for label, index in released.lock()["images"].items():
+        assert manifest(f"{mirror}/{label.removeprefix('//:')}:cpu")[0] == index["digest"]
+
+
+def test_promote_to_the_mirrors_of_cache_spec_signs_in_with_that_registrys_credentials(
+    released: Released, token_registry: tuple[str, Any], tmp_path: Path
+) -> None:
+    from registries import PASSWORD, USER, basic_auths, write_docker_config
+
+    from buildtool.registry import RegistryClient
+
+    address, _ = token_registry
+    mirror = f"{address}/bt-token-{uuid.uuid4().hex[:12]}"
+    spec = released.root / ".cache-spec"
+    spec.write_text(
+        spec.read_text().replace("[registry]\n", f'[registry]\nmirrors = ["{mirror}"]\n')
+    )
+    docker_config = write_docker_config(tmp_path / "docker", basic_auths(address, USER, PASSWORD))
+    done = released.bt("promote", "//:app", DOCKER_CONFIG=str(docker_config))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[:2] == [
+        f"{mirror}/app:cpu: created",
+        f"{mirror}/app:stable: created",
+    ]
+    client = RegistryClient(docker_config_dir=docker_config)
+    lock = released.lock()
+    for record in lock["builds"]["//:app"].values():
+        assert client.manifest_digest(f"{mirror}/app@{record['digest']}") == record["digest"]
+    assert client.manifest_digest(f"{mirror}/app:stable") == lock["images"]["//:app"]["digest"]

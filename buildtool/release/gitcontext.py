@@ -158,6 +158,8 @@ def web_url(remote: str) -> str | None:
         if parts.scheme in ("http", "https") and parts.port:
             host = f"{host}:{parts.port}"
     path = path.strip("/").removesuffix(".git")
+    if not re.fullmatch(r"[A-Za-z0-9.-]+(?::\d+)?", host):
+        return None
     if not path or not re.fullmatch(r"[A-Za-z0-9._~/-]+", path) or ".." in path.split("/"):
         return None
     return f"https://{host}/{path}"

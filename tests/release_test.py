@@ -500,6 +500,17 @@ def test_promote_copies_every_recorded_digest_to_the_second_registry_once(
                 body["config"]["digest"],
                 *(layer["digest"] for layer in body["layers"]),
             }
+    preview = released.bt("promote", "//...", "--to", mirror, "--dry-run")
+    assert preview.returncode == 0, preview.stderr
+    assert preview.stdout.splitlines() == [
+        f"{mirror}/app:cpu: would create",
+        f"{mirror}/app:stable: would create",
+        f"{mirror}/tool:cpu: would create",
+        f"would copy 6 manifests and {len(expected_blobs)} blobs "
+        f"({_size_of(lock, expected_blobs)} bytes); 0 manifests are already there",
+    ]
+    host, prefix = mirror.split("/", 1)
+    assert status("GET", f"{host}/v2/{prefix}/app/tags/list") == 404  # nothing was put
     # No engine answers: promotion must not build, nor ask an engine anything.
     done = released.bt(
         "promote", "//...", "--to", mirror, "--tag-template", "{tag}-{sha7}",

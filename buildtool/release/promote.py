@@ -43,6 +43,7 @@ class Tally:
     mounted: int = 0
     bytes: int = 0
     present: int = 0  # manifests the mirror already served
+    dry_run: bool = False  # counted, not copied
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def add(self, **counts: int) -> None:
@@ -51,6 +52,11 @@ class Tally:
                 setattr(self, name, getattr(self, name) + count)
 
     def __str__(self) -> str:
+        if self.dry_run:  # whether a blob would be mounted is known only by trying
+            return (
+                f"would copy {self.manifests} manifests and {self.blobs} blobs ({self.bytes} "
+                f"bytes); {self.present} manifests are already there"
+            )
         return (
             f"copied {self.manifests} manifests and {self.blobs} blobs ({self.bytes} bytes), "
             f"mounted {self.mounted} blobs; {self.present} manifests were already there"
@@ -88,10 +94,12 @@ def promote_images(
     jobs: int = 4,
     tag_templates: Sequence[str] = (),
     env: Mapping[str, str] | None = None,
+    dry_run: bool = False,
 ) -> PromoteReport:
     """Copy the recorded builds and index of each image ``labels`` name to every registry of
     ``mirrors`` (``host[:port][/prefix]``): to ``<mirror>/<repository>``, the index under the
-    tags `bt merge` gives it (declared, and ``[release] tag_templates`` + ``tag_templates``)."""
+    tags `bt merge` gives it (declared, and ``[release] tag_templates`` + ``tag_templates``).
+    With ``dry_run`` the mirrors are only asked what they hold: nothing is copied or put."""
     if not mirrors:
         raise BtError("promoting needs a registry: pass --to, or set [registry] mirrors")
     if not config.registry:
@@ -102,7 +110,7 @@ def promote_images(
     plan = release((*config.release.tag_templates, *tag_templates), context, config.release.latest)
     images = _recorded(targets, sorted(set(labels)), read_lockfile(config.lockfile), plan.tags_for)
     registry = client or RegistryClient(config.insecure_registries, retry=config.retry)
-    tally = Tally()
+    tally = Tally(dry_run=dry_run)
     copier = _Copier(registry, tally)
 
     def one(work: tuple[str, _Image]) -> list[TagOutcome] | str:
@@ -192,14 +200,18 @@ class _Copier:
         for tag in image.tags:
             ref = parse_reference(f"{dest}:{tag}")  # checked whole, as every reference put
             current = self.client.head_manifest(ref)
+            dry_run = self.tally.dry_run
             if current is not None and current.digest == image.index:
-                outcomes.append(TagOutcome(image.label, str(ref), "unchanged", image.index))
+                outcome = TagOutcome(image.label, str(ref), "unchanged", image.index, None, dry_run)
+                outcomes.append(outcome)
                 continue
-            index = index or self.client.get_manifest(dest.at(digest=image.index))
-            self.client.put_manifest(ref, index[0], index[1])
+            if not dry_run:
+                index = index or self.client.get_manifest(dest.at(digest=image.index))
+                self.client.put_manifest(ref, index[0], index[1])
             status: Status = "created" if current is None else "updated"
             previous = current.digest if current else None
-            outcomes.append(TagOutcome(image.label, str(ref), status, image.index, previous))
+            outcome = TagOutcome(image.label, str(ref), status, image.index, previous, dry_run)
+            outcomes.append(outcome)
         return outcomes
 
     def manifest(self, source: Reference, dest: Reference, digest: str) -> None:
@@ -221,9 +233,10 @@ class _Copier:
             for blob in [document.get("config"), *(document.get("layers") or [])]:
                 if isinstance(blob, dict) and not _foreign(blob):
                     self.blob(source, dest, _digest_of(blob, source, digest), blob.get("size"))
-        self.client.put_manifest(dest.at(digest=digest), media_type, body)
-        if self.client.manifest_digest(dest.at(digest=digest)) != digest:
-            raise BtError(f"{dest.name} does not serve {digest} after it was put")
+        if not self.tally.dry_run:
+            self.client.put_manifest(dest.at(digest=digest), media_type, body)
+            if self.client.manifest_digest(dest.at(digest=digest)) != digest:
+                raise BtError(f"{dest.name} does not serve {digest} after it was put")
         self.tally.add(manifests=1)
         with self._lock:
             self._seen.add((dest.name, digest))
@@ -235,6 +248,13 @@ class _Copier:
             raise BtError(f"a manifest of {source.name} gives blob {digest} no size")
         if self.client.head_blob(dest, digest) is not None:
             self._hold(dest, digest)
+            return
+        if self.tally.dry_run:
+            with self._lock:
+                if (dest.name, digest) in self._seen:
+                    return  # counted once per repository, as the copy would be
+                self._seen.add((dest.name, digest))
+            self.tally.add(blobs=1, bytes=size)
             return
         holder = source.repository if source.registry == dest.registry else None
         with self._lock:

@@ -39,8 +39,12 @@ def _registry_url(
     help="Also tag each index with this template's expansion, as `bt merge` does (repeatable; "
     "added to [release] tag_templates).  [default: none]",
 )
+@click.option("--dry-run", is_flag=True, help="Say what would be copied and put; copy nothing.")
 def command(
-    patterns: tuple[str, ...], mirrors: tuple[str, ...], tag_templates: tuple[str, ...]
+    patterns: tuple[str, ...],
+    mirrors: tuple[str, ...],
+    tag_templates: tuple[str, ...],
+    dry_run: bool,
 ) -> None:
     """Copy the images PATTERNS select to other registries, by digest, without building.
 
@@ -59,6 +63,7 @@ def command(
     Examples:
       bt promote //... --to ghcr.io/acme
       bt promote //matrix/... --to quay.io/acme --to registry.example.com/mirror
+      bt promote //... --dry-run
     """
     from buildtool.errors import BtError
     from buildtool.release.promote import promote_images
@@ -70,6 +75,7 @@ def command(
         bench.labels(patterns),
         mirrors or bench.config.mirrors,
         tag_templates=checked_templates(tag_templates),
+        dry_run=dry_run,
     )
     bench.session.save()
     for line in report.skipped_templates:

@@ -473,8 +473,9 @@ def make_reporter(json_output: bool, stream: IO[str]) -> Reporter:
 
 def progress_reporter(mode: str, stream: IO[str]) -> Reporter:
     """The reporter of a ``--progress`` mode (buildx's names) writing to ``stream``: ``auto``
-    is the live view on a terminal and plain lines otherwise. rich honours NO_COLOR. Never a
-    secret or credential reaches ``stream`` (``secrets.ScrubbedStream``)."""
+    is the live view on a terminal outside CI (``ci_log``) and plain lines otherwise. rich
+    honours NO_COLOR. Never a secret or credential reaches ``stream``
+    (``secrets.ScrubbedStream``)."""
     from typing import cast
 
     from buildtool.secrets import ScrubbedStream
@@ -485,11 +486,13 @@ def progress_reporter(mode: str, stream: IO[str]) -> Reporter:
         return JsonReporter(stream)
     if mode == "quiet":
         return QuietReporter(stream)
-    if mode == "tty" or (mode == "auto" and terminal):
+    from buildtool.cli.ci_log import GitHubReporter, in_ci, on_github_actions
+
+    if mode == "tty" or (mode == "auto" and terminal and not in_ci()):
         from rich.console import Console
 
         return LiveReporter(Console(file=stream, force_terminal=True))
-    return PlainReporter(stream)
+    return GitHubReporter(stream) if on_github_actions() else PlainReporter(stream)
 
 
 def progress_stream(mode: str) -> IO[str]:

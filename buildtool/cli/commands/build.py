@@ -71,8 +71,9 @@ def _shard_option(ctx: click.Context, param: click.Parameter, value: str | None)
 @click.option(
     "--no-deps",
     is_flag=True,
-    help="Build only the selected targets, never their stale parents: a build whose parent is "
-    "not recorded fails (CI jobs of later waves; see `bt ci plan`).",
+    help="Build only the selected targets, never their stale parents: a stale parent is "
+    "recorded from the registry when some job pushed its key (bt-<key>), else its child fails "
+    "(CI jobs of later waves; see `bt ci plan`).",
 )
 @click.option(
     "--shard",
@@ -115,9 +116,10 @@ def command(
       bt build //matrix:large-v3-zh
       bt build //... --push --platform linux/arm64 --lock-out arm64.lock
     """
+    from buildtool.build.from_registry import parents_from_registry
     from buildtool.build.metadata import check_writable
     from buildtool.build.run import BuildOptions, bench_run, build_planned, plan_pinned
-    from buildtool.ci.waves import shard_of, without_stale_parents
+    from buildtool.ci.waves import shard_of
     from buildtool.cli.reporter import progress_reporter, progress_stream
     from buildtool.plan.stale import check_registry
 
@@ -145,7 +147,7 @@ def command(
             # A pushed digest deleted from the registry since is pushed again (or rebuilt).
             planned = check_registry(config, planned, strict=False)
         if no_deps:
-            planned = without_stale_parents(planned, bench.labels(patterns), push_wanted, config)
+            planned = parents_from_registry(run, planned, bench.labels(patterns))
         if shard is not None:
             planned, message = shard_of(planned, shard, push_wanted, config)
             click.echo(message, err=True)

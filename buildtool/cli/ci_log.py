@@ -10,8 +10,8 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 
-from buildtool.build.scheduler import Failed
 from buildtool.build.events import ReportEvent
+from buildtool.build.scheduler import Failed
 from buildtool.cli.reporter import PlainReporter
 
 _FALSE = ("", "0", "false", "no")

@@ -7,8 +7,9 @@
     [ci.platforms]                     # event -> the platforms its runs build
     pull_request = ["linux/amd64"]     # events: push, default_branch, tag, pull_request
     push = ["linux/amd64"]
-    [ci.registry_secrets]              # registry host -> repository secrets holding its login
+    [ci.registry_secrets]              # registry host -> repository secrets holding its login;
     "registry.example.com" = ["REGISTRY_USERNAME", "REGISTRY_PASSWORD"]
+                                       # two more: read-only ones, for pull requests
 
 An event not in ``[ci.platforms]`` builds every platform ("default_branch" falls back to
 "push"). Pull requests never push, whatever the table says.
@@ -42,8 +43,8 @@ class CiSpec:
     default_branch: str = DEFAULT_BRANCH
     # event -> platforms its runs build (see EVENTS); absent: every platform
     platforms: dict[str, tuple[str, ...]] = field(default_factory=dict)
-    # registry host -> (username secret, password secret)
-    registry_secrets: dict[str, tuple[str, str]] = field(default_factory=dict)
+    # registry host -> (username secret, password secret), then maybe the read-only pair
+    registry_secrets: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
     def platforms_of(self, event: str, all_platforms: tuple[str, ...]) -> tuple[str, ...]:
         """The platforms a run for ``event`` builds."""
@@ -112,25 +113,26 @@ def _platforms(
     return found
 
 
-def _secrets(table: Any, fail: Fail) -> dict[str, tuple[str, str]]:
+def _secrets(table: Any, fail: Fail) -> dict[str, tuple[str, ...]]:
     if not isinstance(table, dict):
         raise fail(
             "ci.registry_secrets must be a table of registry host -> secret names",
             "registry_secrets",
         )
-    found: dict[str, tuple[str, str]] = {}
+    found: dict[str, tuple[str, ...]] = {}
     for host, names in table.items():
         if not _HOST.fullmatch(host):
             raise fail(f"ci.registry_secrets: {host!r} is not a registry host[:port]", host)
         if (
             not isinstance(names, list)
-            or len(names) != 2
+            or len(names) not in (2, 4)
             or not all(isinstance(n, str) and _SECRET_NAME.fullmatch(n) for n in names)
         ):
             raise fail(
                 f'ci.registry_secrets."{host}" must name two secrets, the username\'s and the '
-                'password\'s, e.g. ["REGISTRY_USERNAME", "REGISTRY_PASSWORD"]',
+                'password\'s, e.g. ["REGISTRY_USERNAME", "REGISTRY_PASSWORD"], then maybe two '
+                "read-only ones for pull requests",
                 host,
             )
-        found[host] = (names[0], names[1])
+        found[host] = tuple(names)
     return found

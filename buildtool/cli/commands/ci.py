@@ -251,7 +251,8 @@ def _logins(config: Config) -> tuple[Login, ...]:
     host = config.registry.split("/", 1)[0]
     secrets = config.ci.registry_secrets.get(host)
     if secrets is not None:
-        return (Login(host, *secrets),)
+        read_only = (secrets[2], secrets[3]) if len(secrets) == 4 else None
+        return (Login(host, secrets[0], secrets[1], read_only),)
     if host == "ghcr.io":
         return (Login(host),)
     return (Login(host, "REGISTRY_USERNAME", "REGISTRY_PASSWORD"),)

@@ -122,7 +122,9 @@ class CiPlan:
         if not self.event.push:
             return None
         patterns = " ".join(shlex.quote(p) for p in self.patterns)
-        return f"bt ci merge --event {self.event.name} {patterns}"
+        # A push to the default branch is a push whose GITHUB_REF names that branch.
+        event = "push" if self.event.name == "default_branch" else self.event.name
+        return f"bt ci merge --event {event} {patterns}"
 
     @property
     def job_count(self) -> int:

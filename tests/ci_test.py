@@ -440,3 +440,85 @@ def test_build_steps_get_the_env_secrets_the_dockerfiles_mount_and_pass_actionli
 def test_actionlint_catches_a_broken_workflow(tmp_path: Path) -> None:
     broken = "on: push\njobs:\n  a:\n    runs-on: ubuntu-latest\n    steps:\n      - run: ${{ matrix.x }}\n"
     assert actionlint(broken, tmp_path).returncode == 1
+
+
+# -- events: [ci.platforms] and pull requests ------------------------------------------------------
+
+POLICY = '[ci.platforms]\npull_request = ["linux/amd64"]\npush = ["linux/amd64"]\n'
+
+
+def test_pushes_to_other_branches_and_pull_requests_build_what_ci_platforms_says(
+    workspace: Path,
+) -> None:
+    (workspace / ".cache-spec").write_text(SPEC + POLICY)
+    env = {"GITHUB_EVENT_NAME": "push", "GITHUB_REF": "refs/heads/main"}
+    main = json.loads(bt("ci", "plan", "//:mid", cwd=workspace, env=env, check=True).stdout)
+    assert (main["event"], main["platforms"], main["push"]) == ("default_branch", [AMD, ARM], True)
+    env["GITHUB_REF"] = "refs/heads/feature"
+    branch = json.loads(bt("ci", "plan", "//:mid", cwd=workspace, env=env, check=True).stdout)
+    assert (branch["event"], branch["platforms"]) == ("push", [AMD])
+    assert jobs_of(branch) == [
+        [job("w1-linux-amd64-001", AMD, "ubuntu-24.04", "//:base")],
+        [job("w2-linux-amd64-001", AMD, "ubuntu-24.04", "//:mid")],
+    ]
+    env["GITHUB_REF"] = "refs/tags/v1"
+    tag = json.loads(bt("ci", "plan", "//:mid", cwd=workspace, env=env, check=True).stdout)
+    assert (tag["event"], tag["platforms"]) == ("tag", [AMD, ARM])
+
+
+def test_a_pull_request_builds_each_platform_in_one_job_with_parents_and_pushes_nothing(
+    workspace: Path,
+) -> None:
+    (workspace / ".cache-spec").write_text(SPEC + POLICY)
+    env = {"GITHUB_EVENT_NAME": "push"}  # --event wins over the environment
+    plan = ci_plan(workspace, "//...", "--event", "pull_request")
+    pull = json.loads(
+        bt("ci", "plan", "//...", "--event", "pull_request", cwd=workspace, env=env).stdout
+    )
+    assert pull == plan
+    assert (plan["event"], plan["push"], plan["merge"]) == ("pull_request", False, None)
+    (wave,) = plan["waves"]
+    labels = ["//:base", "//:mid", "//:leaf1", "//:leaf2", "//:solo"]  # parents first
+    assert wave["jobs"] == [
+        {
+            "id": "w1-linux-amd64-001",
+            "platform": AMD,
+            "runs_on": "ubuntu-24.04",
+            "builds": [[label, AMD] for label in labels],
+            "run": f"bt build --no-push --platform {AMD} {' '.join(labels)}",
+        }
+    ]
+
+
+@pytest.mark.parametrize(
+    ("table", "message"),
+    [
+        ('[ci.platforms]\nnightly = ["linux/amd64"]\n', "unknown event ci.platforms.nightly"),
+        ('[ci.platforms]\npush = "linux/amd64"\n', "ci.platforms.push must be a list of"),
+        ('[ci.platforms]\npush = ["amd64"]\n', "invalid platform 'amd64'"),
+        ('[ci]\ndefault_branch = "a b"\n', "ci.default_branch must be a branch name"),
+        ('[ci.registry_secrets]\n"a b" = ["U", "P"]\n', "ci.registry_secrets: 'a b' is not"),
+        ('[ci.registry_secrets]\n"r.io" = ["U", "P-1"]\n', 'ci.registry_secrets."r.io" must'),
+    ],
+)
+def test_bad_ci_policies_are_config_errors_with_a_line(
+    workspace: Path, table: str, message: str
+) -> None:
+    (workspace / ".cache-spec").write_text(table)
+    result = bt("ci", "plan", "//...", cwd=workspace)
+    assert result.returncode == 2
+    assert result.stderr.startswith(f".cache-spec:2: {message}"), result.stderr
+
+
+def test_an_event_bt_does_not_plan_for_is_refused(workspace: Path) -> None:
+    env = {"GITHUB_EVENT_NAME": "issues"}
+    result = bt("ci", "plan", "//...", cwd=workspace, env=env)
+    assert result.returncode == 2
+    assert result.stderr.startswith("CI event 'issues' is not one bt plans for"), result.stderr
+
+
+def test_a_workflow_needs_a_registry(workspace: Path) -> None:
+    (workspace / ".cache-spec").write_text('platforms = ["linux/amd64"]\n')
+    result = bt("ci", "workflow", cwd=workspace)
+    assert result.returncode == 2
+    assert result.stderr.startswith(".cache-spec: CI across machines needs [registry] url")

@@ -11,8 +11,8 @@
     "registry.example.com" = ["REGISTRY_USERNAME", "REGISTRY_PASSWORD"]
                                        # two more: read-only ones, for pull requests
 
-An event not in ``[ci.platforms]`` builds every platform ("default_branch" falls back to
-"push"). Pull requests never push, whatever the table says.
+An event not in ``[ci.platforms]`` builds every platform ("push" is a push to any other branch
+than the default one). Pull requests never push, whatever the table says.
 """
 
 from __future__ import annotations
@@ -48,8 +48,6 @@ class CiSpec:
 
     def platforms_of(self, event: str, all_platforms: tuple[str, ...]) -> tuple[str, ...]:
         """The platforms a run for ``event`` builds."""
-        if event == "default_branch" and event not in self.platforms:
-            event = "push"
         return self.platforms.get(event, all_platforms)
 
 

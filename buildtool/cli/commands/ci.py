@@ -200,6 +200,9 @@ def workflow(
         builds_per_job=builds_per_job,
         logins=_logins(config),
         commit=commit,
+        # Releases hook in after the indexes (release_steps): `bt ci merge` puts the tags
+        # .cache-spec names, so tag templates need no flag here; copies to mirror registries
+        # (`bt promote`) are a step of their own once bt has the command.
         secret_env=tuple(sorted(name for kind, name in secrets if kind == "env")),
         secret_files=tuple(sorted(name for kind, name in secrets if kind == "src")),
     )

@@ -23,7 +23,7 @@ _event = click.option(
     type=click.Choice(["push", "pull_request", "tag"]),
     help="What the run is for, which decides the platforms ([ci.platforms] of .cache-spec) and "
     "whether it pushes (pull requests do not).  [default: from GITHUB_EVENT_NAME and "
-    "GITHUB_REF; push]",
+    "GITHUB_REF, else push]",
 )
 _builds_per_job = click.option(
     "--builds-per-job",

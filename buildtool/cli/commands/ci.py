@@ -148,7 +148,7 @@ def plan(
 @click.option(
     "--python-version",
     metavar="VERSION",
-    help="Set up this Python first (actions/setup-python); else bt runs on the runner's python3.",
+    help="Set up this Python first (actions/setup-python).  [default: the runner's python3]",
 )
 @click.option("--commit", is_flag=True, help="Commit images.lock back to the branch.")
 def workflow(

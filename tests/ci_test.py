@@ -522,3 +522,9 @@ def test_a_workflow_needs_a_registry(workspace: Path) -> None:
     result = bt("ci", "workflow", cwd=workspace)
     assert result.returncode == 2
     assert result.stderr.startswith(".cache-spec: CI across machines needs [registry] url")
+
+
+def test_a_pull_request_has_nothing_to_merge(workspace: Path) -> None:
+    result = bt("ci", "merge", "//...", "--event", "pull_request", cwd=workspace)
+    assert result.returncode == 2
+    assert result.stderr.startswith("a pull request's run pushes nothing, so it has nothing")

@@ -231,6 +231,8 @@ def merge(patterns: tuple[str, ...], event: str | None) -> None:
 
     bench = Workbench.open()
     ci_event = resolve_event(bench.config, event, os.environ)
+    if not ci_event.push:
+        raise BtError("a pull request's run pushes nothing, so it has nothing to merge")
     found = collect(bench, patterns, ci_event)
     for tag in found.tags:
         click.echo(str(tag))

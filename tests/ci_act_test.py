@@ -325,6 +325,7 @@ def test_the_generated_workflow_runs_under_act_with_the_registry_as_the_only_cha
     after_log = "\n".join(ran[after_job].lines)
     assert "FAILED //check:after linux/amd64: parent //check:smoke of //check:after " in after_log
     smoke_log = "\n".join(ran[smoke_job].lines)
+    assert "\x1b[" not in "".join(line for job in ran.values() for line in job.lines)  # plain
     assert "::error title=//check%3Asmoke linux/amd64 failed::" in smoke_log
     assert first.jobs["merge"].result == "failure"
     merge_log = "\n".join(first.jobs["merge"].lines)

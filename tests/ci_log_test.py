@@ -7,7 +7,7 @@ import io
 
 import pytest
 
-from buildtool.build.scheduler import Failed, RunStarted, Started
+from buildtool.build.events import Failed, RunStarted, Started
 from buildtool.cli.ci_log import GitHubReporter, in_ci
 from buildtool.cli.reporter import LiveReporter, PlainReporter, progress_reporter
 
@@ -42,13 +42,14 @@ def test_auto_on_a_terminal_in_ci_is_plain_and_on_github_actions_annotated(
     assert type(progress_reporter("auto", Tty())) is PlainReporter
     assert isinstance(progress_reporter("tty", Tty()), LiveReporter)  # asked for: drawn
     monkeypatch.setenv("GITHUB_ACTIONS", "true")
-    assert type(progress_reporter("auto", Tty())) is GitHubReporter
-    assert type(progress_reporter("plain", Tty())) is GitHubReporter
+    for mode in ("auto", "plain"):
+        reporter = progress_reporter(mode, Tty())
+        assert isinstance(reporter, GitHubReporter) and type(reporter.plain) is PlainReporter
 
 
 def test_a_failed_build_is_an_error_annotation_naming_the_target_with_its_log_folded() -> None:
     stream = io.StringIO()
-    reporter = GitHubReporter(stream)
+    reporter = GitHubReporter(PlainReporter(stream), stream)
     reporter(RunStarted(1, 0.0))
     reporter(Started(SMOKE, 0.0))
     reporter(Failed(SMOKE, 1.0, "RUN exited with code 1", "step 3/3\n100% done, a:b", None))

@@ -4,7 +4,7 @@ The waves (``waves.py``) and the commands the jobs run (`bt ci plan`, `bt build 
 `bt ci merge`) are the same on every CI system; a provider only writes its system's file: a
 plan job whose output is `bt ci plan`'s JSON, a fixed number of wave slots whose jobs come from
 ``waves[W].matrices[M]`` of it (skipped when empty), and a merge job. A second CI system is one
-module with a ``Provider`` and a line in ``PROVIDERS``.
+module with a ``Provider`` and its entry in ``_provider`` of ``cli/commands/ci.py``.
 """
 
 from __future__ import annotations
@@ -60,9 +60,3 @@ class Provider(Protocol):
 # bt's action at the release matching this bt: it installs bt from its own source, so the
 # runners run the bt that wrote the workflow.
 ACTION = f"bt-images/bt@v{__version__}"
-
-
-def providers() -> dict[str, Provider]:
-    from buildtool.ci.github import GitHubActions
-
-    return {"github": GitHubActions()}

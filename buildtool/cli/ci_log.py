@@ -1,6 +1,6 @@
 """Progress in a CI job's log: plain lines, never the live view (CI logs keep every cursor
 movement), and under GitHub Actions its workflow commands: each failed build as an error
-annotation naming the target, its log tail in a collapsed group, and each run in a group.
+annotation naming the target, with its plain log tail folded into a group.
 
 https://docs.github.com/actions/reference/workflow-commands-for-github-actions
 """
@@ -9,12 +9,17 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from typing import IO, Protocol
 
-from buildtool.build.events import ReportEvent
-from buildtool.build.scheduler import Failed
-from buildtool.cli.reporter import PlainReporter
+from buildtool.build.events import Failed, ReportEvent
 
 _FALSE = ("", "0", "false", "no")
+
+
+class _Lines(Protocol):
+    def __call__(self, event: ReportEvent) -> None: ...
+
+    def close(self) -> None: ...
 
 
 def in_ci(env: Mapping[str, str] = os.environ) -> bool:
@@ -34,18 +39,29 @@ def _escape_property(text: str) -> str:
     return _escape_data(text).replace(":", "%3A").replace(",", "%2C")
 
 
-class GitHubReporter(PlainReporter):
-    """Plain lines; a failed build also as an error annotation (message and log tail, named
-    after the target), its plain log tail folded into a group."""
+class GitHubReporter:
+    """The plain lines of ``plain`` (writing to ``stream``); a failed build also as an error
+    annotation (message and log tail, titled with the target), its plain lines in a group."""
+
+    def __init__(self, plain: _Lines, stream: IO[str]):
+        self.plain = plain
+        self.stream = stream
+
+    def _write(self, line: str) -> None:
+        self.stream.write(line + "\n")
+        self.stream.flush()
 
     def __call__(self, event: ReportEvent) -> None:
         if not isinstance(event, Failed):
-            super().__call__(event)
+            self.plain(event)
             return
         label, platform = event.id
         title = _escape_property(f"{label} {platform} failed")
         body = event.message + ("\n" + event.log_tail if event.log_tail else "")
         self._write(f"::error title={title}::{_escape_data(body)}")
         self._write(f"::group::log of {label} {platform}")
-        super().__call__(event)
+        self.plain(event)
         self._write("::endgroup::")
+
+    def close(self) -> None:
+        self.plain.close()

@@ -14,10 +14,9 @@ from buildtool.plan.session import Workbench
 from buildtool.plan.stale import PlannedBuild, needs_run
 
 if TYPE_CHECKING:
-    from buildtool.ci.provider import Login
+    from buildtool.ci.provider import Login, Provider
     from buildtool.workspace.config import Config
 
-_CONTEXT = {"help_option_names": ["-h", "--help"]}
 _event = click.option(
     "--event",
     type=click.Choice(["push", "pull_request", "tag"]),
@@ -34,12 +33,12 @@ _builds_per_job = click.option(
 )
 
 
-@click.group("ci", context_settings=_CONTEXT)
+@click.group("ci")
 def command() -> None:
     """Fan stale builds out over native CI runners."""
 
 
-@command.command("plan", context_settings=_CONTEXT)
+@command.command("plan")
 @click.argument("patterns", nargs=-1, required=True, shell_complete=complete_patterns)
 @_builds_per_job
 @click.option(
@@ -118,7 +117,7 @@ def plan(
     )
 
 
-@command.command("workflow", context_settings=_CONTEXT)
+@command.command("workflow")
 @click.argument("patterns", nargs=-1, shell_complete=complete_patterns)
 @click.option(
     "--waves",
@@ -177,7 +176,7 @@ def workflow(
       bt ci workflow //... > .github/workflows/bt.yml
     """
     from buildtool.ci.collect import require_registry
-    from buildtool.ci.provider import WorkflowOptions, providers
+    from buildtool.ci.provider import WorkflowOptions
     from buildtool.ci.waves import graph_depth, plan_jobs
 
     patterns = patterns or ("//...",)
@@ -206,10 +205,10 @@ def workflow(
         secret_env=tuple(sorted(name for kind, name in secrets if kind == "env")),
         secret_files=tuple(sorted(name for kind, name in secrets if kind == "src")),
     )
-    click.echo(providers()["github"].workflow(options), nl=False)
+    click.echo(_provider("github").workflow(options), nl=False)
 
 
-@command.command("merge", context_settings=_CONTEXT)
+@command.command("merge")
 @click.argument("patterns", nargs=-1, required=True, shell_complete=complete_patterns)
 @_event
 def merge(patterns: tuple[str, ...], event: str | None) -> None:
@@ -246,6 +245,14 @@ def merge(patterns: tuple[str, ...], event: str | None) -> None:
             f"{len(found.missing)} platform builds of the plan are not in the registry: their "
             "jobs failed or did not run; images with a missing build got no index"
         )
+
+
+def _provider(name: str) -> Provider:
+    """The writer of a CI system's file: one entry per system."""
+    from buildtool.ci.github import GitHubActions
+
+    providers: dict[str, Provider] = {"github": GitHubActions()}
+    return providers[name]
 
 
 def _logins(config: Config) -> tuple[Login, ...]:

@@ -182,6 +182,7 @@ class Act:
             "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
             "PYTHONPATH": os.pathsep.join(filter(None, (str(REPO), os.environ.get("PYTHONPATH")))),
             "XDG_CACHE_HOME": str(work / "cache"),  # act's and bt's, shared by the jobs
+            "XDG_CONFIG_HOME": str(work / "config"),  # no user's actrc changes the run
         }
         self.event = work / "pull_request.json"
         self.event.write_text(

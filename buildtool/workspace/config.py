@@ -14,6 +14,7 @@ from buildtool.platforms import normalise
 from buildtool.registry.reference import is_repository, names_registry
 from buildtool.secrets import SecretSource
 from buildtool.state.hashing import digest_bytes
+from buildtool.workspace.ci_spec import CiSpec, read_ci
 from buildtool.workspace.tagtemplate import DEFAULT_LATEST_RULE, LATEST_RULES, parse_template
 
 if TYPE_CHECKING:
@@ -68,8 +69,7 @@ class Config:
     insecure_registries: tuple[str, ...] = ()
     jobs: int = 4
     builders: dict[str, BuilderSpec] = field(default_factory=dict)
-    # platform -> GitHub Actions `runs-on` (a label, or a list of labels); "*" for the rest
-    ci_runners: dict[str, str | tuple[str, ...]] = field(default_factory=dict)
+    ci: CiSpec = field(default_factory=CiSpec)  # [ci]: runners, event policies, logins
     evaluation: Budget = field(default_factory=Budget)  # BUILD.images evaluation limits
     # Build secrets every target gets unless it declares one of the same id ([secrets]).
     secrets: tuple[SecretSource, ...] = ()
@@ -94,7 +94,8 @@ class Config:
         return self.builders.get(platform) or self.builders.get("*") or BuilderSpec(platform)
 
     def runner_for(self, platform: str) -> str | tuple[str, ...]:
-        return self.ci_runners.get(platform) or self.ci_runners.get("*") or DEFAULT_RUNNER
+        runners = self.ci.runners
+        return runners.get(platform) or runners.get("*") or DEFAULT_RUNNER
 
 
 def registry_url_problem(url: object) -> str | None:
@@ -189,7 +190,7 @@ class _SpecReader:
         registry, push, insecure = self._registry(data.get("registry", {}))
         mirrors = self._mirrors(data.get("registry", {}))
         builders = self._builders(data.get("builders", {}))
-        ci_runners = self._ci_runners(data.get("ci", {}))
+        ci = read_ci(data.get("ci", {}), self.fail, self._platform)
         secrets: tuple[SecretSource, ...] = ()
         if "secrets" in data:
             from buildtool.secrets import parse_table
@@ -206,7 +207,7 @@ class _SpecReader:
             insecure_registries=insecure,
             jobs=jobs,
             builders=builders,
-            ci_runners=ci_runners,
+            ci=ci,
             secrets=secrets,
             retry_max_seconds=self._retry(data.get("retry", {})),
             evaluation=self._evaluation(data.get("evaluation", {})),
@@ -369,31 +370,3 @@ class _SpecReader:
                 network=network,
             )
         return builders
-
-    def _ci_runners(self, table: Any) -> dict[str, str | tuple[str, ...]]:
-        if not isinstance(table, dict):
-            raise self.fail("ci must be a table", "ci")
-        for key in table:
-            if key != "runners":
-                raise self.fail(f"unknown key ci.{key} (known: runners)", key)
-        runners = table.get("runners", {})
-        if not isinstance(runners, dict):
-            raise self.fail("ci.runners must be a table of platform -> runner label(s)", "runners")
-        found: dict[str, str | tuple[str, ...]] = {}
-        for written, labels in runners.items():
-            platform = self._platform(written, written)
-            if isinstance(labels, str) and labels.strip():
-                found[platform] = labels
-            elif (
-                isinstance(labels, list)
-                and labels
-                and all(isinstance(label, str) and label.strip() for label in labels)
-            ):
-                found[platform] = tuple(labels)
-            else:
-                raise self.fail(
-                    f'ci.runners."{platform}" must be a runner label or a non-empty list of '
-                    'labels, e.g. "ubuntu-24.04-arm"',
-                    platform,
-                )
-        return found

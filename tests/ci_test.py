@@ -527,3 +527,28 @@ def test_a_pull_request_has_nothing_to_merge(workspace: Path) -> None:
     result = bt("ci", "merge", "//...", "--event", "pull_request", cwd=workspace)
     assert result.returncode == 2
     assert result.stderr.startswith("a pull request's run pushes nothing, so it has nothing")
+
+
+def test_mirrors_are_promoted_by_the_merge_job_after_a_login_to_each(
+    workspace: Path, tmp_path: Path
+) -> None:
+    spec = SPEC.replace(
+        "push = false\n", 'push = false\nmirrors = ["ghcr.io/acme", "mirror.example.com:5000/x"]\n'
+    )
+    (workspace / ".cache-spec").write_text(spec)
+    workflow = bt("ci", "workflow", cwd=workspace, check=True).stdout
+    lint = actionlint(workflow, tmp_path)
+    assert lint.returncode == 0, lint.stdout + lint.stderr
+    merge_job = workflow.split("\n  merge:\n", 1)[1]
+    logins = [line.strip() for line in merge_job.splitlines() if "- name: Log in to " in line]
+    assert logins == [
+        "- name: Log in to 127.0.0.1:5000",
+        "- name: Log in to ghcr.io",
+        "- name: Log in to mirror.example.com:5000",
+    ]
+    promote = '      - name: "Promote to the mirror registries"\n        run: "bt promote //..."\n'
+    assert workflow.count(promote) == 1 and promote in merge_job
+    assert merge_job.index("id: merge") < merge_job.index(promote)
+    assert "packages: write" in workflow  # ghcr.io's GITHUB_TOKEN pushes
+    (workspace / ".cache-spec").write_text(SPEC)
+    assert "bt promote" not in bt("ci", "workflow", cwd=workspace, check=True).stdout

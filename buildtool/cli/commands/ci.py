@@ -199,9 +199,9 @@ def workflow(
         builds_per_job=builds_per_job,
         logins=_logins(config),
         commit=commit,
-        # Releases hook in after the indexes (release_steps): `bt ci merge` puts the tags
-        # .cache-spec names, so tag templates need no flag here; copies to mirror registries
-        # (`bt promote`) are a step of their own once bt has the command.
+        # `bt ci merge` puts the tags [release] tag_templates names (no flag needed); then the
+        # recorded images are promoted to [registry] mirrors, by digest, building nothing.
+        release_steps=_release_steps(config, patterns),
         secret_env=tuple(sorted(name for kind, name in secrets if kind == "env")),
         secret_files=tuple(sorted(name for kind, name in secrets if kind == "src")),
     )
@@ -255,16 +255,31 @@ def _provider(name: str) -> Provider:
     return providers[name]
 
 
+def _release_steps(config: Config, patterns: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
+    """After the indexes: `bt promote` to the mirrors of .cache-spec, when there are any (the
+    merge job runs for pushes and tags only: pull requests never promote)."""
+    import shlex
+
+    if not config.mirrors:
+        return ()
+    return (("Promote to the mirror registries", shlex.join(["bt", "promote", *patterns])),)
+
+
 def _logins(config: Config) -> tuple[Login, ...]:
-    """The registries the jobs log in to: [registry] url's host, with its secrets."""
+    """The registries the jobs log in to: [registry] url's host and every mirror's, each with
+    the secrets [ci.registry_secrets] names for it."""
+    assert config.registry
+    hosts = dict.fromkeys(url.split("/", 1)[0] for url in (config.registry, *config.mirrors))
+    return tuple(_login(config, host) for host in hosts)
+
+
+def _login(config: Config, host: str) -> Login:
     from buildtool.ci.provider import Login
 
-    assert config.registry
-    host = config.registry.split("/", 1)[0]
     secrets = config.ci.registry_secrets.get(host)
     if secrets is not None:
         read_only = (secrets[2], secrets[3]) if len(secrets) == 4 else None
-        return (Login(host, secrets[0], secrets[1], read_only),)
+        return Login(host, secrets[0], secrets[1], read_only)
     if host == "ghcr.io":
-        return (Login(host),)
-    return (Login(host, "REGISTRY_USERNAME", "REGISTRY_PASSWORD"),)
+        return Login(host)
+    return Login(host, "REGISTRY_USERNAME", "REGISTRY_PASSWORD")

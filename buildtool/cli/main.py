@@ -47,6 +47,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     ),
     "test": ("buildtool.cli.commands.test", "Run the image tests of built targets."),
     "merge": ("buildtool.cli.commands.merge", "Put multi-platform indexes for built images."),
+    "promote": (
+        "buildtool.cli.commands.promote",
+        "Copy recorded images and indexes to other registries by digest.",
+    ),
     "lock": ("buildtool.cli.commands.lock", "Work with lockfile fragments from parallel runs."),
     "watch": ("buildtool.cli.commands.watch", "Rebuild what each edit touches, until Ctrl-C."),
     "ci": ("buildtool.cli.commands.ci", "Plan CI jobs over native runners; write the workflow."),
@@ -167,7 +171,8 @@ def cli(directory: str | None) -> None:
 
     Every option can be set in the environment: one variable for an option several commands
     share (BT_DIRECTORY for -C, BT_PLATFORM, BT_PUSH, BT_PROGRESS, BT_JSON, BT_JOBS, BT_FORMAT,
-    BT_DRY_RUN, BT_BUILDS_PER_JOB), BT_<COMMAND>_<OPTION> for the others (BT_PLAN_ALL=1).
+    BT_DRY_RUN, BT_BUILDS_PER_JOB, BT_EVENT, BT_TAG_TEMPLATE), BT_<COMMAND>_<OPTION> for the
+    others (BT_PLAN_ALL=1).
     -C DIRECTORY goes before or after the command. Each --help names the variable.
     """
     if directory:

@@ -38,7 +38,7 @@ from buildtool.workspace.target import ImageTarget, Location
 if TYPE_CHECKING:
     from buildtool.workspace.loader import LoadedWorkspace
 
-VERSION = 4  # 3: the identity; 4: where `inputs =` is written
+VERSION = 5  # 3: the identity; 4: annotations; 5: where `inputs =` is written
 
 
 def _setting(config: Config) -> list[Any]:
@@ -190,6 +190,7 @@ def _encode_graph(graph: TargetGraph) -> list[Any]:
          [[arg, *label] for arg, label in t.parents], list(t.platforms), list(t.tags),
          t.repository, None if t.inputs is None else list(t.inputs), list(t.tests),
          t.location.path, t.location.line, list(t.aliases), [list(x) for x in t.secrets],
+         [list(a) for a in t.annotations],
          None if t.inputs_location is None else t.inputs_location.line]
         for t in graph.targets.values()
     ]  # fmt: skip
@@ -207,7 +208,8 @@ def _decode_graph(raw: Any) -> TargetGraph:
     targets: dict[Label, ImageTarget] = {}
     # Positional, and no generator for what is empty: a no-op decodes every target.
     for (package, name, context, dockerfile, stage, args, parents, platforms, tags, repository,
-         inputs, tests, path, line, aliases, secrets, inputs_line) in targets_raw:  # fmt: skip
+         inputs, tests, path, line, aliases, secrets, notes,
+         inputs_line) in targets_raw:  # fmt: skip
         label = Label(package, name)
         targets[label] = ImageTarget(
             label,
@@ -224,6 +226,7 @@ def _decode_graph(raw: Any) -> TargetGraph:
             Location(path, line),
             aliases,
             tuple([SecretSource(*x) for x in secrets]) if secrets else (),
+            notes,
             None if inputs_line is None else Location(path, inputs_line),
         )
     groups = {

@@ -19,9 +19,9 @@ MARK = "@@bt-readme-step@@"
 
 
 def readme_block(heading: str) -> str:
-    """The first ```sh block after ``heading`` in README.md."""
+    """The first ```sh block after the line starting with ``heading`` in README.md."""
     text = (REPO / "README.md").read_text()
-    after = text[text.index(f"\n{heading}\n") :]
+    after = text[text.index(f"\n{heading}") :]
     start = after.index("```sh\n") + len("```sh\n")
     return after[start : after.index("```\n", start)]
 
@@ -76,7 +76,7 @@ def run_block(block: str, cwd: Path, tmp_path: Path, least_claims: int = 8) -> N
 def test_the_quick_start_runs_as_written_and_prints_its_numbers(
     tmp_path: Path, engine: str
 ) -> None:
-    block = readme_block("## Quick start")
+    block = readme_block("## Quick start\n")
     assert f"export DOCKER_HOST={engine}" in block
     root = copy_example(tmp_path / "clone")
     run_block(block, root, tmp_path)
@@ -85,7 +85,7 @@ def test_the_quick_start_runs_as_written_and_prints_its_numbers(
 def test_your_first_workspace_runs_as_written_and_prints_its_numbers(
     tmp_path: Path, engine: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    block = readme_block("## Your first workspace")
+    block = readme_block("## Your first workspace\n")
     (tmp_path / "work").mkdir()
     monkeypatch.setenv("DOCKER_HOST", engine)  # "the local engine" of a usual installation
     run_block(block, tmp_path / "work", tmp_path)
@@ -99,7 +99,7 @@ def test_the_block_without_github_actions_runs_as_written(
 
     from btrun import write_tree
 
-    block = readme_block("Without GitHub Actions, by hand or on other CI systems:")
+    block = readme_block("Without GitHub Actions, by hand or on other CI systems")
     url = f"{registry}/bt-readme-{uuid.uuid4().hex[:12]}"
     root = write_tree(
         tmp_path / "ws",

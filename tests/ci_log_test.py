@@ -54,7 +54,7 @@ def test_a_failed_build_is_an_error_annotation_naming_the_target_with_its_log_fo
     reporter(Started(SMOKE, 0.0))
     reporter(Failed(SMOKE, 1.0, "RUN exited with code 1", "step 3/3\n100% done, a:b", None))
     assert stream.getvalue().splitlines() == [
-        "1 platform builds to run",
+        "1 platform build to run",
         "[0/1] started //check:smoke linux/amd64",
         "::error title=//check%3Asmoke linux/amd64 failed::RUN exited with code 1%0Astep 3/3"
         "%0A100%25 done, a:b",

@@ -9,6 +9,7 @@ import base64
 import contextlib
 import ctypes
 import ctypes.util
+import http.client
 import http.server
 import json
 import os
@@ -54,6 +55,29 @@ def push_scratch(engine: str, ref: str, platform: str, *, docker_config: Path | 
     found = re.search(r"digest: (sha256:[0-9a-f]{64})", done.stdout)
     assert found, done.stdout
     return found.group(1)
+
+
+def push_local(engine: str, image: str, ref: str) -> str:
+    """Push ``image`` of ``engine``'s store to ``ref`` (say, the imported busybox, so engines
+    whose own imports differ build FROM the very same base) and return its manifest digest."""
+    for args in (["tag", image, ref], ["push", ref]):
+        done = subprocess.run([DOCKER, "-H", engine, *args], capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+    subprocess.run([DOCKER, "-H", engine, "rmi", ref], capture_output=True, check=False)
+    found = re.search(r"digest: (sha256:[0-9a-f]{64})", done.stdout)
+    assert found, done.stdout
+    return found.group(1)
+
+
+def delete_manifest(image: str) -> None:
+    """DELETE a manifest by digest (the test registry allows deletes)."""
+    host, _, rest = image.partition("/")
+    repository, _, digest = rest.partition("@")
+    conn = http.client.HTTPConnection(host, timeout=10)
+    conn.request("DELETE", f"/v2/{repository}/manifests/{digest}")
+    status = conn.getresponse().status
+    conn.close()
+    assert status == 202, status
 
 
 def write_docker_config(directory: Path, entries: dict[str, Any]) -> Path:

@@ -59,6 +59,8 @@ class BuildOptions:
     retries: int = 2
     run_tests: bool = True
     lock_out: Path | None = None
+    # offer stale builds the last record's layers (``layer_cache``); `bt build --no-cache` off
+    cache_layers: bool = True
 
 
 def local_tag(target: ImageTarget, key: str) -> str:
@@ -328,6 +330,8 @@ class BuildRun:
                 f"{stamped_key(labels) or 'missing'}); rebuilt",
             )
         if not cached:
+            cache_from, warning = self.cache_source(planned)
+            warnings += warning
             request = BuildRequest(
                 context=self.config.root / target.context,
                 dockerfile=self.config.root / target.dockerfile,
@@ -343,6 +347,7 @@ class BuildRun:
                 secrets=tuple(
                     resolved(self.config.root, SecretSource(*s)) for s in planned.manifest.secrets
                 ),
+                cache_from=cache_from,
             )
             try:
                 builder.build(request, cancel)
@@ -362,6 +367,17 @@ class BuildRun:
                 raise BtError(f"image {tag} vanished from {builder.name} right after its build")
             digest, image = image_id, tag
         return Outcome(digest=digest, cached=cached, detail=image, warnings=warnings)
+
+    def cache_source(self, planned: PlannedBuild) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """(cache sources, warnings) of a build about to run: its last pushed record while the
+        registry still has it, else none and one warning saying why."""
+        from buildtool.build.layer_cache import layer_source, missing_source
+
+        source = layer_source(planned, self.config.cache_layers and self.options.cache_layers)
+        if source is None:
+            return (), ()
+        missing = missing_source(self.registry_client(), source)
+        return ((), (missing,)) if missing else ((source,), ())
 
     def verify_pushed(self, image: str) -> None:
         """Invariant 5: record a digest only once the registry serves it."""

@@ -66,6 +66,8 @@ class Config:
     secrets: tuple[SecretSource, ...] = ()
     # How long transient faults of one source (a registry, an engine) are retried in total
     retry_max_seconds: float = DEFAULT_RETRY_SECONDS
+    # ``[cache] layers``: a stale build offers its engine the last record's layers
+    cache_layers: bool = True
 
     @property
     def retry(self) -> RetryPolicy:
@@ -124,6 +126,7 @@ class _SpecReader:
         "global_inputs", "platforms", "cache_dir", "jobs", "registry", "builders", "ci", "secrets",
         "retry",
         "evaluation",
+        "cache",
     }  # fmt: skip
     _EVALUATION_KEYS = {"max_steps", "max_size"}
     _REGISTRY_KEYS = {"url", "push", "insecure"}
@@ -183,7 +186,19 @@ class _SpecReader:
             secrets=secrets,
             retry_max_seconds=self._retry(data.get("retry", {})),
             evaluation=self._evaluation(data.get("evaluation", {})),
+            cache_layers=self._cache(data.get("cache", {})),
         )
+
+    def _cache(self, table: Any) -> bool:
+        if not isinstance(table, dict):
+            raise self.fail("cache must be a table", "cache")
+        for key in table:
+            if key != "layers":
+                raise self.fail(f"unknown key cache.{key} (known: layers)", key)
+        layers = table.get("layers", True)
+        if not isinstance(layers, bool):
+            raise self.fail("cache.layers must be true or false", "layers")
+        return layers
 
     def _evaluation(self, table: Any) -> Budget:
         if not isinstance(table, dict):

@@ -52,6 +52,8 @@ class BuildRequest:
     dockerfile_text: str | None = None
     # Build secrets by source (file paths absolute): the builder's client reads the values.
     secrets: tuple[SecretSource, ...] = ()
+    # Images the engine may take layers from (``build.layer_cache``); never part of the key.
+    cache_from: tuple[str, ...] = ()
 
     def sent_context(self, *, hide_dockerfile: bool = False) -> SentContext | None:
         """The context to stream, or None to send the context directory as it is."""

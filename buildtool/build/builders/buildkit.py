@@ -218,6 +218,14 @@ class BuildKitCliBuilder:
             command += ["--secret", buildkit_flag(source)]
         for name, value in request.labels:
             command += ["--label", f"{name}={value}"]
+        # Every image carries inline cache metadata, so a pushed record can warm a later build
+        # on another engine (``build.layer_cache``); whether it is offered does not change it.
+        if self.mode == "buildx":
+            command += ["--cache-to", "type=inline"]
+        else:
+            command += ["--build-arg", "BUILDKIT_INLINE_CACHE=1"]
+        for image in request.cache_from:
+            command += ["--cache-from", image]
         return [*command, context]
 
     def _platform_of(self, ref: str) -> Platform | None:

@@ -134,6 +134,7 @@ class EngineApiBuilder:
             buildargs=dict(request.build_args),
             platform=request.platform,
             labels=dict(request.labels),
+            cache_from=self._pulled(request.cache_from) or None,
             network_mode=self.network,
             decode=True,
             rm=True,
@@ -141,6 +142,25 @@ class EngineApiBuilder:
             timeout=None,  # a RUN step may print nothing for a long time
         )
         return stream
+
+    def _pulled(self, images: Sequence[str]) -> list[str]:
+        """The cache sources the classic builder can use: it reuses layers only of images in
+        the engine's store, so each is pulled first. One that will not pull is left out."""
+        import requests
+
+        import docker
+
+        pulled = []
+        for image in images:
+            repository, _, digest = image.partition("@")
+            try:
+                for chunk in self.client.pull(repository, digest, stream=True, decode=True):
+                    if _stream_error(chunk) is not None:
+                        raise docker.errors.APIError(_stream_error(chunk))
+            except (docker.errors.APIError, requests.exceptions.RequestException):
+                continue
+            pulled.append(image)
+        return pulled
 
     def _consume(
         self,

@@ -49,6 +49,12 @@ def _shard_option(ctx: click.Context, param: click.Parameter, value: str | None)
     help="Extra attempts for transient faults (engine connection, registry 5xx/timeouts).",
 )
 @click.option("--no-tests", is_flag=True, help="Do not run the targets' image tests.")
+@click.option(
+    "--no-cache",
+    is_flag=True,
+    help="Offer stale builds no layers of their last recorded image (as [cache] layers = false "
+    "in .cache-spec). Keys, and so what is rebuilt, stay the same.",
+)
 @progress_option
 @click.option(
     "--lock-out",
@@ -87,6 +93,7 @@ def command(
     fail_fast: bool,
     retries: int,
     no_tests: bool,
+    no_cache: bool,
     progress: str,
     json_events: bool,
     lock_out: Path | None,
@@ -130,6 +137,7 @@ def command(
         retries=retries,
         run_tests=not no_tests,
         lock_out=lock_out.resolve() if lock_out else None,
+        cache_layers=not no_cache,
     )
     selection = Selection(patterns, platforms, no_deps=no_deps, shard=shard)
     mode = progress_mode(progress, json_events)

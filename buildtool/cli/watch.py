@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from buildtool.build.events import ReportEvent, Round, WatchError, Watching
+from buildtool.build.events import ReportEvent, Round, StoryEvent, WatchError, Watching
 from buildtool.errors import BtError
 from buildtool.inputs.filesets import FileSet
 from buildtool.plan.session import Workbench
@@ -141,8 +141,10 @@ class Watcher:
         platforms: tuple[str, ...],
         push: bool | None,
         report: Callable[[ReportEvent], None],
+        story: Callable[[StoryEvent], None] = lambda event: None,
     ):
         self.root = root
+        self.story = story
         self.patterns = patterns
         self.platforms = platforms
         self.push = push
@@ -202,7 +204,9 @@ class Watcher:
         seen: list[PlannedBuild] = []
         selection = Selection(self.patterns, self.platforms, watching=True)
         try:
-            result = build_selection(bench, options, selection, self.report, seen.extend)
+            result = build_selection(
+                bench, options, selection, self.report, seen.extend, story=self.story
+            )
         finally:
             # After the builds started: changes seen meanwhile are filtered by it only once
             # this round returns.

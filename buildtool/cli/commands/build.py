@@ -72,6 +72,13 @@ def _shard_option(ctx: click.Context, param: click.Parameter, value: str | None)
     "[default: none]",
 )
 @click.option(
+    "--trace",
+    type=click.Path(path_type=Path),
+    metavar="FILE",
+    help="Write the run to FILE as Chrome trace-event JSON (open it in ui.perfetto.dev or "
+    "chrome://tracing): a track per builder slot, a span per build.  [default: none]",
+)
+@click.option(
     "--no-deps",
     is_flag=True,
     help="Build only the selected targets, never their stale parents: a build whose parent is "
@@ -98,6 +105,7 @@ def command(
     json_events: bool,
     lock_out: Path | None,
     metadata_file: Path | None,
+    trace: Path | None,
     no_deps: bool,
     shard: tuple[int, int] | None,
 ) -> None:
@@ -123,9 +131,11 @@ def command(
     from buildtool.build.run import BuildOptions
     from buildtool.cli.pipeline import Selection, build_selection
     from buildtool.cli.reporter import progress_reporter, progress_stream
+    from buildtool.cli.story import told
 
     # Outputs written at the end are checked first: a typo must not cost the whole run.
-    for option, path in (("--lock-out", lock_out), ("--metadata-file", metadata_file)):
+    outputs = (("--lock-out", lock_out), ("--metadata-file", metadata_file), ("--trace", trace))
+    for option, path in outputs:
         if path is not None:
             check_writable(path, option)
     bench = Workbench.open()
@@ -141,10 +151,17 @@ def command(
     )
     selection = Selection(patterns, platforms, no_deps=no_deps, shard=shard)
     mode = progress_mode(progress, json_events)
-    reporter = progress_reporter(mode, progress_stream(mode))
+    reporter = told(
+        progress_reporter(mode, progress_stream(mode)), f"bt build {' '.join(patterns)}", trace
+    )
     try:
         result = build_selection(
-            bench, options, selection, reporter, say=lambda line: click.echo(line, err=True)
+            bench,
+            options,
+            selection,
+            reporter,
+            say=lambda line: click.echo(line, err=True),
+            story=reporter.story,
         )
     finally:
         reporter.close()

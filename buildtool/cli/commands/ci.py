@@ -82,6 +82,14 @@ def plan(
             f"regenerate it with `bt ci workflow --waves {waves}`"
         )
     click.echo(ci_plan.to_json(indent=None if compact else 2))
+    from buildtool.cli.story import step_summary_path
+
+    summary = step_summary_path()
+    if summary is not None:
+        from buildtool.cli.summary import append_summary, ci_plan_markdown
+
+        reasons = {(str(p.label), p.platform): p.reason for p in planned}
+        append_summary(summary, ci_plan_markdown(patterns, ci_plan, reasons))
     builds = sum(len(job.builds) for wave in ci_plan.waves for job in wave.jobs)
     click.echo(
         f"{builds} stale platform builds in {waves} waves: {ci_plan.job_count} jobs, then merge",

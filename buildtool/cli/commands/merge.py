@@ -51,3 +51,10 @@ def command(patterns: tuple[str, ...], allow_partial: bool, dry_run: bool) -> No
         click.echo(f"{label}: partial index, without {', '.join(missing)}", err=True)
     for label in report.skipped:
         click.echo(f"{label}: skipped, no platform build recorded", err=True)
+    from buildtool.cli.story import step_summary_path
+
+    summary = step_summary_path()
+    if summary is not None:
+        from buildtool.cli.summary import append_summary, merge_markdown
+
+        append_summary(summary, merge_markdown(patterns, report, dry_run))

@@ -1,0 +1,69 @@
+"""The step summary's Markdown: big runs grouped by package and capped, and `bt ci plan`'s."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from btrun import bt, write_tree
+
+from buildtool.build.events import Finished, Planned, PlannedBuildInfo, RunFinished, Started
+from buildtool.build.events import Summary as RunSummary
+from buildtool.cli import summary
+from buildtool.cli.summary import BuildSummary
+
+AMD = "linux/amd64"
+
+
+def test_a_big_run_is_grouped_by_package_and_capped_saying_how_many_rows_were_left_out(
+    tmp_path: Path,
+) -> None:
+    builds = [(f"//lang:m{n:03d}", AMD) for n in range(150)] + [("//base:cpu", AMD)]
+    reader = BuildSummary(tmp_path / "summary.md", "bt build //...")
+    infos = tuple(PlannedBuildInfo(b, "k" * 64, "new: never built", (), True) for b in builds)
+    reader(Planned(infos, 0.0))
+    for number, build in enumerate(builds):
+        reader(Started(build, float(number)))
+        reader(Finished(build, number + 2.0, "sha256:" + "a" * 64, 2.0))
+    ok = RunSummary(tuple(builds), (), (), (), False, 200.0)
+    reader(RunFinished(ok, 200.0))
+    reader.close()
+
+    text = (tmp_path / "summary.md").read_text()
+    assert summary.MAX_ROWS == 100
+    assert "**//base** (1)" in text and "**//lang** (150)" in text
+    rows = [line for line in text.splitlines() if line.startswith("| //")]
+    assert rows[0].startswith("| //base:cpu | linux/amd64 | new: never built | built | 2.0s |")
+    assert [row.split(" | ")[0] for row in rows[1:]] == [f"| //lang:m{n:03d}" for n in range(99)]
+    assert "_51 more of //lang not shown._" in text
+    assert "| 151 | 0 | 0 | 0 | 0 | 0 |" in text
+
+
+def test_ci_plan_appends_its_waves_and_the_stale_builds_with_their_reasons(tmp_path: Path) -> None:
+    root = write_tree(
+        tmp_path / "ws",
+        {
+            ".cache-spec": 'platforms = ["linux/amd64", "linux/arm64"]\n',
+            "BUILD.images": (
+                'image(name = "base", dockerfile = "base.Dockerfile")\n'
+                'image(name = "app", dockerfile = "app.Dockerfile", parents = {"BASE": ":base"})\n'
+            ),
+            "base.Dockerfile": "FROM scratch\nCOPY a.txt /\n",
+            "app.Dockerfile": "ARG BASE\nFROM ${BASE}\nCOPY a.txt /b.txt\n",
+            "a.txt": "a\n",
+        },
+    )
+    path = tmp_path / "summary.md"
+    result = bt("ci", "plan", "//...", cwd=root, env={"GITHUB_STEP_SUMMARY": str(path)})
+    assert result.returncode == 0, result.stderr
+    assert path.read_text() == (
+        "### bt ci plan //...\n\n"
+        "4 stale platform builds in 2 waves: 4 jobs, then merge.\n\n"
+        "| wave | jobs | builds |\n|---:|---:|---:|\n| 1 | 2 | 2 |\n| 2 | 2 | 2 |\n\n"
+        "#### Stale builds\n\n"
+        "**//** (4)\n\n"
+        "| build | platform | reason | wave / job |\n|---|---|---|---|\n"
+        "| //:app | linux/amd64 | new: never built | 2 / w2-linux-amd64-001 |\n"
+        "| //:app | linux/arm64 | new: never built | 2 / w2-linux-arm64-001 |\n"
+        "| //:base | linux/amd64 | new: never built | 1 / w1-linux-amd64-001 |\n"
+        "| //:base | linux/arm64 | new: never built | 1 / w1-linux-arm64-001 |\n\n"
+    )

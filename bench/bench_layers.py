@@ -5,8 +5,8 @@ changed: engine 1 builds version 1 and pushes it (its record in images.lock); th
 moves to engine 2 (a fresh CI runner) and app.txt changes, so the one build is stale. Timed
 there: `bt build` with layer reuse (the record offered as `--cache-from`) and without
 (`--no-cache`). Each side has a workspace of its own, with a `RUN` no engine has run before, so
-neither side reuses the other's layers or an earlier run's. Both start FROM the same busybox,
-pushed to the registry (engines' own imports of it differ, as CI runners pull one base image).
+neither side reuses the other's layers or an earlier run's. Each starts FROM a base of its own
+(busybox and one file) pushed to the registry, which both engines pull, as CI runners do.
 
 Printed and written to bench/results/layers.md: the build's time (bt's job time, from its
 --json events), the whole `bt build` command's time, and whether BuildKit reported the RUN step
@@ -41,6 +41,20 @@ REGISTRY = os.environ.get("BT_TEST_REGISTRY", "127.0.0.1:5000")
 def docker(engine: str, *args: str) -> str:
     done = subprocess.run([DOCKER, "-H", engine, *args], capture_output=True, text=True, check=True)
     return done.stdout
+
+
+def fresh_base(base: Path, ref: str) -> None:
+    """A base no engine holds, pushed to ``ref`` and removed from engine 1, so both engines pull
+    it as fresh CI runners do (BuildKit 20.10 matched inline cache only on an engine that pulled
+    the base for the build, not on one that held it already)."""
+    context = base / "base"
+    context.mkdir(parents=True)
+    (context / "Dockerfile").write_text("FROM bt-test/busybox:latest\nCOPY id.txt /\n")
+    (context / "id.txt").write_text(f"{ref} {uuid.uuid4().hex}\n")
+    os.environ["DOCKER_BUILDKIT"] = "1"
+    docker(ENGINE, "build", "-q", "--network=none", "-t", ref, str(context))
+    docker(ENGINE, "push", ref)
+    docker(ENGINE, "rmi", ref)
 
 
 def write_workspace(root: Path, url: str, engine: str, token: str, sleep: int) -> None:
@@ -85,8 +99,7 @@ def run_cached(log: Path) -> bool:
 def one_side(base: Path, reuse: bool, sleep: int) -> tuple[float, float, bool]:
     """(job seconds, command seconds, RUN cached) of the stale build on engine 2."""
     url = f"{REGISTRY}/bt-bench-layers-{uuid.uuid4().hex[:12]}"
-    docker(ENGINE, "tag", "bt-test/busybox:latest", f"{url}/busybox:base")
-    docker(ENGINE, "push", f"{url}/busybox:base")
+    fresh_base(base, f"{url}/busybox:base")
     token = uuid.uuid4().hex
     root, cache = base / "ws", base / "cache"
     write_workspace(root, url, ENGINE, token, sleep)

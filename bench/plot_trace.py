@@ -18,8 +18,12 @@ FAILED = "#d62728"
 
 
 def tracks(events: list[dict[str, Any]]) -> dict[int, str]:
+    """Track id -> name, in the order the trace asks for (``thread_sort_index``)."""
     names = {e["tid"]: e["args"]["name"] for e in events if e.get("name") == "thread_name"}
-    return dict(sorted(names.items()))
+    rank = {
+        e["tid"]: e["args"]["sort_index"] for e in events if e.get("name") == "thread_sort_index"
+    }
+    return dict(sorted(names.items(), key=lambda item: (rank.get(item[0], 0), item[0])))
 
 
 def plot(trace: dict[str, Any], out: Path, title: str, label_share: float) -> None:

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 from btrun import bt, write_tree
-from registries import delete_manifest, push_local
+from registries import delete_manifest, push_base
 
 pytestmark = pytest.mark.engine
 AMD = "linux/amd64"
@@ -22,8 +22,8 @@ def workspace(
     root: Path, url: str, engine: str, token: str, layers: bool = True, backend: str = "buildkit"
 ) -> Path:
     """An image whose unchanged RUN takes SLEEP seconds and whose last COPY is what changes,
-    built for linux/amd64 on ``engine``, FROM the busybox pushed to ``url``/busybox (as CI
-    runners pull one base from a registry); ``token`` makes a RUN no engine has cached yet."""
+    built for linux/amd64 on ``engine``, FROM a base pushed to ``url``/busybox that no engine
+    holds (CI runners pull their base); ``token`` makes a RUN no engine has cached yet."""
     spec = (
         'platforms = ["linux/amd64"]\n'
         f'[registry]\nurl = "{url}"\npush = true\n'
@@ -73,7 +73,7 @@ def pushed_from_engine_1(
     (engine 2: a fresh runner) and app.txt changes: one stale build."""
     url = f"{registry}/bt-layers-{uuid.uuid4().hex[:12]}"
     token = uuid.uuid4().hex
-    push_local(engine, "bt-test/busybox:latest", f"{url}/busybox:base")
+    push_base(engine, f"{url}/busybox:base")
     root = workspace(tmp_path / "ws", url, engine, token, backend=backend)
     first = bt("build", "//...", "--json", cwd=root)
     assert first.returncode == 0, first.stderr

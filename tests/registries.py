@@ -57,12 +57,20 @@ def push_scratch(engine: str, ref: str, platform: str, *, docker_config: Path | 
     return found.group(1)
 
 
-def push_local(engine: str, image: str, ref: str) -> str:
-    """Push ``image`` of ``engine``'s store to ``ref`` (say, the imported busybox, so engines
-    whose own imports differ build FROM the very same base) and return its manifest digest."""
-    for args in (["tag", image, ref], ["push", ref]):
-        done = subprocess.run([DOCKER, "-H", engine, *args], capture_output=True, text=True)
-        assert done.returncode == 0, done.stderr
+def push_base(engine: str, ref: str) -> str:
+    """Push a base image no engine has seen to ``ref``: the local busybox with a file of its
+    own, built on ``engine`` and then removed from it, so every engine pulls it, as a fresh CI
+    runner does. (BuildKit 20.10 was seen to match a record's inline cache only on an engine
+    that pulled the base for the build, not on one that held it from an earlier pull.)"""
+    env = {**os.environ, "DOCKER_BUILDKIT": "1"}
+    with tempfile.TemporaryDirectory() as context:
+        Path(context, "Dockerfile").write_text("FROM bt-test/busybox:latest\nCOPY id.txt /\n")
+        Path(context, "id.txt").write_text(f"{ref} {uuid.uuid4().hex}\n")
+        for args in (["build", "-q", "--network=none", "-t", ref, context], ["push", ref]):
+            done = subprocess.run(
+                [DOCKER, "-H", engine, *args], env=env, capture_output=True, text=True
+            )
+            assert done.returncode == 0, done.stderr
     subprocess.run([DOCKER, "-H", engine, "rmi", ref], capture_output=True, check=False)
     found = re.search(r"digest: (sha256:[0-9a-f]{64})", done.stdout)
     assert found, done.stdout

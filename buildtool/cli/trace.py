@@ -123,9 +123,9 @@ class TraceWriter:
             _meta("process_name", _RUN_TRACK, self.command),
             _meta("thread_name", _RUN_TRACK, "run"),
         ]
-        for (platform, slot), tid in sorted(self.tracks.items()):
+        for rank, ((platform, slot), tid) in enumerate(sorted(self.tracks.items()), 1):
             events.append(_meta("thread_name", tid, f"{platform} slot {slot}"))
-            events.append(_meta("thread_sort_index", tid, tid, key="sort_index"))
+            events.append(_meta("thread_sort_index", tid, rank, key="sort_index"))
         for record in sorted(self.records, key=lambda r: r["ts"]):
             timed = record | {"ts": round((record["ts"] - start) * 1e6)}
             if "dur" in record:

@@ -10,6 +10,8 @@ from buildtool.build.events import Finished, Planned, PlannedBuildInfo, RunFinis
 from buildtool.build.events import Summary as RunSummary
 from buildtool.cli import summary
 from buildtool.cli.summary import BuildSummary
+from buildtool.release.merge import MergeReport, TagOutcome
+from buildtool.workspace.labels import parse_label
 
 AMD = "linux/amd64"
 
@@ -66,4 +68,30 @@ def test_ci_plan_appends_its_waves_and_the_stale_builds_with_their_reasons(tmp_p
         "| //:app | linux/arm64 | new: never built | 2 / w2-linux-arm64-001 |\n"
         "| //:base | linux/amd64 | new: never built | 1 / w1-linux-amd64-001 |\n"
         "| //:base | linux/arm64 | new: never built | 1 / w1-linux-arm64-001 |\n\n"
+    )
+
+
+def test_merge_appends_its_tags_with_counts_by_status() -> None:
+
+    app, lib = parse_label("//:app"), parse_label("//lib:core")
+    report = MergeReport(
+        tags=(
+            TagOutcome(app, "r.example/app:1", "created", "sha256:" + "1" * 64),
+            TagOutcome(app, "r.example/app:latest", "updated", "sha256:" + "1" * 64, "sha256:0"),
+            TagOutcome(lib, "r.example/core:1", "unchanged", "sha256:" + "2" * 64),
+        ),
+        partial=((lib, ("linux/arm64",)),),
+        skipped=(),
+    )
+    assert summary.merge_markdown(("//...",), report, dry_run=False) == (
+        "### bt merge //...\n\n"
+        "3 tags: 1 created, 1 updated, 1 unchanged.\n\n"
+        "**//** (2)\n\n"
+        "| image | tag | status | digest |\n|---|---|---|---|\n"
+        "| //:app | r.example/app:1 | created | `sha256:111111111111` |\n"
+        "| //:app | r.example/app:latest | updated | `sha256:111111111111` |\n\n"
+        "**//lib** (1)\n\n"
+        "| image | tag | status | digest |\n|---|---|---|---|\n"
+        "| //lib:core | r.example/core:1 | unchanged | `sha256:222222222222` |\n\n"
+        "- `//lib:core`: partial index, without linux/arm64"
     )

@@ -244,11 +244,10 @@ _STATUSES = ("created", "updated", "unchanged")
 
 def merge_markdown(patterns: Sequence[str], report: MergeReport, dry_run: bool) -> str:
     """The summary of `bt merge`."""
-    rows = [
-        (str(t.label), t.tag, f"would be {t.status}" if dry_run else t.status, f"`{t.digest[:19]}`")
-        for t in report.tags
-    ]
-    lines = [f"### bt merge {' '.join(patterns)}{' (dry run)' if dry_run else ''}", ""]
+    rows = [(str(t.label), t.tag, t.status, f"`{t.digest[:19]}`") for t in report.tags]
+    lines = [f"### bt merge {' '.join(patterns)}", ""]
+    if dry_run:
+        lines += ["A dry run: nothing was put; the statuses say what a merge would do.", ""]
     lines += tag_lines(rows)
     for label, missing in report.partial:
         lines.append(f"- `{label}`: partial index, without {', '.join(missing)}")

@@ -183,3 +183,24 @@ def test_the_layer_check_runs_on_its_own_as_a_script_would(copy_of_buildtool: Pa
     )
     assert done.returncode == 1
     assert done.stdout.startswith("buildtool/errors.py:")
+
+
+def test_the_readme_names_every_module_in_the_row_of_its_package() -> None:
+    """ "Where the code lives" stays true: each module of ``buildtool/`` is named, in its
+    package's row (top-level modules in the "top level" row)."""
+    readme = (PACKAGE.parent / "README.md").read_text(encoding="utf-8")
+    section = readme.split("### Where the code lives", 1)[1].split("\n### ", 1)[0]
+    rows = {}
+    for line in section.splitlines():
+        cells = line.split(" | ")
+        if line.startswith("| ") and len(cells) == 2:
+            rows[cells[0].strip("| `")] = cells[1]
+    missing = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        relative = path.relative_to(PACKAGE)
+        if path.name == "__init__.py" and len(relative.parts) > 1:
+            continue  # a package's face: its modules are what is named
+        row = "top level" if len(relative.parts) == 1 else f"{relative.parts[0]}/"
+        if f"`{path.name}`" not in rows.get(row, ""):
+            missing.append(str(relative))
+    assert missing == ["__init__.py"]  # buildtool's own: its version and LAYERS

@@ -32,8 +32,9 @@ from buildtool.build.events import (
 )
 
 if TYPE_CHECKING:
+    from buildtool.ci.collect import Collected
     from buildtool.ci.waves import CiPlan
-    from buildtool.release.merge import MergeReport
+    from buildtool.release.merge import MergeReport, TagOutcome
 
 MAX_ROWS = 100  # table rows of one summary, over all its packages
 MAX_FAILURES = 10  # failures shown with their log
@@ -242,9 +243,33 @@ def tag_lines(rows: Iterable[tuple[str, str, str, str]]) -> list[str]:
 _STATUSES = ("created", "updated", "unchanged")
 
 
+def _tag_rows(tags: Iterable[TagOutcome]) -> list[tuple[str, str, str, str]]:
+    return [(str(t.label), t.tag, t.status, f"`{t.digest[:19]}`") for t in tags]
+
+
+def ci_merge_markdown(patterns: Sequence[str], found: Collected) -> str:
+    """The summary of `bt ci merge`: builds recorded from the registry, the tags put, and the
+    builds the registry lacks."""
+    lines = [
+        f"### bt ci merge {' '.join(patterns)}",
+        "",
+        f"{len(found.recorded)} platform builds recorded from the registry, "
+        f"{len(found.missing)} missing.",
+        "",
+    ]
+    if found.tags:
+        lines += tag_lines(_tag_rows(found.tags))
+    missing = sorted((str(p.label), p.platform) for p in found.missing)
+    for label, platform in missing[:MAX_ROWS]:
+        lines.append(f"- missing: `{label}` {platform} (its job failed or did not run)")
+    if len(missing) > MAX_ROWS:
+        lines.append(f"- _{len(missing) - MAX_ROWS} more missing builds not shown._")
+    return "\n".join(lines)
+
+
 def merge_markdown(patterns: Sequence[str], report: MergeReport, dry_run: bool) -> str:
     """The summary of `bt merge`."""
-    rows = [(str(t.label), t.tag, t.status, f"`{t.digest[:19]}`") for t in report.tags]
+    rows = _tag_rows(report.tags)
     lines = [f"### bt merge {' '.join(patterns)}", ""]
     if dry_run:
         lines += ["A dry run: nothing was put; the statuses say what a merge would do.", ""]

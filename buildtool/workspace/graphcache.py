@@ -38,7 +38,7 @@ from buildtool.workspace.target import ImageTarget, Location
 if TYPE_CHECKING:
     from buildtool.workspace.loader import LoadedWorkspace
 
-VERSION = 3  # 3: the identity
+VERSION = 4  # 3: the identity; 4: annotations
 
 
 def _setting(config: Config) -> list[Any]:
@@ -189,7 +189,8 @@ def _encode_graph(graph: TargetGraph) -> list[Any]:
         [*t.label, t.context, t.dockerfile, t.stage, [list(a) for a in t.args],
          [[arg, *label] for arg, label in t.parents], list(t.platforms), list(t.tags),
          t.repository, None if t.inputs is None else list(t.inputs), list(t.tests),
-         t.location.path, t.location.line, list(t.aliases), [list(x) for x in t.secrets]]
+         t.location.path, t.location.line, list(t.aliases), [list(x) for x in t.secrets],
+         [list(a) for a in t.annotations]]
         for t in graph.targets.values()
     ]  # fmt: skip
     groups = [[*label, [list(m) for m in members]] for label, members in graph.groups.items()]
@@ -206,7 +207,7 @@ def _decode_graph(raw: Any) -> TargetGraph:
     targets: dict[Label, ImageTarget] = {}
     # Positional, and no generator for what is empty: a no-op decodes every target.
     for (package, name, context, dockerfile, stage, args, parents, platforms, tags, repository,
-         inputs, tests, path, line, aliases, secrets) in targets_raw:  # fmt: skip
+         inputs, tests, path, line, aliases, secrets, notes) in targets_raw:  # fmt: skip
         label = Label(package, name)
         targets[label] = ImageTarget(
             label,
@@ -223,6 +224,7 @@ def _decode_graph(raw: Any) -> TargetGraph:
             Location(path, line),
             aliases,
             tuple([SecretSource(*x) for x in secrets]) if secrets else (),
+            notes,
         )
     groups = {
         Label(package, name): tuple(Label(*m) for m in members)

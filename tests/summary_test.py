@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import uuid
 from pathlib import Path
 
+import pytest
 from btrun import bt, write_tree
 
 from buildtool.build.events import Finished, Planned, PlannedBuildInfo, RunFinished, Started
@@ -14,6 +17,7 @@ from buildtool.release.merge import MergeReport, TagOutcome
 from buildtool.workspace.labels import parse_label
 
 AMD = "linux/amd64"
+STEP = "GITHUB_STEP_SUMMARY"
 
 
 def test_a_big_run_is_grouped_by_package_and_capped_saying_how_many_rows_were_left_out(
@@ -94,4 +98,40 @@ def test_merge_appends_its_tags_with_counts_by_status() -> None:
         "| image | tag | status | digest |\n|---|---|---|---|\n"
         "| //lib:core | r.example/core:1 | unchanged | `sha256:222222222222` |\n\n"
         "- `//lib:core`: partial index, without linux/arm64"
+    )
+
+
+@pytest.mark.engine
+def test_ci_merge_appends_what_it_recorded_the_tags_it_put_and_the_builds_the_registry_lacks(
+    tmp_path: Path, engine: str, registry: str
+) -> None:
+    url = f"{registry}/bt-summary-{uuid.uuid4().hex[:12]}"
+    root = write_tree(
+        tmp_path / "ws",
+        {
+            ".cache-spec": (
+                f'platforms = ["{AMD}"]\n[registry]\nurl = "{url}"\npush = true\n'
+                f'[builders."*"]\nhost = "{engine}"\nnetwork = "none"\n'
+            ),
+            "BUILD.images": 'image(name = "solo")\nimage(name = "other")\n',
+            "Dockerfile": "FROM scratch\nCOPY a.txt /\n",
+            "a.txt": uuid.uuid4().hex,
+        },
+    )
+    bt("build", "//:solo", cwd=root, check=True)  # recorded here, so none from the registry
+    path = tmp_path / "summary.md"
+
+    result = bt("ci", "merge", "//...", "--event", "push", cwd=root, env={STEP: str(path)})
+
+    assert result.returncode == 1, result.stderr  # //:other was never pushed
+    lock = json.loads((root / "images.lock").read_text())
+    index = lock["images"]["//:solo"]["digest"]
+    assert path.read_text() == (
+        "### bt ci merge //...\n\n"
+        "0 platform builds recorded from the registry, 1 missing.\n\n"
+        "1 tags: 0 created, 0 updated, 1 unchanged.\n\n"
+        "**//** (1)\n\n"
+        "| image | tag | status | digest |\n|---|---|---|---|\n"
+        f"| //:solo | {url}/solo:solo | unchanged | `{index[:19]}` |\n\n"
+        f"- missing: `//:other` {AMD} (its job failed or did not run)\n\n"
     )

@@ -43,10 +43,14 @@ LOG_LINES = 15  # last log lines of a failure
 
 def append_summary(path: Path, markdown: str) -> None:
     """Append ``markdown`` to the step summary file (GitHub reads it when the step ends)."""
+    from buildtool.errors import BtError
     from buildtool.secrets import scrub
 
-    with path.open("a", encoding="utf-8") as out:
-        out.write(scrub(markdown).rstrip("\n") + "\n\n")
+    try:
+        with path.open("a", encoding="utf-8") as out:
+            out.write(scrub(markdown).rstrip("\n") + "\n\n")
+    except OSError as err:
+        raise BtError(f"cannot append to $GITHUB_STEP_SUMMARY: {err.strerror}", path) from None
 
 
 def seconds_text(seconds: float) -> str:

@@ -43,11 +43,16 @@ def test_builds_take_the_lowest_free_slot_of_their_platform_and_retries_mark_the
     assert instants == [("retry", f"{AMD} slot 2", 2_000_000), ("cached", "run", 5_500_000)]
 
 
-def test_a_watch_round_rewrites_the_trace_before_the_session_ends(tmp_path: Path) -> None:
+def test_watch_rounds_are_spans_of_the_run_track_written_when_the_session_ends(
+    tmp_path: Path,
+) -> None:
     writer = TraceWriter(tmp_path / "trace.json", "bt watch //...")
     writer(Started(("//:a", AMD), 1.0))
     writer(Finished(("//:a", AMD), 2.0, "sha256:" + "a" * 64, 1.0))
     writer(Round(("a.txt",), (("//:a", AMD),), 0, 1.5))
+    # Not before: a trace written inside the workspace would be a change the watcher sees.
+    assert not (tmp_path / "trace.json").exists()
+    writer.close()
 
     events = json.loads((tmp_path / "trace.json").read_text())["traceEvents"]
     assert [(e["name"], e["cat"]) for e in events if e["ph"] == "X"] == [

@@ -39,7 +39,8 @@ _RUN_TRACK = 0  # phases, rounds, and what happened to builds holding no slot
 
 
 class TraceWriter:
-    """Collects a run's events; writes the trace when closed and after each `bt watch` round."""
+    """Collects a run's events and writes the trace when closed. (Not after each `bt watch`
+    round: a trace written inside the workspace would be a change the watcher sees.)"""
 
     def __init__(self, path: Path, command: str):
         self.path = path
@@ -71,7 +72,6 @@ class TraceWriter:
             now = time.monotonic()
             args = {"changed": list(event.changed), "failed": event.failed}
             self._span("round", "phase", now - event.seconds, now, _RUN_TRACK, args)
-            self.write()
 
     def _start(self, build: JobId, at: float) -> None:
         taken = self.busy.setdefault(build[1], set())

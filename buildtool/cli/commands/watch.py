@@ -26,8 +26,8 @@ from buildtool.plan.session import Session
     "--trace",
     type=click.Path(path_type=Path),
     metavar="FILE",
-    help="Write the session to FILE as Chrome trace-event JSON, rewritten after each round "
-    "(see `bt build --trace`).  [default: none]",
+    help="Write the session to FILE as Chrome trace-event JSON when it ends, each round a "
+    "span (see `bt build --trace`).  [default: none]",
 )
 def command(
     patterns: tuple[str, ...],

@@ -348,8 +348,8 @@ class BuildRun:
             replacements.update(dict.fromkeys(parent.sites, exact))
         fileset = self.computer.filesets.of(target, planned.platform)
         declared = {arg for arg, _ in target.parents}
-        for reference, line, kind, arg, unresolved in fileset.reads.images:
-            site = (line, kind, reference)
+        for reference, line, kind, arg, unresolved, context in fileset.reads.images:
+            site = (line, kind, context or reference)  # a named context: where it is named
             if site in replacements or unresolved or arg in declared:
                 continue
             exact = self.external_reference(reference, planned.platform)

@@ -355,11 +355,18 @@ class BuildRun:
             exact = self.external_reference(reference, planned.platform)
             if exact is not None:
                 replacements[site] = exact
-        if not replacements:
+        if not replacements and not fileset.named:
             return None
-        from buildtool.dockerfile.rewrite import rewrite_images
+        from buildtool.dockerfile.rewrite import rewrite_directory_reads, rewrite_images
 
-        return rewrite_images(fileset.dockerfile_text, replacements, target.dockerfile)
+        text = rewrite_images(fileset.dockerfile_text, replacements, target.dockerfile)
+        if fileset.named:  # directory contexts: read from where the sent context holds them
+            from buildtool.inputs.filesets import NAMED_IN_TAR
+
+            prefixes = {n.name: f"{NAMED_IN_TAR}/{n.name}" for n in fileset.named}
+            lines = [source[2] for source in fileset.reads.named_sources]
+            text = rewrite_directory_reads(text, prefixes, lines, target.dockerfile)
+        return text
 
     def registry_client(self) -> RegistryClient:
         """One client for the run's registry calls; one try each, the scheduler retries."""

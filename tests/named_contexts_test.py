@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import io
 import json
-import shutil
 import subprocess
 import tarfile
 import uuid
@@ -15,6 +14,14 @@ from pathlib import Path
 import pytest
 from bake_test import FIXTURES, WHISPERX_FILES, bake_platform_builds
 from btrun import bt, write_tree
+
+from buildtool.build.builders.context import sent_context, tar_chunks
+from buildtool.dockerfile.rewrite import rewrite_directory_reads
+from buildtool.plan.keys import KeyComputer
+from buildtool.plan.session import Session
+from buildtool.state.cachedir import CacheDir
+from buildtool.state.hashing import StatCache
+from buildtool.workspace.labels import Label
 
 DOCKER = "/usr/bin/docker"
 BOTH = ("linux/amd64", "linux/arm64")
@@ -104,7 +111,9 @@ BAD_CONTEXTS = [
 ]  # fmt: skip
 
 
-@pytest.mark.parametrize(("case", "build", "message"), BAD_CONTEXTS, ids=[c[0] for c in BAD_CONTEXTS])
+@pytest.mark.parametrize(
+    ("case", "build", "message"), BAD_CONTEXTS, ids=[c[0] for c in BAD_CONTEXTS]
+)
 def test_a_bad_named_context_is_one_line_at_its_build_file_line_and_exit_2(
     tmp_path: Path, case: str, build: str, message: str
 ) -> None:
@@ -175,3 +184,216 @@ def test_a_label_context_replaces_the_stage_of_its_name_in_the_key(tmp_path: Pat
         ("//:base", "linux/amd64"),
         ("//:app", "linux/amd64"),
     }
+
+
+# -- bake prints, imported and built for real ----------------------------------------------------
+
+# The chain of tests/bake/chain.json, unedited: `load` starts FROM the stage no_model, which its
+# named context replaces with the image of target no_model (built with MODEL=real, where the
+# stage's default is MODEL=none); `app` starts FROM load and reads a directory context.
+CHAIN_FILES = {
+    "Dockerfile": "FROM scratch AS no_model\nARG MODEL=none\nCOPY model-${MODEL}.txt /model.txt\n"
+    "FROM no_model AS load\nCOPY load.txt /load.txt\n"
+    "FROM load AS app\nCOPY --from=shared lib/x.py /x.py\nCOPY app.txt /app.txt\n",
+    "model-real.txt": "real\n",
+    "model-none.txt": "none\n",
+    "load.txt": "load\n",
+    "app.txt": "app\n",
+    "shared/lib/x.py": "print('shared')\n",
+}
+
+
+@pytest.mark.engine
+def test_a_bake_chain_through_named_contexts_imports_and_builds_on_both_engines(
+    tmp_path: Path, engine: str, engine2: str
+) -> None:
+    root = write_tree(
+        tmp_path / "ws",
+        {".cache-spec": two_engines(engine, engine2), "nonce.txt": uuid.uuid4().hex, **CHAIN_FILES},
+    )
+    bt("import-bake", str(FIXTURES / "chain.json"), "-o", "BUILD.images", cwd=root, check=True)
+    listed = bt("query", "//...", "--platforms", cwd=root, check=True).stdout.splitlines()
+    assert listed == bake_platform_builds("chain.json")
+    env = {"XDG_CACHE_HOME": str(tmp_path / "cache")}
+    bt("build", "//...", cwd=root, env=env, check=True)
+    records = lock(root)
+    assert sorted(records) == ["//:app", "//:load", "//:no_model"]
+    for platform, host in (("linux/amd64", engine), ("linux/arm64", engine2)):
+        app, load = records["//:app"][platform]["image"], records["//:load"][platform]["image"]
+        # The target's content, not the stage's: no_model was built with MODEL=real.
+        assert file_in(host, load, "/model.txt") == "real\n"
+        assert file_in(host, app, "/model.txt") == "real\n"
+        assert file_in(host, app, "/load.txt") == "load\n"
+        assert file_in(host, app, "/x.py") == "print('shared')\n"
+    assert stale(root, env) == set()
+    (root / "shared/lib/x.py").write_text("print('edited')\n")
+    assert stale(root, env) == {("//:app", platform) for platform in BOTH}
+    why = bt("why", "//:app", "--platform", "linux/arm64", cwd=root, env=env, check=True).stdout
+    assert "  context shared: lib/x.py changed\n" in why
+    (root / "model-real.txt").write_text("edited\n")
+    why = bt("why", "//:load", "--platform", "linux/amd64", cwd=root, env=env, check=True).stdout
+    assert why.splitlines()[-1].startswith("  context no_model: parent //:no_model changed: key ")
+
+
+@pytest.mark.engine
+def test_the_whisperx_shaped_print_imports_and_builds_with_its_dockerfile_unedited(
+    tmp_path: Path, engine: str, engine2: str
+) -> None:
+    files = {**WHISPERX_FILES, ".cache-spec": two_engines(engine, engine2)}
+    root = write_tree(tmp_path / "ws", {**files, "nonce.txt": uuid.uuid4().hex})
+    bt("import-bake", str(FIXTURES / "whisperx.json"), "-o", "BUILD.images", cwd=root, check=True)
+    listed = bt("query", "//...", "--platforms", cwd=root, check=True).stdout.splitlines()
+    assert listed == bake_platform_builds("whisperx.json")
+    env = {"XDG_CACHE_HOME": str(tmp_path / "cache")}
+    built = bt("build", "//...", "--jobs", "4", cwd=root, env=env, check=True)
+    assert "built 32, cached 0, failed 0, skipped 0" in built.stdout + built.stderr
+    record = lock(root)["//:large-v3-zh"]
+    assert file_in(engine2, record["linux/arm64"]["image"], "/m") == "large-v3"
+    assert file_in(engine, record["linux/amd64"]["image"], "/base.txt") == "base\n"
+    assert file_in(engine, record["linux/amd64"]["image"], "/l") == "zh"
+
+
+# -- a directory context ---------------------------------------------------------------------
+
+SHARED_FILES = {
+    "BUILD.images": 'image(name = "app", dockerfile = "app.Dockerfile", contexts = {"shared": "shared"})\n'
+    'image(name = "tool", dockerfile = "tool.Dockerfile", contexts = {"shared": "shared"})\n'
+    'image(name = "docs", dockerfile = "docs.Dockerfile", contexts = {"shared": "shared"})\n'
+    'image(name = "plain", dockerfile = "plain.Dockerfile")\n',
+    "app.Dockerfile": "FROM scratch\nCOPY --from=shared lib/x.py /opt/x.py\n",
+    "tool.Dockerfile": "FROM scratch\nCOPY --from=shared lib/ /lib/\nCOPY tool.txt /tool.txt\n",
+    "docs.Dockerfile": "FROM scratch\nCOPY --from=shared docs/readme.md /readme.md\n",
+    "plain.Dockerfile": "FROM scratch\nCOPY tool.txt /tool.txt\n",
+    "tool.txt": "tool\n",
+    "shared/lib/x.py": "x = 1\n",
+    "shared/lib/y.py": "y = 1\n",
+    "shared/lib/cache.pyc": "compiled\n",
+    "shared/docs/readme.md": "docs\n",
+    "shared/notes.txt": "read by nothing\n",
+    "shared/.dockerignore": "**/*.pyc\n",
+}
+
+
+def amd64_only(engine: str, backend: str) -> str:
+    return (
+        'platforms = ["linux/amd64"]\nglobal_inputs = ["nonce.txt"]\n'
+        f'[builders."*"]\nbackend = "{backend}"\nnetwork = "none"\nhost = "{engine}"\n'
+    )
+
+
+@pytest.mark.engine
+def test_a_directory_context_stales_exactly_its_readers_and_keys_agree_across_backends(
+    tmp_path: Path, engine: str
+) -> None:
+    nonce = uuid.uuid4().hex
+    roots = {}
+    for backend in ("buildkit", "engine"):
+        roots[backend] = write_tree(
+            tmp_path / backend,
+            {".cache-spec": amd64_only(engine, backend), "nonce.txt": nonce, **SHARED_FILES},
+        )
+    env = {"XDG_CACHE_HOME": str(tmp_path / "cache")}
+    for root in roots.values():
+        bt("build", "//...", cwd=root, env=env, check=True)
+    kit, api = lock(roots["buildkit"]), lock(roots["engine"])
+    assert {label: r["linux/amd64"]["key"] for label, r in kit.items()} == {
+        label: r["linux/amd64"]["key"] for label, r in api.items()
+    }
+    for records in (kit, api):
+        assert file_in(engine, records["//:app"]["linux/amd64"]["image"], "/opt/x.py") == "x = 1\n"
+        assert file_in(engine, records["//:tool"]["linux/amd64"]["image"], "/lib/y.py") == "y = 1\n"
+    root = roots["engine"]
+    (root / "shared/notes.txt").write_text("edited\n")  # in the folder, read by no build
+    (root / "shared/lib/cache.pyc").write_text("edited\n")  # ignored by the folder's own rules
+    assert stale(root, env) == set()
+    (root / "shared/lib/x.py").write_text("x = 2\n")
+    amd = "linux/amd64"
+    assert stale(root, env) == {("//:app", amd), ("//:tool", amd)}
+    bt("build", "//...", cwd=root, env=env, check=True)
+    assert file_in(engine, lock(root)["//:app"][amd]["image"], "/opt/x.py") == "x = 2\n"
+    (root / "shared/lib/y.py").write_text("y = 2\n")
+    assert stale(root, env) == {("//:tool", amd)}
+
+
+def test_a_directory_context_is_sent_under_a_private_prefix_and_read_from_there(
+    tmp_path: Path,
+) -> None:
+    """What the engines without named contexts get: the folder's read files in the tar, and the
+    instructions reading them rewritten to that place, each on its lines."""
+    root = write_tree(tmp_path / "ws", {".cache-spec": 'platforms = ["linux/amd64"]\n',
+                                        **SHARED_FILES})  # fmt: skip
+    session = Session(root)
+    cache = StatCache.load(CacheDir(session.config.cache_dir).stat_cache)
+    computer = KeyComputer(session.config, session.graph, cache, session.analyses)
+    fileset = computer.fileset((Label("", "tool"), "linux/amd64"))
+    text = rewrite_directory_reads(
+        fileset.dockerfile_text, {"shared": ".bt-contexts/shared"}, [2], "tool.Dockerfile"
+    )
+    assert text == "FROM scratch\nCOPY  .bt-contexts/shared/lib /lib/\nCOPY tool.txt /tool.txt\n"
+    sent = sent_context(fileset, root, root / "tool.Dockerfile", text)
+    with tarfile.open(fileobj=io.BytesIO(b"".join(tar_chunks(sent)))) as tar:
+        names = tar.getnames()
+    assert names == [
+        ".bt-Dockerfile",
+        ".bt-contexts",
+        ".bt-contexts/shared",
+        ".bt-contexts/shared/lib",
+        ".bt-contexts/shared/lib/x.py",
+        ".bt-contexts/shared/lib/y.py",
+        "tool.txt",
+    ]
+
+
+def test_rewriting_a_mount_from_a_directory_context_keeps_its_other_fields() -> None:
+    text = (
+        "FROM scratch\nRUN --mount=type=bind,from=shared,source=../tools,target=/t \\\n"
+        "    --mount=type=cache,target=/c /t/run\n"
+    )
+    assert rewrite_directory_reads(text, {"shared": ".bt-contexts/shared"}, [2], "D") == (
+        "FROM scratch\nRUN --mount=type=bind,target=/t,source=.bt-contexts/shared/tools \\\n"
+        "    --mount=type=cache,target=/c /t/run\n"
+    )
+
+
+# -- a docker-image:// context ---------------------------------------------------------------
+
+
+@pytest.mark.engine
+def test_a_docker_image_context_is_pinned_until_lock_update(
+    tmp_path: Path, engine: str, registry: str
+) -> None:
+    repository = f"{registry}/bt-test/{tmp_path.name.lower()}-{uuid.uuid4().hex[:8]}"
+    first = f"{repository}:v1"
+    assert docker(engine, "tag", "bt-test/busybox:latest", first).returncode == 0
+    assert docker(engine, "push", first).returncode == 0
+    root = write_tree(
+        tmp_path / "ws",
+        {
+            ".cache-spec": amd64_only(engine, "buildkit"),
+            "nonce.txt": uuid.uuid4().hex,
+            "BUILD.images": f'image(name = "app", contexts = {{"base": "docker-image://{first}"}})\n'
+            'image(name = "plain", dockerfile = "plain.Dockerfile")\n',
+            "Dockerfile": "FROM base\nCOPY --from=base /bin/busybox /copied\nCOPY a.txt /a.txt\n",
+            "plain.Dockerfile": "FROM scratch\nCOPY a.txt /a.txt\n",
+            "a.txt": "a\n",
+        },
+    )
+    env = {"XDG_CACHE_HOME": str(tmp_path / "cache"), "DOCKER_HOST": engine}
+    bt("lock", "update", cwd=root, env=env, check=True)
+    pinned = json.loads((root / "images.lock").read_text())["pins"][first]["linux/amd64"]
+    bt("build", "//...", cwd=root, env=env, check=True)
+    recorded = keys(root, env)
+    # The tag moves in the registry: to an image built here FROM scratch.
+    (tmp_path / "moved").mkdir()
+    (tmp_path / "moved/Dockerfile").write_text(f"FROM scratch\nLABEL moved={uuid.uuid4().hex}\n")
+    moved = docker(engine, "build", "-q", "-t", first, str(tmp_path / "moved"))
+    assert moved.returncode == 0, moved.stderr
+    assert docker(engine, "push", first).returncode == 0
+    assert keys(root, env) == recorded
+    assert stale(root, env) == set()
+    bt("lock", "update", cwd=root, env=env, check=True)
+    now = json.loads((root / "images.lock").read_text())["pins"][first]["linux/amd64"]
+    assert now["digest"] != pinned["digest"]
+    assert stale(root, env) == {("//:app", "linux/amd64")}
+    why = bt("why", "//:app", cwd=root, env=env, check=True).stdout
+    assert f"  external {first} moved sha256:" in why

@@ -180,7 +180,7 @@ class FileSets:
         self.stat_cache = stat_cache
         self.root = str(config.root)
         self.analyses = Analyses(config) if analyses is None else analyses
-        self._trees: dict[tuple[str, str], ContextTree] = {}
+        self._trees: dict[tuple[str, str | None], ContextTree] = {}
         self._entries: dict[tuple[Any, ...], tuple[tuple[FileEntry, ...], str]] = {}
         self._globals: tuple[tuple[str, str], ...] | None = None
         self._tool_paths = self._own_paths()

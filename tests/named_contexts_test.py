@@ -397,3 +397,58 @@ def test_a_docker_image_context_is_pinned_until_lock_update(
     assert stale(root, env) == {("//:app", "linux/amd64")}
     why = bt("why", "//:app", cwd=root, env=env, check=True).stdout
     assert f"  external {first} moved sha256:" in why
+
+
+def stand_in_buildx(directory: Path) -> Path:
+    """A docker CLI whose `buildx build` records its arguments and context, then fails; every
+    other command is the real CLI's. No buildx plugin can be installed here, so this is how the
+    buildx path is checked: against the command line buildx documents."""
+    directory.mkdir(parents=True)
+    script = directory / "docker"
+    script.write_text(
+        "#!/bin/sh\n"
+        'if [ "$1" = buildx ] && [ "$2" = version ]; then echo "buildx v0.17.1"; exit 0; fi\n'
+        'if [ "$1" = buildx ] && [ "$2" = build ]; then\n'
+        f'  printf "%s\\n" "$@" > {directory}/argv; cat > {directory}/context.tar; exit 1\n'
+        "fi\n"
+        f'exec {DOCKER} "$@"\n'
+    )
+    script.chmod(0o755)
+    return directory
+
+
+@pytest.mark.engine
+def test_on_buildx_an_image_context_is_a_build_context_and_the_dockerfile_is_not_rewritten(
+    tmp_path: Path, engine: str
+) -> None:
+    cli = stand_in_buildx(tmp_path / "bin")
+    root = write_tree(
+        tmp_path / "ws",
+        {
+            ".cache-spec": amd64_only(engine, "buildkit"),
+            "nonce.txt": uuid.uuid4().hex,
+            "BUILD.images": 'image(name = "app", contexts = '
+            '{"base": "docker-image://bt-test/busybox:latest", "shared": "shared"})\n',
+            "Dockerfile": "FROM base\nCOPY --from=shared x.txt /x.txt\n",
+            "shared/x.txt": "x\n",
+        },
+    )
+    env = {"XDG_CACHE_HOME": str(tmp_path / "cache"), "PATH": f"{cli}:/usr/bin:/bin"}
+    bt("lock", "update", cwd=root, env=env, check=True)
+    pin = json.loads((root / "images.lock").read_text())["pins"]
+    image_id = pin["docker.io/bt-test/busybox:latest"]["linux/amd64"]["digest"]
+    built = bt("build", "//:app", cwd=root, env=env)
+    assert built.returncode == 1
+    argv = (cli / "argv").read_text().splitlines()
+    contexts = [argv[i + 1] for i, word in enumerate(argv) if word == "--build-context"]
+    assert contexts == [f"base=docker-image://bt/pin:{image_id.removeprefix('sha256:')}"]
+    with tarfile.open(cli / "context.tar") as tar:
+        sent = {
+            name: tar.extractfile(name) for name in tar.getnames() if tar.getmember(name).isfile()
+        }
+        texts = {name: f.read().decode() for name, f in sent.items() if f is not None}
+    # The directory still travels in the context bt sends: buildx would read the folder itself.
+    assert texts == {
+        ".bt-Dockerfile": "FROM base\nCOPY  .bt-contexts/shared/x.txt /x.txt\n",
+        ".bt-contexts/shared/x.txt": "x\n",
+    }

@@ -346,12 +346,18 @@ class BuildRun:
             if exact is None:
                 raise BtError(f"parent {parent.label} of {planned.label} has no recorded image")
             replacements.update(dict.fromkeys(parent.sites, exact))
+        if self.builder(planned.platform).named_contexts:
+            # buildx gets image contexts as --build-context (``named_contexts``), not rewritten.
+            replacements = {site: new for site, new in replacements.items()
+                            if not _names_context(target, site)}  # fmt: skip
         fileset = self.computer.filesets.of(target, planned.platform)
         declared = {arg for arg, _ in target.parents}
         for reference, line, kind, arg, unresolved, context in fileset.reads.images:
             site = (line, kind, context or reference)  # a named context: where it is named
             if site in replacements or unresolved or arg in declared:
                 continue
+            if context is not None and self.builder(planned.platform).named_contexts:
+                continue  # handed over by --build-context (``named_contexts``)
             exact = self.external_reference(reference, planned.platform)
             if exact is not None:
                 replacements[site] = exact
@@ -367,6 +373,26 @@ class BuildRun:
             lines = [source[2] for source in fileset.reads.named_sources]
             text = rewrite_directory_reads(text, prefixes, lines, target.dockerfile)
         return text
+
+    def named_contexts(self, planned: PlannedBuild) -> tuple[tuple[str, str], ...]:
+        """``--build-context`` values of the build's image contexts, for a builder that takes
+        them (buildx): each the exact image the rewrite would have written (a parent's recorded
+        image, or an external one at its pin). Directory contexts are never passed this way:
+        buildx would read the folder from disk, past what the key covers (invariant 8); they
+        travel in the context bt sends (``dockerfile_text``)."""
+        if self.computer is None or not self.builder(planned.platform).named_contexts:
+            return ()
+        target = self.targets[planned.label]
+        found: dict[str, str] = {}
+        for parent in self.computer.graph.parents_of(planned.label, planned.platform):
+            names = {site[2] for site in parent.sites if _names_context(target, site)}
+            for name in names:
+                found[name] = f"docker-image://{self.references[(parent.label, planned.platform)]}"
+        for reference, _, _, _, _, context in planned.fileset.reads.images:
+            if context is not None and context not in found:
+                exact = self.external_reference(reference, planned.platform)
+                found[context] = f"docker-image://{exact or reference}"
+        return tuple(sorted(found.items()))
 
     def registry_client(self) -> RegistryClient:
         """One client for the run's registry calls; one try each, the scheduler retries."""
@@ -485,6 +511,7 @@ class BuildRun:
                 labels=stamp(planned.key, str(planned.label)),
                 fileset=planned.fileset,
                 dockerfile_text=self.dockerfile_text(planned),
+                named_contexts=self.named_contexts(planned),
                 # Exactly the secrets the key holds (those the reached stages mount).
                 secrets=tuple(
                     resolved(self.config.root, SecretSource(*s)) for s in planned.manifest.secrets
@@ -683,3 +710,8 @@ def run_image_tests(
     finished = ImageTestsFinished(ran, failed)
     report(finished)
     return finished
+
+
+def _names_context(target: ImageTarget, site: ImageSite) -> bool:
+    """Whether ``site`` is where the Dockerfile names one of the target's image contexts."""
+    return any(site[2] == context.name for context in target.contexts if context.kind != "dir")

@@ -16,9 +16,10 @@ from bake_test import FIXTURES, WHISPERX_FILES, bake_platform_builds
 from btrun import bt, write_tree
 
 from buildtool.build.builders.context import sent_context, tar_chunks
+from buildtool.cli.watch import watch_set
 from buildtool.dockerfile.rewrite import rewrite_directory_reads
 from buildtool.plan.keys import KeyComputer
-from buildtool.plan.session import Session
+from buildtool.plan.session import Session, Workbench
 from buildtool.state.cachedir import CacheDir
 from buildtool.state.hashing import StatCache
 from buildtool.workspace.labels import Label
@@ -452,3 +453,25 @@ def test_on_buildx_an_image_context_is_a_build_context_and_the_dockerfile_is_not
         ".bt-Dockerfile": "FROM base\nCOPY  .bt-contexts/shared/x.txt /x.txt\n",
         ".bt-contexts/shared/x.txt": "x\n",
     }
+
+
+def test_bt_watch_watches_the_files_a_directory_context_gives_and_a_round_rekeys_their_readers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    root = write_tree(
+        tmp_path / "ws", {".cache-spec": 'platforms = ["linux/amd64"]\n', **SHARED_FILES}
+    )
+    bench = Workbench(Session(root))
+    watched = watch_set(bench.config, bench.plan(["//:app"]))
+    accepted = ["shared/lib/x.py", "shared/lib/new.py", "shared/.dockerignore", "app.Dockerfile"]
+    rejected = ["shared/docs/readme.md", "tool.txt", "images.lock"]
+    assert [p for p in accepted if not watched.accepts(str(root / p))] == []
+    assert [p for p in rejected if watched.accepts(str(root / p))] == []
+    before = {(str(p.label), p.platform): p.key for p in bench.plan(["//..."])}
+    (root / "shared/lib/y.py").write_text("y = 2\n")
+    dropped = bench.computer.forget(["shared/lib/y.py"])
+    assert {str(label) for label, _ in dropped} == {"//:tool"}
+    assert bench.forget(["shared/lib/y.py"])
+    after = {(str(p.label), p.platform): p.key for p in bench.plan(["//..."])}
+    assert {b for b in before if before[b] != after[b]} == {("//:tool", "linux/amd64")}

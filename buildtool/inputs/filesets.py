@@ -154,20 +154,27 @@ def input_rows(
     return rows
 
 
-def _touches_named(named: NamedInputs, changed: list[str]) -> bool:
-    """Whether a changed path is, or may add or remove, an entry read from a directory context
-    (as the context's own, but judged by listing: these sets are few and small)."""
+def _named_kinds(named: NamedInputs, changed: list[str]) -> dict[str, str]:
+    """The kinds of the ``changed`` workspace paths that are entries of ``named``."""
     prefix = f"{named.directory}/"
-    entries = {entry[0] for entry in named.entries}
+    entries = {entry[0]: entry[1] for entry in named.entries}
+    return {p: entries[p[len(prefix) :]] for p in changed
+            if p.startswith(prefix) and p[len(prefix) :] in entries}  # fmt: skip
+
+
+def _touches_named(named: NamedInputs, changed: list[str], listed: list[str]) -> bool:
+    """As ``FileSets._touches`` for what a build reads from a directory context: whether it
+    holds a changed path, or may gain or lose an entry by a listed one (or its ignore file)."""
+    prefix = f"{named.directory}/"
+    if _named_kinds(named, changed):
+        return True
     dirs = {p for p, kind, _, _ in named.entries if kind == "dir"}
-    dirs |= {posixpath.dirname(p) for p in entries}
-    for path in changed:
-        if not path.startswith(prefix):
-            continue
-        relative = path[len(prefix) :]
-        if relative in entries or relative in dirs or posixpath.dirname(relative) in dirs:
-            return True
-        if relative == ".dockerignore":
+    dirs |= {posixpath.dirname(p) for p, _, _, _ in named.entries}
+    for path in listed:
+        relative = path[len(prefix) :] if path.startswith(prefix) else None
+        if relative is not None and (
+            relative in dirs or posixpath.dirname(relative) in dirs or relative == ".dockerignore"
+        ):
             return True
     return False
 
@@ -210,6 +217,8 @@ class FileSets:
             for path in changed:
                 if path.startswith(prefix) and path[len(prefix) :] in entries:
                     kinds[path] = entries[path[len(prefix) :]]
+            for named in fileset.named:
+                kinds.update(_named_kinds(named, changed))
         listed = [p for p in changed if kinds.get(p) is None or _kind(self.root, p) != kinds[p]]
         dropped = {id(f): f for f in sets if self._touches(f, changed, listed)}
         if not dropped:
@@ -217,6 +226,7 @@ class FileSets:
         for memo in [m for m, f in self._sets.items() if id(f) in dropped]:
             del self._sets[memo]
         touched = {(f.entries, f.entries_digest) for f in dropped.values()}
+        touched |= {(n.entries, n.entries_digest) for f in dropped.values() for n in f.named}
         for memo in [m for m, d in self._entries.items() if d in touched]:
             del self._entries[memo]
         contexts = {f.context for f in dropped.values()}
@@ -239,7 +249,7 @@ class FileSets:
             return True
         if any(p in dirs or posixpath.dirname(p) in dirs for p in relative):
             return True
-        return any(_touches_named(named, changed) for named in fileset.named)
+        return any(_touches_named(named, changed, listed) for named in fileset.named)
 
     def _paths_of(self, fileset: FileSet) -> tuple[dict[str, str], frozenset[str]]:
         """Its entries' context paths with their kinds, and the directories holding them."""

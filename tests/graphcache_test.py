@@ -86,7 +86,7 @@ def test_every_field_of_every_target_survives_the_round_trip(tmp_path: Path) -> 
 
     from buildtool.workspace.graph import TargetGraph
     from buildtool.workspace.graphcache import _decode_graph, _encode_graph
-    from buildtool.workspace.target import ImageTarget, Location, SecretSource
+    from buildtool.workspace.target import ImageTarget, Location, NamedContext, SecretSource
 
     target = ImageTarget(
         label=Label("pkg", "app"),
@@ -103,6 +103,7 @@ def test_every_field_of_every_target_survives_the_round_trip(tmp_path: Path) -> 
         location=Location("pkg/BUILD.images", 3),
         aliases=("reg.example/app:1",),
         secrets=(SecretSource("tok", "env", "HF_TOKEN"),),
+        contexts=(NamedContext("shared", "dir", "lib"), NamedContext("base", "target", "//:b")),
     )
     missing = object()  # a field without a default
     defaults = {

@@ -131,6 +131,36 @@ def test_a_bad_named_context_is_one_line_at_its_build_file_line_and_exit_2(
     assert sorted(p.relative_to(root) for p in root.rglob("*")) == before
 
 
+def test_a_directory_context_linking_outside_the_workspace_is_refused(tmp_path: Path) -> None:
+    root = write_tree(
+        tmp_path / "ws",
+        {".cache-spec": 'platforms = ["linux/amd64"]\n', "Dockerfile": DOCKERFILE, "a.txt": "a\n",
+         "BUILD.images": 'image(name = "app", contexts = {"shared": "out"})\n'},
+    )  # fmt: skip
+    (tmp_path / "elsewhere").mkdir()
+    (root / "out").symlink_to(tmp_path / "elsewhere")
+    result = bt("query", "//...", cwd=root)
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr == (
+        "BUILD.images:1: contexts['shared']: directory 'out' is a link to outside the workspace\n"
+    )
+
+
+def test_bt_query_shows_a_targets_named_contexts(tmp_path: Path) -> None:
+    root = write_tree(
+        tmp_path / "ws",
+        {".cache-spec": 'platforms = ["linux/amd64"]\n', "Dockerfile": DOCKERFILE, "a.txt": "a\n",
+         "shared/a.txt": "s\n",
+         "BUILD.images": 'image(name = "base", stage = "base")\n'
+         'image(name = "app", contexts = {"shared": "shared", "base": ":base"})\n'},
+    )  # fmt: skip
+    out = bt("query", "//:app", "--output", "json", cwd=root, check=True).stdout
+    record = json.loads(out)[0]
+    assert record["contexts"] == {"base": "//:base", "shared": "shared"}
+    assert record["inferred_parents"] == {}
+    assert bt("query", "deps(//:app)", cwd=root, check=True).stdout == "//:app\n//:base\n"
+
+
 def test_bt_inputs_lists_a_directory_contexts_files_with_their_origin(tmp_path: Path) -> None:
     root = write_tree(
         tmp_path / "ws",

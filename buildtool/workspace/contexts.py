@@ -95,4 +95,6 @@ def _parse_one(
     path = relative(what, text)
     if not (root / path).is_dir():
         raise error(f"{what}: directory {text!r} does not exist")
+    if not (root / path).resolve().is_relative_to(root.resolve()):
+        raise error(f"{what}: directory {text!r} is a link to outside the workspace")
     return NamedContext(name, "dir", path)

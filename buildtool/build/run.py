@@ -386,8 +386,10 @@ class BuildRun:
         found: dict[str, str] = {}
         for parent in self.computer.graph.parents_of(planned.label, planned.platform):
             names = {site[2] for site in parent.sites if _names_context(target, site)}
-            for name in names:
-                found[name] = f"docker-image://{self.references[(parent.label, planned.platform)]}"
+            exact = self.references.get((parent.label, planned.platform))
+            if names and exact is None:
+                raise BtError(f"parent {parent.label} of {planned.label} has no recorded image")
+            found.update((name, f"docker-image://{exact}") for name in names)
         for reference, _, _, _, _, context in planned.fileset.reads.images:
             if context is not None and context not in found:
                 exact = self.external_reference(reference, planned.platform)

@@ -18,12 +18,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from btrun import bt, copy_example, write_tree
+from btrun import bt, copy_example, own_repository, write_tree
 from registries import MANIFEST, fake_registry, manifest_answer
 
-from buildtool.build.events import ReportEvent
+from buildtool.build.events import ReportEvent, Retrying, Summary
 from buildtool.build.run import BuildOptions, BuildRun
-from buildtool.build.scheduler import Job, Outcome, Retrying, Summary, run_jobs
+from buildtool.build.scheduler import Job, Outcome, run_jobs
 from buildtool.registry import sha256_digest
 from buildtool.workspace.config import Config
 
@@ -386,7 +386,7 @@ PUSHED = {
 
 def pushed_workspace(root: Path, registry: str) -> tuple[Path, str]:
     """A one-image workspace pushing to a repository of its own; its url."""
-    url = f"{registry}/bt-build-{uuid.uuid4().hex[:12]}"
+    url = own_repository(registry, "bt-build")
     files = unique(PUSHED)
     files[".cache-spec"] += f'[registry]\nurl = "{url}"\n'
     return write_tree(root, files), url

@@ -15,13 +15,14 @@ from pathlib import Path
 import pytest
 from btrun import write_tree
 
-from buildtool.build.builders import Builder, BuildRequest, missing_input, open_builder
+from buildtool.build.builders import Builder, BuildRequest, missing_input
 from buildtool.build.builders.context import (
     FIXED_MTIME,
     ContextChanged,
     sent_context,
     tar_chunks,
 )
+from buildtool.build.routing import open_builder
 from buildtool.inputs.filesets import DOCKERFILE_IN_TAR, FileSet
 from buildtool.plan.session import Session, Workbench
 

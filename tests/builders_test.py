@@ -19,9 +19,10 @@ from pathlib import Path
 
 import pytest
 
-from buildtool.build.builders import Builder, BuildRequest, BuiltImage, open_builder, split_tag
+from buildtool.build.builders import Builder, BuildRequest, BuiltImage, split_tag
 from buildtool.build.builders.buildkit import BuildKitCliBuilder, find_docker_cli
 from buildtool.build.builders.engine import EngineApiBuilder
+from buildtool.build.routing import open_builder
 from buildtool.errors import BtError, Cancelled, JobFailed, TransientError
 from buildtool.platforms import Platform
 

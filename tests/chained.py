@@ -8,7 +8,7 @@ import json
 import uuid
 from pathlib import Path
 
-from btrun import write_tree
+from btrun import own_repository, write_tree
 
 # Three chains of three (base -> mid -> leaf) and two loners: 11 images, 22 platform builds,
 # FROM scratch so both platforms build without emulation in well under a second each.
@@ -25,7 +25,7 @@ def chained_files(
     loners: tuple[str, ...] = LONERS,
 ) -> dict[str, str]:
     """Each chain ``depth`` images long (``a0`` <- ``a1`` <- ...), and the loners."""
-    url = f"{registry}/bt-crash-{uuid.uuid4().hex[:12]}"
+    url = own_repository(registry, "bt-crash")
     images = []
     for chain in chains:
         images.append(f'image(name = "{chain}0", tags = ["t"])')

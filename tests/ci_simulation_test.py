@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from btrun import REPO, bt, copy_example
+from btrun import REPO, bt, copy_example, own_repository
 
 pytestmark = pytest.mark.engine
 AMD, ARM = "linux/amd64", "linux/arm64"
@@ -173,7 +173,7 @@ def builds_of(plan: Any) -> list[tuple[str, str]]:
 def test_every_ci_job_on_its_own_runner_records_the_single_machine_plan(
     tmp_path: Path, engine: str, engine2: str, registry: str
 ) -> None:
-    url = f"{registry}/bt-ci-{uuid.uuid4().hex[:12]}"
+    url = own_repository(registry, "bt-ci")
     base = reduced_example(tmp_path / "repo", url, engine, engine2)
     ci = Ci(base, tmp_path / "ci")
     keys_out = bt("plan", "//...", "--format", "json", cwd=base, check=True).stdout

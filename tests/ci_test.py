@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from btrun import REPO, bt, copy_example, write_tree
+from btrun import REPO, bt, copy_example, new_workspace, write_tree
 
 from buildtool import __version__
 from buildtool.build.record import record_builds
@@ -60,8 +60,7 @@ ARM_RUNNER = ["self-hosted", "arm64"]
 
 @pytest.fixture()
 def workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg-cache"))
-    return write_tree(tmp_path / "ws", FILES)
+    return new_workspace(tmp_path, monkeypatch, FILES)
 
 
 def ci_plan(root: Path, *args: str) -> Any:

@@ -18,10 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from btrun import REPO, bt
-
-from buildtool.build.record import record_builds
-from buildtool.plan.session import Session, Workbench
+from btrun import REPO, bt, record_all_as_built
 
 DOCKER = "/usr/bin/docker"
 AMD, ARM = "linux/amd64", "linux/arm64"
@@ -66,17 +63,6 @@ def lock(root: Path) -> dict[str, dict[str, dict[str, str]]]:
 def stale(root: Path, env: dict[str, str] | None = None) -> set[Build]:
     out = bt("plan", "//...", "--format", "json", cwd=root, env=env, check=True).stdout
     return {(str(p["label"]), str(p["platform"])) for p in json.loads(out)}
-
-
-def record_all_as_built(root: Path) -> None:
-    """Stand-in for `bt build`: record every platform build with a made-up digest."""
-    bench = Workbench(Session(root))
-    planned = bench.plan(["//..."])
-    record_builds(
-        bench.config,
-        bench.lock_path,
-        [(p.manifest, f"sha256:{p.key[:64]}", f"local/{p.key[:12]}") for p in planned],
-    )
 
 
 def append(rel: str, text: str = "changed\n") -> Callable[[Path], None]:

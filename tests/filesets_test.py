@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from btrun import bt, copy_example, write_tree
+from btrun import bt, new_workspace, write_tree
 
 from buildtool.plan.keys import KeyComputer
 from buildtool.plan.session import Session
@@ -33,8 +33,7 @@ def listed_inputs(root: Path, label: str, platform: str) -> dict[str, dict[str, 
 
 @pytest.fixture()
 def workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg-cache"))
-    return copy_example(tmp_path / "ws")
+    return new_workspace(tmp_path, monkeypatch)
 
 
 def test_editing_a_listed_file_changes_the_key_and_editing_any_other_does_not(

@@ -10,7 +10,7 @@ from btrun import keep_mtime, write_tree
 
 from buildtool.plan.session import Session
 from buildtool.workspace.analysis import Analyses
-from buildtool.workspace.graphcache import load_graph
+from buildtool.workspace.graphcache import load_kept_graph
 from buildtool.workspace.labels import Label
 
 FILES = {
@@ -46,10 +46,10 @@ def workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 def test_an_unchanged_workspace_reuses_the_kept_graph(workspace: Path) -> None:
     session = Session(workspace)
-    kept = load_graph(session.config, Analyses(session.config))
+    kept = load_kept_graph(session.config, Analyses(session.config))
     assert kept is not None
-    assert kept == session.graph
-    assert kept.targets[Label("", "base")].args == (("V", "1"),)
+    assert kept[0] == session.graph
+    assert kept[0].targets[Label("", "base")].args == (("V", "1"),)
 
 
 def test_editing_build_images_is_seen_even_with_its_old_mtime(workspace: Path) -> None:
@@ -84,9 +84,10 @@ def test_every_field_of_every_target_survives_the_round_trip(tmp_path: Path) -> 
     """A field added to ImageTarget and forgotten by the encoding would be silently reset to its
     default by every warm run: here each field holds a value other than its default."""
 
+    from buildtool.secrets import SecretSource
     from buildtool.workspace.graph import TargetGraph
     from buildtool.workspace.graphcache import _decode_graph, _encode_graph
-    from buildtool.workspace.target import ImageTarget, Location, NamedContext, SecretSource
+    from buildtool.workspace.target import ImageTarget, Location, NamedContext
 
     target = ImageTarget(
         label=Label("pkg", "app"),
@@ -120,7 +121,7 @@ def test_a_new_cache_spec_setting_discards_the_kept_graph(workspace: Path) -> No
     spec = workspace / ".cache-spec"
     spec.write_text(spec.read_text() + '\n[secrets]\ntok = {env = "HF_TOKEN"}\n')
     session = Session(workspace)
-    assert load_graph(session.config, Analyses(session.config)) is None
+    assert load_kept_graph(session.config, Analyses(session.config)) is None
 
 
 def test_a_search_found_racy_is_kept_once_it_is_not(
@@ -133,14 +134,14 @@ def test_a_search_found_racy_is_kept_once_it_is_not(
     path = CacheDir(config.cache_dir).graph
     assert msgpack.unpackb(path.read_bytes())["searched"] is None  # saved just after mkdir
     monkeypatch.setattr(graphcache, "RACY_WINDOW_NS", 0)
-    assert load_graph(config, Analyses(config)) is not None  # searched again, then kept
+    assert load_kept_graph(config, Analyses(config)) is not None  # searched again, then kept
     searched = msgpack.unpackb(path.read_bytes())["searched"]
     assert [row[0] for row in searched] == [".", "in"]
     searches: list[Path] = []
     find = loader.find_build_files
     monkeypatch.setattr(loader, "find_build_files", lambda root, *a: searches.append(root))
-    assert load_graph(config, Analyses(config)) is not None
+    assert load_kept_graph(config, Analyses(config)) is not None
     assert searches == []  # the kept stats vouch for the search
     monkeypatch.setattr(loader, "find_build_files", find)
     (workspace / "in" / "BUILD.images").write_text('image(name = "x")\n')
-    assert load_graph(config, Analyses(config)) is None
+    assert load_kept_graph(config, Analyses(config)) is None

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from btrun import keep_mtime, write_tree
+from btrun import keep_mtime, new_workspace
 
 from buildtool.plan.keys import KeyManifest
 from buildtool.plan.session import Session, Workbench
@@ -61,8 +61,7 @@ def cold_keys(root: Path, cache: Path) -> dict[str, str]:
 
 @pytest.fixture()
 def workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    return write_tree(tmp_path / "ws", FILES)
+    return new_workspace(tmp_path, monkeypatch, FILES, cache="cache")
 
 
 def test_an_unchanged_build_takes_its_key_from_the_memo(workspace: Path, tmp_path: Path) -> None:

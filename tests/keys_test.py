@@ -7,7 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from btrun import write_tree
+from btrun import new_workspace, write_tree
 
 from buildtool.plan.keys import KeyComputer
 from buildtool.plan.session import Session
@@ -111,8 +111,7 @@ EDITS: list[tuple[str, Callable[[str], str], set[Build]]] = [
 
 @pytest.fixture()
 def workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg-cache"))
-    return write_tree(tmp_path / "ws", FILES)
+    return new_workspace(tmp_path, monkeypatch, FILES)
 
 
 def test_the_workspace_has_eight_images_for_two_platforms(workspace: Path) -> None:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from btrun import bt, write_tree
+from btrun import bt, own_repository, write_tree
 from registries import (
     PASSWORD,
     USER,
@@ -106,7 +106,7 @@ def make_workspace(path: Path, url: str, docker_config: Path) -> Workspace:
 @pytest.fixture()
 def workspace(tmp_path: Path, registry: str) -> Workspace:
     docker_config = write_docker_config(tmp_path / "docker", {})
-    url = f"{registry}/bt-merge-{uuid.uuid4().hex[:12]}"
+    url = own_repository(registry, "bt-merge")
     return make_workspace(tmp_path / "ws", url, docker_config)
 
 

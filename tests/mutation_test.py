@@ -9,7 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from btrun import copy_example
+from btrun import copy_example, new_workspace
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -94,8 +94,7 @@ def every_build() -> set[tuple[str, str]]:
 
 @pytest.fixture()
 def workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    return copy_example(tmp_path / "ws")
+    return new_workspace(tmp_path, monkeypatch, cache="cache")
 
 
 def append(path: Path, text: str = "x") -> None:

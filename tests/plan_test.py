@@ -6,27 +6,12 @@ import json
 from pathlib import Path
 
 import pytest
-from btrun import bt, copy_example
-
-from buildtool.build.record import record_builds
-from buildtool.plan.session import Session, Workbench
+from btrun import bt, new_workspace, record_all_as_built
 
 
 @pytest.fixture()
 def workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg-cache"))
-    return copy_example(tmp_path / "ws")
-
-
-def record_all_as_built(root: Path) -> None:
-    """Stand-in for `bt build`: record every platform build with a made-up digest."""
-    bench = Workbench(Session(root))
-    planned = bench.plan(["//..."])
-    record_builds(
-        bench.config,
-        bench.lock_path,
-        [(p.manifest, f"sha256:{p.key[:64]}", f"local/{p.key[:12]}") for p in planned],
-    )
+    return new_workspace(tmp_path, monkeypatch)
 
 
 def plan_json(root: Path, *args: str) -> list[dict[str, object]]:

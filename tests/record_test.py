@@ -178,8 +178,9 @@ def test_an_interrupt_after_a_record_was_written_still_puts_that_images_index(
     as done: the run then reports it skipped. Which indexes follow is read back from
     images.lock, not from that report. The instant cannot be hit on purpose, so the run here
     is a stand-in that reports exactly that; the builds, pushes and the merge are real."""
-    from buildtool.build.run import BuildOptions, build_planned
-    from buildtool.build.scheduler import Summary
+    from buildtool.build.events import Summary
+    from buildtool.build.run import BuildOptions
+    from buildtool.cli.pipeline import merge_after
     from buildtool.plan.session import Session, Workbench
 
     root, cache, env = world
@@ -204,7 +205,8 @@ def test_an_interrupt_after_a_record_was_written_still_puts_that_images_index(
 
     run: Any = InterruptedAfterRecording()
     options = BuildOptions(push=True)
-    summary = build_planned(bench, planned, options, lambda event: None, True, run)
-    assert summary is not None and summary.interrupted
+    summary = run.run(planned)
+    assert summary.interrupted
+    assert not merge_after(bench, planned, options, summary, lambda event: None)
     images = json.loads(lockfile.read_text())["images"]
     assert sorted(images) == sorted({label for label, _ in all_builds()})

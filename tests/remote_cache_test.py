@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from btrun import bt, write_tree
+from btrun import bt, own_repository, write_tree
 from registries import fake_registry, push_scratch
 
 from buildtool.build.remote_cache import lookup
@@ -61,7 +61,7 @@ def events(stdout: str) -> list[dict[str, Any]]:
 def two_machines(tmp_path: Path, engine: str, engine2: str, registry: str) -> tuple[Path, Path]:
     """Machine 1 (engine 1) has built and pushed everything; machine 2 (engine 2) is a fresh
     checkout: no images.lock, an empty cache directory."""
-    url = f"{registry}/bt-remote-{uuid.uuid4().hex[:12]}"
+    url = own_repository(registry, "bt-remote")
     nonce = uuid.uuid4().hex  # keys no engine has built before: no local action cache hits
     first = machine(tmp_path / "m1" / "ws", url, engine, nonce)
     pushed = bt("build", "//...", "--push", "--json", cwd=first)

@@ -12,28 +12,26 @@ import pytest
 from rich.console import Console
 
 from buildtool.build.events import (
+    AnyEvent,
+    Cached,
+    Failed,
+    Finished,
     ImageTestsFailed,
     ImageTestsFinished,
     ImageTestsPassed,
     ImageTestsSkipped,
     Merged,
     ReportEvent,
-    Round,
-    UpToDate,
-    WatchError,
-    Watching,
-)
-from buildtool.build.scheduler import (
-    AnyEvent,
-    Cached,
-    Failed,
-    Finished,
     Retrying,
+    Round,
     RunFinished,
     RunStarted,
     Skipped,
     Started,
     Summary,
+    UpToDate,
+    WatchError,
+    Watching,
 )
 from buildtool.cli.reporter import (
     JsonReporter,

@@ -9,14 +9,12 @@ from collections.abc import Callable
 
 import pytest
 
-from buildtool.build.scheduler import (
+from buildtool.build.events import (
     AnyEvent,
     Cached,
     Failed,
     Finished,
-    Job,
     JobId,
-    Outcome,
     Retrying,
     RunFinished,
     RunStarted,
@@ -24,10 +22,8 @@ from buildtool.build.scheduler import (
     Started,
     Summary,
     Warned,
-    note,
-    run_jobs,
-    waiting,
 )
+from buildtool.build.scheduler import Job, Outcome, note, run_jobs, waiting
 from buildtool.errors import BtError, Cancelled, JobFailed, TransientError
 
 AMD = "linux/amd64"

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from btrun import write_tree
+from btrun import new_workspace
 
 from buildtool.inputs import setcache
 from buildtool.plan.session import Session, Workbench
@@ -38,8 +38,7 @@ def cold_keys(root: Path, cache: Path) -> dict[str, str]:
 
 @pytest.fixture()
 def workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    return write_tree(tmp_path / "ws", FILES)
+    return new_workspace(tmp_path, monkeypatch, FILES, cache="cache")
 
 
 def test_a_kept_set_is_reused_until_any_change_that_can_change_a_key(

@@ -8,7 +8,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from btrun import bt, write_tree
+from btrun import bt, own_repository, write_tree
 
 pytestmark = pytest.mark.engine
 
@@ -27,7 +27,7 @@ def request(method: str, ref: str, accept: str = "") -> int:
 def test_lock_check_passes_a_pushed_lockfile_and_names_each_lost_digest(
     tmp_path: Path, engine: str, registry: str
 ) -> None:
-    url = f"{registry}/bt-check-{uuid.uuid4().hex[:12]}"
+    url = own_repository(registry, "bt-check")
     spec = (
         'platforms = ["linux/amd64", "linux/arm64"]\n[builders."*"]\nnetwork = "none"\n'
         f'[registry]\nurl = "{url}"\n'

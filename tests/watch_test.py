@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from btrun import copy_example, write_tree
+from btrun import copy_example, own_repository, write_tree
 
 from buildtool.cli.watch import bare_watch_set, changed_paths, watch_set
 from buildtool.plan.session import Session, Workbench
@@ -372,7 +372,7 @@ def test_a_syntax_error_in_build_images_is_reported_and_fixing_it_resumes_then_s
 def test_watch_push_reports_the_merge_of_each_round_as_json_lines(
     tmp_path: Path, engine: str, registry: str
 ) -> None:
-    url = f"{registry}/bt-watch-{uuid.uuid4().hex[:12]}"
+    url = own_repository(registry, "bt-watch")
     root = write_tree(
         tmp_path / "ws",
         {

@@ -1,5 +1,6 @@
-"""What a run reports besides the scheduler's per-build events: a run with nothing to do, the
-indexes put after a push, image test results and the rounds of `bt watch`.
+"""Every event a run reports: the scheduler's, per platform build (started, cached, finished,
+failed, skipped, warned, retrying) and per run; and the others: a run with nothing to do, the
+indexes put after a push, pins, image test results and the rounds of `bt watch`.
 
 Core code hands these to a reporter (``buildtool.cli.reporter``), which renders them as plain lines,
 above the live view or as JSON lines; nothing in the core prints.
@@ -9,7 +10,87 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from buildtool.build.scheduler import AnyEvent, JobId
+JobId = tuple[str, str]  # a platform build as text: (label, platform)
+
+
+@dataclass(frozen=True)
+class Event:
+    """Something that happened to one platform build; ``time`` is ``time.monotonic()``."""
+
+    id: JobId
+    time: float
+
+
+@dataclass(frozen=True)
+class Started(Event):
+    pass
+
+
+@dataclass(frozen=True)
+class Cached(Event):
+    digest: str | None
+    source: str = "engine"  # the builder's engine, "registry" (remote action cache), "lockfile"
+
+
+@dataclass(frozen=True)
+class Finished(Event):
+    digest: str | None
+    seconds: float
+
+
+@dataclass(frozen=True)
+class Failed(Event):
+    message: str
+    log_tail: str
+    log_path: str | None
+
+
+@dataclass(frozen=True)
+class Skipped(Event):
+    reason: str
+
+
+@dataclass(frozen=True)
+class Warned(Event):
+    message: str
+
+
+@dataclass(frozen=True)
+class Retrying(Event):
+    attempt: int  # the attempt about to run: 2 for the first retry
+    delay: float
+    message: str
+
+
+@dataclass(frozen=True)
+class RunStarted:
+    total: int
+    time: float
+    # seconds each build took when it last ran, for those that ran before (the ETA)
+    estimates: tuple[tuple[JobId, float], ...] = ()
+
+
+@dataclass(frozen=True)
+class Summary:
+    succeeded: tuple[JobId, ...]
+    cached: tuple[JobId, ...]
+    failed: tuple[JobId, ...]
+    skipped: tuple[JobId, ...]
+    interrupted: bool
+    seconds: float
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed and not self.skipped and not self.interrupted
+
+
+@dataclass(frozen=True)
+class RunFinished:
+    summary: Summary
+    time: float
+
+
+AnyEvent = Event | RunStarted | RunFinished
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """Turning a plan into images: one scheduler job per stale platform build, each run on the
-builder of its platform, tested, pushed by digest when asked, and recorded as it finishes; after
-a complete push, the multi-platform merge. `bt test` reruns the same image tests."""
+builder of its platform (``routing``) from exact images (``pinning``), tested (``image_tests``),
+pushed by digest when asked, and recorded as it finishes."""
 
 from __future__ import annotations
 
@@ -10,46 +10,40 @@ import errno
 import os
 import re
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from buildtool.build.durations import load_build_times, record_build_times
 from buildtool.build.events import (
-    ImageTestsFailed,
-    ImageTestsFinished,
-    ImageTestsPassed,
-    ImageTestsSkipped,
-    Merged,
-    Pinned,
     ReportEvent,
     UpToDate,
 )
+from buildtool.build.image_tests import run_tests
+from buildtool.build.pinning import Pinning, build_contexts, exact_dockerfile
 from buildtool.build.record import Claims, record_builds
+from buildtool.build.routing import Engines
 from buildtool.errors import (
     BtError,
-    BuildFailed,
     JobFailed,
     RegistryUnavailable,
     StateWriteError,
     TransientError,
 )
-from buildtool.plan.pins import ExternalImage, Pins
 from buildtool.plan.session import Workbench
 from buildtool.plan.stale import PlannedBuild, needs_run
 from buildtool.plan.stamp import KEY_LABEL, stamp, stamped_key
-from buildtool.platforms import same_machine
+from buildtool.secrets import SecretSource
 from buildtool.state.cachedir import CacheDir
-from buildtool.state.lockfile import Lockfile, PinRecord, update_lockfile
-from buildtool.workspace.config import BuilderSpec, Config
+from buildtool.workspace.config import Config
 from buildtool.workspace.labels import Label
-from buildtool.workspace.target import ImageTarget, SecretSource
+from buildtool.workspace.target import ImageTarget
 
 if TYPE_CHECKING:
-    from buildtool.build.builders import Builder, MissingInput
-    from buildtool.build.scheduler import Job, Outcome, Summary
-    from buildtool.dockerfile.rewrite import ImageSite
+    from buildtool.build.builders import MissingInput
+    from buildtool.build.events import Summary
+    from buildtool.build.scheduler import Job, Outcome
     from buildtool.plan.keys import KeyComputer
     from buildtool.registry import RegistryClient
 
@@ -112,23 +106,23 @@ class BuildRun:
     lock_path: Path
     options: BuildOptions
     on_event: Callable[[ReportEvent], None]
-    builders: dict[str, Builder] = field(default_factory=dict)
     references: dict[tuple[Label, str], str] = field(default_factory=dict)
-    # platform -> why its engine cannot be reached: its builds fail, the others go on
-    unreachable: dict[str, str] = field(default_factory=dict)
     # Why the registry, asked as a cache by a run that does not push, did not answer: the
     # run's other builds do not ask again.
     registry_down: str | None = None
     # The graph and file sets the plan was made from: which images each build names, where.
     computer: KeyComputer | None = None
-    pins: Pins = field(default_factory=dict)  # images.lock's, which the plan's keys hold
-    # (normalised reference, platform) -> why it could not be pinned
-    pin_failures: dict[tuple[str, str], str] = field(default_factory=dict)
     # build -> what the remote action cache lookup warned of, shown with the build's result
     lookup_warnings: dict[tuple[Label, str], str] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _client: RegistryClient | None = None
     _claims: Claims | None = None
+    engines: Engines = field(init=False)
+    pinning: Pinning = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.engines = Engines(self.config)
+        self.pinning = Pinning(self.config, self.lock_path, self.engines, self.options.lock_out)
 
     @property
     def claims(self) -> Claims:
@@ -142,125 +136,19 @@ class BuildRun:
                 self._claims = Claims(self.config, self.options.push)
             return self._claims
 
-    def builder(self, platform: str) -> Builder:
-        with self._lock:
-            found = self.builders.get(platform)
-            if found is None:
-                from buildtool.build.builders import open_builder
-
-                spec = self.config.builder_for(platform)
-                found = open_builder(spec.host, spec.backend, spec.network)
-                self.builders[platform] = found
-            return found
-
-    def pin(
-        self, images: Sequence[tuple[ExternalImage, str]]
-    ) -> list[tuple[ExternalImage, str, PinRecord, PinRecord | None]]:
-        """Resolve each (image, platform) now (``pins.resolve_pin``) and record the pins in
-        images.lock (and the fragment, if any); return (image, platform, pin, previous pin).
-        An image that cannot be resolved is left out and kept in ``pin_failures``: the builds
-        using it fail with that message, the others go on."""
-        from buildtool.plan.pins import resolve_pin
-        from buildtool.registry import RegistryClient
-
-        client = RegistryClient(self.config.insecure_registries, retry=self.config.retry)
-        resolved = []
-        for image, platform in images:
-            try:
-                pin = resolve_pin(image, platform, client, self.builder(platform))
-            except (BtError, TransientError) as err:
-                self.pin_failures[(image.name, platform)] = str(err)
-                continue
-            resolved.append((image, platform, pin))
-        previous: dict[tuple[str, str], PinRecord | None] = {}
-
-        def change(lock: Lockfile) -> None:
-            for image, platform, pin in resolved:
-                previous.setdefault((image.name, platform), lock.pin(image.name, platform))
-                lock.put_pin(image.name, platform, pin)
-
-        if self.options.lock_out is not None:
-            update_lockfile(self.options.lock_out, self.lock_path, change)
-        previous.clear()
-        self.pins = update_lockfile(self.config.lockfile, self.lock_path, change).pins
-        return [(i, p, pin, previous[(i.name, p)]) for i, p, pin in resolved]
-
-    def external_reference(self, ref: str, platform: str) -> str | None:
-        """The reference a build of ``platform`` hands the engine for the external image
-        ``ref`` (as the Dockerfile names it): pinned to the digest images.lock records, or None
-        when nothing is to be rewritten (a reference with its own digest, or no pin)."""
-        from buildtool.plan.pins import engine_reference
-
-        image = ExternalImage.of(ref)
-        pin = self.pins.get(image.name, {}).get(platform)
-        if not image.pinnable or pin is None:
-            return None
-        return engine_reference(image, pin, self.builder(platform))
-
-    def fail_unpinned(self, planned: PlannedBuild) -> None:
-        """Invariant 9: never build (and record) a key that holds an unpinned image. The build
-        fails, with why the pin could not be made in its log; its dependents are skipped."""
-        from buildtool.errors import JobFailed
-        from buildtool.plan.pins import UNPINNED
-
-        unpinned = [(n, w) for n, value, w in planned.manifest.pins if value.startswith(UNPINNED)]
-        if not unpinned:
-            return
-        name, written = unpinned[0]
-        message = self.pin_failures.get(
-            (name, planned.platform), f"{written} is not pinned in images.lock yet"
-        )
-        log_path = self.log_path(planned)
-        log_path.parent.mkdir(parents=True, exist_ok=True)
-        log_path.write_text(message + "\n", encoding="utf-8")
-        raise JobFailed(message, log_tail=message, log_path=str(log_path))
-
     def close(self) -> None:
         self.claims.release_all()
-        for builder in self.builders.values():
-            builder.close()
-        self.builders.clear()
-
-    def check_routing(self, stale: Sequence[PlannedBuild]) -> None:
-        """Refuse, before anything starts, a build that would need emulation, or whose
-        secrets are missing or cannot be passed by its backend (``secrets.check_secrets``)."""
-        from buildtool.secrets import check_secrets
-
-        builds = [(self.targets[p.label], p.platform, p.fileset.reads.secrets) for p in stale]
-        check_secrets(self.config.root, builds, lambda p: self.config.builder_for(p).backend)
-        for planned in stale:
-            spec: BuilderSpec = self.config.builder_for(planned.platform)
-            if planned.platform in self.unreachable:
-                continue
-            try:
-                arch = self.builder(planned.platform).architecture()
-            except (BtError, TransientError) as err:
-                # Down engines fail fast, and only their platform's builds: one line naming both.
-                engine = spec.host or "the default engine (DOCKER_HOST)"
-                detail = str(err).removeprefix(f"cannot reach the Docker engine at {engine}: ")
-                self.unreachable[planned.platform] = (
-                    f"the {planned.platform} engine {engine} is down: {detail}"
-                )
-                continue
-            if same_machine(arch, planned.platform):
-                continue
-            if planned.manifest.has_run and not spec.allow_emulation:
-                raise BtError(
-                    f"refusing to build {planned.label} for {planned.platform} on "
-                    f"{self.builder(planned.platform).name} ({arch}): its Dockerfile has RUN "
-                    f"instructions, which would run under emulation. Route {planned.platform} to "
-                    f'a native builder ([builders."{planned.platform}"] host in .cache-spec) or '
-                    "set allow_emulation = true there"
-                )
+        self.engines.close()
 
     def run(self, planned: Sequence[PlannedBuild]) -> Summary:
-        from buildtool.build.scheduler import Finished, Job, RunStarted, run_jobs
+        from buildtool.build.events import Finished, RunStarted
+        from buildtool.build.scheduler import Job, run_jobs
 
         for p in planned:
             if not p.stale and p.record is not None:
                 self.references[p.id] = p.record.image
         stale = [p for p in planned if needs_run(p, self.options.push, self.config.registry)]
-        self.check_routing(stale)
+        self.engines.check(self.targets, stale)
         by_id = {p.id: p for p in stale}
         times = load_build_times(self.config.cache_dir)
         jobs = [
@@ -328,73 +216,21 @@ class BuildRun:
         return tuple(sorted(args.items()))
 
     def dockerfile_text(self, planned: PlannedBuild) -> str | None:
-        """The Dockerfile to send when the build names images bt hands over exactly, else None.
-
-        A child must build on the very image recorded for its parent's key, never on what the
-        floating tag it names points at (an older image in the registry, or nothing yet). The
-        references are rewritten in a copy of the Dockerfile (dockerfile/rewrite.py): Docker
-        20.10's CLI has no named contexts, which buildx would offer instead
-        (``--build-context <name>=docker-image://<exact>``)."""
         if self.computer is None:
             return None
         target = self.targets[planned.label]
-        replacements: dict[ImageSite, str] = {}
-        for parent in self.computer.graph.parents_of(planned.label, planned.platform):
-            if parent.declared:
-                continue  # handed over in its build arg
-            exact = self.references.get((parent.label, planned.platform))
-            if exact is None:
-                raise BtError(f"parent {parent.label} of {planned.label} has no recorded image")
-            replacements.update(dict.fromkeys(parent.sites, exact))
-        if self.builder(planned.platform).named_contexts:
-            # buildx gets image contexts as --build-context (``named_contexts``), not rewritten.
-            replacements = {site: new for site, new in replacements.items()
-                            if not _names_context(target, site)}  # fmt: skip
-        fileset = self.computer.filesets.of(target, planned.platform)
-        declared = {arg for arg, _ in target.parents}
-        for reference, line, kind, arg, unresolved, context in fileset.reads.images:
-            site = (line, kind, context or reference)  # a named context: where it is named
-            if site in replacements or unresolved or arg in declared:
-                continue
-            if context is not None and self.builder(planned.platform).named_contexts:
-                continue  # handed over by --build-context (``named_contexts``)
-            exact = self.external_reference(reference, planned.platform)
-            if exact is not None:
-                replacements[site] = exact
-        if not replacements and not fileset.named:
-            return None
-        from buildtool.dockerfile.rewrite import rewrite_directory_reads, rewrite_images
-
-        text = rewrite_images(fileset.dockerfile_text, replacements, target.dockerfile)
-        if fileset.named:  # directory contexts: read from where the sent context holds them
-            from buildtool.inputs.filesets import NAMED_IN_TAR
-
-            prefixes = {n.name: f"{NAMED_IN_TAR}/{n.name}" for n in fileset.named}
-            lines = [source[2] for source in fileset.reads.named_sources]
-            text = rewrite_directory_reads(text, prefixes, lines, target.dockerfile)
-        return text
+        takes = self.engines.builder(planned.platform).named_contexts
+        return exact_dockerfile(
+            planned, target, self.computer, self.references, self.pinning, takes
+        )
 
     def named_contexts(self, planned: PlannedBuild) -> tuple[tuple[str, str], ...]:
         """``--build-context`` values of the build's image contexts, for a builder that takes
-        them (buildx): each the exact image the rewrite would have written (a parent's recorded
-        image, or an external one at its pin). Directory contexts are never passed this way:
-        buildx would read the folder from disk, past what the key covers (invariant 8); they
-        travel in the context bt sends (``dockerfile_text``)."""
-        if self.computer is None or not self.builder(planned.platform).named_contexts:
+        them (buildx); none for the others, which get them in the Dockerfile."""
+        if self.computer is None or not self.engines.builder(planned.platform).named_contexts:
             return ()
         target = self.targets[planned.label]
-        found: dict[str, str] = {}
-        for parent in self.computer.graph.parents_of(planned.label, planned.platform):
-            names = {site[2] for site in parent.sites if _names_context(target, site)}
-            exact = self.references.get((parent.label, planned.platform))
-            if names and exact is None:
-                raise BtError(f"parent {parent.label} of {planned.label} has no recorded image")
-            found.update((name, f"docker-image://{exact}") for name in names)
-        for reference, _, _, _, _, context in planned.fileset.reads.images:
-            if context is not None and context not in found:
-                exact = self.external_reference(reference, planned.platform)
-                found[context] = f"docker-image://{exact or reference}"
-        return tuple(sorted(found.items()))
+        return build_contexts(planned, target, self.computer, self.references, self.pinning)
 
     def registry_client(self) -> RegistryClient:
         """One client for the run's registry calls; one try each, the scheduler retries."""
@@ -472,13 +308,14 @@ class BuildRun:
     def _build_one(self, planned: PlannedBuild, cancel: threading.Event) -> Outcome:
         from buildtool.build.builders import BuildRequest, MissingInput
         from buildtool.build.scheduler import Outcome
-        from buildtool.secrets import resolved, secret_arg_warning, secret_warnings
+        from buildtool.build.secret_mounts import secret_warnings
+        from buildtool.secrets import resolved, secret_arg_warning
 
-        if planned.platform in self.unreachable:
-            raise BtError(self.unreachable[planned.platform])
-        self.fail_unpinned(planned)
+        if planned.platform in self.engines.unreachable:
+            raise BtError(self.engines.unreachable[planned.platform])
+        self.pinning.fail_unpinned(planned, self.log_path(planned))
         target = self.targets[planned.label]
-        builder = self.builder(planned.platform)
+        builder = self.engines.builder(planned.platform)
         tag = local_tag(target, planned.key)
         # The action cache cannot lie: a key-derived tag is attached only by `docker build -t`
         # of a context that is exactly that key's file set (the stream is hashed as it is sent
@@ -524,7 +361,7 @@ class BuildRun:
             except MissingInput as missing:
                 raise undeclared_read(self.config, target, missing) from None
             if self.options.run_tests:
-                self.run_tests(builder, planned, target, tag)
+                run_tests(builder, planned.platform, target, tag)
         if self.options.push:
             ref = remote_ref(self.config, target, planned.key)
             builder.tag(tag, ref)
@@ -543,22 +380,6 @@ class BuildRun:
         # One try: a registry fault raises TransientError, which the scheduler retries.
         if self.registry_client().manifest_digest(image) is None:
             raise BtError(f"pushed {image}, but the registry does not serve it")
-
-    def run_tests(
-        self, builder: Builder, planned: PlannedBuild, target: ImageTarget, image: str
-    ) -> bool:
-        """Run the target's tests in containers of ``image``; False when ``builder`` cannot run
-        the platform natively (tests run where it can). Raises JobFailed at the first failure."""
-        import shlex
-
-        if not target.tests or not same_machine(builder.architecture(), planned.platform):
-            return False
-        for test in target.tests:
-            code, output = builder.run(image, shlex.split(test), timeout=300)
-            if code != 0:
-                tail = "\n".join(output.splitlines()[-25:])
-                raise JobFailed(f"test {test!r} failed with exit code {code}", log_tail=tail)
-        return True
 
     def log_path(self, planned: PlannedBuild) -> Path:
         name = f"{planned.label.package or '_'}/{planned.label.name}"
@@ -580,79 +401,19 @@ class BuildRun:
             self.claims.release(str(planned.label), planned.platform)
 
 
-def plan_pinned(
-    bench: Workbench,
-    run: BuildRun,
-    patterns: Iterable[str],
-    platforms: Iterable[str],
-    report: Callable[[ReportEvent], None],
-) -> list[PlannedBuild]:
-    """The plan `bt build` runs: builds refused by their routing are refused before anything is
-    written; then the external images images.lock does not pin yet are pinned (each reported
-    with where from), and the builds are planned against the pins. The builds using an image
-    that could not be pinned fail when they run (``BuildRun.fail_unpinned``)."""
-    config = bench.config
-    push = run.options.push
-    planned = bench.plan(patterns, platforms)
-    run.check_routing([p for p in planned if needs_run(p, push, config.registry)])
-    lock = bench.lockfile()
-    missing = [
-        (image, platform)
-        for image, platform in bench.external_images(patterns, platforms)
-        if lock.pin(image.name, platform) is None
-    ]
-    if missing:
-        for image, platform, pin, _ in run.pin(missing):
-            report(Pinned(image.written, platform, pin.digest, pin.source))
-        for (name, platform), problem in sorted(run.pin_failures.items()):
-            report(Pinned(name, platform, "", "", problem))
-        lock = bench.lockfile()
-        planned = bench.plan(patterns, platforms, lock)
-    run.pins = lock.pins
-    return planned
-
-
 def build_planned(
     bench: Workbench,
     planned: Sequence[PlannedBuild],
     options: BuildOptions,
     report: Callable[[ReportEvent], None],
-    merge: bool = False,
     run: BuildRun | None = None,
 ) -> Summary | None:
-    """Run what ``planned`` needs (None when nothing needed a run) and, with ``merge`` and a
-    complete run, put the multi-platform index of every planned image."""
-    config = bench.config
-    summary = None
-    if any(needs_run(p, options.push, config.registry) for p in planned):
-        run = run or bench_run(bench, options, report)
-        summary = run.run(planned)
-    else:
+    """Run what ``planned`` needs; None when nothing needed a run."""
+    if not any(needs_run(p, options.push, bench.config.registry) for p in planned):
         report(UpToDate(len(planned)))
-    if merge and (summary is None or summary.ok):
-        merge_built(bench, {p.label for p in planned}, report)
-    elif merge and summary is not None and summary.interrupted:
-        # The indexes that follow from what finished: images none of whose builds still needs a
-        # run, as images.lock records them now (an interrupt may land after a build's record
-        # was written and before the run counted the build as done).
-        lock = bench.lockfile()
-        unfinished = {
-            p.label
-            for p in planned
-            if needs_run(_as_recorded(p, lock), options.push, config.registry)
-        }
-        complete = {p.label for p in planned} - unfinished
-        if complete:
-            with contextlib.suppress(BtError):  # the interrupt is what the user hears of
-                merge_built(bench, complete, report)
-    return summary
-
-
-def _as_recorded(planned: PlannedBuild, lock: Lockfile) -> PlannedBuild:
-    """``planned`` against the record ``lock`` holds for it."""
-    record = lock.get(str(planned.label), planned.platform)
-    stale = record is None or record.key != planned.key
-    return dataclasses.replace(planned, stale=stale, record=record)
+        return None
+    run = run or bench_run(bench, options, report)
+    return run.run(planned)
 
 
 def bench_run(
@@ -663,57 +424,3 @@ def bench_run(
     return BuildRun(
         bench.config, targets, bench.lock_path, options, report, computer=bench.computer
     )
-
-
-def merge_built(
-    bench: Workbench, labels: Iterable[Label], report: Callable[[ReportEvent], None]
-) -> None:
-    """After a complete push, every built image gets its multi-platform index. A registry that
-    cannot be reached now fails the run as a push would have (exit 1), not as bad input."""
-    from buildtool.release.merge import merge_images
-
-    try:
-        outcomes = merge_images(bench.config, bench.session.graph.targets, labels, bench.lock_path)
-    except RegistryUnavailable as err:
-        raise BuildFailed(f"built, but the multi-platform merge failed: {err}") from None
-    for tag in outcomes.tags:
-        report(Merged(str(tag.label), tag.tag, tag.status, tag.digest, str(tag)))
-
-
-def run_image_tests(
-    bench: Workbench, planned: Sequence[PlannedBuild], report: Callable[[ReportEvent], None]
-) -> ImageTestsFinished:
-    """Run again the image tests of built builds, each on its platform's builder when that
-    builder runs the platform natively: the runner and the rule `bt build` uses."""
-    targets = bench.session.graph.targets
-    run = BuildRun(bench.config, targets, bench.lock_path, BuildOptions(), report)
-    ran = failed = 0
-    try:
-        for p in planned:
-            target = targets[p.label]
-            if not target.tests or p.record is None:
-                continue
-            builder = run.builder(p.platform)
-            build = (str(p.label), p.platform)
-            try:
-                tested = run.run_tests(builder, p, target, p.record.image)
-            except JobFailed as err:
-                ran, failed = ran + 1, failed + 1
-                report(ImageTestsFailed(build, err.message, err.log_tail))
-                continue
-            if tested:
-                ran += 1
-                report(ImageTestsPassed(build, len(target.tests)))
-            else:
-                reason = f"{builder.name} runs {builder.architecture()}"
-                report(ImageTestsSkipped(build, reason))
-    finally:
-        run.close()
-    finished = ImageTestsFinished(ran, failed)
-    report(finished)
-    return finished
-
-
-def _names_context(target: ImageTarget, site: ImageSite) -> bool:
-    """Whether ``site`` is where the Dockerfile names one of the target's image contexts."""
-    return any(site[2] == context.name for context in target.contexts if context.kind != "dir")

@@ -15,10 +15,22 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 
+from buildtool.build.events import (
+    AnyEvent,
+    Cached,
+    Failed,
+    Finished,
+    JobId,
+    Retrying,
+    RunFinished,
+    RunStarted,
+    Skipped,
+    Started,
+    Summary,
+    Warned,
+)
 from buildtool.errors import BtError, Cancelled, JobFailed, StateWriteError, TransientError
 from buildtool.retry import FaultClock, RetryPolicy
-
-JobId = tuple[str, str]  # a platform build as text: (label, platform)
 
 # How long the scheduling thread blocks at most before it checks again; a pending Ctrl-C is
 # raised at the next bytecode, and not every platform wakes a blocked lock wait for a signal.
@@ -74,86 +86,6 @@ class Outcome:
     source: str = "engine"
     detail: str = ""
     warnings: tuple[str, ...] = ()  # shown as Warned events before its result
-
-
-@dataclass(frozen=True)
-class Event:
-    """Something that happened to one platform build; ``time`` is ``time.monotonic()``."""
-
-    id: JobId
-    time: float
-
-
-@dataclass(frozen=True)
-class Started(Event):
-    pass
-
-
-@dataclass(frozen=True)
-class Cached(Event):
-    digest: str | None
-    source: str = "engine"  # the builder's engine, "registry" (remote action cache), "lockfile"
-
-
-@dataclass(frozen=True)
-class Finished(Event):
-    digest: str | None
-    seconds: float
-
-
-@dataclass(frozen=True)
-class Failed(Event):
-    message: str
-    log_tail: str
-    log_path: str | None
-
-
-@dataclass(frozen=True)
-class Skipped(Event):
-    reason: str
-
-
-@dataclass(frozen=True)
-class Warned(Event):
-    message: str
-
-
-@dataclass(frozen=True)
-class Retrying(Event):
-    attempt: int  # the attempt about to run: 2 for the first retry
-    delay: float
-    message: str
-
-
-@dataclass(frozen=True)
-class RunStarted:
-    total: int
-    time: float
-    # seconds each build took when it last ran, for those that ran before (the ETA)
-    estimates: tuple[tuple[JobId, float], ...] = ()
-
-
-@dataclass(frozen=True)
-class Summary:
-    succeeded: tuple[JobId, ...]
-    cached: tuple[JobId, ...]
-    failed: tuple[JobId, ...]
-    skipped: tuple[JobId, ...]
-    interrupted: bool
-    seconds: float
-
-    @property
-    def ok(self) -> bool:
-        return not self.failed and not self.skipped and not self.interrupted
-
-
-@dataclass(frozen=True)
-class RunFinished:
-    summary: Summary
-    time: float
-
-
-AnyEvent = Event | RunStarted | RunFinished
 
 
 def run_jobs(

@@ -10,36 +10,34 @@ import json
 import threading
 import time
 from collections.abc import Callable
-from typing import IO, TYPE_CHECKING, Any, Protocol
+from typing import IO, TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from buildtool.build.events import (
-    ImageTestsFailed,
-    ImageTestsFinished,
-    ImageTestsPassed,
-    ImageTestsSkipped,
-    Merged,
-    Pinned,
-    ReportEvent,
-    Round,
-    RunEvent,
-    UpToDate,
-    WatchError,
-    WatchEvent,
-    Watching,
-)
-from buildtool.build.scheduler import (
     AnyEvent,
     Cached,
     Failed,
     Finished,
+    ImageTestsFailed,
+    ImageTestsFinished,
+    ImageTestsPassed,
+    ImageTestsSkipped,
     JobId,
+    Merged,
+    Pinned,
+    ReportEvent,
     Retrying,
+    Round,
+    RunEvent,
     RunFinished,
     RunStarted,
     Skipped,
     Started,
     Summary,
+    UpToDate,
     Warned,
+    WatchError,
+    WatchEvent,
+    Watching,
 )
 
 if TYPE_CHECKING:
@@ -229,9 +227,32 @@ class JsonReporter:
         pass
 
 
+# Each event's name in JSON lines; its fields follow under their own names, but for ``id`` (as
+# ``label`` and ``platform``), ``time`` (left out), the renames below, and Pinned's empty
+# strings (null).
+_JSON_NAMES: dict[type, str] = {
+    Started: "started",
+    Finished: "finished",
+    Cached: "cached",
+    Failed: "failed",
+    Skipped: "skipped",
+    Warned: "warning",
+    Retrying: "retrying",
+    UpToDate: "up_to_date",
+    Merged: "merged",
+    Pinned: "pinned",
+    ImageTestsPassed: "tests_passed",
+    ImageTestsFailed: "tests_failed",
+    ImageTestsSkipped: "tests_skipped",
+    ImageTestsFinished: "tests_finished",
+    Round: "watch_round",
+    WatchError: "watch_error",
+    Watching: "watching",
+}
+_JSON_RENAMES: dict[tuple[type, str], str] = {(ImageTestsPassed, "count"): "tests"}
+
+
 def json_record(event: ReportEvent) -> dict[str, Any]:
-    if isinstance(event, _RUN_EVENTS):
-        return _run_record(event)
     if isinstance(event, RunStarted):
         record: dict[str, Any] = {"event": "run_started", "total": event.total}
         if event.estimates:
@@ -248,79 +269,29 @@ def json_record(event: ReportEvent) -> dict[str, Any]:
             "interrupted": summary.interrupted,
             "seconds": round(summary.seconds, 3),
         }
-    record = _of(event.id)
-    if isinstance(event, Started):
-        record["event"] = "started"
-    elif isinstance(event, Finished):
-        record |= {"event": "finished", "digest": event.digest, "seconds": round(event.seconds, 3)}
-    elif isinstance(event, Cached):
-        record |= {"event": "cached", "digest": event.digest, "source": event.source}
-    elif isinstance(event, Failed):
-        record |= {
-            "event": "failed",
-            "message": event.message,
-            "log_tail": event.log_tail,
-            "log_path": event.log_path,
-        }
-    elif isinstance(event, Skipped):
-        record |= {"event": "skipped", "reason": event.reason}
-    elif isinstance(event, Warned):
-        record |= {"event": "warning", "message": event.message}
-    elif isinstance(event, Retrying):
-        record |= {
-            "event": "retrying",
-            "attempt": event.attempt,
-            "delay": event.delay,
-            "message": event.message,
-        }
+    import dataclasses
+
+    kind = type(event)
+    record = {"event": _JSON_NAMES[kind]}
+    for field in dataclasses.fields(event):
+        value = getattr(event, field.name)
+        if field.name == "time":
+            continue
+        if field.name == "id":
+            record |= {"label": value[0], "platform": value[1]}
+        elif kind is Pinned and value == "":
+            record[field.name] = None
+        else:
+            if field.name == "seconds":
+                value = round(value, 3)
+            record[_JSON_RENAMES.get((kind, field.name), field.name)] = _json_value(value)
     return record
 
 
-def _run_record(event: RunEvent | WatchEvent) -> dict[str, Any]:
-    if isinstance(event, UpToDate):
-        return {"event": "up_to_date", "total": event.total}
-    if isinstance(event, Merged):
-        return {
-            "event": "merged",
-            "label": event.label,
-            "tag": event.tag,
-            "status": event.status,
-            "digest": event.digest,
-            "detail": event.detail,
-        }
-    if isinstance(event, Pinned):
-        return {
-            "event": "pinned",
-            "reference": event.reference,
-            "platform": event.platform,
-            "digest": event.digest or None,
-            "source": event.source or None,
-            "detail": event.detail or None,
-        }
-    if isinstance(event, ImageTestsPassed):
-        return _of(event.id) | {"event": "tests_passed", "tests": event.count}
-    if isinstance(event, ImageTestsFailed):
-        record = {"event": "tests_failed", "message": event.message, "log_tail": event.log_tail}
-        return _of(event.id) | record
-    if isinstance(event, ImageTestsSkipped):
-        return _of(event.id) | {"event": "tests_skipped", "reason": event.reason}
-    if isinstance(event, ImageTestsFinished):
-        return {"event": "tests_finished", "ran": event.ran, "failed": event.failed}
-    if isinstance(event, Round):
-        return {
-            "event": "watch_round",
-            "changed": list(event.changed),
-            "rebuilt": [list(build) for build in event.rebuilt],
-            "failed": event.failed,
-            "seconds": round(event.seconds, 3),
-        }
-    if isinstance(event, WatchError):
-        return {"event": "watch_error", "changed": list(event.changed), "message": event.message}
-    return {"event": "watching", "files": event.files}
-
-
-def _of(build: JobId) -> dict[str, Any]:
-    return {"label": build[0], "platform": build[1]}
+def _json_value(value: Any) -> Any:
+    if isinstance(value, tuple):
+        return [_json_value(item) for item in value]
+    return value
 
 
 class LiveReporter:
@@ -471,25 +442,40 @@ def make_reporter(json_output: bool, stream: IO[str]) -> Reporter:
     return progress_reporter("rawjson" if json_output else "auto", stream)
 
 
+def _live(stream: IO[str]) -> Reporter:
+    from rich.console import Console
+
+    return LiveReporter(Console(file=stream, force_terminal=True))
+
+
+class ProgressMode(NamedTuple):
+    help: str
+    reporter: Callable[[IO[str]], Reporter]
+
+
+# ``--progress`` modes (buildx's names), in the order --help lists them: a new mode is one entry
+# here. ``auto`` is resolved to ``tty`` or ``plain`` by ``progress_reporter``.
+PROGRESS_MODES: dict[str, ProgressMode] = {
+    "auto": ProgressMode("a live view on a terminal, plain lines otherwise", PlainReporter),
+    "tty": ProgressMode("the live view", _live),
+    "plain": ProgressMode("one line per event", PlainReporter),
+    "quiet": ProgressMode("only failures and the summary", QuietReporter),
+    "rawjson": ProgressMode("one JSON event per line on stdout", JsonReporter),
+}
+
+
 def progress_reporter(mode: str, stream: IO[str]) -> Reporter:
-    """The reporter of a ``--progress`` mode (buildx's names) writing to ``stream``: ``auto``
-    is the live view on a terminal and plain lines otherwise. rich honours NO_COLOR. Never a
-    secret or credential reaches ``stream`` (``secrets.ScrubbedStream``)."""
+    """The reporter of a ``--progress`` mode writing to ``stream``: ``auto`` is the live view
+    on a terminal and plain lines otherwise. rich honours NO_COLOR. Never a secret or
+    credential reaches ``stream`` (``secrets.ScrubbedStream``)."""
     from typing import cast
 
     from buildtool.secrets import ScrubbedStream
 
-    terminal = stream.isatty()
+    if mode == "auto":
+        mode = "tty" if stream.isatty() else "plain"
     stream = cast("IO[str]", ScrubbedStream(stream))
-    if mode == "rawjson":
-        return JsonReporter(stream)
-    if mode == "quiet":
-        return QuietReporter(stream)
-    if mode == "tty" or (mode == "auto" and terminal):
-        from rich.console import Console
-
-        return LiveReporter(Console(file=stream, force_terminal=True))
-    return PlainReporter(stream)
+    return PROGRESS_MODES[mode].reporter(stream)
 
 
 def progress_stream(mode: str) -> IO[str]:

@@ -18,7 +18,7 @@ from buildtool.build.events import ReportEvent, Round, WatchError, Watching
 from buildtool.errors import BtError
 from buildtool.inputs.filesets import FileSet
 from buildtool.plan.session import Workbench
-from buildtool.plan.stale import PlannedBuild, needs_run
+from buildtool.plan.stale import PlannedBuild
 from buildtool.workspace.config import LOCKFILE_NAME, Config
 
 BUILD_FILE = "BUILD.images"
@@ -195,7 +195,8 @@ class Watcher:
         self.report(Watching(len(self.watched.files)))
 
     def rebuild(self, changed: tuple[str, ...], began: float) -> Round:
-        from buildtool.build.run import BuildOptions, bench_run, build_planned, plan_pinned
+        from buildtool.build.run import BuildOptions
+        from buildtool.cli.pipeline import Selection, build_selection
 
         if self.bench is None or not changed or not self.bench.forget(changed):
             self.contributions = {}
@@ -205,21 +206,16 @@ class Watcher:
         config = bench.config
         push = config.push if self.push is None else self.push
         options = BuildOptions(push=push, jobs=config.jobs)
-        run = bench_run(bench, options, self.report)
+        seen: list[PlannedBuild] = []
+        selection = Selection(self.patterns, self.platforms, watching=True)
         try:
-            planned = plan_pinned(bench, run, self.patterns, self.platforms, self.report)
-            if not any(needs_run(p, push, config.registry) for p in planned):
-                self.watched = watch_set(config, planned, self.contributions)
-                return Round(changed, (), 0, time.monotonic() - began)
-            merge = push and not self.platforms
-            try:
-                summary = build_planned(bench, planned, options, self.report, merge=merge, run=run)
-            finally:
-                # After the builds started: changes seen meanwhile are filtered by it only once
-                # this round returns.
-                self.watched = watch_set(config, planned, self.contributions)
+            result = build_selection(bench, options, selection, self.report, seen.extend)
         finally:
-            run.close()
+            # After the builds started: changes seen meanwhile are filtered by it only once
+            # this round returns.
+            if seen:
+                self.watched = watch_set(config, seen, self.contributions)
+        summary = result.summary
         if summary is not None and summary.interrupted:
             raise KeyboardInterrupt
         ran = (*summary.succeeded, *summary.cached, *summary.failed) if summary else ()

@@ -35,7 +35,7 @@ def described(stage: str | int, line: int, keyword: str, meaning: Meaning) -> In
     stored (``bt why`` explains changes with it), so an ARG's value appears by its digest: a
     build arg's value is never stored (invariant 7)."""
     if keyword == "ARG" and isinstance(meaning, tuple):
-        from buildtool.secrets import value_digest
+        from buildtool.state.hashing import value_digest
 
         meaning = tuple(_arg_digest(value, value_digest) for value in meaning)
     text = json.dumps(meaning, ensure_ascii=False, separators=(",", ":"))

@@ -18,7 +18,7 @@ from typing import Any
 
 import msgpack
 
-from buildtool.state.cachedir import update_file
+from buildtool.state.cachedir import save_table
 from buildtool.state.hashing import RACY_WINDOW_NS, digest_bytes
 
 VERSION = 1
@@ -129,12 +129,12 @@ class SetCache:
         if not self.added:
             return
         added, self.added = self.added, {}
-
-        def merge(current: bytes | None) -> bytes:
-            merged = {**self._decode(current), **added}
-            return msgpack.packb({"version": VERSION, "sets": merged}, use_bin_type=True)  # type: ignore[no-any-return]
-
-        update_file(self.path, merge, durable=False)
+        save_table(
+            self.path,
+            added,
+            self._decode,
+            lambda merged: {"version": VERSION, "sets": merged},
+        )
 
 
 def set_key(material: Any) -> str:

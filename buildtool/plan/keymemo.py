@@ -20,7 +20,7 @@ from typing import Any
 
 import msgpack
 
-from buildtool.state.cachedir import update_file
+from buildtool.state.cachedir import save_table
 from buildtool.state.hashing import digest_bytes
 
 VERSION = 2  # 2: unpinned images
@@ -79,14 +79,13 @@ class KeyMemo:
             return
         added, self.added = self.added, {}
         identity = self.identity
-
-        def merge(current: bytes | None) -> bytes:
-            # Another identity's memo (another revision, other pins) is replaced, not merged.
-            merged = {**_entries(current, identity), **added}
-            top = {"version": VERSION, "identity": identity, "keys": merged}
-            return msgpack.packb(top, use_bin_type=True)  # type: ignore[no-any-return]
-
-        update_file(self.path, merge, durable=False)
+        # Another identity's memo (another revision, other pins) is replaced, not merged.
+        save_table(
+            self.path,
+            added,
+            lambda current: _entries(current, identity),
+            lambda merged: {"version": VERSION, "identity": identity, "keys": merged},
+        )
 
 
 def _read(path: Path) -> bytes | None:

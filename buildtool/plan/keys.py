@@ -326,7 +326,8 @@ class KeyComputer:
         return rows
 
     def _compute(self, build: BuildId) -> KeyManifest:
-        from buildtool.secrets import build_secrets, value_digest  # a memo hit needs neither
+        from buildtool.secrets import build_secrets  # a memo hit needs neither
+        from buildtool.state.hashing import value_digest
 
         label, platform = build
         target = self.graph.targets[label]

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Collection, Iterable, Mapping
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 from buildtool.errors import BtError
 from buildtool.platforms import Platform
@@ -35,9 +35,25 @@ from buildtool.state.lockfile import PinRecord
 from buildtool.workspace.analysis import context_placeholder
 
 if TYPE_CHECKING:
-    from buildtool.build.builders import Builder, LocalImage
     from buildtool.inputs.filesets import ImageUse
     from buildtool.registry import RegistryClient
+
+
+class LocalImage(NamedTuple):
+    """An image in an engine's own store, as ``docker image inspect`` shows it."""
+
+    image_id: str  # sha256:... of its config
+    repo_digests: tuple[str, ...]  # "name@sha256:..." where it was pulled from or pushed to
+
+
+class ImageStore(Protocol):
+    """What pinning needs of an engine (every builder is one): its images, and tagging one."""
+
+    name: str
+
+    def local_image(self, ref: str) -> LocalImage | None: ...
+    def tag(self, image_id_or_ref: str, new_tag: str) -> None: ...
+
 
 REGISTRY = "registry"
 ENGINE = "engine"
@@ -123,7 +139,7 @@ def short_digest(value: str) -> str:
 
 
 def resolve_pin(
-    image: ExternalImage, platform: str, client: RegistryClient, engine: Builder
+    image: ExternalImage, platform: str, client: RegistryClient, engine: ImageStore
 ) -> PinRecord:
     """Resolve ``image`` for ``platform`` (see the module's docstring for the order)."""
     from buildtool.errors import RegistryUnavailable
@@ -197,7 +213,7 @@ def _repo_digest(local: LocalImage, name: str) -> str:
     return local.image_id
 
 
-def engine_reference(image: ExternalImage, pin: PinRecord, engine: Builder) -> str:
+def engine_reference(image: ExternalImage, pin: PinRecord, engine: ImageStore) -> str:
     """What a build names the pinned ``image`` by: ``ref@digest``, or for an image only the
     engine holds, a tag bt attaches to its id (an image id is not a name an engine resolves)."""
     if pin.source == REGISTRY:

@@ -202,7 +202,7 @@ class LastPlan:
 
 
 def _reason(config: Config, old_key: str, manifest: KeyManifest) -> str:
-    from buildtool.plan.why import diff_manifests, short_reason
+    from buildtool.plan.changes import diff_manifests, short_reason
 
     old = load_manifest(config.cache_dir, old_key)
     if old is None:

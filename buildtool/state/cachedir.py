@@ -23,9 +23,9 @@ from __future__ import annotations
 
 import fcntl
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from buildtool.state.statefile import exclusive_lock, sweep_temporaries, write_atomic
 
@@ -155,6 +155,28 @@ def update_file(
         new = change(current)
         if new is not None and new != current:
             write_atomic(path, new, durable=durable)
+
+
+def save_table(
+    path: Path,
+    added: Mapping[str, Any],
+    decode: Callable[[bytes | None], dict[str, Any]],
+    wrap: Callable[[dict[str, Any]], dict[str, Any]],
+    keep: Callable[[str], bool] | None = None,
+) -> None:
+    """Add ``added`` to the table a cache keeps at ``path`` as msgpack of ``wrap(table)``,
+    merged with what other processes wrote meanwhile (``decode`` of the file as it is now; a
+    cache's ``decode`` answers a corrupt file with an empty table), dropping the keys ``keep``
+    refuses. A cache: atomic, under the file's lock, not fsync'ed."""
+    import msgpack
+
+    def merge(current: bytes | None) -> bytes:
+        merged = {**decode(current), **added}
+        if keep is not None:
+            merged = {key: value for key, value in merged.items() if keep(key)}
+        return msgpack.packb(wrap(merged), use_bin_type=True)  # type: ignore[no-any-return]
+
+    update_file(path, merge, durable=False)
 
 
 def write_once(path: Path, data: bytes) -> None:

@@ -55,6 +55,13 @@ def digest_bytes(data: bytes) -> str:
     return blake3.blake3(data).hexdigest()
 
 
+def value_digest(value: str) -> str:
+    """What bt keeps of a build arg's value: its blake3, never the value."""
+    import blake3
+
+    return "blake3:" + blake3.blake3(value.encode()).hexdigest()
+
+
 def digest_file(path: str) -> str:
     """Hex blake3 of the content of the regular file at ``path`` (symlinks followed)."""
     return _hash_file(path, _OPEN_FLAGS)

@@ -16,7 +16,7 @@ import msgpack
 
 from buildtool import __version__
 from buildtool.errors import BtError
-from buildtool.state.cachedir import CacheDir, update_file
+from buildtool.state.cachedir import CacheDir, save_table
 from buildtool.state.hashing import digest_bytes
 from buildtool.workspace.config import Config
 from buildtool.workspace.target import BuildId, ImageTarget
@@ -168,14 +168,13 @@ class AnalysisCache:
             return
         added, self.added = self.added, {}
         used = set(self.used) if prune else None
-
-        def merge(current: bytes | None) -> bytes:
-            merged = {**self._decode(current), **added}
-            if used is not None:
-                merged = {key: value for key, value in merged.items() if key in used}
-            return msgpack.packb({"version": self.VERSION, "entries": merged}, use_bin_type=True)  # type: ignore[no-any-return]
-
-        update_file(self.path, merge, durable=False)
+        save_table(
+            self.path,
+            added,
+            self._decode,
+            lambda merged: {"version": self.VERSION, "entries": merged},
+            None if used is None else used.__contains__,
+        )
         if used is not None:
             self.entries = {key: value for key, value in self.entries.items() if key in used}
 

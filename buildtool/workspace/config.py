@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from buildtool.errors import BtError
 from buildtool.platforms import normalise
 from buildtool.registry.reference import is_repository, names_registry
+from buildtool.secrets import SecretSource
 from buildtool.state.hashing import digest_bytes
-from buildtool.workspace.target import SecretSource
 
 if TYPE_CHECKING:
     from buildtool.retry import RetryPolicy

@@ -25,6 +25,7 @@ import msgpack
 
 from buildtool import __version__
 from buildtool.errors import BtError
+from buildtool.secrets import SecretSource
 from buildtool.state.cachedir import CacheDir, update_file
 from buildtool.state.hashing import RACY_WINDOW_NS, digest_bytes
 from buildtool.workspace.analysis import Analyses
@@ -32,7 +33,7 @@ from buildtool.workspace.config import Config
 from buildtool.workspace.graph import TargetGraph
 from buildtool.workspace.labels import Label
 from buildtool.workspace.parents import Parent
-from buildtool.workspace.target import ImageTarget, Location, NamedContext, SecretSource
+from buildtool.workspace.target import ImageTarget, Location, NamedContext
 
 if TYPE_CHECKING:
     from buildtool.workspace.loader import LoadedWorkspace
@@ -45,12 +46,6 @@ def _setting(config: Config) -> list[Any]:
     that no setting added later can be missed here."""
     return [VERSION, __version__, str(config.root), str(config.cache_dir),
             _file_digest(config.root / config.spec_path)]  # fmt: skip
-
-
-def load_graph(config: Config, analyses: Analyses) -> TargetGraph | None:
-    """The kept graph if nothing it was made from changed, else None."""
-    kept = load_kept_graph(config, analyses)
-    return None if kept is None else kept[0]
 
 
 def load_kept_graph(config: Config, analyses: Analyses) -> tuple[TargetGraph, str] | None:
@@ -75,19 +70,6 @@ def load_kept_graph(config: Config, analyses: Analyses) -> tuple[TargetGraph, st
         data = msgpack.packb({**top, "searched": search[0]}, use_bin_type=True)
         update_file(path, lambda current: data if current == raw else None, durable=False)
     return graph, identity
-
-
-def save_graph(
-    config: Config, analyses: Analyses, loaded: LoadedWorkspace, graph: TargetGraph, taken_ns: int
-) -> str | None:
-    """Keep ``graph`` with what it was made from; ``taken_ns`` is the clock read before the
-    search for BUILD files began. Returns the graph's identity (``graph_identity``), None when
-    the graph is not kept."""
-    top = describe_graph(config, analyses, loaded, graph, taken_ns)
-    if top is None:
-        return None
-    write_graph(config, top)
-    return str(top["identity"])
 
 
 def describe_graph(

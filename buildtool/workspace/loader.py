@@ -20,11 +20,19 @@ from typing import Any
 from buildtool.errors import BtError, StarlarkError
 from buildtool.platforms import normalise
 from buildtool.registry.reference import is_repository, is_tag, parse_reference
-from buildtool.secrets import conceal, inside, looks_secret, merged, parse_table, source_path
+from buildtool.secrets import (
+    SecretSource,
+    conceal,
+    inside,
+    looks_secret,
+    merged,
+    parse_table,
+    source_path,
+)
 from buildtool.workspace import starlark
 from buildtool.workspace.config import BUILD_FILE_NAME, Config
 from buildtool.workspace.labels import Label, check_name, check_package, parse_label
-from buildtool.workspace.target import Group, ImageTarget, Location, NamedContext, SecretSource
+from buildtool.workspace.target import Group, ImageTarget, Location, NamedContext
 
 _ARG_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+from buildtool.secrets import SecretSource
 from buildtool.workspace.labels import Label, parse_label
 
 # One platform build: the unit of hashing, scheduling, caching and locking.
@@ -18,17 +19,6 @@ class Location(NamedTuple):
 
     def __str__(self) -> str:
         return f"{self.path}:{self.line}"
-
-
-class SecretSource(NamedTuple):
-    """Where a build secret's value comes from; the value itself is never kept (invariant 7).
-
-    ``kind`` is "env" (``name`` is an environment variable) or "src" (``name`` is a file, as
-    written: relative to the workspace root, or absolute)."""
-
-    id: str
-    kind: str
-    name: str
 
 
 class NamedContext(NamedTuple):

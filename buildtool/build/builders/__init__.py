@@ -5,7 +5,8 @@
 - ``engine.EngineApiBuilder`` talks to the Engine API through docker-py (the classic builder),
   for engines reached without a CLI.
 
-This module holds what both share; ``open_builder`` imports a backend only when asked for it.
+This module holds what both share; ``build.routing.open_builder`` imports a backend only when
+asked for it.
 Failed builds raise ``JobFailed`` with the end of their log, faults worth another attempt raise
 ``TransientError``, and an engine that cannot be reached at all raises ``BtError``.
 """
@@ -19,7 +20,7 @@ import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, NamedTuple, Protocol
+from typing import IO, TYPE_CHECKING, Protocol
 
 from buildtool.errors import BtError, JobFailed, TransientError, is_transient_message
 from buildtool.platforms import Platform
@@ -27,7 +28,8 @@ from buildtool.platforms import Platform
 if TYPE_CHECKING:
     from buildtool.build.builders.context import SentContext
     from buildtool.inputs.filesets import FileSet
-    from buildtool.workspace.target import SecretSource
+    from buildtool.plan.pins import LocalImage
+    from buildtool.secrets import SecretSource
 
 LOG_TAIL_LINES = 25
 
@@ -75,13 +77,6 @@ class BuiltImage:
     tag: str
 
 
-class LocalImage(NamedTuple):
-    """An image in an engine's own store, as ``docker image inspect`` shows it."""
-
-    image_id: str  # sha256:... of its config
-    repo_digests: tuple[str, ...]  # "name@sha256:..." where it was pulled from or pushed to
-
-
 class Builder(Protocol):
     name: str
     named_contexts: bool  # takes ``--build-context`` (buildx); else bt rewrites the Dockerfile
@@ -95,19 +90,6 @@ class Builder(Protocol):
     def push(self, ref: str) -> str: ...
     def run(self, image: str, command: Sequence[str], timeout: float) -> tuple[int, str]: ...
     def close(self) -> None: ...
-
-
-def open_builder(host: str | None, backend: str, network: str | None = None) -> Builder:
-    """The builder for one engine: ``backend`` is "buildkit" (docker CLI) or "engine" (API)."""
-    if backend == "buildkit":
-        from buildtool.build.builders.buildkit import BuildKitCliBuilder
-
-        return BuildKitCliBuilder(host, network)
-    if backend == "engine":
-        from buildtool.build.builders.engine import EngineApiBuilder
-
-        return EngineApiBuilder(host, network)
-    raise BtError(f'unknown builder backend "{backend}" (known: buildkit, engine)')
 
 
 def split_tag(ref: str) -> tuple[str, str]:

@@ -23,7 +23,6 @@ from buildtool.build.builders import (
     LOG_TAIL_LINES,
     BuildRequest,
     BuiltImage,
-    LocalImage,
     build_failure,
     dockerfile_to_send,
     is_transient,
@@ -32,6 +31,7 @@ from buildtool.build.builders import (
     write_lines,
 )
 from buildtool.errors import BtError, Cancelled, JobFailed, TransientError
+from buildtool.plan.pins import LocalImage
 from buildtool.platforms import Platform
 from buildtool.secrets import REDACTED, buildkit_flag, scrub
 

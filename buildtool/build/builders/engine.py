@@ -16,7 +16,6 @@ from buildtool.build.builders import (
     LOG_TAIL_LINES,
     BuildRequest,
     BuiltImage,
-    LocalImage,
     build_failure,
     dockerfile_to_send,
     is_transient,
@@ -25,6 +24,7 @@ from buildtool.build.builders import (
     write_lines,
 )
 from buildtool.errors import BtError, Cancelled, JobFailed, TransientError
+from buildtool.plan.pins import LocalImage
 from buildtool.platforms import Platform
 
 _API_TIMEOUT = 120  # docker-py read timeout for calls that answer promptly or stream progress
@@ -75,7 +75,7 @@ class EngineApiBuilder:
             raise BtError(f"build context {request.context} is not a directory")
         if request.secrets:
             # The classic builder has no secret mounts; `bt build` refuses such a build before
-            # anything starts (``secrets.check_secrets``). Never build without them.
+            # anything starts (``secret_mounts.check_secrets``). Never build without them.
             raise BtError(f"{self.name} cannot pass build secrets (the classic builder has none)")
         request.log_path.parent.mkdir(parents=True, exist_ok=True)
         tail: collections.deque[str] = collections.deque(maxlen=LOG_TAIL_LINES)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import click
 
@@ -17,9 +17,6 @@ from buildtool.cli.commands.common import (
 from buildtool.errors import BuildFailed, Interrupted
 from buildtool.plan.session import Workbench
 
-if TYPE_CHECKING:
-    from buildtool.build.scheduler import Summary
-
 
 def _shard_option(ctx: click.Context, param: click.Parameter, value: str | None) -> Any:
     if value is None:
@@ -32,7 +29,7 @@ def _shard_option(ctx: click.Context, param: click.Parameter, value: str | None)
         raise click.BadParameter(str(err), ctx, param) from None
 
 
-@click.command("build", context_settings={"help_option_names": ["-h", "--help"]})
+@click.command("build")
 @click.argument("patterns", nargs=-1, required=True, shell_complete=complete_patterns)
 @platform_option
 @push_option
@@ -116,10 +113,9 @@ def command(
       bt build //... --push --platform linux/arm64 --lock-out arm64.lock
     """
     from buildtool.build.metadata import check_writable
-    from buildtool.build.run import BuildOptions, bench_run, build_planned, plan_pinned
-    from buildtool.ci.waves import shard_of, without_stale_parents
+    from buildtool.build.run import BuildOptions
+    from buildtool.cli.pipeline import Selection, build_selection
     from buildtool.cli.reporter import progress_reporter, progress_stream
-    from buildtool.plan.stale import check_registry
 
     # Outputs written at the end are checked first: a typo must not cost the whole run.
     for option, path in (("--lock-out", lock_out), ("--metadata-file", metadata_file)):
@@ -127,45 +123,32 @@ def command(
             check_writable(path, option)
     bench = Workbench.open()
     config = bench.config
-    push_wanted = config.push if push is None else push
     options = BuildOptions(
-        push=push_wanted,
+        push=config.push if push is None else push,
         jobs=jobs or config.jobs,
         keep_going=not fail_fast,
         retries=retries,
         run_tests=not no_tests,
         lock_out=lock_out.resolve() if lock_out else None,
     )
+    selection = Selection(patterns, platforms, no_deps=no_deps, shard=shard)
     mode = progress_mode(progress, json_events)
     reporter = progress_reporter(mode, progress_stream(mode))
-    run = bench_run(bench, options, reporter)
     try:
-        planned = plan_pinned(bench, run, patterns, platforms, reporter)
-        if push_wanted:
-            # A pushed digest deleted from the registry since is pushed again (or rebuilt).
-            planned = check_registry(config, planned, strict=False)
-        if no_deps:
-            planned = without_stale_parents(planned, bench.labels(patterns), push_wanted, config)
-        if shard is not None:
-            planned, message = shard_of(planned, shard, push_wanted, config)
-            click.echo(message, err=True)
-        merge = push_wanted and not platforms and lock_out is None and not no_deps and not shard
-        summary = build_planned(bench, planned, options, reporter, merge=merge, run=run)
+        result = build_selection(
+            bench, options, selection, reporter, say=lambda line: click.echo(line, err=True)
+        )
     finally:
-        run.close()
         reporter.close()
     if metadata_file is not None:
-        _write_metadata(bench, metadata_file, patterns, platforms, merged=merge and ok(summary))
+        _write_metadata(bench, metadata_file, patterns, platforms, merged=result.merged)
+    summary = result.summary
     if summary is not None and summary.interrupted:
         raise Interrupted("interrupted: finished builds are recorded; run again to resume")
     if summary is not None and not summary.ok:
         raise BuildFailed(
             f"{len(summary.failed)} platform builds failed, {len(summary.skipped)} skipped"
         )
-
-
-def ok(summary: Summary | None) -> bool:
-    return summary is None or summary.ok
 
 
 def _write_metadata(

@@ -12,7 +12,6 @@ from buildtool.errors import BtError
 from buildtool.plan.session import Workbench
 from buildtool.plan.stale import PlannedBuild, needs_run
 
-_CONTEXT = {"help_option_names": ["-h", "--help"]}
 _builds_per_job = click.option(
     "--builds-per-job",
     type=click.IntRange(min=1),
@@ -22,12 +21,12 @@ _builds_per_job = click.option(
 )
 
 
-@click.group("ci", context_settings=_CONTEXT)
+@click.group("ci")
 def command() -> None:
     """Fan stale builds out over native CI runners."""
 
 
-@command.command("plan", context_settings=_CONTEXT)
+@command.command("plan")
 @click.argument("patterns", nargs=-1, required=True, shell_complete=complete_patterns)
 @_builds_per_job
 @click.option(
@@ -90,7 +89,7 @@ def plan(
     )
 
 
-@command.command("workflow", context_settings=_CONTEXT)
+@command.command("workflow")
 @click.argument("patterns", nargs=-1, shell_complete=complete_patterns)
 @click.option(
     "--waves",

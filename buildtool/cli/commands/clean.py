@@ -7,7 +7,7 @@ import click
 from buildtool.plan.session import Session
 
 
-@click.command("clean", context_settings={"help_option_names": ["-h", "--help"]})
+@click.command("clean")
 @click.option("--dry-run", is_flag=True, help="List what would be removed; remove nothing.")
 def command(dry_run: bool) -> None:
     """Remove the cache directory's derived state: the stat and analysis caches, build and

@@ -55,11 +55,12 @@ def push_option(func: F) -> F:
     )(func)
 
 
-PROGRESS_MODES = ("auto", "tty", "plain", "quiet", "rawjson")
-
-
 def progress_option(func: F) -> F:
-    """``--progress`` as buildx takes it, and ``--json``, its old spelling of ``rawjson``."""
+    """``--progress`` as buildx takes it (its modes: ``reporter.PROGRESS_MODES``), and
+    ``--json``, its old spelling of ``rawjson``."""
+    from buildtool.cli.reporter import PROGRESS_MODES
+
+    modes = "; ".join(f"{name}: {mode.help}" for name, mode in PROGRESS_MODES.items())
     func = click.option(
         "--json",
         "json_events",
@@ -68,13 +69,11 @@ def progress_option(func: F) -> F:
     )(func)
     return click.option(
         "--progress",
-        type=click.Choice(PROGRESS_MODES),
+        type=click.Choice(list(PROGRESS_MODES)),
         default="auto",
         show_default=True,
         envvar="BT_PROGRESS",
-        help="auto: a live view on a terminal, plain lines otherwise; tty: the live view; "
-        "plain: one line per event; quiet: only failures and the summary; rawjson: one JSON "
-        "event per line on stdout. NO_COLOR turns colours off.",
+        help=f"{modes}. NO_COLOR turns colours off.",
     )(func)
 
 

@@ -10,7 +10,7 @@ import click
 from buildtool.errors import BtError
 
 
-@click.command("import-bake", context_settings={"help_option_names": ["-h", "--help"]})
+@click.command("import-bake")
 @click.argument("files", nargs=-1, type=click.Path(dir_okay=False, path_type=Path))
 @click.option(
     "-o",

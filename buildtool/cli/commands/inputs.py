@@ -11,7 +11,7 @@ from buildtool.errors import BtError
 from buildtool.plan.session import Workbench
 
 
-@click.command("inputs", context_settings={"help_option_names": ["-h", "--help"]})
+@click.command("inputs")
 @click.argument("label", shell_complete=complete_patterns)
 @click.option(
     "--platform",

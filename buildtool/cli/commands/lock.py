@@ -15,13 +15,13 @@ from buildtool.plan.session import Workbench
 from buildtool.state.lockfile import BuildRecord, Lockfile, pushed
 
 
-@click.group("lock", context_settings={"help_option_names": ["-h", "--help"]})
+@click.group("lock")
 def command() -> None:
     """Move pins of external images; fold lockfile fragments from parallel runs; check
     images.lock against the registry."""
 
 
-@command.command("update", context_settings={"help_option_names": ["-h", "--help"]})
+@command.command("update")
 @click.argument("patterns", nargs=-1, shell_complete=complete_patterns)
 @platform_option
 def update(patterns: tuple[str, ...], platforms: tuple[str, ...]) -> None:
@@ -40,22 +40,18 @@ def update(patterns: tuple[str, ...], platforms: tuple[str, ...]) -> None:
       bt lock update                      every image the workspace uses
       bt lock update //base:no_model --platform linux/arm64
     """
-    from buildtool.build.run import BuildOptions, BuildRun
+    from buildtool.build.pinning import Pinning
+    from buildtool.build.routing import Engines
     from buildtool.plan.pins import short_digest
 
     bench = Workbench.open()
     wanted = bench.external_images(patterns or ("//...",), platforms)
-    run = BuildRun(
-        config=bench.config,
-        targets=bench.session.graph.targets,
-        lock_path=bench.lock_path,
-        options=BuildOptions(),
-        on_event=lambda _: None,
-    )
+    engines = Engines(bench.config)
+    pinning = Pinning(bench.config, bench.lock_path, engines)
     try:
-        resolved = run.pin(wanted)
+        resolved = pinning.pin(wanted)
     finally:
-        run.close()
+        engines.close()
     moved = 0
     for image, platform, pin, before in resolved:
         if before is None:
@@ -70,13 +66,13 @@ def update(patterns: tuple[str, ...], platforms: tuple[str, ...]) -> None:
         f"{bench.config.lockfile.name}: {len(resolved)} pins checked, {moved} moved", err=True
     )
     bench.session.save()
-    if run.pin_failures:
-        problem = min(run.pin_failures.items())[1]
-        more = len(run.pin_failures) - 1
+    if pinning.failures:
+        problem = min(pinning.failures.items())[1]
+        more = len(pinning.failures) - 1
         raise BtError(f"{problem}" + (f" (and {more} more images not pinned)" if more else ""))
 
 
-@command.command("merge", context_settings={"help_option_names": ["-h", "--help"]})
+@command.command("merge")
 @click.argument("fragments", nargs=-1, required=True, type=click.Path(path_type=Path))
 def merge(fragments: tuple[Path, ...]) -> None:
     """Fold lockfile FRAGMENTS into images.lock.
@@ -138,7 +134,7 @@ def merge(fragments: tuple[Path, ...]) -> None:
     )
 
 
-@command.command("check", context_settings={"help_option_names": ["-h", "--help"]})
+@command.command("check")
 @click.argument("lockfile", required=False, type=click.Path(path_type=Path))
 def check(lockfile: Path | None) -> None:
     """Check images.lock (or LOCKFILE) against the registry, for a CI gate.

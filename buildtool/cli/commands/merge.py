@@ -8,7 +8,7 @@ from buildtool.cli.commands.common import complete_patterns
 from buildtool.plan.session import Workbench
 
 
-@click.command("merge", context_settings={"help_option_names": ["-h", "--help"]})
+@click.command("merge")
 @click.argument("patterns", nargs=-1, required=True, shell_complete=complete_patterns)
 @click.option(
     "--allow-partial",

@@ -11,7 +11,7 @@ from buildtool.plan.session import Workbench
 from buildtool.plan.stale import PlannedBuild
 
 
-@click.command("plan", context_settings={"help_option_names": ["-h", "--help"]})
+@click.command("plan")
 @click.argument("patterns", nargs=-1, required=True, shell_complete=complete_patterns)
 @platform_option
 @click.option("--all", "show_all", is_flag=True, help="Include fresh (up-to-date) builds too.")

@@ -13,7 +13,7 @@ from buildtool.workspace.labels import Label
 from buildtool.workspace.query import evaluate
 
 
-@click.command("query", context_settings={"help_option_names": ["-h", "--help"]})
+@click.command("query")
 @click.argument("expression", shell_complete=complete_patterns)
 @click.option(
     "--platforms", is_flag=True, help="Print one 'LABEL PLATFORM' line per platform build."

@@ -16,7 +16,7 @@ from buildtool.errors import BtError, BuildFailed
 from buildtool.plan.session import Workbench
 
 
-@click.command("test", context_settings={"help_option_names": ["-h", "--help"]})
+@click.command("test")
 @click.argument("patterns", nargs=-1, required=True, shell_complete=complete_patterns)
 @platform_option
 @progress_option
@@ -29,7 +29,7 @@ def command(
 
     Targets must be built and up to date (see `bt plan`). Exits 1 when a test fails.
     """
-    from buildtool.build.run import run_image_tests
+    from buildtool.build.image_tests import run_image_tests
     from buildtool.cli.reporter import progress_reporter
 
     bench = Workbench.open()

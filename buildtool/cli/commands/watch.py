@@ -15,7 +15,7 @@ from buildtool.errors import Interrupted
 from buildtool.plan.session import Session
 
 
-@click.command("watch", context_settings={"help_option_names": ["-h", "--help"]})
+@click.command("watch")
 @click.argument("patterns", nargs=-1, required=True, shell_complete=complete_patterns)
 @platform_option
 @push_option

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
 import click
 
 from buildtool.cli.commands.common import complete_patterns
 from buildtool.errors import BtError
+from buildtool.plan.changes import diff_manifests
+from buildtool.plan.keys import load_manifest
 from buildtool.plan.session import Workbench
-from buildtool.plan.why import explain
+from buildtool.plan.stale import PlannedBuild
 
 
-@click.command("why", context_settings={"help_option_names": ["-h", "--help"]})
+@click.command("why")
 @click.argument("patterns", nargs=-1, required=True, shell_complete=complete_patterns)
 @click.option(
     "--platform",
@@ -41,3 +46,31 @@ def command(patterns: tuple[str, ...], platform: str | None) -> None:
     planned = bench.plan(patterns, [platform] if platform else [])
     for line in explain(bench.config.cache_dir, (p for p in planned if p.label in selected)):
         click.echo(line)
+
+
+def explain(cache_dir: Path, planned: Iterable[PlannedBuild]) -> Iterator[str]:
+    """`bt why`: one block of lines per platform build, blocks apart by a blank line."""
+    for index, build in enumerate(planned):
+        if index:
+            yield ""
+        yield from _explain_one(cache_dir, build)
+
+
+def _explain_one(cache_dir: Path, planned: PlannedBuild) -> Iterator[str]:
+    manifest = planned.manifest
+    yield f"{planned.label} {planned.platform}: {'stale' if planned.stale else 'up to date'}"
+    yield f"  key now:      {planned.key}"
+    record = planned.record
+    yield f"  key recorded: {record.key if record else '(never built)'}"
+    if manifest.fallback:
+        yield f"  inputs: the whole build context, because {manifest.fallback}"
+    if record is None or not planned.stale:
+        return
+    old = load_manifest(cache_dir, record.key)
+    if old is None:
+        yield "  no record of the inputs of the recorded build; cannot say what changed"
+        return
+    if old.fallback and not manifest.fallback:
+        yield f"  the recorded build used the whole context ({old.fallback})"
+    for change in diff_manifests(old, manifest):
+        yield f"  {change.describe()}"

@@ -1,20 +1,14 @@
-"""What changed between the build recorded in the lockfile and the build as it is now."""
+"""What changed between two key manifests: the recorded build's and the build as it is now."""
 
 from __future__ import annotations
 
 import difflib
 import posixpath
-from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING
 
-from buildtool.plan.keys import KeyManifest, load_manifest
+from buildtool.plan.keys import KeyManifest
 from buildtool.plan.pins import short_digest
 from buildtool.workspace.analysis import InstructionText
-
-if TYPE_CHECKING:
-    from buildtool.plan.stale import PlannedBuild
 
 
 @dataclass(frozen=True)
@@ -245,31 +239,3 @@ def short_reason(changes: list[Change]) -> str:
         return "remote sources changed"
     parents = [c.subject.split(" ")[0] for c in changes if c.kind == "parent"]
     return f"parent {parents[0]} changed"
-
-
-def explain(cache_dir: Path, planned: Iterable[PlannedBuild]) -> Iterator[str]:
-    """`bt why`: one block of lines per platform build, blocks apart by a blank line."""
-    for index, build in enumerate(planned):
-        if index:
-            yield ""
-        yield from _explain_one(cache_dir, build)
-
-
-def _explain_one(cache_dir: Path, planned: PlannedBuild) -> Iterator[str]:
-    manifest = planned.manifest
-    yield f"{planned.label} {planned.platform}: {'stale' if planned.stale else 'up to date'}"
-    yield f"  key now:      {planned.key}"
-    record = planned.record
-    yield f"  key recorded: {record.key if record else '(never built)'}"
-    if manifest.fallback:
-        yield f"  inputs: the whole build context, because {manifest.fallback}"
-    if record is None or not planned.stale:
-        return
-    old = load_manifest(cache_dir, record.key)
-    if old is None:
-        yield "  no record of the inputs of the recorded build; cannot say what changed"
-        return
-    if old.fallback and not manifest.fallback:
-        yield f"  the recorded build used the whole context ({old.fallback})"
-    for change in diff_manifests(old, manifest):
-        yield f"  {change.describe()}"

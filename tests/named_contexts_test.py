@@ -17,7 +17,7 @@ from btrun import bt, write_tree
 
 from buildtool.build.builders.context import sent_context, tar_chunks
 from buildtool.cli.watch import watch_set
-from buildtool.dockerfile.rewrite import rewrite_directory_reads
+from buildtool.dockerfile.rewrite import blank_stages, rewrite_directory_reads
 from buildtool.plan.keys import KeyComputer
 from buildtool.plan.session import Session, Workbench
 from buildtool.state.cachedir import CacheDir
@@ -267,6 +267,25 @@ def test_a_bake_chain_through_named_contexts_imports_and_builds_on_both_engines(
 
 
 @pytest.mark.engine
+def test_the_chain_builds_on_the_classic_builder_whose_stages_no_build_reaches_are_blanked(
+    tmp_path: Path, engine: str
+) -> None:
+    """The classic builder runs every stage before the target: the stage no_model, which the
+    contexts replace, must not read model-none.txt, which no key covers and no build is sent."""
+    root = write_tree(
+        tmp_path / "ws",
+        {".cache-spec": amd64_only(engine, "engine"), "nonce.txt": uuid.uuid4().hex,
+         **CHAIN_FILES},
+    )  # fmt: skip
+    bt("import-bake", str(FIXTURES / "chain.json"), "-o", "BUILD.images", cwd=root, check=True)
+    env = {"XDG_CACHE_HOME": str(tmp_path / "cache")}
+    bt("build", "//...", "--platform", "linux/amd64", cwd=root, env=env, check=True)
+    app = lock(root)["//:app"]["linux/amd64"]["image"]
+    assert file_in(engine, app, "/model.txt") == "real\n"
+    assert file_in(engine, app, "/x.py") == "print('shared')\n"
+
+
+@pytest.mark.engine
 def test_the_whisperx_shaped_print_imports_and_builds_with_its_dockerfile_unedited(
     tmp_path: Path, engine: str, engine2: str
 ) -> None:
@@ -511,3 +530,36 @@ def test_bt_watch_watches_the_files_a_directory_context_gives_and_a_round_rekeys
     assert bench.forget(["shared/lib/y.py"])
     after = {(str(p.label), p.platform): p.key for p in bench.plan(["//..."])}
     assert {b for b in before if before[b] != after[b]} == {("//:tool", "linux/amd64")}
+
+
+def test_stages_no_build_reaches_are_blanked_keeping_lines_and_indexes() -> None:
+    text = (
+        "FROM busybox AS no_model\nARG MODEL=none\nRUN echo \\\n    $MODEL\n"
+        "FROM scratch\nCOPY a /a\n"
+        "FROM registry.example/base@sha256:abc AS load\nCOPY --from=1 /a /a\n"
+    )
+    assert blank_stages(text, [7], "Dockerfile") == (
+        "FROM scratch AS no_model\n# ARG MODEL=none\n# RUN echo \\\n#     $MODEL\n"
+        "FROM scratch\n# COPY a /a\n"
+        "FROM registry.example/base@sha256:abc AS load\nCOPY --from=1 /a /a\n"
+    )
+
+
+def test_a_stage_a_context_replaces_named_by_its_index_is_an_error_at_its_line(
+    tmp_path: Path,
+) -> None:
+    root = write_tree(
+        tmp_path / "ws",
+        {
+            ".cache-spec": 'platforms = ["linux/amd64"]\n',
+            "BUILD.images": 'image(name = "b")\nimage(name = "app", contexts = {"base": ":b"})\n',
+            "Dockerfile": "FROM scratch AS base\nCOPY a.txt /a\nFROM scratch\nCOPY --from=0 /a /a\n",
+            "a.txt": "a\n",
+        },
+    )
+    result = bt("query", "//...", cwd=root)
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr == (
+        "Dockerfile:4: --from=0 is stage base, which named context 'base' replaces: "
+        "write --from=base\n"
+    )

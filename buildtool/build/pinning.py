@@ -141,9 +141,14 @@ def exact_dockerfile(
             replacements[site] = exact
     if not replacements and not fileset.named:
         return None
-    from buildtool.dockerfile.rewrite import rewrite_directory_reads, rewrite_images
+    from buildtool.dockerfile.rewrite import blank_stages, rewrite_directory_reads, rewrite_images
 
     text = rewrite_images(fileset.dockerfile_text, replacements, target.dockerfile)
+    if target.contexts and not takes_named_contexts:
+        # The classic builder runs every stage before the target: those the build does not
+        # reach (the stages its contexts replace) must not read what it is not sent.
+        reached = [first for first, _ in fileset.reads.stage_lines]
+        text = blank_stages(text, reached, target.dockerfile)
     if fileset.named:
         from buildtool.inputs.filesets import NAMED_IN_TAR
 

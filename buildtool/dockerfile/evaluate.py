@@ -332,17 +332,26 @@ class _Evaluation:
             if ins.keyword == "COPY":
                 source = flag_value(ins, "from")
                 if source is not None:
-                    yield ins, "copy", self.from_ref(source, by_index=True)
+                    yield ins, "copy", self.from_ref(source, True, ins.line)
             elif ins.keyword == "RUN":
                 for spec in flag_values(ins, "mount"):
                     # A mount without from= takes "scratch" (or a stage of that name).
                     source = mount_fields(spec).get("from", "") or "scratch"
-                    yield ins, "mount", self.from_ref(source, by_index=False)
+                    yield ins, "mount", self.from_ref(source, False, ins.line)
 
-    def from_ref(self, source: str, by_index: bool) -> int | str | _Named:
+    def from_ref(self, source: str, by_index: bool, line: int) -> int | str | _Named:
         if source in self.contexts:
             return _Named(source)
         found = self.stage_ref(source, by_index)
+        replaced = None if found is None else self.df.stages[found].name
+        if replaced in self.contexts:
+            # BuildKit gives the context here too; bt hands contexts over where they are named.
+            raise BtError(
+                f"--from={source} is stage {replaced}, which named context {replaced!r} "
+                f"replaces: write --from={replaced}",
+                self.df.path,
+                line,
+            )
         return source if found is None else found
 
     def reached(self) -> list[int]:

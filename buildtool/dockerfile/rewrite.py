@@ -190,3 +190,25 @@ def _prefixed(prefix: str, word: str) -> str:
         elif segment not in ("", "."):
             parts.append(segment)
     return quote + "/".join([prefix, *parts]) + quote
+
+
+def blank_stages(text: str, reached: Iterable[int], path: str) -> str:
+    """``text`` with every stage whose FROM is not at one of the ``reached`` lines reduced to
+    ``FROM scratch`` (with its name; its other lines commented out, so lines and stage indexes
+    stay). The build reaches none of them (a stage a named context replaces, say), but the
+    classic builder runs every stage before the target, and theirs may read files the build
+    is not sent."""
+    from buildtool.dockerfile.syntax import parse_dockerfile
+
+    keep = set(reached)
+    physical = _split_lines(text)
+    for stage in parse_dockerfile(text, path).stages:
+        if stage.line in keep:
+            continue
+        first = stage.line - 1
+        ending = physical[first][len(physical[first].rstrip("\r\n")) :]
+        named = f" AS {stage.name}" if stage.name else ""
+        physical[first] = f"FROM scratch{named}{ending}"
+        for index in range(first + 1, min(stage.end_line, len(physical))):
+            physical[index] = "# " + physical[index]
+    return "".join(physical)

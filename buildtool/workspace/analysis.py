@@ -76,6 +76,7 @@ class Reads(NamedTuple):
     images: tuple[ImageUse, ...]  # images the reached stages use
     secrets: tuple[SecretUse, ...] = ()  # secrets the reached stages mount
     named_sources: tuple[NamedSource, ...] = ()  # what they read from directory contexts
+    stage_lines: tuple[tuple[int, int], ...] = ()  # (first, last line) of each reached stage
 
     @classmethod
     def of(cls, reads: StageReads) -> Reads:
@@ -95,6 +96,7 @@ class Reads(NamedTuple):
                 (r.context or "", r.source, r.line, r.instruction, tuple(r.excludes))
                 for r in reads.named_sources
             ),
+            tuple(reads.stage_lines),
         )
 
     def to_msgpack(self) -> list[Any]:
@@ -102,11 +104,12 @@ class Reads(NamedTuple):
                 list(self.remote_sources), self.has_run, self.meaning,
                 [list(i) for i in self.instructions], [list(i) for i in self.images],
                 [list(m) for m in self.secrets],
-                [[*s[:4], list(s[4])] for s in self.named_sources]]  # fmt: skip
+                [[*s[:4], list(s[4])] for s in self.named_sources],
+                [list(lines) for lines in self.stage_lines]]  # fmt: skip
 
     @classmethod
     def from_msgpack(cls, raw: list[Any]) -> Reads:
-        sources, whole, remote, has_run, meaning, instructions, images, secrets, named = raw
+        sources, whole, remote, has_run, meaning, instructions, images, secrets, named, lines = raw
         return cls(
             tuple((s, n, ins, tuple(ex)) for s, n, ins, ex in sources),
             whole,
@@ -117,6 +120,7 @@ class Reads(NamedTuple):
             tuple((ref, n, kind, arg, bad, via) for ref, n, kind, arg, bad, via in images),
             tuple((sid, n, required) for sid, n, required in secrets),
             tuple((c, s, n, ins, tuple(ex)) for c, s, n, ins, ex in named),
+            tuple((first, last) for first, last in lines),
         )
 
 

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from buildtool.dockerfile import Dockerfile, StageReads
 
 # Bump when what an analysis records changes: older entries are then never read.
-ANALYSIS_SCHEMA = 6  # 6: named contexts
+ANALYSIS_SCHEMA = 7  # 6: named contexts; 7: reached stages' lines
 
 # BuildKit's automatic platform args. Builds are native, so BUILDPLATFORM is the platform.
 _PLATFORM_ARGS = ("TARGETPLATFORM", "TARGETOS", "TARGETARCH", "TARGETVARIANT",

@@ -1,7 +1,7 @@
 """The workflow `bt ci plan` describes, run as CI would run it: every job in a fresh clone of its
 own with an empty cache directory, on the engine of its platform (engine 1 stands in for the
-amd64 runners, engine 2 for the arm64 ones), sharing only the registry and the lock fragments
-earlier waves left; then the merge job in another fresh clone with every fragment.
+amd64 runners, engine 2 for the arm64 ones), sharing only the registry; then the merge job in
+another fresh clone, which records every build from the registry.
 
 The workspace is the example reduced to 3 languages (de, fr, zh) of its 37, with all 5 models,
 so a language is still 10 builds: 25 images, 50 platform builds in 3 waves. Each job runs its
@@ -71,13 +71,12 @@ def reduced_example(root: Path, url: str, engine: str, engine2: str) -> Path:
 
 
 class Ci:
-    """Runs jobs as CI runners would: fresh clones of ``base``, fragments passed along."""
+    """Runs jobs as CI runners would: fresh clones of ``base``, nothing passed along."""
 
     def __init__(self, base: Path, work: Path):
         self.base = base
         self.work = work
-        self.fragments = work / "fragments"
-        self.fragments.mkdir(parents=True)
+        work.mkdir(parents=True)
         bin_dir = work / "bin"
         bin_dir.mkdir()
         shim = bin_dir / "bt"
@@ -95,12 +94,10 @@ class Ci:
         git(self.work, "clone", "-q", str(self.base), str(checkout))
         return checkout
 
-    def run(self, name: str, command: str, fragments: list[Path]) -> tuple[Path, str]:
-        """``command`` at the root of a fresh clone holding ``fragments``, with a cache
-        directory of its own; the clone and the output."""
+    def run(self, name: str, command: str) -> tuple[Path, str]:
+        """``command`` at the root of a fresh clone, with a cache directory of its own; the
+        clone and the output."""
         checkout = self.clone(name)
-        for fragment in fragments:
-            shutil.copy2(fragment, checkout / fragment.name)
         env = {**self.env, "XDG_CACHE_HOME": str(checkout.parent / "cache")}
         done = subprocess.run(
             ["bash", "-c", command],
@@ -124,16 +121,13 @@ class Ci:
         """Every wave's jobs (a wave's jobs at once), then the merge job; its checkout."""
         self.runs += 1
         for wave in plan["waves"]:
-            earlier = sorted(self.fragments.iterdir())
 
-            def job(spec: dict[str, Any], earlier: list[Path] = earlier) -> None:
-                checkout, _ = self.run(f"{self.runs}-{spec['id']}", spec["run"], earlier)
-                shutil.copy2(checkout / f"bt-lock-{spec['id']}.json", self.fragments)
+            def job(spec: dict[str, Any]) -> None:
+                self.run(f"{self.runs}-{spec['id']}", spec["run"])
 
             with ThreadPoolExecutor(max_workers=4) as pool:
                 list(pool.map(job, wave["jobs"]))
-        every = sorted(self.fragments.iterdir())
-        checkout, _ = self.run(f"{self.runs}-merge", plan["merge"]["run"], every)
+        checkout, _ = self.run(f"{self.runs}-merge", plan["merge"]["run"])
         return checkout
 
     def commit_lockfile(self, merged: Path) -> None:
@@ -141,8 +135,6 @@ class Ci:
         shutil.copy2(merged / "images.lock", self.base / "images.lock")
         git(self.base, "add", "images.lock")
         git(self.base, "commit", "-q", "-m", "images.lock")
-        shutil.rmtree(self.fragments)
-        self.fragments.mkdir()
 
 
 def served(registry: str, reference: str) -> str | None:
@@ -204,7 +196,7 @@ def test_every_ci_job_on_its_own_runner_records_the_single_machine_plan(
 
     # A runner re-running a job (a retry, a fresh machine) asks the registry and builds nothing.
     first = plan["waves"][0]["jobs"][0]
-    _, again = ci.run(f"{ci.runs}-rerun", first["run"], [])
+    _, again = ci.run(f"{ci.runs}-rerun", first["run"])
     assert " started " not in again
     assert again.count("from the registry") == len(first["builds"])
 

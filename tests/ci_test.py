@@ -53,7 +53,6 @@ FILES = {
     "leaf2.txt": "leaf2\n",
 }
 
-FOLD = "if ls bt-lock-*.json >/dev/null 2>&1; then bt lock merge bt-lock-*.json; fi"
 AMD, ARM = "linux/amd64", "linux/arm64"
 ARM_RUNNER = ["self-hosted", "arm64"]
 
@@ -75,8 +74,7 @@ def job(job_id: str, platform: str, runs_on: object, *labels: str) -> dict[str, 
         "platform": platform,
         "runs_on": runs_on,
         "builds": [[label, platform] for label in labels],
-        "run": f"{FOLD} && bt build --push --no-deps --platform {platform} "
-        f"--lock-out bt-lock-{job_id}.json {' '.join(labels)}",
+        "run": f"bt build --push --no-deps --platform {platform} {' '.join(labels)}",
     }
 
 
@@ -84,7 +82,7 @@ def jobs_of(plan: dict[str, object]) -> list[list[dict[str, object]]]:
     waves = plan["waves"]
     assert isinstance(waves, list)
     for wave in waves:
-        assert wave["matrices"] == [wave["jobs"]]  # small waves: one matrix each
+        assert wave["matrices"] == [{"include": wave["jobs"]}]  # small waves: one matrix each
     return [wave["jobs"] for wave in waves]
 
 
@@ -120,7 +118,7 @@ def test_a_full_rebuild_puts_each_build_one_wave_after_its_parents(workspace: Pa
             job("w3-linux-arm64-002", ARM, ARM_RUNNER, "//:leaf2"),
         ],
     ]
-    assert plan["merge"] == {"run": f"{FOLD} && bt merge //..."}
+    assert plan["merge"] == {"run": "bt ci merge --event push //..."}
 
 
 def test_only_stale_builds_appear_and_recorded_parents_start_no_wave(workspace: Path) -> None:
@@ -142,7 +140,7 @@ def test_only_stale_builds_appear_and_recorded_parents_start_no_wave(workspace: 
 def test_the_plan_of_selected_patterns_merges_those_patterns(workspace: Path) -> None:
     plan = ci_plan(workspace, "//:solo")
     assert jobs_of(plan) == [[job("w1-linux-amd64-001", AMD, "ubuntu-24.04", "//:solo")]]
-    assert plan["merge"] == {"run": f"{FOLD} && bt merge //:solo"}
+    assert plan["merge"] == {"run": "bt ci merge --event push //:solo"}
 
 
 def test_runners_default_to_ubuntu_latest(workspace: Path) -> None:
@@ -157,7 +155,11 @@ def test_runners_default_to_ubuntu_latest(workspace: Path) -> None:
         ('[ci.runners]\n"linux/amd64" = 3\n', '.cache-spec:2: ci.runners."linux/amd64" must be'),
         ('[ci.runners]\n"linux/amd64" = []\n', '.cache-spec:2: ci.runners."linux/amd64" must be'),
         ('[ci.runners]\n"amd64" = "x"\n', ".cache-spec:2: invalid platform 'amd64'"),
-        ("[ci]\nrunner = 1\n", ".cache-spec:2: unknown key ci.runner (known: runners)"),
+        (
+            "[ci]\nrunner = 1\n",
+            ".cache-spec:2: unknown key ci.runner "
+            "(known: runners, default_branch, platforms, registry_secrets)",
+        ),
     ],
 )
 def test_bad_ci_runners_are_config_errors_with_a_line(
@@ -185,8 +187,8 @@ def test_a_wave_beyond_256_jobs_is_sharded_into_matrices(workspace: Path) -> Non
     plan = ci_plan(workspace, "//...")
     (wave,) = plan["waves"]
     assert len(wave["jobs"]) == 300
-    assert [len(m) for m in wave["matrices"]] == [GITHUB_MATRIX_LIMIT, 44]
-    assert [j for m in wave["matrices"] for j in m] == wave["jobs"]
+    assert [len(m["include"]) for m in wave["matrices"]] == [GITHUB_MATRIX_LIMIT, 44]
+    assert [j for m in wave["matrices"] for j in m["include"]] == wave["jobs"]
     ids = [j["id"] for j in wave["jobs"]]
     assert ids[0] == "w1-linux-amd64-001" and ids[-1] == "w1-linux-amd64-300"
     assert len(set(ids)) == 300
@@ -295,7 +297,9 @@ def test_the_example_workflow_passes_actionlint(tmp_path: Path) -> None:
     assert jobs == ["plan:", *[f"wave-{w}-{m}:" for w in (1, 2, 3) for m in (1, 2)], "merge:"]
     assert "bt ci plan //... --compact --max-waves 3 --max-jobs 512 --builds-per-job 1" in workflow
     assert "fail-fast: false" in workflow
-    assert "docker/login-action" not in workflow  # a loopback registry needs no login
+    uses = {line.strip(" -") for line in workflow.splitlines() if "uses:" in line}
+    assert uses == {"uses: actions/checkout@v4", f"uses: bt-images/bt@v{__version__}"}
+    assert "upload-artifact" not in workflow and "download-artifact" not in workflow
 
 
 def test_a_workflow_with_commit_and_a_remote_registry_passes_actionlint(
@@ -308,8 +312,58 @@ def test_a_workflow_with_commit_and_a_remote_registry_passes_actionlint(
     assert lint.returncode == 0, lint.stdout + lint.stderr
     assert "wave-5-1:" in result.stdout and "wave-6-1:" not in result.stdout
     assert "contents: write" in result.stdout and "packages: write" in result.stdout
-    assert 'registry: "ghcr.io"' in result.stdout
+    assert "docker login ghcr.io" in result.stdout
+    assert "BT_REGISTRY_PASSWORD: ${{ secrets.GITHUB_TOKEN }}" in result.stdout
     assert "git push" in result.stdout
+
+
+def test_logins_read_the_secrets_of_ci_registry_secrets_and_pull_requests_the_read_only_ones(
+    workspace: Path, tmp_path: Path
+) -> None:
+    spec = SPEC.replace("127.0.0.1:5000/ci", "registry.example.com/whisperx")
+    secrets = '"registry.example.com" = ["REG_USER", "REG_TOKEN", "RO_USER"]'
+    (workspace / ".cache-spec").write_text(f"{spec}[ci.registry_secrets]\n{secrets}\n")
+    bad = bt("ci", "workflow", cwd=workspace)
+    assert bad.returncode == 2
+    line = spec.count("\n") + 2
+    assert bad.stderr.startswith(f'.cache-spec:{line}: ci.registry_secrets."registry.example.com" ')
+    secrets = '"registry.example.com" = ["REG_USER", "REG_TOKEN"]'
+    (workspace / ".cache-spec").write_text(f"{spec}[ci.registry_secrets]\n{secrets}\n")
+    workflow = bt("ci", "workflow", cwd=workspace, check=True).stdout
+    lint = actionlint(workflow, tmp_path)
+    assert lint.returncode == 0, lint.stdout + lint.stderr
+    login = (
+        "      - name: Log in to registry.example.com\n"
+        "        env:\n"
+        "          BT_REGISTRY_USERNAME: ${{ secrets.REG_USER }}\n"
+        "          BT_REGISTRY_PASSWORD: ${{ github.event_name != 'pull_request' && "
+        "secrets.REG_TOKEN || '' }}\n"
+    )
+    assert workflow.count(login) == workflow.count("      - uses: actions/checkout@v4") == 5
+    assert "packages: write" not in workflow
+    secrets = '"registry.example.com" = ["REG_USER", "REG_TOKEN", "RO_USER", "RO_TOKEN"]'
+    (workspace / ".cache-spec").write_text(f"{spec}[ci.registry_secrets]\n{secrets}\n")
+    workflow = bt("ci", "workflow", cwd=workspace, check=True).stdout
+    assert actionlint(workflow, tmp_path).returncode == 0
+    assert (
+        workflow.count(
+            "          BT_REGISTRY_PASSWORD: ${{ github.event_name != 'pull_request' && "
+            "secrets.REG_TOKEN || secrets.RO_TOKEN }}\n"
+        )
+        == 5
+    )
+
+
+def test_a_python_version_sets_up_python_before_bts_action(workspace: Path, tmp_path: Path) -> None:
+    workflow = bt("ci", "workflow", "--python-version", "3.12", cwd=workspace, check=True).stdout
+    setup = (
+        '      - uses: actions/setup-python@v5\n        with:\n          python-version: "3.12"\n'
+    )
+    assert workflow.count(setup + "      - name: Install bt\n") == 5
+    lint = actionlint(workflow, tmp_path)
+    assert lint.returncode == 0, lint.stdout + lint.stderr
+    plain = bt("ci", "workflow", cwd=workspace, check=True).stdout
+    assert "setup-python" not in plain
 
 
 def test_the_workflow_installs_bt_with_its_action_at_this_version(workspace: Path) -> None:
@@ -317,6 +371,8 @@ def test_the_workflow_installs_bt_with_its_action_at_this_version(workspace: Pat
     steps = workflow.count("      - name: Install bt\n        uses: bt-images/bt@v" + __version__)
     assert steps == workflow.count("      - uses: actions/checkout@v4")  # every job
     assert "pip install" not in workflow
+    action = (REPO / "action.yml").read_text().splitlines()
+    assert [line for line in action if line.strip(" -").startswith("uses:")] == []  # no fetch
 
 
 def test_the_repositorys_action_passes_actionlint_as_the_workflow_uses_it(
@@ -383,3 +439,116 @@ def test_build_steps_get_the_env_secrets_the_dockerfiles_mount_and_pass_actionli
 def test_actionlint_catches_a_broken_workflow(tmp_path: Path) -> None:
     broken = "on: push\njobs:\n  a:\n    runs-on: ubuntu-latest\n    steps:\n      - run: ${{ matrix.x }}\n"
     assert actionlint(broken, tmp_path).returncode == 1
+
+
+# -- events: [ci.platforms] and pull requests ------------------------------------------------------
+
+POLICY = '[ci.platforms]\npull_request = ["linux/amd64"]\npush = ["linux/amd64"]\n'
+
+
+def test_pushes_to_other_branches_and_pull_requests_build_what_ci_platforms_says(
+    workspace: Path,
+) -> None:
+    (workspace / ".cache-spec").write_text(SPEC + POLICY)
+    env = {"GITHUB_EVENT_NAME": "push", "GITHUB_REF": "refs/heads/main"}
+    main = json.loads(bt("ci", "plan", "//:mid", cwd=workspace, env=env, check=True).stdout)
+    assert (main["event"], main["platforms"], main["push"]) == ("default_branch", [AMD, ARM], True)
+    env["GITHUB_REF"] = "refs/heads/feature"
+    branch = json.loads(bt("ci", "plan", "//:mid", cwd=workspace, env=env, check=True).stdout)
+    assert (branch["event"], branch["platforms"]) == ("push", [AMD])
+    assert jobs_of(branch) == [
+        [job("w1-linux-amd64-001", AMD, "ubuntu-24.04", "//:base")],
+        [job("w2-linux-amd64-001", AMD, "ubuntu-24.04", "//:mid")],
+    ]
+    env["GITHUB_REF"] = "refs/tags/v1"
+    tag = json.loads(bt("ci", "plan", "//:mid", cwd=workspace, env=env, check=True).stdout)
+    assert (tag["event"], tag["platforms"]) == ("tag", [AMD, ARM])
+
+
+def test_a_pull_request_builds_each_platform_in_one_job_with_parents_and_pushes_nothing(
+    workspace: Path,
+) -> None:
+    (workspace / ".cache-spec").write_text(SPEC + POLICY)
+    env = {"GITHUB_EVENT_NAME": "push"}  # --event wins over the environment
+    plan = ci_plan(workspace, "//...", "--event", "pull_request")
+    pull = json.loads(
+        bt("ci", "plan", "//...", "--event", "pull_request", cwd=workspace, env=env).stdout
+    )
+    assert pull == plan
+    assert (plan["event"], plan["push"], plan["merge"]) == ("pull_request", False, None)
+    (wave,) = plan["waves"]
+    labels = ["//:base", "//:mid", "//:leaf1", "//:leaf2", "//:solo"]  # parents first
+    assert wave["jobs"] == [
+        {
+            "id": "w1-linux-amd64-001",
+            "platform": AMD,
+            "runs_on": "ubuntu-24.04",
+            "builds": [[label, AMD] for label in labels],
+            "run": f"bt build --no-push --platform {AMD} {' '.join(labels)}",
+        }
+    ]
+
+
+@pytest.mark.parametrize(
+    ("table", "message"),
+    [
+        ('[ci.platforms]\nnightly = ["linux/amd64"]\n', "unknown event ci.platforms.nightly"),
+        ('[ci.platforms]\npush = "linux/amd64"\n', "ci.platforms.push must be a list of"),
+        ('[ci.platforms]\npush = ["amd64"]\n', "invalid platform 'amd64'"),
+        ('[ci]\ndefault_branch = "a b"\n', "ci.default_branch must be a branch name"),
+        ('[ci.registry_secrets]\n"a b" = ["U", "P"]\n', "ci.registry_secrets: 'a b' is not"),
+        ('[ci.registry_secrets]\n"r.io" = ["U", "P-1"]\n', 'ci.registry_secrets."r.io" must'),
+    ],
+)
+def test_bad_ci_policies_are_config_errors_with_a_line(
+    workspace: Path, table: str, message: str
+) -> None:
+    (workspace / ".cache-spec").write_text(table)
+    result = bt("ci", "plan", "//...", cwd=workspace)
+    assert result.returncode == 2
+    assert result.stderr.startswith(f".cache-spec:2: {message}"), result.stderr
+
+
+def test_an_event_bt_does_not_plan_for_is_refused(workspace: Path) -> None:
+    env = {"GITHUB_EVENT_NAME": "issues"}
+    result = bt("ci", "plan", "//...", cwd=workspace, env=env)
+    assert result.returncode == 2
+    assert result.stderr.startswith("CI event 'issues' is not one bt plans for"), result.stderr
+
+
+def test_a_workflow_needs_a_registry(workspace: Path) -> None:
+    (workspace / ".cache-spec").write_text('platforms = ["linux/amd64"]\n')
+    result = bt("ci", "workflow", cwd=workspace)
+    assert result.returncode == 2
+    assert result.stderr.startswith(".cache-spec: CI across machines needs [registry] url")
+
+
+def test_a_pull_request_has_nothing_to_merge(workspace: Path) -> None:
+    result = bt("ci", "merge", "//...", "--event", "pull_request", cwd=workspace)
+    assert result.returncode == 2
+    assert result.stderr.startswith("a pull request's run pushes nothing, so it has nothing")
+
+
+def test_mirrors_are_promoted_by_the_merge_job_after_a_login_to_each(
+    workspace: Path, tmp_path: Path
+) -> None:
+    spec = SPEC.replace(
+        "push = false\n", 'push = false\nmirrors = ["ghcr.io/acme", "mirror.example.com:5000/x"]\n'
+    )
+    (workspace / ".cache-spec").write_text(spec)
+    workflow = bt("ci", "workflow", cwd=workspace, check=True).stdout
+    lint = actionlint(workflow, tmp_path)
+    assert lint.returncode == 0, lint.stdout + lint.stderr
+    merge_job = workflow.split("\n  merge:\n", 1)[1]
+    logins = [line.strip() for line in merge_job.splitlines() if "- name: Log in to " in line]
+    assert logins == [
+        "- name: Log in to 127.0.0.1:5000",
+        "- name: Log in to ghcr.io",
+        "- name: Log in to mirror.example.com:5000",
+    ]
+    promote = '      - name: "Promote to the mirror registries"\n        run: "bt promote //..."\n'
+    assert workflow.count(promote) == 1 and promote in merge_job
+    assert merge_job.index("id: merge") < merge_job.index(promote)
+    assert "packages: write" in workflow  # ghcr.io's GITHUB_TOKEN pushes
+    (workspace / ".cache-spec").write_text(SPEC)
+    assert "bt promote" not in bt("ci", "workflow", cwd=workspace, check=True).stdout

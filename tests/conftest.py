@@ -3,7 +3,8 @@
 not, the test fails in CI (CI=true) and skips elsewhere, with a message saying how to start it.
 
 Environment overrides: BT_TEST_ENGINE, BT_TEST_ENGINE2 (engine hosts, ``unix:///path`` or
-``tcp://host:port``) and BT_TEST_REGISTRY (``host:port`` of a plain-HTTP registry without auth).
+``tcp://host:port``), BT_TEST_REGISTRY and BT_TEST_REGISTRY2 (``host:port`` of plain-HTTP
+registries without auth; the second is where images are promoted to).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 ENGINE = os.environ.get("BT_TEST_ENGINE", "unix:///run/bt-test/engine1.sock")
 ENGINE2 = os.environ.get("BT_TEST_ENGINE2", "unix:///run/bt-test/engine2.sock")
 REGISTRY = os.environ.get("BT_TEST_REGISTRY", "127.0.0.1:5000")
+REGISTRY2 = os.environ.get("BT_TEST_REGISTRY2", "127.0.0.1:5001")
 # Debian's 20.10 CLI still builds with BuildKit via DOCKER_BUILDKIT=1; the newer CLI earlier on
 # PATH has no buildx, so `docker build` there falls back to the legacy builder or fails.
 DOCKER_CLI = "/usr/bin/docker"
@@ -81,6 +83,21 @@ def _missing(what: str) -> None:
     pytest.skip(message)
 
 
+# What `bt merge` reads of a GitHub Actions run: tests give bt the git context they mean to.
+GITHUB_RUN_VARIABLES = (
+    "GITHUB_REF", "GITHUB_SHA", "GITHUB_HEAD_REF", "GITHUB_EVENT_PATH", "GITHUB_SERVER_URL",
+    "GITHUB_REPOSITORY",
+)  # fmt: skip
+
+
+@pytest.fixture(autouse=True)
+def _no_github_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    """bt run by a test (in process or as a child) sees no GitHub Actions run variables, even
+    when the tests themselves run in GitHub Actions."""
+    for name in GITHUB_RUN_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+
+
 @pytest.fixture(scope="session")
 def engine() -> str:
     """Host of engine 1, by default ``unix:///run/bt-test/engine1.sock``."""
@@ -103,6 +120,14 @@ def registry() -> str:
     if not registry_answers(REGISTRY):
         _missing(f"registry http://{REGISTRY} (BT_TEST_REGISTRY)")
     return REGISTRY
+
+
+@pytest.fixture(scope="session")
+def registry2() -> str:
+    """Address of a second registry, by default ``127.0.0.1:5001``: a mirror to promote to."""
+    if not registry_answers(REGISTRY2):
+        _missing(f"registry http://{REGISTRY2} (BT_TEST_REGISTRY2)")
+    return REGISTRY2
 
 
 @pytest.fixture(scope="session")

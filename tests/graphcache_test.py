@@ -104,6 +104,7 @@ def test_every_field_of_every_target_survives_the_round_trip(tmp_path: Path) -> 
         location=Location("pkg/BUILD.images", 3),
         aliases=("reg.example/app:1",),
         secrets=(SecretSource("tok", "env", "HF_TOKEN"),),
+        annotations=(("org.opencontainers.image.title", "app"),),
         contexts=(NamedContext("shared", "dir", "lib"), NamedContext("base", "target", "//:b")),
     )
     missing = object()  # a field without a default

@@ -379,7 +379,9 @@ def test_live_view_lists_twenty_running_builds_and_counts_the_rest() -> None:
     assert "and 5 more" in view and "0/25 done, 25 running" in view
 
 
-def test_each_progress_mode_picks_its_reporter() -> None:
+def test_each_progress_mode_picks_its_reporter(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CI", raising=False)  # outside CI (ci_log_test.py: inside)
+    monkeypatch.delenv("GITHUB_ACTIONS", raising=False)
     assert isinstance(progress_reporter("rawjson", Tty()), JsonReporter)
     assert isinstance(progress_reporter("quiet", Tty()), QuietReporter)
     assert isinstance(progress_reporter("plain", Tty()), PlainReporter)

@@ -1,10 +1,14 @@
-"""CI fan-out: the stale set as waves of jobs for native runners, and the workflow that runs them.
+"""CI fan-out: the stale set as waves of jobs for native runners (the CI system's own file is
+written by a provider: ``provider.py``, ``github.py``).
 
 A wave holds builds whose parents are all in earlier waves (or already recorded), so the jobs of
 one wave never wait on each other. Each job builds builds of one platform, on that platform's
-runner, and writes its lock fragment `bt-lock-<id>.json`; jobs of later waves fold the earlier
-fragments first, so their parents are recorded by digest. One merge job folds every fragment into
-images.lock and puts the indexes. Pure functions over plans and config: no engine, no click.
+runner, and pushes them; a job of a later wave finds its parents in the registry by their
+``bt-<key>`` tags (``bt build --no-deps``), and the merge job records every build of the plan
+from there (``bt ci merge``) and puts the indexes. The registry is the only channel between
+jobs. A pull request's run pushes nothing, so it cannot pass images between jobs: one job per
+platform builds that platform's stale builds, parents included. Pure functions over plans and
+config: no engine, no click.
 """
 
 from __future__ import annotations
@@ -12,21 +16,51 @@ from __future__ import annotations
 import json
 import re
 import shlex
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from buildtool import __version__
 from buildtool.errors import BtError
 from buildtool.plan.stale import PlannedBuild, needs_run
 from buildtool.workspace.config import Config
-from buildtool.workspace.labels import Label
 from buildtool.workspace.target import BuildId
 
 GITHUB_MATRIX_LIMIT = 256  # jobs one GitHub Actions matrix may generate
-FRAGMENT_GLOB = "bt-lock-*.json"
-# Fold the fragments earlier jobs left at the checkout's root, if there are any.
-FOLD_FRAGMENTS = f"if ls {FRAGMENT_GLOB} >/dev/null 2>&1; then bt lock merge {FRAGMENT_GLOB}; fi"
 _ID_UNSAFE = re.compile(r"[^a-z0-9]+")
+# GitHub's event names that mean "code was pushed" (a manual or scheduled run builds as a push).
+_PUSH_EVENTS = ("push", "workflow_dispatch", "schedule", "merge_group")
+_PULL_REQUEST_EVENTS = ("pull_request", "pull_request_target")
+
+
+@dataclass(frozen=True)
+class CiEvent:
+    """What a CI run was started for, as ``[ci.platforms]`` names it, and what it builds."""
+
+    name: str  # one of workspace.ci_spec.EVENTS
+    platforms: tuple[str, ...]
+
+    @property
+    def push(self) -> bool:
+        return self.name != "pull_request"
+
+
+def resolve_event(config: Config, event: str | None, env: Mapping[str, str]) -> CiEvent:
+    """``event`` (push, pull_request or tag), else GitHub's GITHUB_EVENT_NAME and GITHUB_REF; a
+    push to ``[ci] default_branch`` is the "default_branch" event."""
+    name = event or env.get("GITHUB_EVENT_NAME") or "push"
+    ref = env.get("GITHUB_REF", "")
+    if name in _PULL_REQUEST_EVENTS:
+        resolved = "pull_request"
+    elif name == "tag" or (name in _PUSH_EVENTS and ref.startswith("refs/tags/")):
+        resolved = "tag"
+    elif name in _PUSH_EVENTS:
+        branch = f"refs/heads/{config.ci.default_branch}"
+        resolved = "default_branch" if ref == branch else "push"
+    else:
+        raise BtError(
+            f"CI event {name!r} is not one bt plans for (push, pull_request, tag; "
+            "GITHUB_EVENT_NAME workflow_dispatch and schedule count as push)"
+        )
+    return CiEvent(resolved, config.ci.platforms_of(resolved, config.platforms))
 
 
 @dataclass(frozen=True)
@@ -37,19 +71,15 @@ class CiJob:
     platform: str
     runs_on: str | tuple[str, ...]
     builds: tuple[BuildId, ...]
-
-    @property
-    def fragment(self) -> str:
-        return f"bt-lock-{self.id}.json"
+    push: bool = True
 
     @property
     def run(self) -> str:
         """The shell command the job runs at the root of a fresh checkout."""
         labels = " ".join(shlex.quote(str(label)) for label, _ in self.builds)
-        return (
-            f"{FOLD_FRAGMENTS} && bt build --push --no-deps --platform {self.platform} "
-            f"--lock-out {self.fragment} {labels}"
-        )
+        if not self.push:
+            return f"bt build --no-push --platform {self.platform} {labels}"
+        return f"bt build --push --no-deps --platform {self.platform} {labels}"
 
     def as_json(self) -> dict[str, object]:
         return {
@@ -74,7 +104,9 @@ class CiWave:
     def as_json(self) -> dict[str, object]:
         return {
             "jobs": [job.as_json() for job in self.jobs],
-            "matrices": [[job.as_json() for job in matrix] for matrix in self.matrices],
+            "matrices": [
+                {"include": [job.as_json() for job in matrix]} for matrix in self.matrices
+            ],
         }
 
 
@@ -82,11 +114,17 @@ class CiWave:
 class CiPlan:
     waves: tuple[CiWave, ...]
     patterns: tuple[str, ...]
+    event: CiEvent
 
     @property
-    def merge_run(self) -> str:
+    def merge_run(self) -> str | None:
+        """The merge job's command; None for a run that pushes nothing."""
+        if not self.event.push:
+            return None
         patterns = " ".join(shlex.quote(p) for p in self.patterns)
-        return f"{FOLD_FRAGMENTS} && bt merge {patterns}"
+        # A push to the default branch is a push whose GITHUB_REF names that branch.
+        event = "push" if self.event.name == "default_branch" else self.event.name
+        return f"bt ci merge --event {event} {patterns}"
 
     @property
     def job_count(self) -> int:
@@ -94,8 +132,11 @@ class CiPlan:
 
     def as_json(self) -> dict[str, object]:
         return {
+            "event": self.event.name,
+            "platforms": list(self.event.platforms),
+            "push": self.event.push,
             "waves": [wave.as_json() for wave in self.waves],
-            "merge": {"run": self.merge_run},
+            "merge": None if self.merge_run is None else {"run": self.merge_run},
         }
 
     def to_json(self, indent: int | None = 2) -> str:
@@ -131,16 +172,46 @@ def plan_jobs(
     patterns: Iterable[str],
     builds_per_job: int = 1,
     max_jobs: int | None = None,
+    event: CiEvent | None = None,
 ) -> CiPlan:
-    """Waves of jobs for the builds ``runs`` selects (the stale ones)."""
-    waves = build_waves(planned, runs)
+    """Waves of jobs for the builds ``runs`` selects (the stale ones) of the platforms
+    ``event`` builds (default: a push building every platform)."""
+    event = event or CiEvent("push", config.platforms)
+    wanted = set(event.platforms)
+    mine = [p for p in planned if p.platform in wanted]
+    if not event.push:
+        return CiPlan(_unpushed_wave(config, mine, runs), tuple(patterns), event)
+    waves = build_waves(mine, runs)
     return CiPlan(
         waves=tuple(
             CiWave(_wave_jobs(config, number, builds, builds_per_job, max_jobs))
             for number, builds in enumerate(waves, 1)
         ),
         patterns=tuple(patterns),
+        event=event,
     )
+
+
+def _unpushed_wave(
+    config: Config, planned: Sequence[PlannedBuild], runs: Callable[[PlannedBuild], bool]
+) -> tuple[CiWave, ...]:
+    """A run that pushes nothing: one job per platform builds its stale builds, parents first
+    (nothing reaches the registry, so no later job could find them there)."""
+    by_platform: dict[str, list[BuildId]] = {}
+    for p in planned:
+        if runs(p):
+            by_platform.setdefault(p.platform, []).append(p.id)
+    jobs = tuple(
+        CiJob(
+            id=f"w1-{_ID_UNSAFE.sub('-', platform.lower())}-001",
+            platform=platform,
+            runs_on=config.runner_for(platform),
+            builds=tuple(builds),
+            push=False,
+        )
+        for platform, builds in sorted(by_platform.items())
+    )
+    return (CiWave(jobs),) if jobs else ()
 
 
 def _wave_jobs(
@@ -222,223 +293,6 @@ def shard(builds: Sequence[PlannedBuild], index: int, count: int) -> list[Planne
     and the same builds always land in the same slice."""
     ordered = sorted(builds, key=lambda p: (str(p.label), p.platform))
     return ordered[index - 1 :: count]
-
-
-# -- the GitHub Actions workflow ------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class WorkflowOptions:
-    patterns: tuple[str, ...]
-    waves: int  # wave slots: Actions cannot loop, so the file holds a fixed number
-    matrices: int  # matrices per wave slot, each at most 256 jobs
-    # The shell command that installs bt on a runner; None: bt's action (``action``) does
-    install: str | None
-    builds_per_job: int = 1
-    registry: str | None = None  # host[:port][/prefix] of .cache-spec, to log in to
-    commit: bool = False  # commit images.lock back to the branch
-    action: str = ""  # `uses:` of bt's action (action.yml at the root of bt's repository)
-    # Environment variables of the "env" build secrets the builds get, passed to each build
-    # step from the repository's secrets of the same name; and the files of "src" ones.
-    secret_env: tuple[str, ...] = ()
-    secret_files: tuple[str, ...] = ()
-
-
-# bt's composite action (action.yml), at the release matching this bt: it installs bt from its
-# own source, so the runners run the bt that wrote the workflow.
-ACTION = f"bt-images/bt@v{__version__}"
-_PLAN = "fromJSON(needs.plan.outputs.plan)"
-_CHECKOUT = "actions/checkout@v4"
-_SETUP_PYTHON = "actions/setup-python@v5"
-_UPLOAD = "actions/upload-artifact@v4"
-_DOWNLOAD = "actions/download-artifact@v4"
-_LOGIN = "docker/login-action@v3"
-_LOCAL_HOSTS = ("localhost", "127.0.0.1", "[::1]")
-
-
-def github_workflow(options: WorkflowOptions) -> str:
-    """One workflow file doing the whole job: plan, every wave's matrices, merge."""
-    slots = [(w, m) for w in range(options.waves) for m in range(options.matrices)]
-    patterns = " ".join(shlex.quote(p) for p in options.patterns)
-    plan_command = (
-        f"bt ci plan {patterns} --compact --max-waves {options.waves} "
-        f"--max-jobs {options.matrices * GITHUB_MATRIX_LIMIT} "
-        f"--builds-per-job {options.builds_per_job}"
-    )
-    lines = [
-        f"# Generated by `bt ci workflow {patterns}`: bt builds only the stale platform builds,",
-        f"# in at most {options.waves} waves of native jobs. Regenerate it when `bt ci plan` says",
-        "# the graph needs more waves or jobs than this file holds.",
-        "name: bt",
-        "on:",
-        "  push:",
-        "  workflow_dispatch:",
-        "permissions:",
-        f"  contents: {'write' if options.commit else 'read'}",
-        *(["  packages: write"] if _is_ghcr(options.registry) else []),
-        "concurrency:",
-        "  group: bt-${{ github.ref }}",
-        "  cancel-in-progress: false",
-        "jobs:",
-        "  plan:",
-        "    runs-on: ubuntu-latest",
-        "    outputs:",
-        "      plan: ${{ steps.plan.outputs.plan }}",
-        "    steps:",
-        *_setup_steps(options, login=False),
-        "      - id: plan",
-        "        name: Plan the stale builds",
-        "        run: |",
-        f"          plan=$({plan_command})",
-        '          echo "plan=$plan" >> "$GITHUB_OUTPUT"',
-    ]
-    for w, m in slots:
-        lines += _wave_job(options, w, m, needs=[_slot_id(*s) for s in slots if s[0] < w])
-    lines += _merge_job(options, [_slot_id(*s) for s in slots])
-    return "\n".join(lines) + "\n"
-
-
-def _slot_id(wave: int, matrix: int) -> str:
-    return f"wave-{wave + 1}-{matrix + 1}"
-
-
-def _needs(ids: Sequence[str]) -> str:
-    return f"    needs: [{', '.join(['plan', *ids])}]"
-
-
-def _wave_job(options: WorkflowOptions, wave: int, matrix: int, needs: Sequence[str]) -> list[str]:
-    jobs = f"{_PLAN}.waves[{wave}].matrices[{matrix}]"
-    lines = [
-        f"  {_slot_id(wave, matrix)}:",
-        _needs(needs),
-        "    # Skipped when the plan has no such wave; runs on past failures of earlier waves",
-        "    # (a build whose parent failed fails alone, the rest are built).",
-        f"    if: ${{{{ !cancelled() && needs.plan.result == 'success' && {jobs} != null }}}}",
-        "    strategy:",
-        "      fail-fast: false",
-        "      matrix:",
-        f"        include: ${{{{ {jobs} }}}}",
-        "    name: ${{ matrix.id }}",
-        "    runs-on: ${{ matrix.runs_on }}",
-        "    steps:",
-        *_setup_steps(options, login=True),
-    ]
-    if wave > 0:
-        lines += _download_fragments()
-    lines += [
-        "      - name: Build",
-        *_secret_env(options),
-        "        run: ${{ matrix.run }}",
-        "      - name: Upload the lock fragment",
-        "        if: ${{ !cancelled() }}",
-        f"        uses: {_UPLOAD}",
-        "        with:",
-        "          name: bt-lock-${{ matrix.id }}",
-        "          path: bt-lock-${{ matrix.id }}.json",
-        "          if-no-files-found: ignore",
-        "          retention-days: 7",
-    ]
-    return lines
-
-
-def _merge_job(options: WorkflowOptions, needs: Sequence[str]) -> list[str]:
-    lines = [
-        "  merge:",
-        _needs(needs),
-        "    if: ${{ !cancelled() && needs.plan.result == 'success' }}",
-        "    runs-on: ubuntu-latest",
-        "    steps:",
-        *_setup_steps(options, login=True),
-        *_download_fragments(),
-        "      - name: Fold the fragments into images.lock and put the indexes",
-        f"        run: ${{{{ {_PLAN}.merge.run }}}}",
-        "      - name: Publish images.lock",
-        "        if: ${{ !cancelled() }}",
-        f"        uses: {_UPLOAD}",
-        "        with:",
-        "          name: images.lock",
-        "          path: images.lock",
-    ]
-    if options.commit:
-        lines += [
-            "      - name: Commit images.lock",
-            "        run: |",
-            '          git config user.name "github-actions[bot]"',
-            "          git config user.email"
-            ' "41898282+github-actions[bot]@users.noreply.github.com"',
-            "          git add images.lock",
-            "          if ! git diff --cached --quiet; then",
-            '            git commit -m "images.lock: images built for ${{ github.sha }}"',
-            "            git push",
-            "          fi",
-        ]
-    return lines
-
-
-def _download_fragments() -> list[str]:
-    return [
-        "      - name: Download the lock fragments of earlier jobs",
-        f"        uses: {_DOWNLOAD}",
-        "        with:",
-        "          pattern: bt-lock-*",
-        "          merge-multiple: true",
-    ]
-
-
-def _setup_steps(options: WorkflowOptions, login: bool) -> list[str]:
-    lines = [f"      - uses: {_CHECKOUT}"]
-    if options.install is None:
-        lines += ["      - name: Install bt", f"        uses: {options.action or ACTION}"]
-    else:
-        lines += [
-            f"      - uses: {_SETUP_PYTHON}",
-            "        with:",
-            '          python-version: "3.11"',
-            "      - name: Install bt",
-            f"        run: {_yaml_scalar(options.install)}",
-        ]
-    host = options.registry.split("/", 1)[0] if options.registry else None
-    if login and host and host.rsplit(":", 1)[0] not in _LOCAL_HOSTS:
-        ghcr = _is_ghcr(options.registry)
-        user = "github.actor" if ghcr else "secrets.REGISTRY_USERNAME"
-        password = "secrets.GITHUB_TOKEN" if ghcr else "secrets.REGISTRY_PASSWORD"
-        lines += [
-            f"      - uses: {_LOGIN}",
-            "        with:",
-            f"          registry: {_yaml_scalar(host)}",
-            f"          username: ${{{{ {user} }}}}",
-            f"          password: ${{{{ {password} }}}}",
-        ]
-    return lines
-
-
-def _secret_env(options: WorkflowOptions) -> list[str]:
-    """The build step's ``env``: each "env" secret from the repository secret of its name."""
-    lines = [
-        f"        # Build secrets read from files must exist on the runner: {path}"
-        for path in options.secret_files
-    ]
-    if options.secret_env:
-        lines.append("        env:")
-        lines += [f"          {name}: ${{{{ secrets.{name} }}}}" for name in options.secret_env]
-    return lines
-
-
-def _is_ghcr(registry: str | None) -> bool:
-    return bool(registry) and str(registry).split("/", 1)[0] == "ghcr.io"
-
-
-def _yaml_scalar(text: str) -> str:
-    """A YAML double-quoted scalar (JSON's escaping is valid YAML)."""
-    return json.dumps(text)
-
-
-def without_stale_parents(
-    planned: list[PlannedBuild], selected: set[Label], push: bool, config: Config
-) -> list[PlannedBuild]:
-    """`bt build --no-deps`: the selected targets' builds, and the recorded builds they take as
-    parents; a stale parent is left out, so its child fails instead of building it."""
-    return [p for p in planned if p.label in selected or not needs_run(p, push, config.registry)]
 
 
 def shard_of(

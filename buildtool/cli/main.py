@@ -45,6 +45,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     ),
     "test": ("buildtool.cli.commands.test", "Run the image tests of built targets."),
     "merge": ("buildtool.cli.commands.merge", "Put multi-platform indexes for built images."),
+    "promote": (
+        "buildtool.cli.commands.promote",
+        "Copy recorded images and indexes to other registries by digest.",
+    ),
     "lock": ("buildtool.cli.commands.lock", "Work with lockfile fragments from parallel runs."),
     "watch": ("buildtool.cli.commands.watch", "Rebuild what each edit touches, until Ctrl-C."),
     "ci": ("buildtool.cli.commands.ci", "Plan CI jobs over native runners; write the workflow."),

@@ -67,7 +67,8 @@ def build_selection(
 ) -> BuildResult:
     """Plan, select, build and merge; ``on_planned`` sees the plan before anything builds and
     ``say`` gets the lines the user reads about the selection (which shard)."""
-    from buildtool.ci.waves import shard_of, without_stale_parents
+    from buildtool.build.from_registry import parents_from_registry
+    from buildtool.ci.waves import shard_of
     from buildtool.plan.stale import check_registry
 
     config = bench.config
@@ -81,8 +82,8 @@ def build_selection(
             # A pushed digest deleted from the registry since is pushed again (or rebuilt).
             planned = check_registry(config, planned, strict=False)
         if selection.no_deps:
-            selected = bench.labels(selection.patterns)
-            planned = without_stale_parents(planned, selected, push, config)
+            # Stale parents some other job pushed are recorded from the registry.
+            planned = parents_from_registry(run, planned, bench.labels(selection.patterns))
         if selection.shard is not None:
             planned, message = shard_of(planned, selection.shard, push, config)
             say(message)

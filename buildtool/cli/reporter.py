@@ -456,7 +456,9 @@ class ProgressMode(NamedTuple):
 # ``--progress`` modes (buildx's names), in the order --help lists them: a new mode is one entry
 # here. ``auto`` is resolved to ``tty`` or ``plain`` by ``progress_reporter``.
 PROGRESS_MODES: dict[str, ProgressMode] = {
-    "auto": ProgressMode("a live view on a terminal, plain lines otherwise", PlainReporter),
+    "auto": ProgressMode(
+        "a live view on a terminal outside CI, plain lines otherwise", PlainReporter
+    ),
     "tty": ProgressMode("the live view", _live),
     "plain": ProgressMode("one line per event", PlainReporter),
     "quiet": ProgressMode("only failures and the summary", QuietReporter),
@@ -466,16 +468,20 @@ PROGRESS_MODES: dict[str, ProgressMode] = {
 
 def progress_reporter(mode: str, stream: IO[str]) -> Reporter:
     """The reporter of a ``--progress`` mode writing to ``stream``: ``auto`` is the live view
-    on a terminal and plain lines otherwise. rich honours NO_COLOR. Never a secret or
-    credential reaches ``stream`` (``secrets.ScrubbedStream``)."""
+    on a terminal outside CI (``ci_log``) and plain lines otherwise. rich honours NO_COLOR.
+    Never a secret or credential reaches ``stream`` (``secrets.ScrubbedStream``)."""
     from typing import cast
 
+    from buildtool.cli.ci_log import GitHubReporter, in_ci, on_github_actions
     from buildtool.secrets import ScrubbedStream
 
     if mode == "auto":
-        mode = "tty" if stream.isatty() else "plain"
+        mode = "tty" if stream.isatty() and not in_ci() else "plain"
     stream = cast("IO[str]", ScrubbedStream(stream))
-    return PROGRESS_MODES[mode].reporter(stream)
+    reporter = PROGRESS_MODES[mode].reporter(stream)
+    if mode == "plain" and on_github_actions():
+        return GitHubReporter(reporter, stream)
+    return reporter
 
 
 def progress_stream(mode: str) -> IO[str]:

@@ -25,7 +25,7 @@ from dataclasses import replace
 from functools import lru_cache
 from pathlib import Path
 from typing import NamedTuple
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import quote, urljoin, urlsplit
 
 from buildtool.errors import BtError, ManifestNotFound, RegistryUnavailable
 from buildtool.registry import auth
@@ -190,6 +190,61 @@ class RegistryClient:
             raise BtError(f"registry stored {r} as {confirmed}, but the bytes sent are {digest}")
         return digest
 
+    def head_blob(self, ref: str | Reference, digest: str) -> int | None:
+        """The size of blob ``digest`` in the repository of ``ref``; None when it has none."""
+        r = as_reference(ref).at(digest=digest)
+        response = self._request("HEAD", r, f"blobs/{digest}", {})
+        if response.status == 404:
+            return None
+        self._expect(response, (200,), f"HEAD blob {digest} of {r.name}")
+        served = response.headers.get("docker-content-digest")
+        if served and served != digest:
+            raise BtError(f"registry answered for blob {digest} of {r.name} with {served}")
+        return int(response.headers.get("content-length") or 0)
+
+    def start_upload(
+        self, ref: str | Reference, mount: tuple[str, str] | None = None
+    ) -> str | None:
+        """Open a blob upload to the repository of ``ref`` and return its URL; with ``mount``
+        (digest, another repository of the same registry) the registry may mount that blob
+        instead (cross-repository mount): then None."""
+        r = as_reference(ref)
+        query = ""
+        if mount:
+            query = f"?mount={quote(mount[0], safe=':')}&from={quote(mount[1], safe='/')}"
+        headers = {"Content-Length": "0"}
+        response = self._request("POST", r, f"blobs/uploads/{query}", headers, b"", push=True)
+        if mount and response.status == 201:
+            return None
+        self._expect(response, (202,), f"POST blob upload to {r.name}")
+        location = response.headers.get("location")
+        if not location:
+            raise BtError(f"registry {r.registry} opened an upload to {r.name} without a Location")
+        scheme, host = self.origin(r.registry)
+        return urljoin(f"{scheme}://{host}/v2/{r.repository}/blobs/uploads/", location)
+
+    def origin(self, registry: str) -> tuple[str, str]:
+        """(scheme, host) requests to ``registry`` go to."""
+        host = _DOCKER_HUB_API if registry == DOCKER_HUB else registry
+        with self._lock:
+            upgraded = registry in self._https
+        return ("http" if self._plain_http_ok(host) and not upgraded else "https"), host
+
+    def authorization(self, ref: Reference, push: bool) -> str | None:
+        """The Authorization header a request for ``ref`` was last answered with, if any."""
+        return self._cached_authorization(ref.registry, ref.repository, push)
+
+    def connection(self, scheme: str, host: str) -> http.client.HTTPConnection:
+        """A connection to ``host``; TLS unverified only for registries trusted as insecure."""
+        if scheme != "https":
+            return http.client.HTTPConnection(host, timeout=self.timeout)
+        context = ssl.create_default_context()
+        if self._plain_http_ok(host):
+            # An insecure registry with a self-signed certificate, as Docker allows.
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+        return http.client.HTTPSConnection(host, timeout=self.timeout, context=context)
+
     # -- HTTP and auth ---------------------------------------------------------------------
 
     def _request(
@@ -244,10 +299,7 @@ class RegistryClient:
     def _send_to_registry(
         self, registry: str, method: str, target: str, headers: dict[str, str], body: bytes | None
     ) -> _Response:
-        host = _DOCKER_HUB_API if registry == DOCKER_HUB else registry
-        with self._lock:
-            upgraded = registry in self._https
-        scheme = "http" if self._plain_http_ok(host) and not upgraded else "https"
+        scheme, host = self.origin(registry)
         response = self._send(scheme, host, method, target, headers, body, follow=True)
         if scheme == "http" and response.status == 400 and _HTTPS_ONLY_ANSWER in response.body:
             with self._lock:
@@ -344,16 +396,7 @@ class RegistryClient:
         headers: dict[str, str],
         body: bytes | None,
     ) -> _Response:
-        conn: http.client.HTTPConnection
-        if scheme == "https":
-            context = ssl.create_default_context()
-            if self._plain_http_ok(host):
-                # An insecure registry with a self-signed certificate, as Docker allows.
-                context.check_hostname = False
-                context.verify_mode = ssl.CERT_NONE
-            conn = http.client.HTTPSConnection(host, timeout=self.timeout, context=context)
-        else:
-            conn = http.client.HTTPConnection(host, timeout=self.timeout)
+        conn = self.connection(scheme, host)
         try:
             conn.request(method, target, body=body, headers=headers)
             response = conn.getresponse()

@@ -1,13 +1,16 @@
 """The last arrow of the data path: images.lock -> multi-platform indexes behind each tag.
 
 For an image whose platform builds are all recorded (and pushed), the index lists exactly those
-manifests, with platforms read from the children themselves. It is put only where the tag does
-not already point at it, and recorded in images.lock once every tag serves it (invariant 5).
+manifests, with platforms read from the children themselves, and carries the annotations of the
+commit it is released from (``annotations.py``). It is put under the image's declared tags and
+the tag templates' expansions (``tags.py``), only where a tag does not already point at it, and
+recorded in images.lock (with the declared tags) once every tag serves it (invariant 5).
 """
 
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -26,6 +29,9 @@ from buildtool.registry import (
     parse_reference,
     sha256_digest,
 )
+from buildtool.release.annotations import index_annotations
+from buildtool.release.gitcontext import GitContext, read_context
+from buildtool.release.tags import Release, release
 from buildtool.state.lockfile import (
     BuildRecord,
     IndexRecord,
@@ -76,16 +82,19 @@ class Child:
     platform: IndexPlatform
 
 
-def index_for(children: Sequence[Child]) -> tuple[str, bytes]:
+def index_for(
+    children: Sequence[Child], annotations: Mapping[str, str] | None = None
+) -> tuple[str, bytes]:
     """(media type, body) of the index listing ``children`` in the order given.
 
-    A Docker manifest list when every child is a Docker v2 manifest (what Docker's own engines
-    and `docker manifest` read best), an OCI image index otherwise. The bytes are a pure function
-    of the children, so the same builds always give the same index digest.
+    A Docker manifest list when every child is a Docker v2 manifest and there are no
+    annotations (what Docker's own engines and `docker manifest` read best), an OCI image index
+    otherwise: only it has annotations. The bytes are a pure function of the children and the
+    annotations, so the same builds of one commit always give the same index digest.
     """
-    docker = all(child.media_type == DOCKER_MANIFEST for child in children)
+    docker = all(child.media_type == DOCKER_MANIFEST for child in children) and not annotations
     media_type = DOCKER_MANIFEST_LIST if docker else OCI_INDEX
-    document = {
+    document: dict[str, Any] = {
         "schemaVersion": 2,
         "mediaType": media_type,
         "manifests": [
@@ -98,6 +107,8 @@ def index_for(children: Sequence[Child]) -> tuple[str, bytes]:
             for child in children
         ],
     }
+    if annotations:
+        document["annotations"] = dict(sorted(annotations.items()))
     return media_type, json.dumps(document, indent=2).encode()
 
 
@@ -127,6 +138,7 @@ class MergeReport:
     tags: tuple[TagOutcome, ...]
     partial: tuple[tuple[Label, tuple[str, ...]], ...]  # merged without these platforms
     skipped: tuple[Label, ...]  # nothing recorded at all (only with allow_partial)
+    skipped_templates: tuple[str, ...] = ()  # one line per tag template without a value here
 
 
 @dataclass(frozen=True)
@@ -135,9 +147,11 @@ class _Wanted:
 
     label: Label
     repository: Reference
-    tags: tuple[str, ...]  # "<registry>/<repository>:<tag>"
+    tags: tuple[str, ...]  # "<registry>/<repository>:<tag>": declared, then from templates
     children: tuple[tuple[str, Reference], ...]  # (platform, child reference by digest)
     missing: tuple[str, ...]
+    declared: tuple[str, ...] = ()  # the declared ones, which images.lock records
+    annotations: tuple[tuple[str, str], ...] = ()
 
 
 def merge_images(
@@ -150,15 +164,25 @@ def merge_images(
     dry_run: bool = False,
     client: RegistryClient | None = None,
     jobs: int = 8,
+    tag_templates: Sequence[str] = (),
+    env: Mapping[str, str] | None = None,
 ) -> MergeReport:
     """Put a multi-platform index to every tag of the images ``labels`` name.
 
     Everything is checked against images.lock before the registry is contacted: an image with
     a platform missing is refused unless ``allow_partial``; a build that was not pushed, or was
-    pushed to another repository than its tags, is refused. Each tag is put only when it does
-    not serve the index already; the index digest and tags are then recorded in images.lock.
+    pushed to another repository than its tags, is refused; a tag template's expansion that is
+    not a valid tag, or a tag two images would share, is refused. Each tag is put only when it
+    does not serve the index already; the index digest and declared tags are then recorded in
+    images.lock. ``tag_templates`` add to ``[release] tag_templates``; ``env`` (the process
+    environment by default) holds GitHub Actions' variables when run there.
     """
-    wanted = _select(config, targets, sorted(set(labels)), read_lockfile(config.lockfile))
+    context = read_context(
+        config.root, os.environ if env is None else env, config.release.default_branch
+    )
+    plan = release((*config.release.tag_templates, *tag_templates), context, config.release.latest)
+    lock = read_lockfile(config.lockfile)
+    wanted = _select(config, targets, sorted(set(labels)), lock, plan, context)
     if not allow_partial:
         _refuse_missing(wanted)
     skipped = tuple(w.label for w in wanted if not w.children)
@@ -200,7 +224,7 @@ def merge_images(
         raise type(first)(f"{first}{more}")
     outcomes = tuple(outcome for w in wanted for outcome in done[w.label][1])
     partial = tuple((w.label, w.missing) for w in wanted if w.missing)
-    return MergeReport(outcomes, partial, skipped)
+    return MergeReport(outcomes, partial, skipped, plan.skipped)
 
 
 def _listed(lock: Lockfile, label: str, children: Sequence[tuple[str, Reference]]) -> bool:
@@ -210,7 +234,12 @@ def _listed(lock: Lockfile, label: str, children: Sequence[tuple[str, Reference]
 
 
 def _select(
-    config: Config, targets: Mapping[Label, ImageTarget], labels: Sequence[Label], lock: Lockfile
+    config: Config,
+    targets: Mapping[Label, ImageTarget],
+    labels: Sequence[Label],
+    lock: Lockfile,
+    plan: Release,
+    context: GitContext,
 ) -> list[_Wanted]:
     if not config.registry:
         raise BtError("merging needs [registry] url in .cache-spec", config.spec_path)
@@ -230,10 +259,29 @@ def _select(
             child = _pushed_child(label, platform, record, repository, problems)
             if child is not None:
                 children.append((platform, child))
-        tags = tuple(f"{name}:{tag}" for tag in target.tags)
-        wanted.append(_Wanted(label, repository, tags, tuple(children), tuple(missing)))
+        declared = tuple(f"{name}:{tag}" for tag in target.tags)
+        # Checked again as whole references: nothing unvalidated is put (invariant 11).
+        tags = tuple(str(parse_reference(f"{name}:{tag}")) for tag in plan.tags_for(target.tags))
+        annotations = tuple(index_annotations(context, target.annotations).items())
+        wanted.append(
+            _Wanted(label, repository, tags, tuple(children), tuple(missing), declared, annotations)
+        )
     _raise_problems(problems)
+    _refuse_shared_tags(wanted)
     return wanted
+
+
+def _refuse_shared_tags(wanted: Sequence[_Wanted]) -> None:
+    """One tag can serve one index: two images of one repository must not both put it (a
+    template without {tag}, say, gives every image of the repository the same tag)."""
+    owners: dict[str, Label] = {}
+    problems = []
+    for item in wanted:
+        for tag in item.tags:
+            first = owners.setdefault(tag, item.label)
+            if first != item.label:
+                problems.append(f"{tag} would serve both {first} and {item.label}")
+    _raise_problems(problems)
 
 
 def _pushed_child(
@@ -303,7 +351,7 @@ def _put_index(
     client: RegistryClient, item: _Wanted, dry_run: bool
 ) -> tuple[IndexRecord, list[TagOutcome]]:
     children = [_read_child(client, item.label, platform, ref) for platform, ref in item.children]
-    media_type, body = index_for(children)
+    media_type, body = index_for(children, dict(item.annotations))
     digest = sha256_digest(body)
     outcomes = []
     for tag in item.tags:
@@ -316,7 +364,7 @@ def _put_index(
         if not dry_run:
             client.put_manifest(tag, media_type, body)
         outcomes.append(TagOutcome(item.label, tag, status, digest, previous, dry_run))
-    return IndexRecord(digest, item.tags), outcomes
+    return IndexRecord(digest, item.declared), outcomes
 
 
 def _read_child(client: RegistryClient, label: Label, platform: str, ref: Reference) -> Child:

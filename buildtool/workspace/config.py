@@ -14,6 +14,8 @@ from buildtool.platforms import normalise
 from buildtool.registry.reference import is_repository, names_registry
 from buildtool.secrets import SecretSource
 from buildtool.state.hashing import digest_bytes
+from buildtool.workspace.ci_spec import CiSpec, read_ci
+from buildtool.workspace.tagtemplate import DEFAULT_LATEST_RULE, LATEST_RULES, parse_template
 
 if TYPE_CHECKING:
     from buildtool.retry import RetryPolicy
@@ -47,6 +49,14 @@ class BuilderSpec(NamedTuple):
     network: str | None = None  # --network for builds, e.g. "none" on engines without a bridge
 
 
+class ReleaseSpec(NamedTuple):
+    """``[release]``: the tags `bt merge` and `bt promote` add from the commit's git context."""
+
+    tag_templates: tuple[str, ...] = ()
+    latest: str = DEFAULT_LATEST_RULE  # when the template "latest" applies (tagtemplate.py)
+    default_branch: str | None = None  # None: from the CI event or origin/HEAD
+
+
 @dataclass(frozen=True)
 class Config:
     root: Path
@@ -59,13 +69,15 @@ class Config:
     insecure_registries: tuple[str, ...] = ()
     jobs: int = 4
     builders: dict[str, BuilderSpec] = field(default_factory=dict)
-    # platform -> GitHub Actions `runs-on` (a label, or a list of labels); "*" for the rest
-    ci_runners: dict[str, str | tuple[str, ...]] = field(default_factory=dict)
+    ci: CiSpec = field(default_factory=CiSpec)  # [ci]: runners, event policies, logins
     evaluation: Budget = field(default_factory=Budget)  # BUILD.images evaluation limits
     # Build secrets every target gets unless it declares one of the same id ([secrets]).
     secrets: tuple[SecretSource, ...] = ()
     # How long transient faults of one source (a registry, an engine) are retried in total
     retry_max_seconds: float = DEFAULT_RETRY_SECONDS
+    # Registries (host[:port][/prefix]) `bt promote` copies images to ([registry] mirrors)
+    mirrors: tuple[str, ...] = ()
+    release: ReleaseSpec = field(default_factory=ReleaseSpec)
 
     @property
     def retry(self) -> RetryPolicy:
@@ -82,7 +94,21 @@ class Config:
         return self.builders.get(platform) or self.builders.get("*") or BuilderSpec(platform)
 
     def runner_for(self, platform: str) -> str | tuple[str, ...]:
-        return self.ci_runners.get(platform) or self.ci_runners.get("*") or DEFAULT_RUNNER
+        runners = self.ci.runners
+        return runners.get(platform) or runners.get("*") or DEFAULT_RUNNER
+
+
+def registry_url_problem(url: object) -> str | None:
+    """Why ``url`` is not a registry location ``host[:port][/prefix]`` images can be pushed
+    below (``<url>/<repository>``), or None when it is one."""
+    if not isinstance(url, str) or "://" in url or not url.strip("/"):
+        return "must be host[:port][/prefix], without a scheme"
+    # The part Docker reads as a path must be lower-case path components.
+    first, _, rest = url.strip("/").partition("/")
+    prefix = rest if names_registry(first) else url.strip("/")
+    if prefix and not is_repository(prefix):
+        return f"path {prefix!r} must be lower-case path components"
+    return None
 
 
 def find_root(start: Path) -> Path:
@@ -123,10 +149,11 @@ class _SpecReader:
     _TOP_KEYS = {
         "global_inputs", "platforms", "cache_dir", "jobs", "registry", "builders", "ci", "secrets",
         "retry",
-        "evaluation",
+        "evaluation", "release",
     }  # fmt: skip
     _EVALUATION_KEYS = {"max_steps", "max_size"}
-    _REGISTRY_KEYS = {"url", "push", "insecure"}
+    _REGISTRY_KEYS = {"url", "push", "insecure", "mirrors"}
+    _RELEASE_KEYS = {"tag_templates", "latest", "default_branch"}
     _BUILDER_KEYS = {"host", "backend", "jobs", "allow_emulation", "network"}
 
     def __init__(self, path: Path, text: str):
@@ -161,8 +188,9 @@ class _SpecReader:
         )
         jobs = self._positive_int(data, "jobs", os.cpu_count() or 2)
         registry, push, insecure = self._registry(data.get("registry", {}))
+        mirrors = self._mirrors(data.get("registry", {}))
         builders = self._builders(data.get("builders", {}))
-        ci_runners = self._ci_runners(data.get("ci", {}))
+        ci = read_ci(data.get("ci", {}), self.fail, self._platform)
         secrets: tuple[SecretSource, ...] = ()
         if "secrets" in data:
             from buildtool.secrets import parse_table
@@ -179,10 +207,12 @@ class _SpecReader:
             insecure_registries=insecure,
             jobs=jobs,
             builders=builders,
-            ci_runners=ci_runners,
+            ci=ci,
             secrets=secrets,
             retry_max_seconds=self._retry(data.get("retry", {})),
             evaluation=self._evaluation(data.get("evaluation", {})),
+            mirrors=mirrors,
+            release=self._release(data.get("release", {})),
         )
 
     def _evaluation(self, table: Any) -> Budget:
@@ -244,16 +274,10 @@ class _SpecReader:
                 known = ", ".join(sorted(self._REGISTRY_KEYS))
                 raise self.fail(f"unknown key registry.{key} (known: {known})", key)
         url = table.get("url")
-        if url is not None and (not isinstance(url, str) or "://" in url or not url.strip("/")):
-            raise self.fail("registry.url must be host[:port][/prefix], without a scheme", "url")
         if url is not None:
-            # Images go to <url>/<repository>: the part Docker reads as a path must be one.
-            first, _, rest = url.strip("/").partition("/")
-            prefix = rest if names_registry(first) else url.strip("/")
-            if prefix and not is_repository(prefix):
-                raise self.fail(
-                    f"registry.url path {prefix!r} must be lower-case path components", "url"
-                )
+            problem = registry_url_problem(url)
+            if problem:
+                raise self.fail(f"registry.url {problem}", "url")
         push = table.get("push", url is not None)
         if not isinstance(push, bool):
             raise self.fail("registry.push must be true or false", "push")
@@ -262,6 +286,39 @@ class _SpecReader:
             raise self.fail("registry.insecure must be true or false", "insecure")
         host = url.split("/", 1)[0] if url else None
         return (url.rstrip("/") if url else None), push, ((host,) if insecure and host else ())
+
+    def _mirrors(self, table: dict[str, Any]) -> tuple[str, ...]:
+        mirrors = self._strings(table, "mirrors", ())
+        for mirror in mirrors:
+            problem = registry_url_problem(mirror)
+            if problem:
+                raise self.fail(f"registry.mirrors: {mirror!r} {problem}", "mirrors")
+        if table.get("url") is not None and table["url"].rstrip("/") in (
+            m.rstrip("/") for m in mirrors
+        ):
+            raise self.fail("registry.mirrors must not name registry.url itself", "mirrors")
+        return tuple(m.rstrip("/") for m in mirrors)
+
+    def _release(self, table: Any) -> ReleaseSpec:
+        if not isinstance(table, dict):
+            raise self.fail("release must be a table", "release")
+        for key in table:
+            if key not in self._RELEASE_KEYS:
+                known = ", ".join(sorted(self._RELEASE_KEYS))
+                raise self.fail(f"unknown key release.{key} (known: {known})", key)
+        templates = self._strings(table, "tag_templates", ())
+        for template in templates:
+            try:
+                parse_template(template)
+            except BtError as err:
+                raise self.fail(f"release.tag_templates: {err.message}", template) from None
+        latest = table.get("latest", DEFAULT_LATEST_RULE)
+        if latest not in LATEST_RULES:
+            raise self.fail(f"release.latest must be one of {', '.join(LATEST_RULES)}", "latest")
+        branch = table.get("default_branch")
+        if branch is not None and (not isinstance(branch, str) or not branch.strip()):
+            raise self.fail("release.default_branch must be a branch name", "default_branch")
+        return ReleaseSpec(templates, latest, branch)
 
     def _retry(self, table: Any) -> float:
         if not isinstance(table, dict):
@@ -313,31 +370,3 @@ class _SpecReader:
                 network=network,
             )
         return builders
-
-    def _ci_runners(self, table: Any) -> dict[str, str | tuple[str, ...]]:
-        if not isinstance(table, dict):
-            raise self.fail("ci must be a table", "ci")
-        for key in table:
-            if key != "runners":
-                raise self.fail(f"unknown key ci.{key} (known: runners)", key)
-        runners = table.get("runners", {})
-        if not isinstance(runners, dict):
-            raise self.fail("ci.runners must be a table of platform -> runner label(s)", "runners")
-        found: dict[str, str | tuple[str, ...]] = {}
-        for written, labels in runners.items():
-            platform = self._platform(written, written)
-            if isinstance(labels, str) and labels.strip():
-                found[platform] = labels
-            elif (
-                isinstance(labels, list)
-                and labels
-                and all(isinstance(label, str) and label.strip() for label in labels)
-            ):
-                found[platform] = tuple(labels)
-            else:
-                raise self.fail(
-                    f'ci.runners."{platform}" must be a runner label or a non-empty list of '
-                    'labels, e.g. "ubuntu-24.04-arm"',
-                    platform,
-                )
-        return found

@@ -38,7 +38,7 @@ from buildtool.workspace.target import ImageTarget, Location, NamedContext
 if TYPE_CHECKING:
     from buildtool.workspace.loader import LoadedWorkspace
 
-VERSION = 4  # 4: named contexts
+VERSION = 5  # 3: the identity; 4: annotations; 5: named contexts
 
 
 def _setting(config: Config) -> list[Any]:
@@ -190,7 +190,7 @@ def _encode_graph(graph: TargetGraph) -> list[Any]:
          [[arg, *label] for arg, label in t.parents], list(t.platforms), list(t.tags),
          t.repository, None if t.inputs is None else list(t.inputs), list(t.tests),
          t.location.path, t.location.line, list(t.aliases), [list(x) for x in t.secrets],
-         [list(c) for c in t.contexts]]
+         [list(a) for a in t.annotations], [list(c) for c in t.contexts]]
         for t in graph.targets.values()
     ]  # fmt: skip
     groups = [[*label, [list(m) for m in members]] for label, members in graph.groups.items()]
@@ -207,7 +207,7 @@ def _decode_graph(raw: Any) -> TargetGraph:
     targets: dict[Label, ImageTarget] = {}
     # Positional, and no generator for what is empty: a no-op decodes every target.
     for (package, name, context, dockerfile, stage, args, parents, platforms, tags, repository,
-         inputs, tests, path, line, aliases, secrets, contexts) in targets_raw:  # fmt: skip
+         inputs, tests, path, line, aliases, secrets, notes, contexts) in targets_raw:  # fmt: skip
         label = Label(package, name)
         targets[label] = ImageTarget(
             label,
@@ -224,6 +224,7 @@ def _decode_graph(raw: Any) -> TargetGraph:
             Location(path, line),
             aliases,
             tuple([SecretSource(*x) for x in secrets]) if secrets else (),
+            notes,
             tuple([NamedContext(*c) for c in contexts]) if contexts else (),
         )
     groups = {

@@ -35,6 +35,8 @@ from buildtool.workspace.labels import Label, check_name, check_package, parse_l
 from buildtool.workspace.target import Group, ImageTarget, Location, NamedContext
 
 _ARG_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# An OCI annotation key: reverse-domain notation by convention (org.opencontainers.image.title).
+_ANNOTATION_KEY_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/-]{0,254}")
 
 
 # One call of glob() in a BUILD file: (the file's directory, include, exclude, what it found).
@@ -233,6 +235,7 @@ class _Builtins:
         package: str | None = None,
         aliases: Sequence[str] | None = None,
         secrets: Mapping[str, Mapping[str, str]] | None = None,
+        annotations: Mapping[str, str] | None = None,
         contexts: Mapping[str, str] | None = None,
     ) -> str:
         location = self.location()
@@ -285,6 +288,7 @@ class _Builtins:
         test_list = () if tests is None else self._strings("tests", tests)
         alias_list = () if aliases is None else self._aliases(aliases)
         secret_list = self._secrets(secrets, context_path)
+        annotation_list = () if annotations is None else self._annotations(annotations)
         named = () if contexts is None else self._contexts(contexts, pkg, parent_refs)
         target = ImageTarget(
             label=label,
@@ -301,6 +305,7 @@ class _Builtins:
             location=location,
             aliases=alias_list,
             secrets=secret_list,
+            annotations=annotation_list,
             contexts=named,
         )
         self.declared.append(target)
@@ -332,6 +337,21 @@ class _Builtins:
             if ref.digest:
                 raise self.error(f"aliases: {alias!r} has a digest; an alias names a tag")
         return found
+
+    def _annotations(self, value: object) -> tuple[tuple[str, str], ...]:
+        """Annotations of the image's index (not of its platform images), keys checked."""
+        if not isinstance(value, Mapping):
+            raise self.error("annotations must be a dict of strings")
+        for key, item in value.items():
+            if not isinstance(key, str) or not _ANNOTATION_KEY_RE.fullmatch(key):
+                raise self.error(
+                    f"annotations: invalid key {key!r} (letters, digits and . _ / -, e.g. "
+                    "'org.opencontainers.image.title')"
+                )
+            if not isinstance(item, str):
+                kind = type(item).__name__
+                raise self.error(f"annotations[{key!r}] must be a string, not {kind}")
+        return tuple(sorted(value.items()))
 
     def _secrets(self, value: object, context: str) -> tuple[SecretSource, ...]:
         """The target's own secrets over .cache-spec's; a secret file must stay out of the

@@ -42,6 +42,8 @@ class ImageTarget(NamedTuple):
     references the target's image is also known by, besides ``<registry>/<repository>:<tag>``:
     a Dockerfile naming one of them builds on this target (see ``parents.py``). ``secrets``
     are the build secrets its builds get (``.cache-spec``'s, overridden by its own), by id.
+    ``annotations`` go on the image's index only (``release/annotations.py``): they change no
+    platform image and no key.
     """
 
     label: Label
@@ -58,6 +60,7 @@ class ImageTarget(NamedTuple):
     location: Location
     aliases: tuple[str, ...] = ()
     secrets: tuple[SecretSource, ...] = ()
+    annotations: tuple[tuple[str, str], ...] = ()  # sorted by key
     contexts: tuple[NamedContext, ...] = ()  # sorted by name
 
     @property

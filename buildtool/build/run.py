@@ -21,7 +21,7 @@ from buildtool.build.events import (
     UpToDate,
 )
 from buildtool.build.image_tests import run_tests
-from buildtool.build.pinning import Pinning, exact_dockerfile
+from buildtool.build.pinning import Pinning, build_contexts, exact_dockerfile
 from buildtool.build.record import Claims, record_builds
 from buildtool.build.routing import Engines
 from buildtool.errors import (
@@ -221,7 +221,18 @@ class BuildRun:
         if self.computer is None:
             return None
         target = self.targets[planned.label]
-        return exact_dockerfile(planned, target, self.computer, self.references, self.pinning)
+        takes = self.engines.builder(planned.platform).named_contexts
+        return exact_dockerfile(
+            planned, target, self.computer, self.references, self.pinning, takes
+        )
+
+    def named_contexts(self, planned: PlannedBuild) -> tuple[tuple[str, str], ...]:
+        """``--build-context`` values of the build's image contexts, for a builder that takes
+        them (buildx); none for the others, which get them in the Dockerfile."""
+        if self.computer is None or not self.engines.builder(planned.platform).named_contexts:
+            return ()
+        target = self.targets[planned.label]
+        return build_contexts(planned, target, self.computer, self.references, self.pinning)
 
     def registry_client(self) -> RegistryClient:
         """One client for the run's registry calls; one try each, the scheduler retries."""
@@ -343,6 +354,7 @@ class BuildRun:
                 labels=stamp(planned.key, str(planned.label)),
                 fileset=planned.fileset,
                 dockerfile_text=self.dockerfile_text(planned),
+                named_contexts=self.named_contexts(planned),
                 # Exactly the secrets the key holds (those the reached stages mount).
                 secrets=tuple(
                     resolved(self.config.root, SecretSource(*s)) for s in planned.manifest.secrets

@@ -111,6 +111,13 @@ def _contribution(root: str, fileset: FileSet) -> tuple[frozenset[str], frozense
         dirs.add(full if kind == "dir" else os.path.dirname(full))
     if fileset.fallback is not None:
         dirs.add(context)  # a whole-context input gains every file added to the context
+    for named in fileset.named:  # directory contexts: their read files and own ignore file
+        directory = os.path.normpath(os.path.join(root, named.directory))
+        files.add(os.path.join(directory, ".dockerignore"))
+        for path, kind, _, _ in named.entries:
+            full = os.path.normpath(os.path.join(directory, path))
+            files.add(full)
+            dirs.add(full if kind == "dir" else os.path.dirname(full))
     return frozenset(files), frozenset(dirs)
 
 

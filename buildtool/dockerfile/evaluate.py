@@ -110,6 +110,14 @@ class _Base:
     reason: str = ""
     uses: frozenset[str] = frozenset()  # the variables its FROM line looks up
     platform: Meaning = None  # its --platform value (None without the flag)
+    context: str | None = None  # the named context the FROM names ("image": ``ref`` is its image)
+
+
+@dataclass(frozen=True)
+class _Named:
+    """A ``COPY --from=``/``RUN --mount=from=`` naming a named context."""
+
+    name: str
 
 
 def _value_meaning(value: _Value | None) -> Meaning:
@@ -202,8 +210,13 @@ class _Evaluation:
         platform: str | None,
         build_platform: str | None,
         legacy: bool,
+        contexts: Mapping[str, str | None],
     ):
         self.df = df
+        # Named contexts: name -> the image it stands for, or None for a directory. BuildKit
+        # looks them up before stages: a stage of the same name is then never built.
+        self.contexts = contexts
+        self.named_sources: list[SourceRef] = []
         self.target = target
         self.build_args = build_args
         self.legacy = legacy
@@ -289,6 +302,11 @@ class _Evaluation:
             reason = f"{where}: base name should not be blank (Docker fails this build)"
             self.whole(reason)
             return _Base("unknown", reason=reason)
+        if ref in self.contexts:
+            image = self.contexts[ref]
+            if image is None:
+                return _Base("dircontext", reason=ref)
+            return _Base("image", ref=image, context=ref)
         # A FROM names a stage only if that stage is declared above it.
         earlier = [s.index for s in self.df.stages[: stage.index] if s.name == ref]
         if earlier:
@@ -308,20 +326,33 @@ class _Evaluation:
         instructions = self.df.stages[base.stage].instructions
         return [ins.trigger for ins in instructions if ins.trigger is not None]
 
-    def dependencies(self, index: int) -> Iterable[tuple[Instruction, _Use, int | str]]:
-        """Stages (indexes) and images a stage copies or mounts from, by instruction."""
+    def dependencies(self, index: int) -> Iterable[tuple[Instruction, _Use, int | str | _Named]]:
+        """Stages (indexes), named contexts and images a stage copies or mounts from."""
         for ins in [*self.triggers(index), *self.df.stages[index].instructions]:
             if ins.keyword == "COPY":
                 source = flag_value(ins, "from")
                 if source is not None:
-                    found = self.stage_ref(source, by_index=True)
-                    yield ins, "copy", source if found is None else found
+                    yield ins, "copy", self.from_ref(source, True, ins.line)
             elif ins.keyword == "RUN":
                 for spec in flag_values(ins, "mount"):
                     # A mount without from= takes "scratch" (or a stage of that name).
                     source = mount_fields(spec).get("from", "") or "scratch"
-                    found = self.stage_ref(source, by_index=False)
-                    yield ins, "mount", source if found is None else found
+                    yield ins, "mount", self.from_ref(source, False, ins.line)
+
+    def from_ref(self, source: str, by_index: bool, line: int) -> int | str | _Named:
+        if source in self.contexts:
+            return _Named(source)
+        found = self.stage_ref(source, by_index)
+        replaced = None if found is None else self.df.stages[found].name
+        if replaced in self.contexts:
+            # BuildKit gives the context here too; bt hands contexts over where they are named.
+            raise BtError(
+                f"--from={source} is stage {replaced}, which named context {replaced!r} "
+                f"replaces: write --from={replaced}",
+                self.df.path,
+                line,
+            )
+        return source if found is None else found
 
     def reached(self) -> list[int]:
         seen: set[int] = set()
@@ -354,6 +385,13 @@ class _Evaluation:
             elif base.kind == "image":
                 external.append(base.ref)
                 env = _Env({}, f"is not set in the Dockerfile and may be set by image {base.ref}")
+            elif base.kind == "dircontext":
+                raise BtError(
+                    f"FROM {base.reason}: named context {base.reason!r} is a directory, which bt "
+                    "reads only with COPY --from= and RUN --mount=from=",
+                    self.df.path,
+                    self.df.stages[index].line,
+                )
             else:
                 self.whole(base.reason)
                 env = _Env({}, f"is unknown: {base.reason}")
@@ -378,6 +416,7 @@ class _Evaluation:
             instructions=tuple(self.described),
             images=tuple(dict.fromkeys(self.images)),
             secrets=tuple(dict.fromkeys(self.secrets)),
+            named_sources=tuple(dict.fromkeys(self.named_sources)),
         )
 
     def note_images(self, index: int) -> None:
@@ -385,7 +424,7 @@ class _Evaluation:
         stage, base = self.df.stages[index], self.bases[index]
         arg = _one_arg(stage.base)
         if base.kind == "image":
-            self.images.append(ImageRef(base.ref, stage.line, "from", arg))
+            self.images.append(ImageRef(base.ref, stage.line, "from", arg, context=base.context))
         elif base.kind == "unknown":
             self.images.append(ImageRef(stage.base, stage.line, "from", arg, unresolved=True))
         for ins, use, dep in self.dependencies(index):
@@ -398,6 +437,11 @@ class _Evaluation:
             elif isinstance(dep, str) and dep != "scratch":
                 self.from_images.append(dep)
                 self.images.append(ImageRef(dep, ins.line, use))
+            elif isinstance(dep, _Named) and self.contexts[dep.name] is not None:
+                image = self.contexts[dep.name]
+                assert image is not None
+                self.from_images.append(image)
+                self.images.append(ImageRef(image, ins.line, use, context=dep.name))
 
     def stage_id(self, index: int) -> str | int:
         return self.df.stages[index].name or index
@@ -492,15 +536,34 @@ class _Evaluation:
             return None
         return value
 
+    def directory_context(self, name: str | None) -> str | None:
+        """``name`` when it names a named context that is a directory."""
+        if name is None or name not in self.contexts or self.contexts[name] is not None:
+            return None
+        return name
+
+    def named_source(self, word: str, env: _Env) -> str:
+        """A path read from a directory context; its whole directory when not known."""
+        value = self.expand(word, env, "")
+        return "." if isinstance(value, _Unknown) else _context_path(value)
+
     def apply_copy(self, ins: Instruction, env: _Env) -> None:
         kw = ins.keyword
-        if kw == "COPY" and flag_value(ins, "from") is not None:
+        origin = flag_value(ins, "from") if kw == "COPY" else None
+        context = self.directory_context(origin)
+        if origin is not None and context is None:
             return  # reads another stage or an image, not the context
         parents = bool_flag(ins, "parents")
         excludes = flag_values(ins, "exclude")
         for word in ins.args[:-1]:
             if is_inline_source(word):
                 continue  # a heredoc: inline content
+            if context is not None:
+                path = self.named_source(word, env)
+                self.named_sources.append(
+                    SourceRef(path, ins.line, kw, parents, excludes, context=context)
+                )
+                continue
             source = self.resolve_source(ins, kw, word, env)
             if source is None:
                 continue
@@ -519,6 +582,12 @@ class _Evaluation:
         label = "RUN --mount"
         for spec in flag_values(ins, "mount"):
             fields = mount_fields(spec)
+            context = self.directory_context(fields.get("from"))
+            if context is not None:
+                word = fields.get("source", "")
+                path = _context_path(word) if self.legacy else self.named_source(word, env)
+                self.named_sources.append(SourceRef(path, ins.line, label, False, context=context))
+                continue
             if fields.get("from"):
                 continue  # a stage or an image, not the context
             raw_type = fields.get("type", "bind")
@@ -563,22 +632,27 @@ def context_reads(
     *,
     platform: str | None = None,
     build_platform: str | None = None,
+    contexts: Mapping[str, str | None] | None = None,
 ) -> StageReads:
     """What a build of ``stage`` (None: the last stage, Docker's default) reads.
 
     ``platform`` / ``build_platform`` (``os/arch[/variant]``) give TARGETPLATFORM and
     BUILDPLATFORM and their parts; when omitted those args are unknown unless ``build_args``
     sets them, so a context path that depends on them makes the whole context the input.
-    Raises BtError only for an unknown stage or platform; whatever Docker would reject at build
-    time, or bt cannot resolve, sets ``whole_context`` instead.
+    ``contexts`` are the build's named contexts: name -> the image it stands for, or None for
+    a directory (whose reads are ``named_sources``).
+    Raises BtError only for an unknown stage or platform, or a directory context used as a
+    FROM; whatever Docker would reject at build time, or bt cannot resolve, sets
+    ``whole_context`` instead.
     """
     target = _resolve_target(df, stage)
-    current = _Evaluation(df, target, build_args, platform, build_platform, False).run()
+    named = contexts or {}
+    current = _Evaluation(df, target, build_args, platform, build_platform, False, named).run()
     if _CURRENT_FRONTEND.fullmatch(_frontend(df, build_args) or ""):
         return current
     # Docker 20.10's built-in frontend and current ones are both in use: a build reads what
     # either would read.
-    legacy = _Evaluation(df, target, build_args, platform, build_platform, True).run()
+    legacy = _Evaluation(df, target, build_args, platform, build_platform, True, named).run()
     return _union(current, legacy)
 
 
@@ -601,4 +675,5 @@ def _union(first: StageReads, second: StageReads) -> StageReads:
         instructions=merged(first.instructions, second.instructions),
         images=merged(first.images, second.images),
         secrets=merged(first.secrets, second.secrets),
+        named_sources=merged(first.named_sources, second.named_sources),
     )

@@ -133,6 +133,8 @@ class BuildKitCliBuilder:
         self.host = host or self.env.get("DOCKER_HOST") or "the default engine"
         self.network = network
         self.name = f"buildkit@{self.host}"
+        # buildx takes named contexts; Docker 20.10's `docker build` has none.
+        self.named_contexts = self.mode == "buildx"
         self._architecture: str | None = None
 
     def _docker(
@@ -214,6 +216,8 @@ class BuildKitCliBuilder:
             command += ["--target", request.stage]
         for name, value in request.build_args:
             command += ["--build-arg", f"{name}={value}"]
+        for name, value in request.named_contexts:
+            command += ["--build-context", f"{name}={value}"]
         for source in request.secrets:
             command += ["--secret", buildkit_flag(source)]
         for name, value in request.labels:

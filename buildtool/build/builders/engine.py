@@ -39,6 +39,7 @@ class EngineApiBuilder:
         kwargs: dict[str, Any] = {"base_url": host} if host else docker.utils.kwargs_from_env()
         self.host = str(kwargs.get("base_url") or "the default engine")
         self.name = f"engine@{self.host}"
+        self.named_contexts = False  # the classic builder has none: bt rewrites the Dockerfile
         self.network = network
         try:
             # ssh:// through the system's ssh client, as the docker CLI does (no paramiko).

@@ -1,7 +1,7 @@
 """`bt import-bake` on bake's documented matrix examples and a docker-whisperX-shaped print
 (fixtures in tests/bake/, written by hand as `docker buildx bake --print` prints them): the
 BUILD.images it writes loads, loops where the matrix was, and declares the same targets,
-platforms, parents and tags."""
+platforms, named contexts and tags."""
 
 from __future__ import annotations
 
@@ -23,13 +23,13 @@ APP_FILES = {
     "bar.txt": "bar\n",
 }
 
-# docker-whisperX's chain, parents handed over in build args named after bake's contexts.
+# docker-whisperX's chain as bake builds it, unedited: each stage starts from the one before by
+# name, which bake's named contexts replace with the parent target's image.
 WHISPERX_FILES = {
     ".cache-spec": 'platforms = ["linux/amd64", "linux/arm64"]\n',
-    "docker/Dockerfile": "ARG no_model=no_model\nARG load_whisper=load_whisper\n"
-    "FROM scratch AS no_model\nCOPY base.txt /base.txt\n"
-    "FROM ${no_model} AS load_whisper\nARG WHISPER_MODEL\nCOPY models/${WHISPER_MODEL}.txt /m\n"
-    "FROM ${load_whisper} AS final\nARG LANG\nARG BUILD_DATE\nCOPY align/${LANG}.txt /l\n",
+    "docker/Dockerfile": "FROM scratch AS no_model\nCOPY base.txt /base.txt\n"
+    "FROM no_model AS load_whisper\nARG WHISPER_MODEL\nCOPY models/${WHISPER_MODEL}.txt /m\n"
+    "FROM load_whisper AS final\nARG LANG\nARG BUILD_DATE\nCOPY align/${LANG}.txt /l\n",
     "docker/base.txt": "base\n",
     **{f"docker/models/{m}.txt": m for m in ("tiny", "base", "large-v3")},
     **{f"docker/align/{lang}.txt": lang for lang in ("en", "fr", "zh", "ja")},
@@ -98,12 +98,14 @@ def test_a_whisperx_shaped_print_keeps_its_targets_platforms_parents_and_tags(
     tmp_path: Path,
 ) -> None:
     text = imported("whisperx.json")
-    # base -> model loop -> models x languages, parents from bake's `target:` contexts
+    # base -> model loop -> models x languages, bake's `target:` contexts as labels
     assert text.index('name = "no_model"') < text.index("for whisper_model in WHISPER_MODELS:")
     assert 'WHISPER_MODELS = ["tiny", "base", "large-v3"]' in text
     assert "for whisper_model in WHISPER_MODELS:\n    for lang in LANGS:\n" in text
-    assert 'parents = {"load_whisper": "//:model-{}".format(whisper_model)},' in text
-    assert 'parents = {"no_model": "//:no_model"},' in text
+    assert 'contexts = {"load_whisper": "//:model-{}".format(whisper_model)},' in text
+    assert 'contexts = {"no_model": "//:no_model"},' in text
+    assert "ARG" not in text and "parents" not in text  # no Dockerfile edit asked for
+    assert "# bake cache-from, cache-to: dropped (a build whose key is recorded never runs)" in text
     assert "# Tags were pushed to ghcr.io: set [registry] url in .cache-spec to it." in text
     assert "# bake labels: not imported" in text
     assert text.count("image(") == 3
@@ -169,6 +171,31 @@ def test_a_matrix_value_that_also_occurs_in_the_fixed_name_is_found_in_its_place
     text = build_file(read_prints([("x.json", json.dumps(print_))]), "x.json")
     assert 'for v in VS:\n    image(\n        name = "app-{}".format(v),' in text
     assert "tags = [v]," in text
+
+
+def test_contexts_map_one_to_one_and_foreign_kinds_are_named_in_a_comment() -> None:
+    print_ = {
+        "target": {
+            "app": {
+                "context": ".",
+                "contexts": {
+                    "base": "target:base",
+                    "shared": "../shared",
+                    "alpine": "docker-image://alpine:3.19",
+                    "layout": "oci-layout:///tmp/layout",
+                    "repo": "https://github.com/acme/repo.git",
+                },
+            },
+            "base": {"context": "."},
+        }
+    }
+    text = build_file(read_prints([("x.json", json.dumps(print_))]), "x.json")
+    assert (
+        '    contexts = {"alpine": "docker-image://alpine:3.19", "base": "//:base", '
+        '"shared": "../shared"},\n'
+    ) in text
+    assert "# bake context layout = oci-layout:///tmp/layout: not imported\n" in text
+    assert "# bake context repo = https://github.com/acme/repo.git: not imported\n" in text
 
 
 def test_import_bake_into_a_directory_outside_any_workspace_makes_it_one(tmp_path: Path) -> None:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 from btrun import bt, write_tree
-from registries import free_port
+from registries import delete_manifest, free_port
 
 pytestmark = pytest.mark.engine
 DOCKER = "/usr/bin/docker"
@@ -156,17 +156,6 @@ def test_a_failing_run_skips_exactly_its_dependents_and_the_rerun_builds_exactly
 
 
 # -- healing ----------------------------------------------------------------------------------
-
-
-def delete_manifest(image: str) -> None:
-    """DELETE a manifest by digest (the test registry allows deletes)."""
-    host, _, rest = image.partition("/")
-    repository, _, digest = rest.partition("@")
-    conn = http.client.HTTPConnection(host, timeout=10)
-    conn.request("DELETE", f"/v2/{repository}/manifests/{digest}")
-    status = conn.getresponse().status
-    conn.close()
-    assert status == 202, status
 
 
 def serves(image: str) -> bool:

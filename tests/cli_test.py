@@ -110,7 +110,7 @@ def test_an_option_several_commands_share_reads_one_variable_on_every_command() 
     shared = {flag: by_path for flag, by_path in readers.items() if len(by_path) > 1}
     assert set(shared) - MEANING_DIFFERS == {
         "-C", "--platform", "--push", "--no-push", "--progress", "--json", "--format",
-        "--dry-run", "--builds-per-job", "--event", "--tag-template",
+        "--dry-run", "--builds-per-job", "--event", "--tag-template", "--trace",
     }  # fmt: skip
     for flag, by_path in shared.items():
         names = set(by_path.values())

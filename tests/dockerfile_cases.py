@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import textwrap
+from typing import Any
 
 import pytest
 
@@ -24,7 +25,7 @@ def reads(
     text: str,
     stage: str | None = None,
     args: dict[str, str] | None = None,
-    **kwargs: str,
+    **kwargs: Any,
 ) -> StageReads:
     return context_reads(parse(text), stage, args or {}, **kwargs)
 

@@ -87,7 +87,7 @@ def test_every_field_of_every_target_survives_the_round_trip(tmp_path: Path) -> 
     from buildtool.secrets import SecretSource
     from buildtool.workspace.graph import TargetGraph
     from buildtool.workspace.graphcache import _decode_graph, _encode_graph
-    from buildtool.workspace.target import ImageTarget, Location
+    from buildtool.workspace.target import ImageTarget, Location, NamedContext
 
     target = ImageTarget(
         label=Label("pkg", "app"),
@@ -105,6 +105,7 @@ def test_every_field_of_every_target_survives_the_round_trip(tmp_path: Path) -> 
         aliases=("reg.example/app:1",),
         secrets=(SecretSource("tok", "env", "HF_TOKEN"),),
         annotations=(("org.opencontainers.image.title", "app"),),
+        contexts=(NamedContext("shared", "dir", "lib"), NamedContext("base", "target", "//:b")),
         inputs_location=Location("pkg/BUILD.images", 5),
     )
     missing = object()  # a field without a default

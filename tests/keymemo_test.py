@@ -149,7 +149,7 @@ def test_every_keyed_field_of_a_manifest_is_covered_by_the_memo() -> None:
         "schema", "label", "platform", "dockerfile", "dockerfile_digest", "meaning",
         "instructions", "stage", "args", "inputs", "inputs_digest", "global_inputs", "parents",
         "remote_sources", "fallback", "has_run", "context", "pins", "images",
-        "dockerfile_bytes", "secrets",
+        "dockerfile_bytes", "secrets", "named_inputs", "named_digests",
     ]  # fmt: skip
 
 

@@ -437,3 +437,93 @@ def test_random_edits_change_exactly_the_readers_keys(
     finally:
         shutil.rmtree(base, ignore_errors=True)
         os.environ.pop("XDG_CACHE_HOME", None)
+
+
+# ---------------------------------------------------------------------------------------------
+# Named contexts (`contexts = {...}`): a workspace of its own, both platforms.
+#
+#   //:base                  stage base built with FLAVOUR=real
+#   //:app    FROM base      the stage base replaced by //:base's image; reads shared/lib/x.py
+#   //:tool                  RUN --mount=from=shared,source=lib: every file of shared/lib
+#   //:plain                 no named context
+#   //:ext    FROM img       img = docker-image://registry.example/acme/img:1
+# shared/ has its own .dockerignore (*.pyc); the workspace's .dockerignore does not apply to it.
+
+NAMED_WORKSPACE = {
+    ".cache-spec": 'platforms = ["linux/amd64", "linux/arm64"]\n',
+    "BUILD.images": 'image(name = "base", stage = "base", args = {"FLAVOUR": "real"})\n'
+    'image(name = "app", stage = "app", contexts = {"base": ":base", "shared": "shared"})\n'
+    'image(name = "tool", stage = "tool", contexts = {"shared": "shared"})\n'
+    'image(name = "plain", stage = "plain")\n'
+    'image(name = "ext", stage = "ext", contexts = {"img": "docker-image://registry.example/acme/img:1"})\n',
+    "Dockerfile": "FROM scratch AS base\nARG FLAVOUR=stage\nCOPY base-${FLAVOUR}.txt /base.txt\n"
+    "FROM base AS app\nCOPY --from=shared lib/x.py /x.py\nCOPY app.txt /app.txt\n"
+    "FROM scratch AS tool\nRUN --mount=from=shared,source=lib,target=/lib true\n"
+    "FROM scratch AS plain\nCOPY plain.txt /plain.txt\n"
+    "FROM img AS ext\nCOPY plain.txt /plain.txt\n",
+    ".dockerignore": "*.md\n",
+    "base-real.txt": "real\n",
+    "base-stage.txt": "stage\n",
+    "app.txt": "app\n",
+    "plain.txt": "plain\n",
+    "shared/lib/x.py": "x\n",
+    "shared/lib/y.py": "y\n",
+    "shared/lib/x.pyc": "compiled\n",
+    "shared/docs/readme.md": "docs\n",
+    "shared/.dockerignore": "**/*.pyc\n",
+}
+
+
+def both(first: Callable[[Path], None], second: Callable[[Path], None]) -> Callable[[Path], None]:
+    def apply(root: Path) -> None:
+        first(root)
+        second(root)
+
+    return apply
+
+
+NAMED_EDITS: list[tuple[str, Callable[[Path], None], set[tuple[str, str]]]] = [
+    ("a file one COPY --from= and one mount read", edit("shared/lib/x.py"), builds("//:app", "//:tool")),
+    ("a file only the mount reads", edit("shared/lib/y.py"), builds("//:tool")),
+    ("a new file in the mounted directory", add("shared/lib/z.py"), builds("//:tool")),
+    ("a file of the folder no stage reads", edit("shared/docs/readme.md"), set()),
+    ("a file the folder's own .dockerignore hides", edit("shared/lib/x.pyc"), set()),
+    ("a rule of the folder's .dockerignore hiding a read file",
+     edit("shared/.dockerignore", "lib/y.py\n"), builds("//:tool")),
+    ("the workspace's .dockerignore, which the folder ignores",
+     edit(".dockerignore", "shared/\n"), set()),
+    ("the file the label context's target reads", edit("base-real.txt"), builds("//:base", "//:app")),
+    ("a file only the replaced stage's default reads", edit("base-stage.txt"), set()),
+    # The folder's path is not in the key, what the build reads of it is: the same image.
+    ("another directory holding the same bytes", replace_in("BUILD.images",
+     '"shared": "shared"})\nimage(name = "tool"', '"shared": "other"})\nimage(name = "tool"'), set()),
+    ("another directory holding other bytes", both(edit("other/lib/x.py"), replace_in("BUILD.images",
+     '"shared": "shared"})\nimage(name = "tool"', '"shared": "other"})\nimage(name = "tool"')),
+     builds("//:app")),
+    ("the image a docker-image context names", replace_in("BUILD.images", "acme/img:1", "acme/img:2"),
+     builds("//:ext")),
+    ("the target a label context names", replace_in("BUILD.images", '"base": ":base"', '"base": ":plain"'),
+     builds("//:app")),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("what", "mutate", "expected"), NAMED_EDITS, ids=[m[0] for m in NAMED_EDITS]
+)
+def test_named_context_edit_changes_exactly_the_expected_keys(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    what: str,
+    mutate: Callable[[Path], None],
+    expected: set[tuple[str, str]],
+) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    root = tmp_path / "named"
+    for rel, text in NAMED_WORKSPACE.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text(text)
+    shutil.copytree(root / "shared", root / "other")  # same bytes in another folder
+    before = compute_keys(root)
+    assert len(set(before.values())) == 10
+    mutate(root)
+    assert changed(before, compute_keys(root)) == expected

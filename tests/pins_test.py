@@ -78,14 +78,14 @@ def image_of(root: Path, label: str) -> str:
 
 def test_scratch_parents_and_workspace_images_are_not_external() -> None:
     uses = [
-        ("scratch", 1, "from", None, False),
-        ("bt-parent-BASE", 2, "from", "BASE", False),
-        ("python:3.13-slim", 3, "from", None, False),
-        ("ghcr.io/astral-sh/uv:latest", 4, "copy", None, False),
-        ("docker.io/library/python:3.13-slim", 5, "mount", None, False),
-        ("registry.example/acme/base:1", 6, "from", None, False),
-        ("${UNSET}", 7, "from", "UNSET", True),
-        (f"alpine@{D1}", 8, "copy", None, False),
+        ("scratch", 1, "from", None, False, None),
+        ("bt-parent-BASE", 2, "from", "BASE", False, None),
+        ("python:3.13-slim", 3, "from", None, False, None),
+        ("ghcr.io/astral-sh/uv:latest", 4, "copy", None, False, None),
+        ("docker.io/library/python:3.13-slim", 5, "mount", None, False, None),
+        ("registry.example/acme/base:1", 6, "from", None, False, None),
+        ("${UNSET}", 7, "from", "UNSET", True, None),
+        (f"alpine@{D1}", 8, "copy", None, False, None),
     ]
     found = external_images(uses, {"BASE"}, {"registry.example/acme/base:1"})
     assert found == (
@@ -99,10 +99,10 @@ def test_scratch_parents_and_workspace_images_are_not_external() -> None:
 def test_key_material_is_the_pin_or_the_reference_not_pinned_yet() -> None:
     images = external_images(
         [
-            ("python:3", 1, "from", None, False),
-            (f"alpine@{D1}", 2, "copy", None, False),
-            ("uv", 3, "copy", None, False),
-            ("$X", 4, "from", "X", True),
+            ("python:3", 1, "from", None, False, None),
+            (f"alpine@{D1}", 2, "copy", None, False, None),
+            ("uv", 3, "copy", None, False, None),
+            ("$X", 4, "from", "X", True, None),
         ]
     )
     lock = {"docker.io/library/python:3": {"linux/amd64": PinRecord(D2, "registry")}}
@@ -126,12 +126,12 @@ def test_the_engine_gets_each_use_written_as_its_pinned_reference() -> None:
         "FROM build\n"
     )
     uses = [
-        ("python:3", 2, "from", "BASE", False),
-        ("ghcr.io/astral-sh/uv:latest", 3, "copy", None, False),
-        ("alpine:3", 4, "mount", None, False),
-        ("busybox", 4, "mount", None, False),
+        ("python:3", 2, "from", "BASE", False, None),
+        ("ghcr.io/astral-sh/uv:latest", 3, "copy", None, False, None),
+        ("alpine:3", 4, "mount", None, False, None),
+        ("busybox", 4, "mount", None, False, None),
     ]
-    sites = {(line, kind, ref): f"{ref}@{D1}" for ref, line, kind, _, _ in uses}
+    sites = {(line, kind, ref): f"{ref}@{D1}" for ref, line, kind, _, _, _ in uses}
     pinned = rewrite_images(text, sites, "Dockerfile")
     assert pinned == (
         "ARG BASE=python:3\n"

@@ -9,6 +9,7 @@ import base64
 import contextlib
 import ctypes
 import ctypes.util
+import http.client
 import http.server
 import json
 import os
@@ -54,6 +55,37 @@ def push_scratch(engine: str, ref: str, platform: str, *, docker_config: Path | 
     found = re.search(r"digest: (sha256:[0-9a-f]{64})", done.stdout)
     assert found, done.stdout
     return found.group(1)
+
+
+def push_base(engine: str, ref: str) -> str:
+    """Push a base image no engine has seen to ``ref``: the local busybox with a file of its
+    own, built on ``engine`` and then removed from it, so every engine pulls it, as a fresh CI
+    runner does. (BuildKit 20.10 was seen to match a record's inline cache only on an engine
+    that pulled the base for the build, not on one that held it from an earlier pull.)"""
+    env = {**os.environ, "DOCKER_BUILDKIT": "1"}
+    with tempfile.TemporaryDirectory() as context:
+        Path(context, "Dockerfile").write_text("FROM bt-test/busybox:latest\nCOPY id.txt /\n")
+        Path(context, "id.txt").write_text(f"{ref} {uuid.uuid4().hex}\n")
+        for args in (["build", "-q", "--network=none", "-t", ref, context], ["push", ref]):
+            done = subprocess.run(
+                [DOCKER, "-H", engine, *args], env=env, capture_output=True, text=True
+            )
+            assert done.returncode == 0, done.stderr
+    subprocess.run([DOCKER, "-H", engine, "rmi", ref], capture_output=True, check=False)
+    found = re.search(r"digest: (sha256:[0-9a-f]{64})", done.stdout)
+    assert found, done.stdout
+    return found.group(1)
+
+
+def delete_manifest(image: str) -> None:
+    """DELETE a manifest by digest (the test registry allows deletes)."""
+    host, _, rest = image.partition("/")
+    repository, _, digest = rest.partition("@")
+    conn = http.client.HTTPConnection(host, timeout=10)
+    conn.request("DELETE", f"/v2/{repository}/manifests/{digest}")
+    status = conn.getresponse().status
+    conn.close()
+    assert status == 202, status
 
 
 def write_docker_config(directory: Path, entries: dict[str, Any]) -> Path:

@@ -1,6 +1,8 @@
 """Every event a run reports: the scheduler's, per platform build (started, cached, finished,
 failed, skipped, warned, retrying) and per run; and the others: a run with nothing to do, the
-indexes put after a push, pins, image test results and the rounds of `bt watch`.
+indexes put after a push, pins, image test results and the rounds of `bt watch`; and the story
+events (the plan, and how long planning and merging took) that only the step summary and the
+trace read (``buildtool.cli.story``).
 
 Core code hands these to a reporter (``buildtool.cli.reporter``), which renders them as plain lines,
 above the live view or as JSON lines; nothing in the core prints.
@@ -184,3 +186,35 @@ RunEvent = (
 )
 WatchEvent = Round | WatchError | Watching
 ReportEvent = AnyEvent | RunEvent | WatchEvent
+
+
+@dataclass(frozen=True)
+class PlannedBuildInfo:
+    """One build of a run's plan as `bt plan` shows it, for readers that tell the run's story."""
+
+    id: JobId
+    key: str
+    reason: str  # the `bt plan` reason
+    parents: tuple[str, ...]  # labels of its parents (their builds for the same platform)
+    runs: bool  # the run has it to build (stale, or fresh but not yet pushed)
+    cache_from: str = ""  # the layer cache source it is offered (``layer_cache``), "" for none
+
+
+@dataclass(frozen=True)
+class Planned:
+    """The plan a run builds, before anything builds."""
+
+    builds: tuple[PlannedBuildInfo, ...]
+    time: float
+
+
+@dataclass(frozen=True)
+class Phase:
+    """A phase of a run outside the builds: "plan" (with pins) or "merge" (the indexes)."""
+
+    name: str
+    began: float
+    ended: float
+
+
+StoryEvent = Planned | Phase

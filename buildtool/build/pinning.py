@@ -104,14 +104,19 @@ def exact_dockerfile(
     computer: KeyComputer,
     references: Mapping[tuple[Label, str], str],
     pinning: Pinning,
+    takes_named_contexts: bool = False,
 ) -> str | None:
-    """The Dockerfile to send when the build names images bt hands over exactly, else None.
+    """The Dockerfile to send when the build names images bt hands over exactly, or reads a
+    directory context, else None.
 
     A child must build on the very image recorded for its parent's key, never on what the
     floating tag it names points at (an older image in the registry, or nothing yet). The
     references are rewritten in a copy of the Dockerfile (dockerfile/rewrite.py): Docker
-    20.10's CLI has no named contexts, which buildx would offer instead
-    (``--build-context <name>=docker-image://<exact>``)."""
+    20.10's CLI and the Engine API have no named contexts. A builder that takes them
+    (``takes_named_contexts``: buildx) gets the image contexts as ``--build-context``
+    (``build_contexts``) instead. A directory context is read from where the context bt sends
+    holds its files, on every builder: buildx would read the folder from disk, past what the
+    key covers (invariant 8)."""
     replacements: dict[ImageSite, str] = {}
     for parent in computer.graph.parents_of(planned.label, planned.platform):
         if parent.declared:
@@ -119,21 +124,67 @@ def exact_dockerfile(
         exact = references.get((parent.label, planned.platform))
         if exact is None:
             raise BtError(f"parent {parent.label} of {planned.label} has no recorded image")
-        replacements.update(dict.fromkeys(parent.sites, exact))
+        sites = parent.sites
+        if takes_named_contexts:  # a named context's sites are handed over by name
+            sites = tuple(site for site in sites if not _names_context(target, site))
+        replacements.update(dict.fromkeys(sites, exact))
     fileset = computer.filesets.of(target, planned.platform)
     declared = {arg for arg, _ in target.parents}
-    for reference, line, kind, arg, unresolved in fileset.reads.images:
-        site = (line, kind, reference)
+    for reference, line, kind, arg, unresolved, context in fileset.reads.images:
+        site = (line, kind, context or reference)  # a named context: where it is named
         if site in replacements or unresolved or arg in declared:
+            continue
+        if context is not None and takes_named_contexts:
             continue
         exact = pinning.external_reference(reference, planned.platform)
         if exact is not None:
             replacements[site] = exact
-    if not replacements:
+    if not replacements and not fileset.named:
         return None
-    from buildtool.dockerfile.rewrite import rewrite_images
+    from buildtool.dockerfile.rewrite import blank_stages, rewrite_directory_reads, rewrite_images
 
-    return rewrite_images(fileset.dockerfile_text, replacements, target.dockerfile)
+    text = rewrite_images(fileset.dockerfile_text, replacements, target.dockerfile)
+    if target.contexts and not takes_named_contexts:
+        # The classic builder runs every stage before the target: those the build does not
+        # reach (the stages its contexts replace) must not read what it is not sent.
+        reached = [first for first, _ in fileset.reads.stage_lines]
+        text = blank_stages(text, reached, target.dockerfile)
+    if fileset.named:
+        from buildtool.inputs.filesets import NAMED_IN_TAR
+
+        prefixes = {named.name: f"{NAMED_IN_TAR}/{named.name}" for named in fileset.named}
+        lines = [source[2] for source in fileset.reads.named_sources]
+        text = rewrite_directory_reads(text, prefixes, lines, target.dockerfile)
+    return text
+
+
+def build_contexts(
+    planned: PlannedBuild,
+    target: ImageTarget,
+    computer: KeyComputer,
+    references: Mapping[tuple[Label, str], str],
+    pinning: Pinning,
+) -> tuple[tuple[str, str], ...]:
+    """``--build-context NAME=docker-image://<exact>`` of the build's image contexts, for a
+    builder that takes named contexts: each the image ``exact_dockerfile`` would otherwise
+    write (a parent's recorded image, or an external one at its pin)."""
+    found: dict[str, str] = {}
+    for parent in computer.graph.parents_of(planned.label, planned.platform):
+        names = {site[2] for site in parent.sites if _names_context(target, site)}
+        exact = references.get((parent.label, planned.platform))
+        if names and exact is None:
+            raise BtError(f"parent {parent.label} of {planned.label} has no recorded image")
+        found.update((name, f"docker-image://{exact}") for name in names)
+    for reference, _, _, _, _, context in planned.fileset.reads.images:
+        if context is not None and context not in found:
+            exact = pinning.external_reference(reference, planned.platform)
+            found[context] = f"docker-image://{exact or reference}"
+    return tuple(sorted(found.items()))
+
+
+def _names_context(target: ImageTarget, site: ImageSite) -> bool:
+    """Whether ``site`` is where the Dockerfile names one of the target's image contexts."""
+    return any(site[2] == context.name for context in target.contexts if context.kind != "dir")
 
 
 def plan_pinned(

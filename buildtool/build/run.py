@@ -21,7 +21,7 @@ from buildtool.build.events import (
     UpToDate,
 )
 from buildtool.build.image_tests import run_tests
-from buildtool.build.pinning import Pinning, exact_dockerfile
+from buildtool.build.pinning import Pinning, build_contexts, exact_dockerfile
 from buildtool.build.record import Claims, record_builds
 from buildtool.build.routing import Engines
 from buildtool.errors import (
@@ -59,6 +59,8 @@ class BuildOptions:
     retries: int = 2
     run_tests: bool = True
     lock_out: Path | None = None
+    # offer stale builds the last record's layers (``layer_cache``); `bt build --no-cache` off
+    cache_layers: bool = True
 
 
 def local_tag(target: ImageTarget, key: str) -> str:
@@ -220,7 +222,18 @@ class BuildRun:
         if self.computer is None:
             return None
         target = self.targets[planned.label]
-        return exact_dockerfile(planned, target, self.computer, self.references, self.pinning)
+        takes = self.engines.builder(planned.platform).named_contexts
+        return exact_dockerfile(
+            planned, target, self.computer, self.references, self.pinning, takes
+        )
+
+    def named_contexts(self, planned: PlannedBuild) -> tuple[tuple[str, str], ...]:
+        """``--build-context`` values of the build's image contexts, for a builder that takes
+        them (buildx); none for the others, which get them in the Dockerfile."""
+        if self.computer is None or not self.engines.builder(planned.platform).named_contexts:
+            return ()
+        target = self.targets[planned.label]
+        return build_contexts(planned, target, self.computer, self.references, self.pinning)
 
     def registry_client(self) -> RegistryClient:
         """One client for the run's registry calls; one try each, the scheduler retries."""
@@ -329,6 +342,8 @@ class BuildRun:
                 f"{stamped_key(labels) or 'missing'}); rebuilt",
             )
         if not cached:
+            cache_from, warning = self.cache_source(planned)
+            warnings += warning
             request = BuildRequest(
                 context=self.config.root / target.context,
                 dockerfile=self.config.root / target.dockerfile,
@@ -340,10 +355,12 @@ class BuildRun:
                 labels=stamp(planned.key, str(planned.label)),
                 fileset=planned.fileset,
                 dockerfile_text=self.dockerfile_text(planned),
+                named_contexts=self.named_contexts(planned),
                 # Exactly the secrets the key holds (those the reached stages mount).
                 secrets=tuple(
                     resolved(self.config.root, SecretSource(*s)) for s in planned.manifest.secrets
                 ),
+                cache_from=cache_from,
             )
             try:
                 builder.build(request, cancel)
@@ -365,6 +382,17 @@ class BuildRun:
                 raise BtError(f"image {tag} vanished from {builder.name} right after its build")
             digest, image = image_id, tag
         return Outcome(digest=digest, cached=cached, detail=image, warnings=warnings)
+
+    def cache_source(self, planned: PlannedBuild) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """(cache sources, warnings) of a build about to run: its last pushed record while the
+        registry still has it, else none and one warning saying why."""
+        from buildtool.build.layer_cache import layer_source, missing_source
+
+        source = layer_source(planned, self.config.cache_layers and self.options.cache_layers)
+        if source is None:
+            return (), ()
+        missing = missing_source(self.registry_client(), source)
+        return ((), (missing,)) if missing else ((source,), ())
 
     def verify_pushed(self, image: str) -> None:
         """Invariant 5: record a digest only once the registry serves it."""

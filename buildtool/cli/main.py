@@ -171,8 +171,8 @@ def cli(directory: str | None) -> None:
 
     Every option can be set in the environment: one variable for an option several commands
     share (BT_DIRECTORY for -C, BT_PLATFORM, BT_PUSH, BT_PROGRESS, BT_JSON, BT_JOBS, BT_FORMAT,
-    BT_DRY_RUN, BT_BUILDS_PER_JOB, BT_EVENT, BT_TAG_TEMPLATE), BT_<COMMAND>_<OPTION> for the
-    others (BT_PLAN_ALL=1).
+    BT_DRY_RUN, BT_BUILDS_PER_JOB, BT_EVENT, BT_TAG_TEMPLATE, BT_TRACE), BT_<COMMAND>_<OPTION>
+    for the others (BT_PLAN_ALL=1).
     -C DIRECTORY goes before or after the command. Each --help names the variable.
     """
     if directory:

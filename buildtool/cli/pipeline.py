@@ -6,11 +6,20 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from buildtool.build.events import Merged, ReportEvent
+from buildtool.build.events import (
+    Merged,
+    Phase,
+    Planned,
+    PlannedBuildInfo,
+    ReportEvent,
+    StoryEvent,
+)
+from buildtool.build.layer_cache import layer_source
 from buildtool.build.pinning import plan_pinned
 from buildtool.build.run import BuildOptions, bench_run, build_planned
 from buildtool.errors import BtError, BuildFailed, RegistryUnavailable
@@ -21,6 +30,7 @@ if TYPE_CHECKING:
     from buildtool.build.events import Summary
     from buildtool.plan.session import Workbench
     from buildtool.state.lockfile import Lockfile
+    from buildtool.workspace.config import Config
 
 
 @dataclass(frozen=True)
@@ -65,9 +75,11 @@ def build_selection(
     report: Callable[[ReportEvent], None],
     on_planned: Callable[[Sequence[PlannedBuild]], None] = lambda planned: None,
     say: Callable[[str], None] = lambda line: None,
+    story: Callable[[StoryEvent], None] = lambda event: None,
 ) -> BuildResult:
-    """Plan, select, build and merge; ``on_planned`` sees the plan before anything builds and
-    ``say`` gets the lines the user reads about the selection (which shard)."""
+    """Plan, select, build and merge; ``on_planned`` sees the plan before anything builds,
+    ``say`` gets the lines the user reads about the selection (which shard), and ``story`` the
+    plan and the phases' times (for the step summary and the trace)."""
     from buildtool.build.from_registry import parents_from_registry
     from buildtool.ci.waves import shard_of
     from buildtool.plan.stale import check_registry
@@ -81,6 +93,7 @@ def build_selection(
             ".cache-spec",
         )
     run = bench_run(bench, options, report)
+    began = time.monotonic()
     try:
         planned = plan_pinned(
             bench, run.pinning, push, selection.patterns, selection.platforms, report
@@ -95,6 +108,8 @@ def build_selection(
             planned, message = shard_of(planned, selection.shard, push, config)
             say(message)
         on_planned(planned)
+        story(Phase("plan", began, time.monotonic()))
+        story(Planned(tuple(_info(p, options, config) for p in planned), time.monotonic()))
         if selection.watching and not any(needs_run(p, push, config.registry) for p in planned):
             return BuildResult(tuple(planned), None, False)
         summary = build_planned(bench, planned, options, report, run=run)
@@ -103,8 +118,11 @@ def build_selection(
     tests_failed = 0
     if options.run_tests and (summary is None or not summary.interrupted):
         tests_failed = test_unchanged(bench, planned, options, report)
-    merge = selection.merges(options)
-    merged = merge and merge_after(bench, planned, options, summary, report)
+    merged = False
+    if selection.merges(options):
+        began = time.monotonic()
+        merged = merge_after(bench, planned, options, summary, report)
+        story(Phase("merge", began, time.monotonic()))
     return BuildResult(tuple(planned), summary, merged, tests_failed)
 
 
@@ -134,6 +152,19 @@ def test_unchanged(
     if not due:
         return 0
     return run_image_tests(bench, due, report, only_due=True).failed
+
+
+def _info(planned: PlannedBuild, options: BuildOptions, config: Config) -> PlannedBuildInfo:
+    runs = needs_run(planned, options.push, config.registry)
+    source = layer_source(planned, config.cache_layers and options.cache_layers) if runs else None
+    return PlannedBuildInfo(
+        (str(planned.label), planned.platform),
+        planned.key,
+        planned.reason,
+        tuple(str(parent) for parent in planned.parents),
+        runs,
+        source or "",
+    )
 
 
 def merge_after(

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from buildtool.build.events import ReportEvent, Round, WatchError, Watching
+from buildtool.build.events import ReportEvent, Round, StoryEvent, WatchError, Watching
 from buildtool.errors import BtError
 from buildtool.inputs.filesets import FileSet
 from buildtool.plan.session import Workbench
@@ -111,6 +111,13 @@ def _contribution(root: str, fileset: FileSet) -> tuple[frozenset[str], frozense
         dirs.add(full if kind == "dir" else os.path.dirname(full))
     if fileset.fallback is not None:
         dirs.add(context)  # a whole-context input gains every file added to the context
+    for named in fileset.named:  # directory contexts: their read files and own ignore file
+        directory = os.path.normpath(os.path.join(root, named.directory))
+        files.add(os.path.join(directory, ".dockerignore"))
+        for path, kind, _, _ in named.entries:
+            full = os.path.normpath(os.path.join(directory, path))
+            files.add(full)
+            dirs.add(full if kind == "dir" else os.path.dirname(full))
     return frozenset(files), frozenset(dirs)
 
 
@@ -141,8 +148,10 @@ class Watcher:
         platforms: tuple[str, ...],
         push: bool | None,
         report: Callable[[ReportEvent], None],
+        story: Callable[[StoryEvent], None] = lambda event: None,
     ):
         self.root = root
+        self.story = story
         self.patterns = patterns
         self.platforms = platforms
         self.push = push
@@ -202,7 +211,9 @@ class Watcher:
         seen: list[PlannedBuild] = []
         selection = Selection(self.patterns, self.platforms, watching=True)
         try:
-            result = build_selection(bench, options, selection, self.report, seen.extend)
+            result = build_selection(
+                bench, options, selection, self.report, seen.extend, story=self.story
+            )
         finally:
             # After the builds started: changes seen meanwhile are filtered by it only once
             # this round returns.

@@ -16,15 +16,33 @@ the ARGs before the first FROM that reached FROM lines use or reached stages red
 
 from __future__ import annotations
 
-import difflib
-import re
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, replace
-from typing import Literal, TypeVar
-from urllib.parse import urlsplit
+from collections.abc import Iterable, Mapping
+from dataclasses import replace
+from typing import TypeVar
 
+from buildtool.dockerfile.environment import (
+    CURRENT_FRONTEND,
+    DEFAULT_PATH,
+    DOCKERFILE_FRONTEND,
+    MOUNT_TYPES,
+    NON_ENV_ARGS,
+    Base,
+    Env,
+    Named,
+    Unknown,
+    Use,
+    Value,
+    context_path,
+    frontend_of,
+    is_remote,
+    one_arg,
+    platform_args,
+    quote,
+    resolve_target,
+    value_meaning,
+)
 from buildtool.dockerfile.flags import bool_flag, flag_value, flag_values, mount_fields, secret_of
-from buildtool.dockerfile.meaning import UNKNOWN, arg_meaning, described, instruction_meaning
+from buildtool.dockerfile.meaning import arg_meaning, described, instruction_meaning
 from buildtool.dockerfile.records import (
     Dockerfile,
     ImageRef,
@@ -39,150 +57,8 @@ from buildtool.dockerfile.records import (
 from buildtool.dockerfile.shell import ExpandError, Lexer, Unresolved
 from buildtool.dockerfile.syntax import STAGE_INDEX, arg_pair, is_inline_source
 from buildtool.errors import BtError
-from buildtool.platforms import Platform
 
 _T = TypeVar("_T")
-
-_DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-_NON_ENV_ARGS = frozenset({"BUILDKIT_SBOM_SCAN_CONTEXT", "BUILDKIT_SBOM_SCAN_STAGE"})
-_MOUNT_TYPES = frozenset({"bind", "cache", "tmpfs", "secret", "ssh"})
-_DOCKERFILE_FRONTEND = re.compile(r"(docker\.io/)?docker/dockerfile(-upstream)?([:@].*)?")
-# Tags that always resolve to the newest frontend, so BuildKit v0.8's rules never apply.
-_CURRENT_FRONTEND = re.compile(
-    r"(docker\.io/)?docker/dockerfile(-upstream)?:(1|1-labs|labs|latest|master|master-labs)"
-)
-_PROTOCOL = re.compile(r"([a-zA-Z0-9]+)://")
-_SCP_URL = re.compile(r"[a-zA-Z0-9_-]+@[a-zA-Z0-9.-]+:")
-_ONE_ARG = re.compile(r"\$(?:\{([A-Za-z_][A-Za-z0-9_]*)\}|([A-Za-z_][A-Za-z0-9_]*))")
-
-
-@dataclass(frozen=True)
-class _Unknown:
-    """A value that cannot be known statically, and why; ``fails`` when Docker rejects it."""
-
-    reason: str
-    fails: bool = False
-
-
-_Value = str | _Unknown
-_Use = Literal["copy", "mount"]
-_MISSING = _Unknown("")
-
-
-class _Env:
-    """A stage's environment as BuildKit expands words with it (ENV and ARG values)."""
-
-    def __init__(self, values: dict[str, _Value], fallback: str | None):
-        self.values = values
-        # Why a name the Dockerfile never set is unknown (it may come from the base image).
-        self.fallback = fallback
-
-    def copy(self) -> _Env:
-        return _Env(dict(self.values), self.fallback)
-
-    def lookup(self, seen: set[str] | None) -> Callable[[str], str | None]:
-        """``get``, noting the names looked up in ``seen`` when given."""
-        if seen is None:
-            return self.get
-
-        def get(name: str) -> str | None:
-            seen.add(name)
-            return self.get(name)
-
-        return get
-
-    def get(self, name: str) -> str | None:
-        value = self.values.get(name, _MISSING)
-        if value is _MISSING:
-            if self.fallback is not None:
-                raise Unresolved(f"variable {name} {self.fallback}")
-            return None
-        if isinstance(value, _Unknown):
-            raise Unresolved(value.reason)
-        return value
-
-
-@dataclass(frozen=True)
-class _Base:
-    kind: str  # "stage", "scratch", "image" or "unknown"
-    stage: int = -1
-    ref: str = ""
-    reason: str = ""
-    uses: frozenset[str] = frozenset()  # the variables its FROM line looks up
-    platform: Meaning = None  # its --platform value (None without the flag)
-
-
-def _value_meaning(value: _Value | None) -> Meaning:
-    return UNKNOWN if isinstance(value, _Unknown) else value
-
-
-def _one_arg(word: str) -> str | None:
-    """The ARG a word names when it is exactly ``$NAME`` or ``${NAME}``."""
-    match = _ONE_ARG.fullmatch(word)
-    return (match.group(1) or match.group(2)) if match else None
-
-
-def _platform_args(prefix: str, platform: str | None, flag: str) -> dict[str, _Value]:
-    names = ("PLATFORM", "OS", "OSVERSION", "ARCH", "VARIANT")
-    if platform is None:
-        unknown = _Unknown(f"{prefix}PLATFORM is not known ({flag} was not given)")
-        return {prefix + name: unknown for name in names}
-    parsed = Platform.parse(platform)
-    values = (str(parsed), parsed.os, "", parsed.arch, parsed.variant)
-    return {prefix + name: value for name, value in zip(names, values, strict=True)}
-
-
-def _context_path(source: str) -> str:
-    """Go's ``path.Join("/", source)`` relative to the context root ("." for the root)."""
-    parts: list[str] = []
-    for segment in source.split("/"):
-        if segment == "..":
-            if parts:
-                parts.pop()
-        elif segment not in ("", "."):
-            parts.append(segment)
-    return "/".join(parts) or "."
-
-
-def _is_remote(source: str, legacy: bool) -> bool:
-    """Whether ADD fetches ``source`` (HTTP or git) instead of reading the context."""
-    if source.startswith(("http://", "https://")):
-        return True
-    if legacy:
-        return False  # BuildKit v0.8 fetched only http(s) URLs; git@... was a context path
-    if source.startswith(("./", "../", "github.com/")):
-        return False  # BuildKit takes the bare github.com/ form as a local path
-    match = _PROTOCOL.match(source)
-    if match:
-        scheme = match.group(1).lower()
-        if scheme in ("http", "https"):
-            return urlsplit(source).path.endswith(".git")
-        return scheme in ("git", "ssh")  # other schemes are (odd) local paths to BuildKit
-    return _SCP_URL.match(source) is not None
-
-
-def _quote(word: str) -> str:
-    return repr(word if len(word) <= 80 else word[:77] + "...")
-
-
-def _frontend(df: Dockerfile, build_args: Mapping[str, str]) -> str | None:
-    return build_args.get("BUILDKIT_SYNTAX") or df.syntax
-
-
-def _resolve_target(df: Dockerfile, stage: str | None) -> int:
-    if stage is None:
-        return len(df.stages) - 1
-    found = [s.index for s in df.stages if s.name == stage.lower()]
-    if found:
-        return found[-1]
-    names = [s.name for s in df.stages if s.name]
-    close = difflib.get_close_matches(stage.lower(), names, n=1)
-    hint = f" (did you mean {close[0]}?)" if close else ""
-    available = ", ".join(names) if names else "none are named"
-    raise BtError(
-        f"target stage {stage!r} could not be found{hint}; available stages: {available}",
-        path=df.path,
-    )
 
 
 class _Evaluation:
@@ -202,8 +78,13 @@ class _Evaluation:
         platform: str | None,
         build_platform: str | None,
         legacy: bool,
+        contexts: Mapping[str, str | None],
     ):
         self.df = df
+        # Named contexts: name -> the image it stands for, or None for a directory. BuildKit
+        # looks them up before stages: a stage of the same name is then never built.
+        self.contexts = contexts
+        self.named_sources: list[SourceRef] = []
         self.target = target
         self.build_args = build_args
         self.legacy = legacy
@@ -218,9 +99,9 @@ class _Evaluation:
         self.arg_names: set[str] = set()  # the names ARG instructions of reached stages declare
         self.has_run = False
         self.by_name = {s.name: s.index for s in df.stages if s.name}
-        self.globals = _Env({}, None)
+        self.globals = Env({}, None)
         # What an in-stage ARG without a value inherits (v0.8: None hides a platform arg).
-        self.meta: dict[str, _Value | None] = {}
+        self.meta: dict[str, Value | None] = {}
         self.set_global_args(platform, build_platform)
         self.bases = [self.resolve_base(stage) for stage in df.stages]
 
@@ -228,20 +109,20 @@ class _Evaluation:
         if reason not in self.reasons:
             self.reasons.append(reason)
 
-    def expand(self, word: str, env: _Env, what: str, seen: set[str] | None = None) -> _Value:
+    def expand(self, word: str, env: Env, what: str, seen: set[str] | None = None) -> Value:
         try:
             return self.lexer.word(word, env.lookup(seen))
         except Unresolved as err:
-            return _Unknown(str(err))
+            return Unknown(str(err))
         except ExpandError as err:
             where = f"{what}: " if what else ""
-            return _Unknown(f"{where}{err} (Docker fails this build)", fails=True)
+            return Unknown(f"{where}{err} (Docker fails this build)", fails=True)
 
     def set_global_args(self, platform: str | None, build_platform: str | None) -> None:
         """Values FROM lines see: automatic platform args, then ARGs before the first FROM."""
         values = self.globals.values
-        values.update(_platform_args("BUILD", build_platform, "the build platform"))
-        values.update(_platform_args("TARGET", platform, "the target platform"))
+        values.update(platform_args("BUILD", build_platform, "the build platform"))
+        values.update(platform_args("TARGET", platform, "the target platform"))
         if self.legacy:
             del values["BUILDOSVERSION"], values["TARGETOSVERSION"]
         else:
@@ -251,12 +132,12 @@ class _Evaluation:
                 values[name] = self.build_args[name]
         self.meta.update(values)
         for name, default in self.df.meta_args:
-            value: _Value | None = None
+            value: Value | None = None
             if name in self.build_args:
                 value = self.build_args[name]
             elif default is not None:
                 value = self.expand(default, self.globals, f"ARG {name}")
-                if self.legacy and isinstance(value, _Unknown) and value.fails:
+                if self.legacy and isinstance(value, Unknown) and value.fails:
                     value = ""  # v0.8 ignored errors in these defaults
             if self.legacy:
                 self.meta[name] = value
@@ -264,36 +145,41 @@ class _Evaluation:
             elif value is not None:
                 values[name] = self.meta[name] = value
 
-    def resolve_base(self, stage: Stage) -> _Base:
+    def resolve_base(self, stage: Stage) -> Base:
         where = f"line {stage.line}: FROM {stage.base}"
         uses: set[str] = set()
-        platform: _Value | None = None
+        platform: Value | None = None
         # Docker expands every stage's FROM, reached or not, so a failure anywhere fails it.
         if stage.platform_flag is not None:
             platform = self.expand(stage.platform_flag, self.globals, where, uses)
             if platform == "":
                 self.whole(f"{where}: empty platform value (Docker fails this build)")
-            elif isinstance(platform, _Unknown) and platform.fails:
+            elif isinstance(platform, Unknown) and platform.fails:
                 self.whole(platform.reason)
         base = self.base_ref(stage, where, uses)
-        return replace(base, uses=frozenset(uses), platform=_value_meaning(platform))
+        return replace(base, uses=frozenset(uses), platform=value_meaning(platform))
 
-    def base_ref(self, stage: Stage, where: str, uses: set[str]) -> _Base:
+    def base_ref(self, stage: Stage, where: str, uses: set[str]) -> Base:
         ref = self.expand(stage.base, self.globals, where, uses)
-        if isinstance(ref, _Unknown):
+        if isinstance(ref, Unknown):
             if ref.fails:
                 self.whole(ref.reason)
-                return _Base("unknown", reason=ref.reason)
-            return _Base("unknown", reason=f"{where}: the base is unknown: {ref.reason}")
+                return Base("unknown", reason=ref.reason)
+            return Base("unknown", reason=f"{where}: the base is unknown: {ref.reason}")
         if not ref:
             reason = f"{where}: base name should not be blank (Docker fails this build)"
             self.whole(reason)
-            return _Base("unknown", reason=reason)
+            return Base("unknown", reason=reason)
+        if ref in self.contexts:
+            image = self.contexts[ref]
+            if image is None:
+                return Base("dircontext", reason=ref)
+            return Base("image", ref=image, context=ref)
         # A FROM names a stage only if that stage is declared above it.
         earlier = [s.index for s in self.df.stages[: stage.index] if s.name == ref]
         if earlier:
-            return _Base("stage", stage=earlier[-1])
-        return _Base("scratch") if ref == "scratch" else _Base("image", ref=ref)
+            return Base("stage", stage=earlier[-1])
+        return Base("scratch") if ref == "scratch" else Base("image", ref=ref)
 
     def stage_ref(self, name: str, by_index: bool) -> int | None:
         if by_index and STAGE_INDEX.fullmatch(name):
@@ -308,20 +194,33 @@ class _Evaluation:
         instructions = self.df.stages[base.stage].instructions
         return [ins.trigger for ins in instructions if ins.trigger is not None]
 
-    def dependencies(self, index: int) -> Iterable[tuple[Instruction, _Use, int | str]]:
-        """Stages (indexes) and images a stage copies or mounts from, by instruction."""
+    def dependencies(self, index: int) -> Iterable[tuple[Instruction, Use, int | str | Named]]:
+        """Stages (indexes), named contexts and images a stage copies or mounts from."""
         for ins in [*self.triggers(index), *self.df.stages[index].instructions]:
             if ins.keyword == "COPY":
                 source = flag_value(ins, "from")
                 if source is not None:
-                    found = self.stage_ref(source, by_index=True)
-                    yield ins, "copy", source if found is None else found
+                    yield ins, "copy", self.from_ref(source, True, ins.line)
             elif ins.keyword == "RUN":
                 for spec in flag_values(ins, "mount"):
                     # A mount without from= takes "scratch" (or a stage of that name).
                     source = mount_fields(spec).get("from", "") or "scratch"
-                    found = self.stage_ref(source, by_index=False)
-                    yield ins, "mount", source if found is None else found
+                    yield ins, "mount", self.from_ref(source, False, ins.line)
+
+    def from_ref(self, source: str, by_index: bool, line: int) -> int | str | Named:
+        if source in self.contexts:
+            return Named(source)
+        found = self.stage_ref(source, by_index)
+        replaced = None if found is None else self.df.stages[found].name
+        if replaced in self.contexts:
+            # BuildKit gives the context here too; bt hands contexts over where they are named.
+            raise BtError(
+                f"--from={source} is stage {replaced}, which named context {replaced!r} "
+                f"replaces: write --from={replaced}",
+                self.df.path,
+                line,
+            )
+        return source if found is None else found
 
     def reached(self) -> list[int]:
         seen: set[int] = set()
@@ -338,11 +237,11 @@ class _Evaluation:
         return sorted(seen)
 
     def run(self) -> StageReads:
-        frontend = _frontend(self.df, self.build_args)
-        if frontend and not _DOCKERFILE_FRONTEND.fullmatch(frontend):
+        frontend = frontend_of(self.df, self.build_args)
+        if frontend and not DOCKERFILE_FRONTEND.fullmatch(frontend):
             self.whole(f"the build runs frontend {frontend!r}, whose semantics bt does not know")
         reached = self.reached()
-        final_envs: dict[int, _Env] = {}
+        final_envs: dict[int, Env] = {}
         external: list[str] = []
         stages: list[Meaning] = []
         for index in reached:
@@ -350,13 +249,20 @@ class _Evaluation:
             if base.kind == "stage":
                 env = final_envs[base.stage].copy()
             elif base.kind == "scratch":
-                env = _Env({"PATH": _DEFAULT_PATH}, None)
+                env = Env({"PATH": DEFAULT_PATH}, None)
             elif base.kind == "image":
                 external.append(base.ref)
-                env = _Env({}, f"is not set in the Dockerfile and may be set by image {base.ref}")
+                env = Env({}, f"is not set in the Dockerfile and may be set by image {base.ref}")
+            elif base.kind == "dircontext":
+                raise BtError(
+                    f"FROM {base.reason}: named context {base.reason!r} is a directory, which bt "
+                    "reads only with COPY --from= and RUN --mount=from=",
+                    self.df.path,
+                    self.df.stages[index].line,
+                )
             else:
                 self.whole(base.reason)
-                env = _Env({}, f"is unknown: {base.reason}")
+                env = Env({}, f"is unknown: {base.reason}")
             self.note_images(index)
             for ins in self.triggers(index):
                 self.apply(ins, env)
@@ -378,14 +284,15 @@ class _Evaluation:
             instructions=tuple(self.described),
             images=tuple(dict.fromkeys(self.images)),
             secrets=tuple(dict.fromkeys(self.secrets)),
+            named_sources=tuple(dict.fromkeys(self.named_sources)),
         )
 
     def note_images(self, index: int) -> None:
         """The images a reached stage uses, and the stages it uses before they are built."""
         stage, base = self.df.stages[index], self.bases[index]
-        arg = _one_arg(stage.base)
+        arg = one_arg(stage.base)
         if base.kind == "image":
-            self.images.append(ImageRef(base.ref, stage.line, "from", arg))
+            self.images.append(ImageRef(base.ref, stage.line, "from", arg, context=base.context))
         elif base.kind == "unknown":
             self.images.append(ImageRef(stage.base, stage.line, "from", arg, unresolved=True))
         for ins, use, dep in self.dependencies(index):
@@ -398,11 +305,16 @@ class _Evaluation:
             elif isinstance(dep, str) and dep != "scratch":
                 self.from_images.append(dep)
                 self.images.append(ImageRef(dep, ins.line, use))
+            elif isinstance(dep, Named) and self.contexts[dep.name] is not None:
+                image = self.contexts[dep.name]
+                assert image is not None
+                self.from_images.append(image)
+                self.images.append(ImageRef(image, ins.line, use, context=dep.name))
 
     def stage_id(self, index: int) -> str | int:
         return self.df.stages[index].name or index
 
-    def stage_meaning(self, index: int, env: _Env) -> Meaning:
+    def stage_meaning(self, index: int, env: Env) -> Meaning:
         """Applies the stage's own instructions to ``env`` and describes them."""
         stage, base = self.df.stages[index], self.bases[index]
         stage_id = self.stage_id(index)
@@ -428,7 +340,7 @@ class _Evaluation:
         df = self.df
         seen = self.arg_names.union(*(self.bases[i].uses for i in reached))
         # By the value the build gives them (a str, None when unset, or UNKNOWN).
-        global_args = {name: _value_meaning(self.meta.get(name)) for name, _ in df.meta_args}
+        global_args = {name: value_meaning(self.meta.get(name)) for name, _ in df.meta_args}
         used = tuple((name, value) for name, value in global_args.items() if name in seen)
         return (("directives", df.syntax, df.escape, df.check), ("global-args", *used))
 
@@ -438,7 +350,7 @@ class _Evaluation:
         more = len(self.reasons) - 1
         return self.reasons[0] + (f" (and {more} more)" if more else "")
 
-    def apply(self, ins: Instruction, env: _Env) -> list[tuple[str, Meaning]] | None:
+    def apply(self, ins: Instruction, env: Env) -> list[tuple[str, Meaning]] | None:
         """Applies one instruction; for ARG, returns each name with the value it gets."""
         kw = ins.keyword
         if kw == "ARG":
@@ -451,7 +363,7 @@ class _Evaluation:
                 for i in range(0, len(ins.args), 2)
             ]
             for key, value in pairs:
-                if isinstance(key, _Unknown):
+                if isinstance(key, Unknown):
                     env.values.clear()
                     env.fallback = f"is unknown: the name set by {what} is unknown: {key.reason}"
                 else:
@@ -463,71 +375,96 @@ class _Evaluation:
             self.apply_mounts(ins, env)
         return None
 
-    def apply_arg(self, ins: Instruction, env: _Env) -> list[tuple[str, Meaning]]:
+    def apply_arg(self, ins: Instruction, env: Env) -> list[tuple[str, Meaning]]:
         # A build arg wins; else the ARG's default; else the value of the ARG of that name
         # before the first FROM; else the variable stays unset.
         before = env.copy() if self.legacy else env
         values: list[tuple[str, Meaning]] = []
         for word in ins.args:
             name, default = arg_pair(word)
-            value: _Value | None
+            value: Value | None
             if name in self.build_args:
                 value = self.build_args[name]
             elif default is not None:
                 value = self.expand(default, before, f"ARG {name} at line {ins.line}")
             else:
                 value = self.meta.get(name)
-            if value is not None and name not in _NON_ENV_ARGS:
+            if value is not None and name not in NON_ENV_ARGS:
                 env.values[name] = value
             self.arg_names.add(name)
-            values.append((name, _value_meaning(value)))
+            values.append((name, value_meaning(value)))
         return values
 
-    def resolve_source(self, ins: Instruction, label: str, word: str, env: _Env) -> str | None:
+    def resolve_source(self, ins: Instruction, label: str, word: str, env: Env) -> str | None:
         value = self.expand(word, env, "")
-        if isinstance(value, _Unknown):
+        if isinstance(value, Unknown):
             self.whole(
-                f"line {ins.line}: cannot resolve {label} source {_quote(word)}: {value.reason}"
+                f"line {ins.line}: cannot resolve {label} source {quote(word)}: {value.reason}"
             )
             return None
         return value
 
-    def apply_copy(self, ins: Instruction, env: _Env) -> None:
+    def directory_context(self, name: str | None) -> str | None:
+        """``name`` when it names a named context that is a directory."""
+        if name is None or name not in self.contexts or self.contexts[name] is not None:
+            return None
+        return name
+
+    def named_source(self, word: str, env: Env) -> str:
+        """A path read from a directory context; its whole directory when not known."""
+        value = self.expand(word, env, "")
+        return "." if isinstance(value, Unknown) else context_path(value)
+
+    def apply_copy(self, ins: Instruction, env: Env) -> None:
         kw = ins.keyword
-        if kw == "COPY" and flag_value(ins, "from") is not None:
+        origin = flag_value(ins, "from") if kw == "COPY" else None
+        context = self.directory_context(origin)
+        if origin is not None and context is None:
             return  # reads another stage or an image, not the context
         parents = bool_flag(ins, "parents")
         excludes = flag_values(ins, "exclude")
         for word in ins.args[:-1]:
             if is_inline_source(word):
                 continue  # a heredoc: inline content
+            if context is not None:
+                path = self.named_source(word, env)
+                self.named_sources.append(
+                    SourceRef(path, ins.line, kw, parents, excludes, context=context)
+                )
+                continue
             source = self.resolve_source(ins, kw, word, env)
             if source is None:
                 continue
-            if kw == "ADD" and _is_remote(source, self.legacy):
+            if kw == "ADD" and is_remote(source, self.legacy):
                 self.remote.append(source)
                 continue
             if kw == "COPY" and source.startswith(("http://", "https://")):
                 self.whole(
-                    f"line {ins.line}: COPY source {_quote(source)} is a URL, which COPY does not "
+                    f"line {ins.line}: COPY source {quote(source)} is a URL, which COPY does not "
                     "accept (Docker fails this build)"
                 )
                 continue
-            self.sources.append(SourceRef(_context_path(source), ins.line, kw, parents, excludes))
+            self.sources.append(SourceRef(context_path(source), ins.line, kw, parents, excludes))
 
-    def apply_mounts(self, ins: Instruction, env: _Env) -> None:
+    def apply_mounts(self, ins: Instruction, env: Env) -> None:
         label = "RUN --mount"
         for spec in flag_values(ins, "mount"):
             fields = mount_fields(spec)
+            context = self.directory_context(fields.get("from"))
+            if context is not None:
+                word = fields.get("source", "")
+                path = context_path(word) if self.legacy else self.named_source(word, env)
+                self.named_sources.append(SourceRef(path, ins.line, label, False, context=context))
+                continue
             if fields.get("from"):
                 continue  # a stage or an image, not the context
             raw_type = fields.get("type", "bind")
             # BuildKit v0.8 took mount values literally.
             mount_type = raw_type if self.legacy else self.expand(raw_type, env, "")
-            if isinstance(mount_type, _Unknown):
+            if isinstance(mount_type, Unknown):
                 self.whole(f"line {ins.line}: cannot resolve {label} type: {mount_type.reason}")
                 continue
-            if mount_type.lower() not in _MOUNT_TYPES:
+            if mount_type.lower() not in MOUNT_TYPES:
                 if not self.legacy:  # v0.8 rejects `type=$T`; current BuildKit may accept it
                     self.whole(
                         f"line {ins.line}: unsupported mount type {mount_type!r} "
@@ -542,14 +479,14 @@ class _Evaluation:
             if not self.legacy:
                 source = self.resolve_source(ins, label, source or "", env)
             if source is not None:
-                self.sources.append(SourceRef(_context_path(source), ins.line, label, False))
+                self.sources.append(SourceRef(context_path(source), ins.line, label, False))
 
-    def secret_mount(self, line: int, fields: dict[str, str], env: _Env) -> SecretMount:
+    def secret_mount(self, line: int, fields: dict[str, str], env: Env) -> SecretMount:
         """The secret a ``type=secret`` mount asks for (values expanded, but not by v0.8)."""
         values = {k: v for k, v in fields.items() if k in ("id", "source", "target", "required")}
         if not self.legacy:
             expanded = {k: self.expand(v, env, "") for k, v in values.items()}
-            if any(isinstance(v, _Unknown) for v in expanded.values()):
+            if any(isinstance(v, Unknown) for v in expanded.values()):
                 return SecretMount(None, line, False)
             values = {k: v for k, v in expanded.items() if isinstance(v, str)}
         sid, required = secret_of(values)
@@ -563,22 +500,27 @@ def context_reads(
     *,
     platform: str | None = None,
     build_platform: str | None = None,
+    contexts: Mapping[str, str | None] | None = None,
 ) -> StageReads:
     """What a build of ``stage`` (None: the last stage, Docker's default) reads.
 
     ``platform`` / ``build_platform`` (``os/arch[/variant]``) give TARGETPLATFORM and
     BUILDPLATFORM and their parts; when omitted those args are unknown unless ``build_args``
     sets them, so a context path that depends on them makes the whole context the input.
-    Raises BtError only for an unknown stage or platform; whatever Docker would reject at build
-    time, or bt cannot resolve, sets ``whole_context`` instead.
+    ``contexts`` are the build's named contexts: name -> the image it stands for, or None for
+    a directory (whose reads are ``named_sources``).
+    Raises BtError only for an unknown stage or platform, or a directory context used as a
+    FROM; whatever Docker would reject at build time, or bt cannot resolve, sets
+    ``whole_context`` instead.
     """
-    target = _resolve_target(df, stage)
-    current = _Evaluation(df, target, build_args, platform, build_platform, False).run()
-    if _CURRENT_FRONTEND.fullmatch(_frontend(df, build_args) or ""):
+    target = resolve_target(df, stage)
+    named = contexts or {}
+    current = _Evaluation(df, target, build_args, platform, build_platform, False, named).run()
+    if CURRENT_FRONTEND.fullmatch(frontend_of(df, build_args) or ""):
         return current
     # Docker 20.10's built-in frontend and current ones are both in use: a build reads what
     # either would read.
-    legacy = _Evaluation(df, target, build_args, platform, build_platform, True).run()
+    legacy = _Evaluation(df, target, build_args, platform, build_platform, True, named).run()
     return _union(current, legacy)
 
 
@@ -601,4 +543,5 @@ def _union(first: StageReads, second: StageReads) -> StageReads:
         instructions=merged(first.instructions, second.instructions),
         images=merged(first.images, second.images),
         secrets=merged(first.secrets, second.secrets),
+        named_sources=merged(first.named_sources, second.named_sources),
     )

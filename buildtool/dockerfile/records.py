@@ -67,6 +67,7 @@ class SourceRef:
     instruction: str  # "COPY", "ADD" or "RUN --mount"
     parents: bool
     excludes: tuple[str, ...] = ()
+    context: str | None = None  # the named context (a directory) it reads, None: the context
 
 
 @dataclass(frozen=True)
@@ -79,6 +80,7 @@ class ImageRef:
     kind: Literal["from", "copy", "mount"]
     arg: str | None = None  # the ARG, when the reference is written as exactly $ARG or ${ARG}
     unresolved: bool = False  # its value is not known statically (e.g. an ARG without value)
+    context: str | None = None  # the named context it is written as (``reference`` resolves it)
 
 
 @dataclass(frozen=True)
@@ -113,3 +115,5 @@ class StageReads:
     instructions: tuple[InstructionMeaning, ...] = ()
     images: tuple[ImageRef, ...] = ()
     secrets: tuple[SecretMount, ...] = ()  # the secrets the reached stages mount
+    # What reached stages read from named contexts that are directories (``SourceRef.context``).
+    named_sources: tuple[SourceRef, ...] = ()

@@ -15,7 +15,7 @@ line numbers keep pointing at the user's Dockerfile.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 from buildtool.dockerfile.syntax import _is_comment, _split_lines, _trim_continuation
 from buildtool.errors import BtError
@@ -108,3 +108,107 @@ def _unquote(value: str) -> str:
     if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
         return value[1:-1]
     return value
+
+
+def rewrite_directory_reads(
+    text: str, prefixes: Mapping[str, str], lines: Iterable[int], path: str
+) -> str:
+    """``text`` with each ``COPY --from=NAME`` and ``RUN --mount=from=NAME`` at ``lines`` that
+    names a directory context of ``prefixes`` reading from ``prefixes[NAME]`` in the context
+    instead: how such a context reaches engines that take no named contexts (the directory's
+    files are sent in the context under that prefix). Each instruction stays on its lines."""
+    from buildtool.dockerfile.syntax import parse_dockerfile
+
+    escape = parse_dockerfile(text, path).escape
+    physical = _split_lines(text)
+    edits: list[tuple[int, int, int, str]] = []
+    for line in sorted(set(lines)):
+        words = _instruction_words(physical, line - 1, escape)
+        found = _directory_edits(words, prefixes)
+        if found is None:
+            raise BtError(
+                "a directory context is read here in a form bt cannot hand to this engine "
+                "(write COPY in shell form, or a bind mount)",
+                path,
+                line,
+            )
+        edits += found
+    for index, start, end, new in sorted(set(edits), reverse=True):
+        physical[index] = physical[index][:start] + new + physical[index][end:]
+    return "".join(physical)
+
+
+def _directory_edits(
+    words: list[_Word], prefixes: Mapping[str, str]
+) -> list[tuple[int, int, int, str]] | None:
+    """The edits of one instruction (None when it cannot be rewritten)."""
+    if not words:
+        return []
+    keyword = words[0][3].upper()
+    if keyword == "COPY":
+        origin = next((w for w in words[1:] if w[3].startswith("--from=")), None)
+        if origin is None or _unquote(origin[3][len("--from=") :]) not in prefixes:
+            return []
+        prefix = prefixes[_unquote(origin[3][len("--from=") :])]
+        operands = [w for w in words[1:] if not w[3].startswith("--")]
+        if len(operands) < 2 or operands[0][3].startswith(("[", "<<")):
+            return None  # the JSON form, or a heredoc
+        edits = [(origin[0], origin[1], origin[2], "")]
+        for index, start, end, word in operands[:-1]:
+            edits.append((index, start, end, _prefixed(prefix, word)))
+        return edits
+    if keyword != "RUN":
+        return []
+    edits = []
+    for index, start, end, word in words[1:]:
+        if not word.startswith("--mount="):
+            continue
+        fields = word[len("--mount=") :].split(",")
+        values = {k.lower(): _unquote(v) for k, eq, v in (f.partition("=") for f in fields) if eq}
+        if values.get("from") not in prefixes:
+            continue
+        if values.get("type", "bind").lower() != "bind":
+            return None
+        prefix = prefixes[values["from"]]
+        kept = [f for f in fields if f.partition("=")[0].lower() not in ("from", "source", "src")]
+        source = values.get("source", values.get("src", ""))
+        kept.append("source=" + _prefixed(prefix, source))
+        edits.append((index, start, end, "--mount=" + ",".join(kept)))
+    return edits
+
+
+def _prefixed(prefix: str, word: str) -> str:
+    """A source path of a directory context as the same path below ``prefix`` in the context:
+    cleaned as BuildKit cleans it (``..`` stops at the context's root), so it stays inside."""
+    quote = word[0] if word[:1] in ("'", '"') and word[-1:] == word[:1] else ""
+    body = word[len(quote) : len(word) - len(quote)]
+    parts: list[str] = []
+    for segment in body.split("/"):
+        if segment == "..":
+            if parts:
+                parts.pop()
+        elif segment not in ("", "."):
+            parts.append(segment)
+    return quote + "/".join([prefix, *parts]) + quote
+
+
+def blank_stages(text: str, reached: Iterable[int], path: str) -> str:
+    """``text`` with every stage whose FROM is not at one of the ``reached`` lines reduced to
+    ``FROM scratch`` (with its name; its other lines commented out, so lines and stage indexes
+    stay). The build reaches none of them (a stage a named context replaces, say), but the
+    classic builder runs every stage before the target, and theirs may read files the build
+    is not sent."""
+    from buildtool.dockerfile.syntax import parse_dockerfile
+
+    keep = set(reached)
+    physical = _split_lines(text)
+    for stage in parse_dockerfile(text, path).stages:
+        if stage.line in keep:
+            continue
+        first = stage.line - 1
+        ending = physical[first][len(physical[first].rstrip("\r\n")) :]
+        named = f" AS {stage.name}" if stage.name else ""
+        physical[first] = f"FROM scratch{named}{ending}"
+        for index in range(first + 1, min(stage.end_line, len(physical))):
+            physical[index] = "# " + physical[index]
+    return "".join(physical)

@@ -400,11 +400,11 @@ class IgnoreRules:
         return not state.kept
 
 
-def load_ignore_rules(context_dir: Path, dockerfile: Path) -> IgnoreRules:
+def load_ignore_rules(context_dir: Path, dockerfile: Path | None) -> IgnoreRules:
     """BuildKit's choice: ``<Dockerfile>.dockerignore`` first, else ``<context>/.dockerignore``;
-    no rules when neither exists."""
-    for candidate in (dockerfile.with_name(dockerfile.name + ".dockerignore"),
-                      context_dir / ".dockerignore"):  # fmt: skip
+    no rules when neither exists. A named context (``dockerfile`` None) has only its own."""
+    own = [] if dockerfile is None else [dockerfile.with_name(dockerfile.name + ".dockerignore")]
+    for candidate in (*own, context_dir / ".dockerignore"):
         try:
             data = candidate.read_bytes()
         except FileNotFoundError:

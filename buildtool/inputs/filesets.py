@@ -42,6 +42,29 @@ FileEntry = tuple[str, str, bool, str]
 # The name under which a build's context carries bt's copy of its Dockerfile, when the
 # Dockerfile itself is not among the files sent (or is sent rewritten).
 DOCKERFILE_IN_TAR = ".bt-Dockerfile"
+# Where the context sent to the engine holds the files of named context NAME (a directory), as
+# ``NAMED_IN_TAR/NAME/<path>``, for the engines that take no named contexts.
+NAMED_IN_TAR = ".bt-contexts"
+
+
+class NamedInputs(NamedTuple):
+    """What one build reads from one named context that is a directory."""
+
+    name: str
+    directory: str  # workspace-relative
+    ignore_file: str | None  # the directory's own .dockerignore, if any
+    sources: tuple[Source, ...]  # what brought the entries in
+    entries: tuple[FileEntry, ...]  # sorted by path, relative to ``directory``
+    entries_digest: str
+
+
+def inputs_identity(entries_digest: str, named: Iterable[tuple[str, str]]) -> str:
+    """One digest for a build's input files: its context's entries (``entries_digest``), and
+    those of its directory contexts as (name, entries digest); the first alone without any."""
+    pairs = [list(pair) for pair in named]
+    if not pairs:
+        return entries_digest
+    return digest_bytes(msgpack.packb([entries_digest, pairs], use_bin_type=True))
 
 
 @dataclass(frozen=True)
@@ -60,6 +83,13 @@ class FileSet:
     entries: tuple[FileEntry, ...]  # sorted by path
     entries_digest: str  # blake3 of the canonical encoding of ``entries`` (a Merkle node)
     global_inputs: tuple[tuple[str, str], ...]  # (workspace path, digest)
+    named: tuple[NamedInputs, ...] = ()  # what it reads from directory contexts, by name
+
+    @property
+    def inputs_identity(self) -> str:
+        return inputs_identity(
+            self.entries_digest, ((n.name, n.entries_digest) for n in self.named)
+        )
 
 
 class InputRow(NamedTuple):
@@ -88,8 +118,13 @@ def _kind(root: str, path: str) -> str | None:
     return "file" if stat.S_ISREG(mode) else None
 
 
-def input_rows(fileset: FileSet, origins: dict[str, Source]) -> list[InputRow]:
-    """The files a key covers, each with what brought it in (``FileSets.origins``)."""
+def input_rows(
+    fileset: FileSet,
+    origins: dict[str, Source],
+    named_origins: dict[str, dict[str, Source]] | None = None,
+) -> list[InputRow]:
+    """The files a key covers, each with what brought it in (``FileSets.origins``, and
+    ``FileSets.named_origins`` for directory contexts)."""
     rows = [InputRow(fileset.dockerfile, "dockerfile", False, fileset.dockerfile_digest,
                      "the Dockerfile (the stages the build reaches)")]  # fmt: skip
     prefix = f"{fileset.context}/" if fileset.context else ""
@@ -104,11 +139,44 @@ def input_rows(fileset: FileSet, origins: dict[str, Source]) -> list[InputRow]:
         else:
             origin = f"{source[1]}:{source[2]} ({source[0]!r})"
         rows.append(InputRow(prefix + path, kind, executable, value, origin))
+    for named in fileset.named:
+        found = named_origins.get(named.name, {}) if named_origins else {}
+        for path, kind, executable, value in named.entries:
+            source = found.get(path)
+            where = "unknown" if source is None else f"{source[1]}:{source[2]} ({source[0]!r})"
+            full = posixpath.join(named.directory, path) if path != "." else named.directory
+            origin = f"context {named.name}: {where}"
+            rows.append(InputRow(full, kind, executable, value, origin))
     rows += [
         InputRow(path, "global", False, digest, ".cache-spec (global_inputs)")
         for path, digest in fileset.global_inputs
     ]
     return rows
+
+
+def _named_kinds(named: NamedInputs, changed: list[str]) -> dict[str, str]:
+    """The kinds of the ``changed`` workspace paths that are entries of ``named``."""
+    prefix = f"{named.directory}/"
+    entries = {entry[0]: entry[1] for entry in named.entries}
+    return {p: entries[p[len(prefix) :]] for p in changed
+            if p.startswith(prefix) and p[len(prefix) :] in entries}  # fmt: skip
+
+
+def _touches_named(named: NamedInputs, changed: list[str], listed: list[str]) -> bool:
+    """As ``FileSets._touches`` for what a build reads from a directory context: whether it
+    holds a changed path, or may gain or lose an entry by a listed one (or its ignore file)."""
+    prefix = f"{named.directory}/"
+    if _named_kinds(named, changed):
+        return True
+    dirs = {p for p, kind, _, _ in named.entries if kind == "dir"}
+    dirs |= {posixpath.dirname(p) for p, _, _, _ in named.entries}
+    for path in listed:
+        relative = path[len(prefix) :] if path.startswith(prefix) else None
+        if relative is not None and (
+            relative in dirs or posixpath.dirname(relative) in dirs or relative == ".dockerignore"
+        ):
+            return True
+    return False
 
 
 class FileSets:
@@ -119,7 +187,7 @@ class FileSets:
         self.stat_cache = stat_cache
         self.root = str(config.root)
         self.analyses = Analyses(config) if analyses is None else analyses
-        self._trees: dict[tuple[str, str], ContextTree] = {}
+        self._trees: dict[tuple[str, str | None], ContextTree] = {}
         self._entries: dict[tuple[Any, ...], tuple[tuple[FileEntry, ...], str]] = {}
         self._globals: tuple[tuple[str, str], ...] | None = None
         self._tool_paths = self._own_paths()
@@ -149,6 +217,8 @@ class FileSets:
             for path in changed:
                 if path.startswith(prefix) and path[len(prefix) :] in entries:
                     kinds[path] = entries[path[len(prefix) :]]
+            for named in fileset.named:
+                kinds.update(_named_kinds(named, changed))
         listed = [p for p in changed if kinds.get(p) is None or _kind(self.root, p) != kinds[p]]
         dropped = {id(f): f for f in sets if self._touches(f, changed, listed)}
         if not dropped:
@@ -156,9 +226,11 @@ class FileSets:
         for memo in [m for m, f in self._sets.items() if id(f) in dropped]:
             del self._sets[memo]
         touched = {(f.entries, f.entries_digest) for f in dropped.values()}
+        touched |= {(n.entries, n.entries_digest) for f in dropped.values() for n in f.named}
         for memo in [m for m, d in self._entries.items() if d in touched]:
             del self._entries[memo]
         contexts = {f.context for f in dropped.values()}
+        contexts.update(n.directory for f in dropped.values() for n in f.named)
         for tree_key in [t for t in self._trees if t[0] in contexts]:
             del self._trees[tree_key]  # its listings and lstats are of before the change
         return set(dropped)
@@ -175,7 +247,9 @@ class FileSets:
         relative = [p[len(prefix) :] for p in listed if p.startswith(prefix)]
         if relative and fileset.fallback is not None:
             return True
-        return any(p in dirs or posixpath.dirname(p) in dirs for p in relative)
+        if any(p in dirs or posixpath.dirname(p) in dirs for p in relative):
+            return True
+        return any(_touches_named(named, changed, listed) for named in fileset.named)
 
     def _paths_of(self, fileset: FileSet) -> tuple[dict[str, str], frozenset[str]]:
         """Its entries' context paths with their kinds, and the directories holding them."""
@@ -191,7 +265,7 @@ class FileSets:
         reads = self.analyses.reads(target, platform)  # first: its errors name the target
         # Builds that read alike (same analysis, context and inputs) share one file set.
         where = target.location if target.inputs is not None else None
-        memo = (target.context, target.dockerfile, target.inputs, where, id(reads))
+        memo = (target.context, target.dockerfile, target.inputs, where, id(reads), target.contexts)
         shared = self._sets.get(memo)
         if shared is not None and shared.reads is reads:
             return shared
@@ -214,6 +288,7 @@ class FileSets:
             df = target.dockerfile
             sources = tuple((src, df, line, ins, ex) for src, line, ins, ex in reads.sources)
         entries, entries_digest = self._described(target, tree, sources)
+        named = self._named(target, reads)
         return FileSet(
             context=target.context,
             dockerfile=target.dockerfile,
@@ -227,7 +302,41 @@ class FileSets:
             entries=entries,
             entries_digest=entries_digest,
             global_inputs=self.global_inputs(),
+            named=named,
         )
+
+    def _named(self, target: ImageTarget, reads: Reads) -> tuple[NamedInputs, ...]:
+        """What the build reads from each of its directory contexts, by name."""
+        if not reads.named_sources:
+            return ()
+        found = []
+        df = target.dockerfile
+        for context in target.contexts:
+            if context.kind != "dir":
+                continue
+            sources = tuple(
+                (src, df, line, ins, ex)
+                for name, src, line, ins, ex in reads.named_sources
+                if name == context.name
+            )
+            if not sources:
+                continue
+            tree = self.named_tree(target, context.value)
+            entries, digest = self._described_in((context.value, None), tree, sources)
+            ignore = self._relative(tree.rules.source)
+            found.append(NamedInputs(context.name, context.value, ignore, sources, entries, digest))
+        return tuple(found)
+
+    def named_origins(self, target: ImageTarget, fileset: FileSet) -> dict[str, dict[str, Source]]:
+        """For each directory context, the first source that brought each entry in."""
+        result: dict[str, dict[str, Source]] = {}
+        for named in fileset.named:
+            tree = self.named_tree(target, named.directory)
+            found = result[named.name] = {}
+            for source in named.sources:
+                for entry in resolve_inputs(tree, [source]):
+                    found.setdefault(entry.path, source)
+        return result
 
     def origins(self, target: ImageTarget, fileset: FileSet) -> dict[str, Source]:
         """For each entry of ``fileset``, the first source that brought it in."""
@@ -258,18 +367,27 @@ class FileSets:
 
     def tree(self, target: ImageTarget) -> ContextTree:
         """The target's context as Docker sends it (ignore rules applied, bt's state left out)."""
-        tree_key = (target.context, target.dockerfile)
+        return self._tree(target, target.context, target.dockerfile)
+
+    def named_tree(self, target: ImageTarget, directory: str) -> ContextTree:
+        """A directory context of ``target``, filtered by its own .dockerignore only."""
+        return self._tree(target, directory, None)
+
+    def _tree(self, target: ImageTarget, context: str, dockerfile: str | None) -> ContextTree:
+        tree_key = (context, dockerfile)
         tree = self._trees.get(tree_key)
         if tree is None:
-            context_dir = Path(self.root, target.context)
+            context_dir = Path(self.root, context)
             if not context_dir.is_dir():
                 loc = target.location
+                what = "context" if dockerfile is not None else "named context directory"
                 raise BtError(
-                    f"context {target.context or '.'!r} of {target.label} is not a directory",
+                    f"{what} {context or '.'!r} of {target.label} is not a directory",
                     loc.path,
                     loc.line,
                 )
-            rules = load_ignore_rules(context_dir, Path(self.root, target.dockerfile))
+            own = None if dockerfile is None else Path(self.root, dockerfile)
+            rules = load_ignore_rules(context_dir, own)
             exclude = [
                 os.path.relpath(os.path.join(self.root, p), context_dir).replace(os.sep, "/")
                 for p in self._tool_paths
@@ -298,7 +416,12 @@ class FileSets:
     def _described(
         self, target: ImageTarget, tree: ContextTree, sources: tuple[Source, ...]
     ) -> tuple[tuple[FileEntry, ...], str]:
-        memo = (target.context, target.dockerfile, sources)
+        return self._described_in((target.context, target.dockerfile), tree, sources)
+
+    def _described_in(
+        self, tree_key: tuple[str, str | None], tree: ContextTree, sources: tuple[Source, ...]
+    ) -> tuple[tuple[FileEntry, ...], str]:
+        memo = (*tree_key, sources)
         described = self._entries.get(memo)
         if described is None:
             rules = tree.rules

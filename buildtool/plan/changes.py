@@ -13,8 +13,8 @@ from buildtool.workspace.analysis import InstructionText
 
 @dataclass(frozen=True)
 class Change:
-    # dockerfile | stage | args | secret | input | global | parent | platform | schema | remote
-    # | external
+    # dockerfile | stage | args | secret | input | context | global | parent | platform | schema
+    # | remote | external
     kind: str
     subject: str
     old: str | None
@@ -28,10 +28,14 @@ class Change:
             if self.new is None:
                 return f"removed {self.subject} ({self.old})"
             return f"changed {self.subject}: {self.old} -> {self.new}"
+        if self.kind == "context":  # a file read from a directory context
+            verb = "added" if self.old is None else "removed" if self.new is None else "changed"
+            return f"context {self.subject} {verb}"
         if self.kind == "dockerfile":
             return f"Dockerfile {self.subject} changed: {self.detail}"
         if self.kind == "parent":
-            return f"parent {self.subject} changed: key {self.old} -> {self.new}"
+            via = f"{self.detail}: " if self.detail else ""  # a named context
+            return f"{via}parent {self.subject} changed: key {self.old} -> {self.new}"
         if self.kind == "args":
             # Values are kept by digest only (keys.KeyManifest.args).
             if self.old is None or self.new is None:
@@ -99,6 +103,7 @@ def diff_manifests(old: KeyManifest, new: KeyManifest) -> list[Change]:
         if old_secrets.get(sid) != new_secrets.get(sid):
             changes.append(Change("secret", sid, old_secrets.get(sid), new_secrets.get(sid)))
     changes += _diff_entries("input", old, new)
+    changes += _diff_named(old, new)
     old_globals, new_globals = dict(old.global_inputs), dict(new.global_inputs)
     for path in sorted(old_globals.keys() | new_globals.keys()):
         a, b = old_globals.get(path), new_globals.get(path)
@@ -110,11 +115,11 @@ def diff_manifests(old: KeyManifest, new: KeyManifest) -> list[Change]:
     for arg, label, key in new.parents:
         before = old_parents.get(arg)
         if before is None or before[1] != key:
-            changes.append(
-                Change(
-                    "parent", f"{label} ({arg})", _short(before[1]) if before else None, key[:16]
-                )
-            )
+            old_key = _short(before[1]) if before else None
+            if arg.startswith("context "):  # handed over as a named context
+                changes.append(Change("parent", label, old_key, key[:16], arg))
+            else:
+                changes.append(Change("parent", f"{label} ({arg})", old_key, key[:16]))
     changes += _diff_pins(old, new)
     if old.remote_sources != new.remote_sources:
         changes.append(
@@ -166,6 +171,20 @@ def _diff_entries(kind: str, old: KeyManifest, new: KeyManifest) -> list[Change]
     return changes
 
 
+def _diff_named(old: KeyManifest, new: KeyManifest) -> list[Change]:
+    """Files read from directory contexts that changed, came or went, by context."""
+    old_entries = {(name, path): (k, x, v) for name, path, k, x, v in old.named_inputs}
+    new_entries = {(name, path): (k, x, v) for name, path, k, x, v in new.named_inputs}
+    changes = []
+    for name, path in sorted(old_entries.keys() | new_entries.keys()):
+        a, b = old_entries.get((name, path)), new_entries.get((name, path))
+        if a != b:
+            changes.append(
+                Change("context", f"{name}: {path}", a and _entry_value(*a), b and _entry_value(*b))
+            )
+    return changes
+
+
 def _changed_instructions(
     old: tuple[InstructionText, ...], new: tuple[InstructionText, ...]
 ) -> str:
@@ -207,6 +226,10 @@ def short_reason(changes: list[Change]) -> str:
     if moved:
         more = f" (+{len(moved) - 1} more)" if len(moved) > 1 else ""
         return moved[0].describe() + more
+    named = [c for c in changes if c.kind == "context"]
+    if named:
+        more = f" (+{len(named) - 1} more)" if len(named) > 1 else ""
+        return named[0].describe() + more
     for kind, phrase in (("input", "inputs changed"), ("global", "global inputs changed")):
         subjects = [c.subject for c in changes if c.kind == kind]
         if subjects:

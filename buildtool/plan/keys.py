@@ -31,6 +31,7 @@ from buildtool.inputs.filesets import (
     ImageUse,
     InputRow,
     input_rows,
+    inputs_identity,
 )
 from buildtool.plan.keymemo import KeyMemo, run_identity
 from buildtool.plan.pins import (
@@ -84,6 +85,10 @@ class KeyManifest:
     # (id, "env" or "src", variable or path as written) of the declared secrets the reached
     # stages mount (``secrets.build_secrets``), sorted: keyed and passed, never the value.
     secrets: tuple[tuple[str, str, str], ...] = ()
+    # (named context, path in its directory, kind, exec, digest or link) of what the build
+    # reads from its directory contexts, sorted; keyed by each context's digest of them.
+    named_inputs: tuple[tuple[str, str, str, bool, str], ...] = ()
+    named_digests: tuple[tuple[str, str], ...] = ()  # (named context, entries digest): keyed
 
     @property
     def unpinned(self) -> tuple[str, ...]:
@@ -107,7 +112,14 @@ class KeyManifest:
             [[name, value] for name, value, _ in self.pins],
             self.dockerfile_bytes or "",
             [list(s) for s in self.secrets],
+            # Only builds that read directory contexts have it: other keys stay as they were.
+            *([[list(n) for n in self.named_digests]] if self.named_digests else []),
         ]
+
+    @property
+    def inputs_identity(self) -> str:
+        """``FileSet.inputs_identity`` of the file set the key was computed from."""
+        return inputs_identity(self.inputs_digest, self.named_digests)
 
     @cached_property
     def key(self) -> str:
@@ -123,7 +135,7 @@ class KeyManifest:
         for name in ("args", "inputs", "global_inputs", "parents", "instructions"):
             raw[name] = tuple(tuple(item) for item in raw[name])
         raw["remote_sources"] = tuple(raw["remote_sources"])
-        for name in ("pins", "images", "secrets"):  # none before schema 4 (secrets: 6)
+        for name in ("pins", "images", "secrets", "named_inputs", "named_digests"):
             raw[name] = tuple(tuple(item) for item in raw.get(name, ()))
         return cls(**raw)
 
@@ -242,7 +254,7 @@ class KeyComputer:
             if memo is not None:
                 parent_keys = tuple(key for _, _, key in found.parents)
                 name = f"{build[0]} {build[1]}"
-                memo.put(name, found.inputs_digest, parent_keys, found.key, found.unpinned)
+                memo.put(name, found.inputs_identity, parent_keys, found.key, found.unpinned)
         return found
 
     def key(self, build: BuildId) -> str:
@@ -294,7 +306,7 @@ class KeyComputer:
                 for p in self.graph.parents_of(label, platform)
             ]
         )
-        return memo.get(f"{label} {platform}", fileset.entries_digest, parent_keys)
+        return memo.get(f"{label} {platform}", fileset.inputs_identity, parent_keys)
 
     def covered_inputs(self, build: BuildId) -> list[InputRow]:
         """Every file the build's key covers: its own file set's, then (through their keys)
@@ -302,7 +314,8 @@ class KeyComputer:
         label, platform = build
         target = self.graph.targets[label]
         fileset = self.filesets.of(target, platform)
-        rows = input_rows(fileset, self.filesets.origins(target, fileset))
+        named = self.filesets.named_origins(target, fileset) if fileset.named else None
+        rows = input_rows(fileset, self.filesets.origins(target, fileset), named)
         seen = {(row.path, row.kind) for row in rows}
         for parent in self.graph.parents_of(label, platform):
             for row in self.covered_inputs((parent.label, platform)):
@@ -349,6 +362,8 @@ class KeyComputer:
             secrets=tuple(
                 (s.id, s.kind, s.name) for s in build_secrets(target.secrets, fileset.reads.secrets)
             ),
+            named_inputs=tuple((n.name, *entry) for n in fileset.named for entry in n.entries),
+            named_digests=tuple((n.name, n.entries_digest) for n in fileset.named),
         )
 
     def _sends_copy_of(self, fileset: FileSet) -> bool:

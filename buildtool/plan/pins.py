@@ -32,6 +32,7 @@ from buildtool.errors import BtError
 from buildtool.platforms import Platform
 from buildtool.registry import INDEX_TYPES, normalise_reference, parse_reference
 from buildtool.state.lockfile import PinRecord
+from buildtool.workspace.analysis import context_placeholder
 
 if TYPE_CHECKING:
     from buildtool.inputs.filesets import ImageUse
@@ -93,13 +94,16 @@ def external_images(
     """The external images among a build's image uses, one per normalised reference, sorted.
 
     Uses through a declared parent's build arg are the parent's build, not external (their
-    value is the ``bt-parent-<ARG>`` stand-in ``filesets`` substitutes); ``workspace`` holds
+    value is the ``bt-parent-<ARG>`` stand-in ``filesets`` substitutes), and so are named
+    contexts that are workspace targets (``bt-context-<NAME>``); ``workspace`` holds
     normalised references of images the workspace builds (inferred parents)."""
     stand_ins = tuple(f"bt-parent-{arg}" for arg in parent_args)
     found: dict[str, ExternalImage] = {}
-    for reference, _line, _kind, arg, unresolved in uses:
+    for reference, _line, _kind, arg, unresolved, context in uses:
         if reference == "scratch" or (arg is not None and arg in parent_args):
             continue
+        if context is not None and reference == context_placeholder(context):
+            continue  # a named context that is a workspace target: a parent
         if any(stand_in in reference for stand_in in stand_ins):
             continue
         image = ExternalImage.of(reference, unresolved)

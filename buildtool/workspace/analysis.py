@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from buildtool.dockerfile import Dockerfile, StageReads
 
 # Bump when what an analysis records changes: older entries are then never read.
-ANALYSIS_SCHEMA = 5  # 5: secrets
+ANALYSIS_SCHEMA = 7  # 6: named contexts; 7: reached stages' lines
 
 # BuildKit's automatic platform args. Builds are native, so BUILDPLATFORM is the platform.
 _PLATFORM_ARGS = ("TARGETPLATFORM", "TARGETOS", "TARGETARCH", "TARGETVARIANT",
@@ -33,10 +33,27 @@ _PLATFORM_ARGS = ("TARGETPLATFORM", "TARGETOS", "TARGETARCH", "TARGETVARIANT",
 
 # (stage name or index, line, keyword, canonical text) of one reached instruction
 InstructionText = tuple[str | int, int, str, str]
-# (reference, line, kind "from"/"copy"/"mount", the ARG it is written as, unresolved)
-ImageUse = tuple[str, int, str, str | None, bool]
+# (reference, line, kind "from"/"copy"/"mount", the ARG it is written as, unresolved, the named
+# context it is written as)
+ImageUse = tuple[str, int, str, str | None, bool, str | None]
+# (named context, source, line, instruction, excludes): a path read from a directory context
+NamedSource = tuple[str, str, int, str, tuple[str, ...]]
 # (secret id, or None when bt cannot tell; line; required) of a RUN --mount=type=secret
 SecretUse = tuple[str | None, int, bool]
+
+
+def context_placeholder(name: str) -> str:
+    """The image a named context that is a workspace target stands for in analyses: the
+    parent's key covers the real one (its exact reference is handed over at build time)."""
+    return f"bt-context-{name}"
+
+
+def analysis_contexts(target: ImageTarget) -> dict[str, str | None]:
+    """The target's named contexts as the Dockerfile evaluation takes them."""
+    found: dict[str, str | None] = {}
+    for name, kind, value in target.contexts:
+        found[name] = {"target": context_placeholder(name), "image": value}.get(kind)
+    return found
 
 
 def parent_placeholder(arg: str) -> str:
@@ -58,6 +75,8 @@ class Reads(NamedTuple):
     instructions: tuple[InstructionText, ...]  # to explain a changed meaning
     images: tuple[ImageUse, ...]  # images the reached stages use
     secrets: tuple[SecretUse, ...] = ()  # secrets the reached stages mount
+    named_sources: tuple[NamedSource, ...] = ()  # what they read from directory contexts
+    stage_lines: tuple[tuple[int, int], ...] = ()  # (first, last line) of each reached stage
 
     @classmethod
     def of(cls, reads: StageReads) -> Reads:
@@ -69,19 +88,28 @@ class Reads(NamedTuple):
             reads.has_run,
             digest_bytes(packed),
             tuple(reads.instructions),
-            tuple((i.reference, i.line, i.kind, i.arg, i.unresolved) for i in reads.images),
+            tuple(
+                (i.reference, i.line, i.kind, i.arg, i.unresolved, i.context) for i in reads.images
+            ),
             tuple((m.id, m.line, m.required) for m in reads.secrets),
+            tuple(
+                (r.context or "", r.source, r.line, r.instruction, tuple(r.excludes))
+                for r in reads.named_sources
+            ),
+            tuple(reads.stage_lines),
         )
 
     def to_msgpack(self) -> list[Any]:
         return [[[*s[:3], list(s[3])] for s in self.sources], self.whole_context,
                 list(self.remote_sources), self.has_run, self.meaning,
                 [list(i) for i in self.instructions], [list(i) for i in self.images],
-                [list(m) for m in self.secrets]]  # fmt: skip
+                [list(m) for m in self.secrets],
+                [[*s[:4], list(s[4])] for s in self.named_sources],
+                [list(lines) for lines in self.stage_lines]]  # fmt: skip
 
     @classmethod
     def from_msgpack(cls, raw: list[Any]) -> Reads:
-        sources, whole, remote, has_run, meaning, instructions, images, secrets = raw
+        sources, whole, remote, has_run, meaning, instructions, images, secrets, named, lines = raw
         return cls(
             tuple((s, n, ins, tuple(ex)) for s, n, ins, ex in sources),
             whole,
@@ -89,8 +117,10 @@ class Reads(NamedTuple):
             has_run,
             meaning,
             tuple((st, n, kw, text) for st, n, kw, text in instructions),
-            tuple((ref, n, kind, arg, bad) for ref, n, kind, arg, bad in images),
+            tuple((ref, n, kind, arg, bad, via) for ref, n, kind, arg, bad, via in images),
             tuple((sid, n, required) for sid, n, required in secrets),
+            tuple((c, s, n, ins, tuple(ex)) for c, s, n, ins, ex in named),
+            tuple((first, last) for first, last in lines),
         )
 
 
@@ -225,7 +255,9 @@ class Analyses:
         args = dict(target.args)
         for arg, _ in target.parents:
             args[arg] = parent_placeholder(arg)
-        memo = (digest, target.stage, tuple(sorted(args.items())), dependent)
+        contexts = analysis_contexts(target)
+        memo = (digest, target.stage, tuple(sorted(args.items())), dependent,
+                tuple(sorted(contexts.items())))  # fmt: skip
         reads = self._reads.get(memo)
         if reads is None:
             # bt's version is part of the entry's key: a newer analysis never reads an old one.
@@ -241,6 +273,7 @@ class Analyses:
                     args,
                     platform=dependent,
                     build_platform=dependent,
+                    contexts=contexts,
                 )
                 reads = Reads.of(analysis)
                 self.cache.put(cache_key, reads)

@@ -78,6 +78,8 @@ class Config:
     # Registries (host[:port][/prefix]) `bt promote` copies images to ([registry] mirrors)
     mirrors: tuple[str, ...] = ()
     release: ReleaseSpec = field(default_factory=ReleaseSpec)
+    # ``[cache] layers``: a stale build offers its engine the last record's layers
+    cache_layers: bool = True
 
     @property
     def retry(self) -> RetryPolicy:
@@ -150,6 +152,7 @@ class _SpecReader:
         "global_inputs", "platforms", "cache_dir", "jobs", "registry", "builders", "ci", "secrets",
         "retry",
         "evaluation", "release",
+        "cache",
     }  # fmt: skip
     _EVALUATION_KEYS = {"max_steps", "max_size"}
     _REGISTRY_KEYS = {"url", "push", "insecure", "mirrors"}
@@ -213,7 +216,19 @@ class _SpecReader:
             evaluation=self._evaluation(data.get("evaluation", {})),
             mirrors=mirrors,
             release=self._release(data.get("release", {})),
+            cache_layers=self._cache(data.get("cache", {})),
         )
+
+    def _cache(self, table: Any) -> bool:
+        if not isinstance(table, dict):
+            raise self.fail("cache must be a table", "cache")
+        for key in table:
+            if key != "layers":
+                raise self.fail(f"unknown key cache.{key} (known: layers)", key)
+        layers = table.get("layers", True)
+        if not isinstance(layers, bool):
+            raise self.fail("cache.layers must be true or false", "layers")
+        return layers
 
     def _evaluation(self, table: Any) -> Budget:
         if not isinstance(table, dict):

@@ -168,7 +168,7 @@ def build_graph(loaded: LoadedWorkspace, analyses: Analyses, registry: str | Non
     known = [str(label) for label in (*targets, *loaded.groups)]
     for target in targets.values():
         loc = target.location
-        for arg, parent in target.parents:
+        for arg, parent in [*target.parents, *target.context_parents]:
             if parent in targets:
                 continue
             import difflib
@@ -291,7 +291,7 @@ def _edge(graph: TargetGraph, child: Label, parent: Label) -> str:
 
 def _check_platforms(targets: dict[Label, ImageTarget]) -> None:
     for target in targets.values():
-        for arg, parent_label in target.parents:
+        for arg, parent_label in [*target.parents, *target.context_parents]:
             parent = targets[parent_label]
             missing = [p for p in target.platforms if p not in parent.platforms]
             if missing:

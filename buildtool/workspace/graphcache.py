@@ -33,12 +33,12 @@ from buildtool.workspace.config import Config
 from buildtool.workspace.graph import TargetGraph
 from buildtool.workspace.labels import Label
 from buildtool.workspace.parents import Parent
-from buildtool.workspace.target import ImageTarget, Location
+from buildtool.workspace.target import ImageTarget, Location, NamedContext
 
 if TYPE_CHECKING:
     from buildtool.workspace.loader import LoadedWorkspace
 
-VERSION = 5  # 3: the identity; 4: annotations; 5: where `inputs =` is written
+VERSION = 6  # 3: the identity; 4: annotations; 5: named contexts; 6: where `inputs =` is
 
 
 def _setting(config: Config) -> list[Any]:
@@ -190,7 +190,7 @@ def _encode_graph(graph: TargetGraph) -> list[Any]:
          [[arg, *label] for arg, label in t.parents], list(t.platforms), list(t.tags),
          t.repository, None if t.inputs is None else list(t.inputs), list(t.tests),
          t.location.path, t.location.line, list(t.aliases), [list(x) for x in t.secrets],
-         [list(a) for a in t.annotations],
+         [list(a) for a in t.annotations], [list(c) for c in t.contexts],
          None if t.inputs_location is None else t.inputs_location.line]
         for t in graph.targets.values()
     ]  # fmt: skip
@@ -208,7 +208,7 @@ def _decode_graph(raw: Any) -> TargetGraph:
     targets: dict[Label, ImageTarget] = {}
     # Positional, and no generator for what is empty: a no-op decodes every target.
     for (package, name, context, dockerfile, stage, args, parents, platforms, tags, repository,
-         inputs, tests, path, line, aliases, secrets, notes,
+         inputs, tests, path, line, aliases, secrets, notes, contexts,
          inputs_line) in targets_raw:  # fmt: skip
         label = Label(package, name)
         targets[label] = ImageTarget(
@@ -227,6 +227,7 @@ def _decode_graph(raw: Any) -> TargetGraph:
             aliases,
             tuple([SecretSource(*x) for x in secrets]) if secrets else (),
             notes,
+            tuple([NamedContext(*c) for c in contexts]) if contexts else (),
             None if inputs_line is None else Location(path, inputs_line),
         )
     groups = {

@@ -32,7 +32,7 @@ from buildtool.secrets import (
 from buildtool.workspace import starlark
 from buildtool.workspace.config import BUILD_FILE_NAME, Config
 from buildtool.workspace.labels import Label, check_name, check_package, parse_label
-from buildtool.workspace.target import Group, ImageTarget, Location
+from buildtool.workspace.target import Group, ImageTarget, Location, NamedContext
 
 _ARG_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 # An OCI annotation key: reverse-domain notation by convention (org.opencontainers.image.title).
@@ -281,6 +281,7 @@ class _Builtins:
         aliases: Sequence[str] | None = None,
         secrets: Mapping[str, Mapping[str, str]] | None = None,
         annotations: Mapping[str, str] | None = None,
+        contexts: Mapping[str, str] | None = None,
     ) -> str:
         location = self.location()
         pkg = self._package(package)
@@ -335,6 +336,7 @@ class _Builtins:
         alias_list = () if aliases is None else self._aliases(aliases)
         secret_list = self._secrets(secrets, context_path)
         annotation_list = () if annotations is None else self._annotations(annotations)
+        named = () if contexts is None else self._contexts(contexts, pkg, parent_refs)
         target = ImageTarget(
             label=label,
             context=context_path,
@@ -352,9 +354,25 @@ class _Builtins:
             inputs_location=inputs_at,
             secrets=secret_list,
             annotations=annotation_list,
+            contexts=named,
         )
         self.declared.append(target)
         return str(label)
+
+    def _contexts(
+        self, value: object, package: str, parents: Mapping[str, str]
+    ) -> tuple[NamedContext, ...]:
+        """Named contexts; a directory is relative to the BUILD file, like ``context``."""
+        from buildtool.workspace.contexts import parse_contexts
+
+        return parse_contexts(
+            value,
+            package=package,
+            relative=lambda what, path: self._relative(what, path, self.file_dir),
+            root=self.config.root,
+            taken=parents,
+            error=self.error,
+        )
 
     def _aliases(self, value: object) -> tuple[str, ...]:
         """Full references the image is also known by; Dockerfiles naming one build on it."""
@@ -424,7 +442,7 @@ class _Builtins:
 
 # Words users bring from `docker buildx bake` (and the CLI) for what image() calls otherwise.
 _FOREIGN_WORDS = {
-    "target": "stage", "contexts": "parents", "build_args": "args", "buildargs": "args",
+    "target": "stage", "build_args": "args", "buildargs": "args",
     "tag": "tags", "platform": "platforms", "file": "dockerfile", "repo": "repository",
 }  # fmt: skip
 

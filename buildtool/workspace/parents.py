@@ -121,26 +121,56 @@ def infer_parents(
         if not analyses.exists(target.dockerfile):
             continue
         used: set[str] = set()
+        read: set[str] = set()  # named contexts the reached stages read
         for platform in target.platforms:
             reads = analyses.reads(target, platform)
-            used |= {arg for _, _, _, arg, _ in reads.images if arg is not None}
-            found = _inferred(target, reads, images, analyses)
+            used |= {use[3] for use in reads.images if use[3] is not None}
+            read |= {use[5] for use in reads.images if use[5] is not None}
+            read |= {source[0] for source in reads.named_sources}
+            found = (*_context_parents(target, reads), *_inferred(target, reads, images, analyses))
             if found:
                 inferred[(target.label, platform)] = found
         for arg, _ in target.parents:
             if arg not in used:
                 raise _unused_parent_arg(target, arg, analyses)
+        for context in target.contexts:
+            if context.name not in read:
+                raise _unread_context(target, context.name)
     return inferred
+
+
+def _context_parents(target: ImageTarget, reads: Reads) -> tuple[Parent, ...]:
+    """The parents the build's named contexts that are workspace targets hand it: each with
+    the sites naming the context, which the engine is sent rewritten to the parent's image."""
+    labels = dict(target.context_parents)
+    sites: dict[str, list[ImageSite]] = {}
+    for _, line, kind, _, _, context in reads.images:
+        if context is not None and f"context {context}" in labels:
+            sites.setdefault(f"context {context}", []).append((line, kind, context))
+    return tuple(
+        Parent(labels[name], name, False, tuple(found)) for name, found in sorted(sites.items())
+    )
+
+
+def _unread_context(target: ImageTarget, name: str) -> BtError:
+    loc = target.location
+    return BtError(
+        f"named context {name!r} of {target.label} is read by no FROM, COPY --from or RUN "
+        f"--mount=from= of the stages {target.dockerfile} builds",
+        loc.path,
+        loc.line,
+    )
 
 
 def _inferred(
     target: ImageTarget, reads: Reads, images: WorkspaceImages, analyses: Analyses
 ) -> tuple[Parent, ...]:
     declared = {arg for arg, _ in target.parents}
+    by_target = {c.name for c in target.contexts if c.kind == "target"}
     sites: dict[tuple[str, Label], list[ImageSite]] = {}
     for use in reads.images:
-        reference, line, kind, arg, unresolved = use
-        if arg in declared:
+        reference, line, kind, arg, unresolved, context = use
+        if arg in declared or context in by_target:
             continue
         where = (target.dockerfile, line)
         label = None
@@ -152,8 +182,9 @@ def _inferred(
             if problem is not None:
                 raise BtError(problem, *where)
             continue
+        # A named context is rewritten where the Dockerfile names it: by its name.
         sites.setdefault((normalise_reference(reference), label), []).append(
-            (line, kind, reference)
+            (line, kind, context or reference)
         )
     return tuple(
         Parent(label, name, False, tuple(found)) for (name, label), found in sorted(sites.items())
@@ -165,7 +196,7 @@ def _check_static(
 ) -> None:
     """A reference bt cannot resolve to a valid image name must not name a workspace image:
     its parent would be silently missing from the key."""
-    reference, line, kind, _, unresolved = use
+    reference, line, kind, _, unresolved, _ = use
     if not unresolved and "$" not in reference and _valid(reference):
         return
     written = reference
@@ -216,7 +247,7 @@ def _unused_parent_arg(target: ImageTarget, arg: str, analyses: Analyses) -> BtE
     """The error for a declared parent's arg that no reached stage uses as a whole image."""
     placeholder = parent_placeholder(arg)
     for platform in target.platforms:
-        for reference, line, kind, _, _ in analyses.reads(target, platform).images:
+        for reference, line, kind, _, _, _ in analyses.reads(target, platform).images:
             if placeholder in reference:
                 written = reference.replace(placeholder, f"${{{arg}}}")
                 return BtError(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 from buildtool.secrets import SecretSource
-from buildtool.workspace.labels import Label
+from buildtool.workspace.labels import Label, parse_label
 
 # One platform build: the unit of hashing, scheduling, caching and locking.
 BuildId = tuple[Label, str]  # (target, platform)
@@ -19,6 +19,19 @@ class Location(NamedTuple):
 
     def __str__(self) -> str:
         return f"{self.path}:{self.line}"
+
+
+class NamedContext(NamedTuple):
+    """A named build context (bake's ``contexts``, buildx's ``--build-context``): what the
+    reached stages get when a ``FROM``, ``COPY --from=`` or ``RUN --mount=from=`` names it.
+
+    ``kind`` is "target" (``value``: the label of a workspace target, a parent of the build),
+    "dir" (``value``: a workspace-relative directory whose read files are inputs) or "image"
+    (``value``: an external image reference, pinned like any other)."""
+
+    name: str
+    kind: str
+    value: str
 
 
 class ImageTarget(NamedTuple):
@@ -50,12 +63,20 @@ class ImageTarget(NamedTuple):
     aliases: tuple[str, ...] = ()
     secrets: tuple[SecretSource, ...] = ()
     annotations: tuple[tuple[str, str], ...] = ()  # sorted by key
+    contexts: tuple[NamedContext, ...] = ()  # sorted by name
     # Where ``inputs =`` is written (``bt inputs`` credits it), when given.
     inputs_location: Location | None = None
 
     @property
     def parent_labels(self) -> tuple[Label, ...]:
         return tuple(label for _, label in self.parents)
+
+    @property
+    def context_parents(self) -> tuple[tuple[str, Label], ...]:
+        """("context NAME", label) of each named context that is a workspace target."""
+        return tuple(
+            (f"context {c.name}", parse_label(c.value)) for c in self.contexts if c.kind == "target"
+        )
 
 
 class Group(NamedTuple):

@@ -52,6 +52,11 @@ class BuildRequest:
     dockerfile_text: str | None = None
     # Build secrets by source (file paths absolute): the builder's client reads the values.
     secrets: tuple[SecretSource, ...] = ()
+    # Images the engine may take layers from (``build.layer_cache``); never part of the key.
+    cache_from: tuple[str, ...] = ()
+    # Named contexts handed over as such (``--build-context NAME=VALUE``), only to builders
+    # that take them (``Builder.named_contexts``); others get them written into the Dockerfile.
+    named_contexts: tuple[tuple[str, str], ...] = ()
 
     def sent_context(self, *, hide_dockerfile: bool = False) -> SentContext | None:
         """The context to stream, or None to send the context directory as it is."""
@@ -76,6 +81,7 @@ class BuiltImage:
 
 class Builder(Protocol):
     name: str
+    named_contexts: bool  # takes ``--build-context`` (buildx); else bt rewrites the Dockerfile
 
     def architecture(self) -> str: ...
     def build(self, request: BuildRequest, cancel: threading.Event) -> BuiltImage: ...

@@ -133,6 +133,8 @@ class BuildKitCliBuilder:
         self.host = host or self.env.get("DOCKER_HOST") or "the default engine"
         self.network = network
         self.name = f"buildkit@{self.host}"
+        # buildx takes named contexts; Docker 20.10's `docker build` has none.
+        self.named_contexts = self.mode == "buildx"
         self._architecture: str | None = None
 
     def _docker(
@@ -214,10 +216,20 @@ class BuildKitCliBuilder:
             command += ["--target", request.stage]
         for name, value in request.build_args:
             command += ["--build-arg", f"{name}={value}"]
+        for name, value in request.named_contexts:
+            command += ["--build-context", f"{name}={value}"]
         for source in request.secrets:
             command += ["--secret", buildkit_flag(source)]
         for name, value in request.labels:
             command += ["--label", f"{name}={value}"]
+        # Every image carries inline cache metadata, so a pushed record can warm a later build
+        # on another engine (``build.layer_cache``); whether it is offered does not change it.
+        if self.mode == "buildx":
+            command += ["--cache-to", "type=inline"]
+        else:
+            command += ["--build-arg", "BUILDKIT_INLINE_CACHE=1"]
+        for image in request.cache_from:
+            command += ["--cache-from", image]
         return [*command, context]
 
     def _platform_of(self, ref: str) -> Platform | None:

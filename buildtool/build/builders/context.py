@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 import blake3
 
 from buildtool.errors import JobFailed
-from buildtool.inputs.filesets import DOCKERFILE_IN_TAR
+from buildtool.inputs.filesets import DOCKERFILE_IN_TAR, NAMED_IN_TAR
 from buildtool.state.hashing import LARGE_FILE, digest_bytes
 
 if TYPE_CHECKING:
@@ -58,6 +58,8 @@ class SentContext:
     # unless None: then an entry already holds these exact bytes at that path.
     dockerfile_bytes: bytes | None
     hide_dockerfile: bool = False
+    # Directory contexts, sent below ``NAMED_IN_TAR/<name>/``: (name, directory, entries).
+    named: tuple[tuple[str, Path, tuple[FileEntry, ...]], ...] = ()
 
 
 def sent_context(
@@ -74,6 +76,14 @@ def sent_context(
     by dropping both after reading (when the context has no .dockerignore of its own)."""
     data = (fileset.dockerfile_text if dockerfile_text is None else dockerfile_text).encode()
     entries = fileset.entries
+    if fileset.named:  # sent with the rewritten Dockerfile that reads them (build/run.py)
+        root = Path(directory, *[".."] * _depth(fileset.context))
+        named = tuple(
+            (n.name, Path(os.path.normpath(root / n.directory)), n.entries) for n in fileset.named
+        )
+        paths = {e[0] for e in entries}
+        hide = hide_dockerfile and ".dockerignore" not in paths
+        return SentContext(directory, entries, DOCKERFILE_IN_TAR, data, hide, named)
     inside = os.path.relpath(dockerfile, directory).replace(os.sep, "/")
     if not inside.startswith("../"):
         # The Dockerfile is in the context and its key covers it with these bytes: send it
@@ -84,6 +94,11 @@ def sent_context(
     paths = {e[0] for e in entries}
     hide = hide_dockerfile and ".dockerignore" not in paths
     return SentContext(directory, entries, DOCKERFILE_IN_TAR, data, hide)
+
+
+def _depth(context: str) -> int:
+    """How many directories the workspace-relative ``context`` is below the root."""
+    return 0 if not context else len(context.split("/"))
 
 
 def tar_chunks(context: SentContext) -> Iterator[bytes]:
@@ -103,7 +118,7 @@ def tar_chunks(context: SentContext) -> Iterator[bytes]:
 
 def _tar_pieces(context: SentContext) -> Iterator[bytes]:
     dirs: set[str] = set()
-    for path, kind, executable, value in _with_dockerfile(context):
+    for path, kind, executable, value, directory, source in _with_dockerfile(context):
         for parent in _parents(path):
             if parent not in dirs:
                 dirs.add(parent)
@@ -114,9 +129,9 @@ def _tar_pieces(context: SentContext) -> Iterator[bytes]:
         elif kind == "ignore":
             chunks = _member(path, value.encode())
         elif kind == "file":
-            chunks = _file(context.directory, path, executable, value)
+            chunks = _file(directory, source, executable, value, path)
         elif kind == "symlink":
-            chunks = _symlink(context.directory, path, value)
+            chunks = _symlink(directory, source, value, path)
         elif path in dirs:
             continue
         else:
@@ -126,14 +141,24 @@ def _tar_pieces(context: SentContext) -> Iterator[bytes]:
     yield bytes(2 * _BLOCK)  # the end of the archive; no record padding: readers need none
 
 
-def _with_dockerfile(context: SentContext) -> list[tuple[str, str, bool, str]]:
-    entries: list[tuple[str, str, bool, str]] = list(context.entries)
+# (path in the tar, kind, executable, digest or link or text, directory read, path there)
+_Member = tuple[str, str, bool, str, Path, str]
+
+
+def _with_dockerfile(context: SentContext) -> list[_Member]:
+    base = context.directory
+    entries: list[_Member] = [(*e, base, e[0]) for e in context.entries]
     if context.dockerfile_bytes is not None:
-        entries.append((context.dockerfile, "dockerfile", False, ""))
+        entries.append((context.dockerfile, "dockerfile", False, "", base, ""))
         if context.hide_dockerfile:
             ignore = f".dockerignore\n{context.dockerfile}\n"
-            entries.append((".dockerignore", "ignore", False, ignore))
-    return sorted(entries)
+            entries.append((".dockerignore", "ignore", False, ignore, base, ""))
+    for name, directory, named in context.named:
+        prefix = f"{NAMED_IN_TAR}/{name}"
+        for path, kind, executable, value in named:
+            inside = prefix if path == "." else f"{prefix}/{path}"
+            entries.append((inside, kind, executable, value, directory, path))
+    return sorted(entries, key=lambda member: member[0])
 
 
 def _parents(path: str) -> list[str]:
@@ -163,7 +188,8 @@ def _member(name: str, data: bytes) -> Iterator[bytes]:
     yield _padding(len(data))
 
 
-def _file(directory: Path, path: str, executable: bool, digest: str) -> Iterator[bytes]:
+def _file(directory: Path, path: str, executable: bool, digest: str, name: str) -> Iterator[bytes]:
+    """``path`` of ``directory``, sent as ``name``."""
     try:
         fd = os.open(os.path.join(directory, path), os.O_RDONLY | os.O_NOFOLLOW)
     except OSError:
@@ -173,7 +199,7 @@ def _file(directory: Path, path: str, executable: bool, digest: str) -> Iterator
         if not stat.S_ISREG(st.st_mode):
             raise ContextChanged(path)
         size = st.st_size
-        yield _header(path, tarfile.REGTYPE, 0o755 if executable else 0o644, size)
+        yield _header(name, tarfile.REGTYPE, 0o755 if executable else 0o644, size)
         # The header promised ``size`` bytes: exactly those are hashed and sent.
         hasher = blake3.blake3(max_threads=blake3.blake3.AUTO if size >= LARGE_FILE else 1)
         left = size
@@ -191,11 +217,11 @@ def _file(directory: Path, path: str, executable: bool, digest: str) -> Iterator
         os.close(fd)
 
 
-def _symlink(directory: Path, path: str, target: str) -> Iterator[bytes]:
+def _symlink(directory: Path, path: str, target: str, name: str) -> Iterator[bytes]:
     try:
         current = os.readlink(os.path.join(directory, path))
     except OSError:
         current = None
     if current != target:
         raise ContextChanged(path)
-    yield _header(path, tarfile.SYMTYPE, 0o777, link=target)
+    yield _header(name, tarfile.SYMTYPE, 0o777, link=target)

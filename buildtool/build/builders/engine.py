@@ -39,6 +39,7 @@ class EngineApiBuilder:
         kwargs: dict[str, Any] = {"base_url": host} if host else docker.utils.kwargs_from_env()
         self.host = str(kwargs.get("base_url") or "the default engine")
         self.name = f"engine@{self.host}"
+        self.named_contexts = False  # the classic builder has none: bt rewrites the Dockerfile
         self.network = network
         try:
             # ssh:// through the system's ssh client, as the docker CLI does (no paramiko).
@@ -134,6 +135,7 @@ class EngineApiBuilder:
             buildargs=dict(request.build_args),
             platform=request.platform,
             labels=dict(request.labels),
+            cache_from=self._pulled(request.cache_from) or None,
             network_mode=self.network,
             decode=True,
             rm=True,
@@ -141,6 +143,25 @@ class EngineApiBuilder:
             timeout=None,  # a RUN step may print nothing for a long time
         )
         return stream
+
+    def _pulled(self, images: Sequence[str]) -> list[str]:
+        """The cache sources the classic builder can use: it reuses layers only of images in
+        the engine's store, so each is pulled first. One that will not pull is left out."""
+        import requests
+
+        import docker
+
+        pulled = []
+        for image in images:
+            repository, _, digest = image.partition("@")
+            try:
+                for chunk in self.client.pull(repository, digest, stream=True, decode=True):
+                    if _stream_error(chunk) is not None:
+                        raise docker.errors.APIError(_stream_error(chunk))
+            except (docker.errors.APIError, requests.exceptions.RequestException):
+                continue
+            pulled.append(image)
+        return pulled
 
     def _consume(
         self,

@@ -50,6 +50,12 @@ def _shard_option(ctx: click.Context, param: click.Parameter, value: str | None)
     help="Extra attempts for transient faults (engine connection, registry 5xx/timeouts).",
 )
 @click.option("--no-tests", is_flag=True, help="Do not run the targets' image tests.")
+@click.option(
+    "--no-cache",
+    is_flag=True,
+    help="Offer stale builds no layers of their last recorded image (as [cache] layers = false "
+    "in .cache-spec). Keys, and so what is rebuilt, stay the same.",
+)
 @progress_option
 @click.option(
     "--lock-out",
@@ -65,6 +71,14 @@ def _shard_option(ctx: click.Context, param: click.Parameter, value: str | None)
     help="Write the images of the selected targets to FILE as `docker buildx bake "
     "--metadata-file` does: per target containerimage.digest and image.name, plus dev.bt.key.  "
     "[default: none]",
+)
+@click.option(
+    "--trace",
+    type=click.Path(path_type=Path),
+    metavar="FILE",
+    envvar="BT_TRACE",
+    help="Write the run to FILE as Chrome trace-event JSON (open it in ui.perfetto.dev or "
+    "chrome://tracing): a track per builder slot, a span per build.  [default: none]",
 )
 @click.option(
     "--no-deps",
@@ -88,10 +102,12 @@ def command(
     fail_fast: bool,
     retries: int,
     no_tests: bool,
+    no_cache: bool,
     progress: str,
     json_events: bool,
     lock_out: Path | None,
     metadata_file: Path | None,
+    trace: Path | None,
     no_deps: bool,
     shard: tuple[int, int] | None,
 ) -> None:
@@ -119,9 +135,11 @@ def command(
     from buildtool.build.run import BuildOptions
     from buildtool.cli.pipeline import Selection, build_selection
     from buildtool.cli.reporter import progress_reporter, progress_stream
+    from buildtool.cli.story import told
 
     # Outputs written at the end are checked first: a typo must not cost the whole run.
-    for option, path in (("--lock-out", lock_out), ("--metadata-file", metadata_file)):
+    outputs = (("--lock-out", lock_out), ("--metadata-file", metadata_file), ("--trace", trace))
+    for option, path in outputs:
         if path is not None:
             check_writable(path, option)
     bench = Workbench.open()
@@ -133,13 +151,21 @@ def command(
         retries=retries,
         run_tests=not no_tests,
         lock_out=lock_out.resolve() if lock_out else None,
+        cache_layers=not no_cache,
     )
     selection = Selection(patterns, platforms, no_deps=no_deps, shard=shard)
     mode = progress_mode(progress, json_events)
-    reporter = progress_reporter(mode, progress_stream(mode))
+    reporter = told(
+        progress_reporter(mode, progress_stream(mode)), f"bt build {' '.join(patterns)}", trace
+    )
     try:
         result = build_selection(
-            bench, options, selection, reporter, say=lambda line: click.echo(line, err=True)
+            bench,
+            options,
+            selection,
+            reporter,
+            say=lambda line: click.echo(line, err=True),
+            story=reporter.story,
         )
     finally:
         reporter.close()

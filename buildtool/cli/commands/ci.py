@@ -111,6 +111,14 @@ def plan(
             f"regenerate it with `bt ci workflow --waves {waves}`"
         )
     click.echo(ci_plan.to_json(indent=None if compact else 2))
+    from buildtool.cli.story import step_summary_path
+
+    summary = step_summary_path()
+    if summary is not None:
+        from buildtool.cli.summary import append_summary, ci_plan_markdown
+
+        reasons = {(str(p.label), p.platform): p.reason for p in planned}
+        append_summary(summary, ci_plan_markdown(patterns, ci_plan, reasons))
     builds = sum(len(job.builds) for wave in ci_plan.waves for job in wave.jobs)
     merge = ", then merge" if ci_plan.merge_run else " (pushing nothing)"
     click.echo(
@@ -242,6 +250,13 @@ def merge(patterns: tuple[str, ...], event: str | None) -> None:
     if not found.indexes:
         click.echo(f"{ci_event.name} builds only {', '.join(ci_event.platforms)}: no index put")
     click.echo(f"{len(found.recorded)} platform builds recorded from the registry")
+    from buildtool.cli.story import step_summary_path
+
+    summary = step_summary_path()
+    if summary is not None:
+        from buildtool.cli.summary import append_summary, ci_merge_markdown
+
+        append_summary(summary, ci_merge_markdown(patterns, found))
     if found.missing:
         for p in found.missing:
             click.echo(f"missing: {p.label} {p.platform} (bt-{p.key[:32]} not in the registry)")

@@ -25,9 +25,10 @@ def command(files: tuple[Path, ...], output: Path | None) -> None:
 
     Each bake target becomes an image() with its context, dockerfile, target (stage), args,
     platforms and tags (repository and tags; the registry host belongs in .cache-spec). The
-    targets of an expanded matrix (names and args varying along axes) become a for loop. A
-    `target:` context becomes a parent, handed over in a build arg of the context's name
-    (the Dockerfile then reads `ARG NAME=NAME` and `FROM ${NAME}`). Groups become group().
+    targets of an expanded matrix (names and args varying along axes) become a for loop.
+    contexts map one to one onto named contexts (`target:base` becomes the label `//:base`;
+    directories and docker-image:// stay), so the Dockerfiles build unedited. Groups become
+    group().
     Fields bt has no use for are named in a comment above their target.
 
     \b

@@ -79,6 +79,13 @@ def command(
         click.echo(f"{label}: partial index, without {', '.join(missing)}", err=True)
     for label in report.skipped:
         click.echo(f"{label}: skipped, no platform build recorded", err=True)
+    from buildtool.cli.story import step_summary_path
+
+    summary = step_summary_path()
+    if summary is not None:
+        from buildtool.cli.summary import append_summary, merge_markdown
+
+        append_summary(summary, merge_markdown(patterns, report, dry_run))
 
 
 def checked_templates(templates: tuple[str, ...]) -> tuple[str, ...]:

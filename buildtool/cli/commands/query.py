@@ -81,7 +81,12 @@ def _describe(graph: TargetGraph, label: Label, inputs: dict[str, list[str]]) ->
             p.name: str(p.label)
             for platform in target.platforms
             for p in graph.parents_of(label, platform)
-            if not p.declared
+            if not p.declared and not p.name.startswith("context ")
+        },
+        # Named contexts: name -> label, directory (workspace path) or docker-image://REF.
+        "contexts": {
+            c.name: f"docker-image://{c.value}" if c.kind == "image" else c.value
+            for c in target.contexts
         },
         "dockerfile": target.dockerfile,
         "context": target.context,

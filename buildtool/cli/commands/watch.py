@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 from buildtool.cli.commands.common import (
@@ -20,12 +22,21 @@ from buildtool.plan.session import Session
 @platform_option
 @push_option
 @progress_option
+@click.option(
+    "--trace",
+    type=click.Path(path_type=Path),
+    metavar="FILE",
+    envvar="BT_TRACE",
+    help="Write the session to FILE as Chrome trace-event JSON when it ends, each round a "
+    "span (see `bt build --trace`).  [default: none]",
+)
 def command(
     patterns: tuple[str, ...],
     platforms: tuple[str, ...],
     push: bool | None,
     progress: str,
     json_events: bool,
+    trace: Path | None,
 ) -> None:
     """Build what PATTERNS need, then rebuild what each saved edit touches, until Ctrl-C.
 
@@ -42,14 +53,19 @@ def command(
       bt watch //matrix:large-v3-zh
       bt watch //model/... --platform linux/amd64 --json
     """
+    from buildtool.build.metadata import check_writable
     from buildtool.cli.reporter import progress_reporter, progress_stream
+    from buildtool.cli.story import told
     from buildtool.cli.watch import Watcher
 
+    if trace is not None:
+        check_writable(trace, "--trace")
     root = Session.here().root
     mode = progress_mode(progress, json_events)
-    reporter = progress_reporter(mode, progress_stream(mode))
+    command = f"bt watch {' '.join(patterns)}"
+    reporter = told(progress_reporter(mode, progress_stream(mode)), command, trace, summary=False)
     try:
-        Watcher(root, patterns, platforms, push, reporter).run()
+        Watcher(root, patterns, platforms, push, reporter, reporter.story).run()
     except KeyboardInterrupt:
         raise Interrupted("interrupted: finished builds are recorded") from None
     finally:

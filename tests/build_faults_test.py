@@ -285,9 +285,13 @@ def test_a_full_disk_stops_the_run_with_one_line_and_leaves_the_old_state_intact
     on_disk = full == "workspace"
     root = (small_disk if on_disk else tmp_path) / "ws"
     cache = tmp_path / "cache" if on_disk else small_disk / "cache"
-    spec = f'platforms = ["linux/amd64"]\ncache_dir = "{cache}"\n[builders."*"]\nnetwork = "none"\n'
+    spec = 'platforms = ["linux/amd64"]\n[builders."*"]\nnetwork = "none"\n'
     write_tree(root, {**TWO, ".cache-spec": spec, "n.txt": nonce()})
-    env = {"DOCKER_HOST": engine, "XDG_CACHE_HOME": str(tmp_path / "xdg")}
+    env = {
+        "DOCKER_HOST": engine,
+        "XDG_CACHE_HOME": str(tmp_path / "xdg"),
+        "BT_CACHE_DIR": str(cache),
+    }
     bt("build", "//...", cwd=root, env=env, check=True)
     before = (root / "images.lock").read_bytes()
 

@@ -40,7 +40,7 @@ from buildtool.plan.session import Workbench
 from buildtool.plan.stale import PlannedBuild, needs_run
 from buildtool.plan.stamp import KEY_LABEL, stamp, stamped_key
 from buildtool.platforms import same_machine
-from buildtool.state.cachedir import CacheDir
+from buildtool.state.cachedir import CacheDir, claim
 from buildtool.state.lockfile import Lockfile, PinRecord, update_lockfile
 from buildtool.workspace.config import BuilderSpec, Config
 from buildtool.workspace.labels import Label
@@ -136,9 +136,8 @@ class BuildRun:
             if self._claims is None:
                 from buildtool.state.cachedir import hold_in_use
 
-                with contextlib.suppress(OSError):  # the build lock reports it, at the file
-                    self.config.cache_dir.mkdir(parents=True, exist_ok=True)
-                hold_in_use(self.config.cache_dir)  # before the first build lock is made
+                # before the first build lock is made
+                hold_in_use(self.config.cache_dir, create=True)
                 self._claims = Claims(self.config, self.options.push)
             return self._claims
 
@@ -527,6 +526,7 @@ class BuildRun:
     def log_path(self, planned: PlannedBuild) -> Path:
         name = f"{planned.label.package or '_'}/{planned.label.name}"
         platform = planned.platform.replace("/", "-")
+        claim(self.config.cache_dir)  # made with bt's mark, if this run makes it
         return CacheDir(self.config.cache_dir).build_log(name, platform, planned.key)
 
     def record(self, planned: PlannedBuild, outcome: Outcome) -> None:

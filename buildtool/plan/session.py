@@ -86,9 +86,7 @@ class Session:
     def save(self) -> None:
         """Keep what loading learnt (Dockerfile analyses, the graph) for the next run. Commands
         call it once they have succeeded: a refused input leaves the cache directory as it was."""
-        with contextlib.suppress(OSError):  # the writes below report it, at the file
-            self.config.cache_dir.mkdir(parents=True, exist_ok=True)
-        hold_in_use(self.config.cache_dir)
+        hold_in_use(self.config.cache_dir, create=True)
         if self._unsaved is None:
             self.analyses.save()
             return

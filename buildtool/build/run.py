@@ -35,6 +35,7 @@ from buildtool.errors import (
     StateWriteError,
     TransientError,
 )
+from buildtool.imagename import is_reference, shown
 from buildtool.plan.pins import ExternalImage, Pins
 from buildtool.plan.session import Workbench
 from buildtool.plan.stale import PlannedBuild, needs_run
@@ -323,6 +324,8 @@ class BuildRun:
             ref = self.references.get((parent, planned.platform))
             if ref is None:
                 raise BtError(f"parent {parent} of {planned.label} has no recorded image")
+            if not is_reference(ref):  # it goes on a command line: only a checked reference
+                raise BtError(f"parent {parent} of {planned.label}: {shown(ref)} is no image")
             args[arg] = ref
         return tuple(sorted(args.items()))
 

@@ -19,6 +19,7 @@ from collections.abc import Mapping
 
 from buildtool.dockerfile.syntax import _is_comment, _split_lines, _trim_continuation
 from buildtool.errors import BtError
+from buildtool.imagename import is_reference, shown
 
 # (line, kind "from"/"copy"/"mount", the reference as the analysis reports it): where an image
 # is named. For "from" the reference is the resolved one; the FROM on that line names one image.
@@ -34,6 +35,11 @@ def rewrite_images(text: str, replacements: Mapping[ImageSite, str], path: str) 
     """``text`` with the image named at each site replaced; raises BtError if one is missing."""
     if not replacements:
         return text
+    for (line, _, _), new in replacements.items():
+        # Invariant 11: only a checked reference goes into the Dockerfile the engine runs (a
+        # newline in one would be an instruction of its own).
+        if not is_reference(new):
+            raise BtError(f"refused to hand over {shown(new)}: not an image reference", path, line)
     from buildtool.dockerfile.syntax import parse_dockerfile
 
     escape = parse_dockerfile(text, path).escape

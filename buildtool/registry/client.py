@@ -28,6 +28,7 @@ from typing import NamedTuple
 from urllib.parse import urljoin, urlsplit
 
 from buildtool.errors import BtError, ManifestNotFound, RegistryUnavailable
+from buildtool.imagename import is_sha256, shown
 from buildtool.registry import auth
 from buildtool.registry.reference import (
     DOCKER_HUB,
@@ -124,6 +125,7 @@ class RegistryClient:
             # The header is optional in the distribution spec: derive it from the body.
             media_type, body, digest = self.get_manifest(r)
             return Descriptor(media_type, digest, len(body))
+        _check_digest_header(r, digest)
         media_type = media_type_of(response.headers.get("content-type", ""))
         return Descriptor(media_type, digest, int(response.headers.get("content-length") or 0))
 
@@ -141,9 +143,19 @@ class RegistryClient:
         self._expect(response, (200,), f"GET {r}")
         body = response.body
         digest = sha256_digest(body)
-        for claimed in (r.digest, response.headers.get("docker-content-digest")):
-            if claimed and claimed.startswith("sha256:") and claimed != digest:
-                raise BtError(f"registry sent a manifest for {r} whose digest is {digest}")
+        if r.digest and r.digest.startswith("sha256:") and r.digest != digest:
+            raise BtError(
+                f"registry {r.registry} was asked for {r.digest} of {r.name} and served a "
+                f"manifest whose digest is {digest}"
+            )
+        claimed = response.headers.get("docker-content-digest")
+        if claimed:
+            _check_digest_header(r, claimed)
+            if claimed != digest:
+                raise BtError(
+                    f"registry {r.registry} said the manifest of {r} is {claimed}, but the "
+                    f"bytes it served have the digest {digest}"
+                )
         media_type = media_type_of(response.headers.get("content-type", ""))
         if media_type not in (*IMAGE_MANIFEST_TYPES, *INDEX_TYPES):
             media_type = declared_media_type(body) or media_type
@@ -377,6 +389,16 @@ class RegistryClient:
 @lru_cache(maxsize=8)
 def _shared_client(insecure: tuple[str, ...]) -> RegistryClient:
     return RegistryClient(insecure)
+
+
+def _check_digest_header(r: Reference, digest: str) -> None:
+    """Invariant 11: a digest a registry states is checked where it is read (bt records it, and
+    builds and tags by it)."""
+    if not is_sha256(digest):
+        raise BtError(
+            f"registry {r.registry} answered for {r} with the digest {shown(digest)}, not sha256: "
+            "and 64 lower-case hex digits"
+        )
 
 
 def manifest_digest(ref: str, insecure: Sequence[str] = ()) -> str | None:

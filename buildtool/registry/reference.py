@@ -15,6 +15,7 @@ import re
 from typing import Any, NamedTuple
 
 from buildtool.errors import BtError
+from buildtool.imagename import COMPONENT, DIGEST_RE, DOMAIN_RE, TAG
 
 DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
 DOCKER_MANIFEST_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
@@ -25,10 +26,8 @@ INDEX_TYPES = (DOCKER_MANIFEST_LIST, OCI_INDEX)
 MANIFEST_ACCEPT = ", ".join((*INDEX_TYPES, *IMAGE_MANIFEST_TYPES))
 
 DOCKER_HUB = "docker.io"
-_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
-_REPOSITORY_RE = re.compile(rf"{_COMPONENT}(?:/{_COMPONENT})*")
-_TAG_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")  # Go's \w is ASCII
-_DIGEST_RE = re.compile(r"[a-z0-9]+(?:[.+_-][a-z0-9]+)*:[a-zA-Z0-9=_-]{32,}")
+_REPOSITORY_RE = re.compile(rf"{COMPONENT}(?:/{COMPONENT})*")
+_TAG_RE = re.compile(TAG)  # Go's \w is ASCII
 
 
 def is_tag(text: str) -> bool:
@@ -85,7 +84,7 @@ def parse_reference(text: str) -> Reference:
     """Parse an image reference and normalise it like Docker (see the module's docstring).
     A reference without tag or digest keeps ``tag=None``; it means ``latest``."""
     name, at, digest = text.strip().partition("@")
-    if at and not _DIGEST_RE.fullmatch(digest):
+    if at and not DIGEST_RE.fullmatch(digest):
         raise BtError(f"invalid image reference {text!r}: bad digest {digest!r}")
     tag: str | None = None
     last = name.rsplit("/", 1)[-1]
@@ -96,6 +95,8 @@ def parse_reference(text: str) -> Reference:
     first, slash, rest = name.partition("/")
     if slash and names_registry(first):
         registry, repository = first, rest
+        if not DOMAIN_RE.fullmatch(registry):
+            raise BtError(f"invalid image reference {text!r}: bad registry {registry!r}")
     else:
         registry, repository = DOCKER_HUB, name
     if registry == DOCKER_HUB and "/" not in repository:

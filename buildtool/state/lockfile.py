@@ -258,12 +258,17 @@ def _decode(data: bytes, name: str, checked: bool = False) -> Lockfile:
     return Lockfile.loads(text, name, checked)
 
 
+# Raised whenever ``lockschema``'s check grows (2: image references checked against their
+# grammar), so that bytes an older check passed are checked again.
+CHECK_REVISION = 2
+
+
 def _mark(data: bytes) -> str:
     """What names lockfile bytes that passed this bt's schema check."""
     from buildtool import __version__
     from buildtool.state.hashing import digest_bytes
 
-    return f"{__version__} {VERSION} {digest_bytes(data)}"
+    return f"{__version__} {VERSION}.{CHECK_REVISION} {digest_bytes(data)}"
 
 
 # -- fragments (`bt lock merge`) ----------------------------------------------------------------

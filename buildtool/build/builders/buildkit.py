@@ -25,6 +25,8 @@ from buildtool.build.builders import (
     BuiltImage,
     LocalImage,
     build_failure,
+    checked_image_id,
+    checked_local_image,
     dockerfile_to_send,
     is_transient,
     platform_mismatch,
@@ -183,7 +185,7 @@ class BuildKitCliBuilder:
             if code != 0:
                 message = f"docker build on {self.host} failed: {_error_line(tail)}"
                 raise build_failure(message, tail, request.log_path)
-            image_id = iidfile.read_text().strip()
+            image_id = checked_image_id(self.host, iidfile.read_text().strip())
         actual = self._platform_of(image_id)
         mismatch = None if actual is None else platform_mismatch(self.name, request, actual)
         if mismatch is not None:
@@ -228,7 +230,7 @@ class BuildKitCliBuilder:
     def image_id(self, ref: str) -> str | None:
         done = self._docker("image", "inspect", "--format", "{{.Id}}", ref)
         if done.returncode == 0:
-            return done.stdout.strip()
+            return checked_image_id(self.host, done.stdout.strip())
         if "no such image" in done.stderr.lower() or "no such object" in done.stderr.lower():
             return None
         raise self._fault(f"docker image inspect {ref}", done)
@@ -237,7 +239,11 @@ class BuildKitCliBuilder:
         done = self._docker("image", "inspect", "--format", "{{.Id}} {{json .RepoDigests}}", ref)
         if done.returncode == 0:
             image_id, _, digests = done.stdout.strip().partition(" ")
-            return LocalImage(image_id, tuple(json.loads(digests) or ()))
+            try:
+                repo_digests = json.loads(digests)
+            except ValueError:
+                repo_digests = digests
+            return checked_local_image(self.host, image_id, repo_digests)
         if "no such image" in done.stderr.lower() or "no such object" in done.stderr.lower():
             return None
         raise self._fault(f"docker image inspect {ref}", done)

@@ -18,6 +18,8 @@ from buildtool.build.builders import (
     BuiltImage,
     LocalImage,
     build_failure,
+    checked_image_id,
+    checked_local_image,
     dockerfile_to_send,
     is_transient,
     platform_mismatch,
@@ -162,7 +164,7 @@ class EngineApiBuilder:
                 raise build_failure(message, list(tail), request.log_path)
             aux = chunk.get("aux")
             if isinstance(aux, dict) and isinstance(aux.get("ID"), str):
-                image_id = aux["ID"]
+                image_id = checked_image_id(self.host, aux["ID"])
         return image_id
 
     def _check_platform(self, request: BuildRequest, image_id: str) -> None:
@@ -181,7 +183,7 @@ class EngineApiBuilder:
         import docker
 
         try:
-            return str(self.client.inspect_image(ref)["Id"])
+            return checked_image_id(self.host, self.client.inspect_image(ref)["Id"])
         except docker.errors.ImageNotFound:
             return None
         except (docker.errors.APIError, requests.exceptions.RequestException) as err:
@@ -191,7 +193,7 @@ class EngineApiBuilder:
         attrs = self._inspect(ref)
         if attrs is None:
             return None
-        return LocalImage(str(attrs["Id"]), tuple(attrs.get("RepoDigests") or ()))
+        return checked_local_image(self.host, attrs.get("Id"), attrs.get("RepoDigests"))
 
     def image_labels(self, ref: str) -> dict[str, str] | None:
         attrs = self._inspect(ref)
@@ -248,7 +250,7 @@ class EngineApiBuilder:
             raise JobFailed(message) from None
         if digest is None:
             raise JobFailed(f"push of {ref} reported no digest")
-        return str(digest)
+        return checked_image_id(self.host, digest)
 
     def run(self, image: str, command: Sequence[str], timeout: float) -> tuple[int, str]:
         import requests

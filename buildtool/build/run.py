@@ -202,6 +202,7 @@ class BuildRun:
         fails, with why the pin could not be made in its log; its dependents are skipped."""
         from buildtool.errors import JobFailed
         from buildtool.plan.pins import UNPINNED
+        from buildtool.secrets import scrub
 
         unpinned = [(n, w) for n, value, w in planned.manifest.pins if value.startswith(UNPINNED)]
         if not unpinned:
@@ -212,7 +213,7 @@ class BuildRun:
         )
         log_path = self.log_path(planned)
         log_path.parent.mkdir(parents=True, exist_ok=True)
-        log_path.write_text(message + "\n", encoding="utf-8")
+        log_path.write_text(scrub(message) + "\n", encoding="utf-8")
         raise JobFailed(message, log_tail=message, log_path=str(log_path))
 
     def close(self) -> None:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
@@ -240,7 +241,7 @@ def update_file(
         except FileNotFoundError:
             current = None
         new = change(current)
-        if new is not None and new != current:
+        if new is not None and new != current and not _holds_secret(path, new, durable):
             write_atomic(path, new, durable=durable)
 
 
@@ -248,7 +249,7 @@ def write_once(path: Path, data: bytes) -> None:
     """Write a content-addressed file: an existing one already holds ``data``. A cache, not
     state: atomic rename, no fsync (a lost file costs only detail, never correctness). It takes
     no lock: temporaries of ``path`` left by a writer that no longer runs are removed."""
-    if path.exists():
+    if path.exists() or _holds_secret(path, data, durable=False):
         return
     _claim_for(path)
     if owns_temporaries(path):
@@ -265,3 +266,18 @@ def owns_temporaries(path: Path) -> bool:
     if path.name == "images.lock" and (directory / ".cache-spec").is_file():
         return True
     return any(is_bt_cache(d) for d in (directory, directory.parent, directory.parent.parent))
+
+
+def _holds_secret(path: Path, data: bytes, durable: bool) -> bool:
+    """Invariant 7: whether ``data`` holds a concealed value (``secrets.conceal``), which is then
+    not written: a cache (not ``durable``) is left as it was, costing only time; state is
+    refused. Nothing is concealed before ``buildtool.secrets`` is imported, which a no-op run
+    does not do."""
+    module = sys.modules.get("buildtool.secrets")
+    if module is None or not module.holds_concealed(data):
+        return False
+    if durable:
+        raise BtError(
+            "refused to write the value of a secret-looking build arg or credential", path
+        )
+    return True

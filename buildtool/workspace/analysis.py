@@ -9,6 +9,7 @@ and a warm run neither parses a Dockerfile nor imports the parser.
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -130,7 +131,11 @@ class AnalysisCache:
 
     def put(self, key: str, reads: Reads) -> None:
         self.used.add(key)
-        self.entries[key] = self.added[key] = reads.to_msgpack()
+        self.entries[key] = entry = reads.to_msgpack()
+        secrets = sys.modules.get("buildtool.secrets")  # imported once a value is concealed
+        if secrets is not None and secrets.holds_concealed(msgpack.packb(entry)):
+            return  # an analysis holding a secret-looking arg's value is not kept on disk
+        self.added[key] = entry
 
     def save(self, complete: bool = False) -> None:
         """Write what was added. ``complete`` says this process asked for the analysis of every

@@ -350,7 +350,7 @@ def _stream_to_log(
             log.write("cancelled\n")
             raise Cancelled(f"cancelled: {' '.join(command[:3])}")
         if feed_errors:
-            log.write(f"ERROR: {feed_errors[0]}\n")
+            log.write(scrub(f"ERROR: {feed_errors[0]}") + "\n")
             raise feed_errors[0]
     return code, list(tail)
 

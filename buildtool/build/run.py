@@ -10,6 +10,7 @@ import errno
 import os
 import re
 import threading
+import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -128,6 +129,8 @@ class BuildRun:
     # build -> what the remote action cache lookup warned of, shown with the build's result
     lookup_warnings: dict[tuple[Label, str], str] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    # When the run began: probing the engines and pinning (``plan_pinned``) count in its time.
+    started_at: float = field(default_factory=time.monotonic)
     _client: RegistryClient | None = None
     _claims: Claims | None = None
 
@@ -149,7 +152,9 @@ class BuildRun:
                 from buildtool.build.builders import open_builder
 
                 spec = self.config.builder_for(platform)
-                found = open_builder(spec.host, spec.backend, spec.network)
+                found = open_builder(
+                    spec.host, spec.backend, spec.network, self.config.retry_max_seconds
+                )
                 self.builders[platform] = found
             return found
 
@@ -313,6 +318,7 @@ class BuildRun:
                 on_event=on_event,
                 on_success=on_success,
                 lookup=remote if self.config.registry else None,
+                started_at=self.started_at,
             )
         finally:
             self.close()

@@ -123,9 +123,15 @@ class BuildKitCliBuilder:
     """The engine's BuildKit, through the docker CLI."""
 
     def __init__(
-        self, host: str | None, network: str | None = None, env: Mapping[str, str] | None = None
+        self,
+        host: str | None,
+        network: str | None = None,
+        env: Mapping[str, str] | None = None,
+        *,
+        answer_within: float | None = None,
     ):
         self.env = dict(os.environ if env is None else env)
+        self.probe_timeout = min(PROBE_TIMEOUT, answer_within or PROBE_TIMEOUT)
         self.cli, self.mode = find_docker_cli(self.env)
         if host:
             self.env["DOCKER_HOST"] = host
@@ -137,11 +143,9 @@ class BuildKitCliBuilder:
         self.name = f"buildkit@{self.host}"
         self._architecture: str | None = None
 
-    def _docker(
-        self, *args: str, timeout: float = PROBE_TIMEOUT
-    ) -> subprocess.CompletedProcess[str]:
+    def _docker(self, *args: str, timeout: float | None = None) -> subprocess.CompletedProcess[str]:
         try:
-            return _run_captured([self.cli, *args], self.env, timeout)
+            return _run_captured([self.cli, *args], self.env, timeout or self.probe_timeout)
         except subprocess.TimeoutExpired:
             raise TransientError(f"docker {args[0]} on {self.host} timed out") from None
 

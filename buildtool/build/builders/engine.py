@@ -35,7 +35,9 @@ _API_TIMEOUT = 120  # docker-py read timeout for calls that answer promptly or s
 class EngineApiBuilder:
     """The Engine API through docker-py: the classic builder, no CLI needed."""
 
-    def __init__(self, host: str | None, network: str | None = None):
+    def __init__(
+        self, host: str | None, network: str | None = None, *, answer_within: float | None = None
+    ):
         import docker
 
         kwargs: dict[str, Any] = {"base_url": host} if host else docker.utils.kwargs_from_env()
@@ -44,8 +46,11 @@ class EngineApiBuilder:
         self.network = network
         try:
             # ssh:// through the system's ssh client, as the docker CLI does (no paramiko).
+            # Calls that answer promptly or stream progress wait no longer than the retry
+            # budget; a build's own stream is not bounded (``_start_build``).
+            timeout = min(_API_TIMEOUT, answer_within or _API_TIMEOUT)
             self.client: Any = docker.APIClient(
-                version="auto", timeout=_API_TIMEOUT, use_ssh_client=True, **kwargs
+                version="auto", timeout=timeout, use_ssh_client=True, **kwargs
             )
             version = self.client.version()
         except docker.errors.DockerException as err:

@@ -19,6 +19,7 @@ from buildtool import __version__
 from buildtool.errors import BtError
 from buildtool.state.cachedir import CacheDir, update_file
 from buildtool.state.hashing import digest_bytes
+from buildtool.state.packing import pack, unpack
 from buildtool.workspace.config import Config
 from buildtool.workspace.target import BuildId, ImageTarget
 
@@ -62,7 +63,7 @@ class Reads(NamedTuple):
 
     @classmethod
     def of(cls, reads: StageReads) -> Reads:
-        packed = msgpack.packb(reads.meaning, use_bin_type=True)
+        packed = pack(reads.meaning)
         return cls(
             tuple((r.source, r.line, r.instruction, tuple(r.excludes)) for r in reads.sources),
             reads.whole_context,
@@ -117,7 +118,7 @@ class AnalysisCache:
         if data is None:
             return {}
         try:
-            top = msgpack.unpackb(data, raw=False)
+            top = unpack(data)
         except (ValueError, msgpack.UnpackException):
             return {}
         if isinstance(top, dict) and top.get("version") == self.VERSION:
@@ -133,7 +134,7 @@ class AnalysisCache:
         self.used.add(key)
         self.entries[key] = entry = reads.to_msgpack()
         secrets = sys.modules.get("buildtool.secrets")  # imported once a value is concealed
-        if secrets is not None and secrets.holds_concealed(msgpack.packb(entry)):
+        if secrets is not None and secrets.holds_concealed(pack(entry)):
             return  # an analysis holding a secret-looking arg's value is not kept on disk
         self.added[key] = entry
 
@@ -152,7 +153,7 @@ class AnalysisCache:
             merged = {**self._decode(current), **added}
             if used is not None:
                 merged = {key: value for key, value in merged.items() if key in used}
-            return msgpack.packb({"version": self.VERSION, "entries": merged}, use_bin_type=True)  # type: ignore[no-any-return]
+            return pack({"version": self.VERSION, "entries": merged})
 
         update_file(self.path, merge, durable=False)
         if used is not None:
@@ -236,7 +237,7 @@ class Analyses:
         if reads is None:
             # bt's version is part of the entry's key: a newer analysis never reads an old one.
             material = [__version__, ANALYSIS_SCHEMA, *memo]
-            cache_key = digest_bytes(msgpack.packb(material, use_bin_type=True))
+            cache_key = digest_bytes(pack(material))
             reads = self.cache.get(cache_key)
             if reads is None:
                 from buildtool.dockerfile import context_reads

@@ -24,11 +24,11 @@ lockfile, and an image not pinned yet enters the key as ``unpinned:<reference>``
 
 from __future__ import annotations
 
-import json
 from collections.abc import Collection, Iterable, Mapping
 from typing import TYPE_CHECKING, NamedTuple
 
 from buildtool.errors import BtError
+from buildtool.jsonvalue import load_json
 from buildtool.platforms import Platform
 from buildtool.registry import INDEX_TYPES, normalise_reference, parse_reference
 from buildtool.state.lockfile import PinRecord
@@ -153,7 +153,9 @@ def registry_digest(client: RegistryClient, name: str, platform: str) -> str | N
     if found.media_type not in INDEX_TYPES:
         return found.digest
     _, body, _ = client.get_manifest(parse_reference(name).at(digest=found.digest))
-    return _platform_entry(json.loads(body).get("manifests") or [], name, platform)
+    index = load_json(body, None, f"the index of {name}")
+    manifests = index.get("manifests") if isinstance(index, dict) else None
+    return _platform_entry(manifests or [], name, platform)
 
 
 def _platform_entry(manifests: list[dict[str, object]], name: str, platform: str) -> str:

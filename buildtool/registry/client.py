@@ -180,12 +180,12 @@ class RegistryClient:
             return None
         try:
             config_digest = json.loads(body)["config"]["digest"]
-        except (ValueError, KeyError, TypeError) as err:
+        except (ValueError, KeyError, TypeError, RecursionError) as err:
             raise BtError(f"manifest {ref} has no image config ({err})") from None
         try:
             config = json.loads(self.get_blob(ref, config_digest))
             labels = (config.get("config") or {}).get("Labels") or {}
-        except (ValueError, AttributeError) as err:
+        except (ValueError, AttributeError, RecursionError) as err:
             raise BtError(f"image config {config_digest} of {ref} is not JSON ({err})") from None
         return {str(k): str(v) for k, v in labels.items()} if isinstance(labels, dict) else {}
 
@@ -423,7 +423,7 @@ def _registry_words(response: _Response) -> str:
             if isinstance(detail, str) and detail and len(detail) < 200:
                 text += f" ({detail})"
             words.append(text)
-    except (ValueError, KeyError, TypeError, AttributeError):
+    except (ValueError, KeyError, TypeError, AttributeError, RecursionError):
         return status
     return f"{status}: {'; '.join(words)}" if words else status
 

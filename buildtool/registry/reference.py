@@ -136,7 +136,7 @@ def declared_media_type(body: bytes) -> str | None:
     """The ``mediaType`` a manifest states in its own body, if any."""
     try:
         data: Any = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):  # a hostile registry's absurd nesting
         return None
     value = data.get("mediaType") if isinstance(data, dict) else None
     return value if isinstance(value, str) else None

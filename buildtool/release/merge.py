@@ -407,7 +407,7 @@ def _platform_of(config: dict[str, Any], declared: Platform) -> IndexPlatform:
 def _json_object(body: bytes, what: str) -> dict[str, Any]:
     try:
         data = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):
         data = None
     if not isinstance(data, dict):
         raise BtError(f"{what} is not a JSON object")

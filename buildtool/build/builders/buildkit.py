@@ -34,6 +34,7 @@ from buildtool.build.builders import (
     write_lines,
 )
 from buildtool.errors import BtError, Cancelled, JobFailed, TransientError
+from buildtool.jsonvalue import load_json
 from buildtool.platforms import Platform
 from buildtool.secrets import REDACTED, buildkit_flag, scrub
 
@@ -245,7 +246,7 @@ class BuildKitCliBuilder:
             image_id, _, digests = done.stdout.strip().partition(" ")
             try:
                 repo_digests = json.loads(digests)
-            except ValueError:
+            except (ValueError, RecursionError):
                 repo_digests = digests
             return checked_local_image(self.host, image_id, repo_digests)
         if "no such image" in done.stderr.lower() or "no such object" in done.stderr.lower():
@@ -255,7 +256,7 @@ class BuildKitCliBuilder:
     def image_labels(self, ref: str) -> dict[str, str] | None:
         done = self._docker("image", "inspect", "--format", "{{json .Config.Labels}}", ref)
         if done.returncode == 0:
-            labels = json.loads(done.stdout or "null")
+            labels = load_json(done.stdout or "null", None, f"docker image inspect {ref}")
             return {str(k): str(v) for k, v in (labels or {}).items()}
         if "no such image" in done.stderr.lower() or "no such object" in done.stderr.lower():
             return None

@@ -410,7 +410,7 @@ class _Evaluation:
         if base.kind == "stage":
             resolved = ("stage", self.stage_id(base.stage))
         elif base.kind == "image":
-            resolved = ("image", base.ref)
+            resolved = ("image", keyed_reference(base.ref))
         else:
             resolved = (base.kind,) if base.kind == "scratch" else ("unknown", stage.base)
         head: Meaning = ("FROM", resolved, base.platform)
@@ -418,10 +418,28 @@ class _Evaluation:
         items: list[Meaning] = [head]
         for ins in stage.instructions:
             arg_values = self.apply(ins, env)
-            item = instruction_meaning(ins) if arg_values is None else arg_meaning(arg_values)
+            if arg_values is not None:
+                item: Meaning = arg_meaning(arg_values)
+            elif ins.keyword == "COPY":
+                item = self.copy_meaning(ins)
+            else:
+                item = instruction_meaning(ins)
             self.described.append(described(stage_id, ins.line, ins.keyword, item))
             items.append(item)
         return ("stage", stage_id, *items)
+
+    def copy_meaning(self, ins: Instruction) -> Meaning:
+        """``COPY --from=<image>`` keyed by the image as Docker resolves it (``python`` is
+        ``docker.io/library/python:latest``), like a FROM: spelling it either way is one key."""
+        item = instruction_meaning(ins)
+        source = flag_value(ins, "from")
+        if source is None or self.stage_ref(source, by_index=True) is not None:
+            return item
+        flags = tuple(
+            (name, keyed_reference(source) if name == "from" and value == source else value)
+            for name, value in ins.flags
+        )
+        return (item[0], item[1], flags, *item[3:])
 
     def header(self, reached: list[int]) -> tuple[Meaning, Meaning]:
         """The directives, and the ARGs before the first FROM that the reached stages see."""
@@ -602,3 +620,15 @@ def _union(first: StageReads, second: StageReads) -> StageReads:
         images=merged(first.images, second.images),
         secrets=merged(first.secrets, second.secrets),
     )
+
+
+def keyed_reference(ref: str) -> str:
+    """An image reference as a key holds it: normalised as Docker resolves it, so ``python``,
+    ``python:latest`` and ``docker.io/library/python:latest`` are one image and one key (a
+    reference Docker would refuse is kept as written: the build fails on it anyway)."""
+    from buildtool.registry.reference import normalise_reference
+
+    try:
+        return normalise_reference(ref)
+    except BtError:
+        return ref

@@ -49,8 +49,9 @@ from buildtool.workspace.config import Config
 from buildtool.workspace.graph import TargetGraph
 from buildtool.workspace.target import BuildId, ImageTarget
 
-# 4: pins of external images; 6: build-arg values by digest, build secrets' ids and sources
-KEY_SCHEMA = 6
+# 4: pins of external images; 6: build-arg values by digest, build secrets' ids and sources;
+# 7: FROM and COPY --from images by their normalised reference
+KEY_SCHEMA = 7
 
 
 @dataclass(frozen=True)

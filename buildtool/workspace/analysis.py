@@ -100,7 +100,9 @@ class AnalysisCache:
     """Dockerfile analyses by (Dockerfile digest, stage, args, platform), kept between runs:
     a warm run neither parses Dockerfiles nor imports the parser."""
 
-    VERSION = 2  # 2: ARG values in ``instructions`` by digest (dockerfile/meaning.py)
+    # 2: ARG values in ``instructions`` by digest (dockerfile/meaning.py); 3: FROM and COPY
+    # --from images by their normalised reference
+    VERSION = 3
 
     def __init__(self, path: Path):
         self.path = path

@@ -67,3 +67,15 @@ def test_spelling_a_copy_from_image_another_way_changes_no_key(tmp_path: Path) -
         for i, ref in enumerate(["python", "docker.io/library/python:latest"])
     ]
     assert found[0] == found[1]
+
+
+def test_the_frontend_a_syntax_line_after_a_shebang_names_is_keyed(tmp_path: Path) -> None:
+    found = [
+        keys(
+            tmp_path / tag,
+            f"#!/usr/bin/env docker-build\n# syntax=acme/frontend:{tag}\nFROM scratch\n",
+        )
+        for tag in ("1", "2")
+    ]
+    assert found[0]["//:app"] != found[1]["//:app"]
+    assert found[0]["//:base"] == found[1]["//:base"]

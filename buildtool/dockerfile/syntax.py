@@ -313,6 +313,8 @@ class _Parser:
         """Parser directives: `# key=value` lines before anything else, even a blank line."""
         if self.directives_done:
             return
+        if lineno == 1 and line.startswith("#!"):
+            return  # BuildKit's DirectiveParser skips a shebang line and reads on
         match = _DIRECTIVE.fullmatch(_lstrip(line[1:])) if line.startswith("#") else None
         key = match.group(1).lower() if match else ""
         if match is None or key not in ("syntax", "escape", "check"):

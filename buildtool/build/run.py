@@ -37,7 +37,7 @@ from buildtool.errors import (
     TransientError,
 )
 from buildtool.imagename import is_reference, shown
-from buildtool.plan.pins import ExternalImage, Pins
+from buildtool.plan.pins import ENGINE, ExternalImage, Pins, engine_pin_warning
 from buildtool.plan.session import Workbench
 from buildtool.plan.stale import PlannedBuild, needs_run
 from buildtool.plan.stamp import KEY_LABEL, stamp, stamped_key
@@ -577,7 +577,10 @@ def plan_pinned(
     ]
     if missing:
         for image, platform, pin, _ in run.pin(missing):
-            report(Pinned(image.written, platform, pin.digest, pin.source))
+            warning = ""
+            if pin.source == ENGINE:
+                warning = engine_pin_warning(image.written, platform, run.builder(platform).name)
+            report(Pinned(image.written, platform, pin.digest, pin.source, warning))
         for (name, platform), problem in sorted(run.pin_failures.items()):
             report(Pinned(name, platform, "", "", problem))
         lock = bench.lockfile()

@@ -24,7 +24,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from functools import lru_cache
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 from urllib.parse import urljoin, urlsplit
 
 from buildtool.errors import BtError, ManifestNotFound, RegistryUnavailable
@@ -172,9 +172,9 @@ class RegistryClient:
             raise BtError(f"registry sent blob {digest} of {r.name} with other content")
         return response.body
 
-    def config_labels(self, ref: str | Reference) -> dict[str, str] | None:
-        """The labels in the image config behind ``ref`` (``{}`` when it has none); None when
-        ``ref`` names an index, not one image. Raises ManifestNotFound when there is nothing."""
+    def image_config(self, ref: str | Reference) -> dict[str, Any] | None:
+        """The image config behind ``ref`` (os, architecture, labels...); None when ``ref``
+        names an index, not one image. Raises ManifestNotFound when there is nothing."""
         media_type, body, _ = self.get_manifest(ref)
         if media_type not in IMAGE_MANIFEST_TYPES:
             return None
@@ -184,9 +184,20 @@ class RegistryClient:
             raise BtError(f"manifest {ref} has no image config ({err})") from None
         try:
             config = json.loads(self.get_blob(ref, config_digest))
-            labels = (config.get("config") or {}).get("Labels") or {}
-        except (ValueError, AttributeError, RecursionError) as err:
+        except (ValueError, RecursionError) as err:
             raise BtError(f"image config {config_digest} of {ref} is not JSON ({err})") from None
+        if not isinstance(config, dict):
+            raise BtError(f"image config {config_digest} of {ref} is not a JSON object")
+        return config
+
+    def config_labels(self, ref: str | Reference) -> dict[str, str] | None:
+        """The labels in the image config behind ``ref`` (``{}`` when it has none); None when
+        ``ref`` names an index, not one image. Raises ManifestNotFound when there is nothing."""
+        config = self.image_config(ref)
+        if config is None:
+            return None
+        inner = config.get("config")
+        labels = inner.get("Labels") if isinstance(inner, dict) else None
         return {str(k): str(v) for k, v in labels.items()} if isinstance(labels, dict) else {}
 
     def put_manifest(self, ref: str | Reference, media_type: str, body: bytes) -> str:

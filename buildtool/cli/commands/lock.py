@@ -41,7 +41,7 @@ def update(patterns: tuple[str, ...], platforms: tuple[str, ...]) -> None:
       bt lock update //base:no_model --platform linux/arm64
     """
     from buildtool.build.run import BuildOptions, BuildRun
-    from buildtool.plan.pins import short_digest
+    from buildtool.plan.pins import ENGINE, engine_pin_warning, short_digest
 
     bench = Workbench.open()
     wanted = bench.external_images(patterns or ("//...",), platforms)
@@ -66,6 +66,9 @@ def update(patterns: tuple[str, ...], platforms: tuple[str, ...]) -> None:
             moved += 1
             state = f"moved {short_digest(before.digest)} -> {short_digest(pin.digest)}"
         click.echo(f"{image.written} ({platform}): {state} from the {pin.source}")
+        if pin.source == ENGINE:
+            engine = run.builder(platform).name
+            click.echo(f"warning: {engine_pin_warning(image.written, platform, engine)}", err=True)
     click.echo(
         f"{bench.config.lockfile.name}: {len(resolved)} pins checked, {moved} moved", err=True
     )

@@ -79,3 +79,15 @@ def test_the_frontend_a_syntax_line_after_a_shebang_names_is_keyed(tmp_path: Pat
     ]
     assert found[0]["//:app"] != found[1]["//:app"]
     assert found[0]["//:base"] == found[1]["//:base"]
+
+
+def test_the_frontend_a_syntax_line_names_is_pinned_and_its_pin_is_keyed(tmp_path: Path) -> None:
+    dockerfile = "# syntax=python\nFROM scratch\nCOPY a.txt /\n"
+    pinned = keys(tmp_path / "pinned", dockerfile)
+    LOCK["pins"]["docker.io/library/python:latest"]["linux/amd64"]["digest"] = "sha256:" + "5" * 64  # type: ignore[index]
+    try:
+        moved = keys(tmp_path / "moved", dockerfile)
+    finally:
+        LOCK["pins"]["docker.io/library/python:latest"]["linux/amd64"]["digest"] = DIGEST  # type: ignore[index]
+    assert pinned["//:app"] != moved["//:app"]  # the frontend's pin moved: the build is stale
+    assert pinned["//:base"] == moved["//:base"]

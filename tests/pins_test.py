@@ -405,3 +405,28 @@ def test_a_single_platform_image_for_another_platform_is_an_error_naming_both(
     )
     assert f"not pinned (linux/arm64): {problem}" in built.stderr
     assert not (root / "images.lock").exists()  # nothing pinned, nothing recorded
+
+
+@pytest.mark.engine
+def test_the_frontend_a_syntax_line_names_is_pinned_by_lock_update(
+    tmp_path: Path, engine: str, upstream: str
+) -> None:
+    digest = RegistryClient().manifest_digest(upstream)
+    root = write_tree(
+        tmp_path / "ws",
+        {
+            ".cache-spec": "",
+            "BUILD.images": 'image(name = "app", platforms = ["linux/amd64"])\n',
+            "Dockerfile": f"# syntax={upstream}\nFROM scratch\nCOPY app.txt /\n",
+            "app.txt": "app\n",
+        },
+    )
+    env = {"DOCKER_HOST": engine, "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    assert stale(root, env) == {"//:app": f"external {upstream} not pinned yet"}
+
+    updated = bt("lock", "update", cwd=root, env=env, check=True)
+
+    assert updated.stdout == (
+        f"{upstream} (linux/amd64): pinned to sha256:{digest[7:19]}.. from the registry\n"  # type: ignore[index]
+    )
+    assert pins(root) == {upstream: {"linux/amd64": {"digest": digest, "source": "registry"}}}

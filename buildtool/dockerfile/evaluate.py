@@ -341,6 +341,9 @@ class _Evaluation:
         frontend = _frontend(self.df, self.build_args)
         if frontend and not _DOCKERFILE_FRONTEND.fullmatch(frontend):
             self.whole(f"the build runs frontend {frontend!r}, whose semantics bt does not know")
+        if frontend and frontend == self.df.syntax and self.df.syntax_line is not None:
+            # The frontend is an image BuildKit pulls and runs: pinned like any external one.
+            self.images.append(ImageRef(frontend, self.df.syntax_line, "syntax"))
         reached = self.reached()
         final_envs: dict[int, _Env] = {}
         external: list[str] = []

@@ -46,6 +46,9 @@ def rewrite_images(text: str, replacements: Mapping[ImageSite, str], path: str) 
     lines = _split_lines(text)
     by_line: dict[int, list[tuple[str, str, str]]] = {}
     for (line, kind, reference), new in sorted(replacements.items()):
+        if kind == "syntax":
+            lines[line - 1] = _directive_value(lines[line - 1], reference, new, path, line)
+            continue
         by_line.setdefault(line, []).append((kind, reference, new))
     edits: list[tuple[int, int, int, str]] = []
     for line, wanted in sorted(by_line.items()):
@@ -114,3 +117,12 @@ def _unquote(value: str) -> str:
     if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
         return value[1:-1]
     return value
+
+
+def _directive_value(line: str, reference: str, new: str, path: str, number: int) -> str:
+    """``# syntax=<reference>`` with ``new`` in place of the reference."""
+    key, eq, value = line.partition("=")
+    if not eq or value.strip() != reference:
+        raise BtError(f"cannot find the frontend {reference!r} to hand over", path, number)
+    start = len(key) + 1 + value.index(reference)
+    return line[:start] + new + line[start + len(reference) :]

@@ -50,7 +50,7 @@ from buildtool.workspace.graph import TargetGraph
 from buildtool.workspace.target import BuildId, ImageTarget
 
 # 4: pins of external images; 6: build-arg values by digest, build secrets' ids and sources;
-# 7: FROM and COPY --from images by their normalised reference
+# 7: FROM and COPY --from images by their normalised reference, the ``# syntax=`` frontend pinned
 KEY_SCHEMA = 7
 
 

@@ -101,7 +101,7 @@ class AnalysisCache:
     a warm run neither parses Dockerfiles nor imports the parser."""
 
     # 2: ARG values in ``instructions`` by digest (dockerfile/meaning.py); 3: FROM and COPY
-    # --from images by their normalised reference
+    # --from images by their normalised reference, and the frontend a ``# syntax=`` names
     VERSION = 3
 
     def __init__(self, path: Path):

@@ -124,5 +124,10 @@ def is_transient_message(message: str) -> bool:
     return re.search(_TRANSIENT, message, re.IGNORECASE) is not None  # compiled on first use
 
 
+class WrongPlatform(BtError):
+    """An external image exists, but not for the platform a build needs: an error naming both,
+    never a pin of the other platform's image."""
+
+
 class ManifestNotFound(BtError):
     """The registry has no manifest behind the reference asked for."""

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
@@ -167,6 +168,8 @@ def conceal(*values: str | None) -> None:
     """Never print these strings again in this process (see ``scrub``)."""
     with _concealed_lock:
         _concealed.update(v for v in values if v and len(v) >= _MIN_CONCEALED)
+        if _concealed:
+            _scrub_standard_streams()
         # A value may reach output one line at a time.
         for value in values:
             if value and "\n" in value:
@@ -184,6 +187,28 @@ def scrub(text: str) -> str:
     for value in found:
         text = text.replace(value, REDACTED)
     return text
+
+
+def holds_concealed(data: bytes | str) -> bool:
+    """Whether ``data`` (text, or bytes such as a cache about to be written) holds a concealed
+    string: bytes that cannot be scrubbed in place (msgpack) are then not written at all."""
+    if not _concealed or not data:
+        return False
+    with _concealed_lock:
+        values = list(_concealed)
+    if isinstance(data, str):
+        return any(v in data for v in values)
+    return any(v.encode() in data for v in values)
+
+
+def _scrub_standard_streams() -> None:
+    """From the first concealed value on, everything this process prints passes ``scrub``:
+    commands print with click (``bt plan``'s reasons name images, and images may hold a
+    secret-looking build arg's value), not only through the reporter."""
+    for name in ("stdout", "stderr"):
+        stream = getattr(sys, name)
+        if stream is not None and not isinstance(stream, ScrubbedStream):
+            setattr(sys, name, ScrubbedStream(stream))
 
 
 class ScrubbedStream:

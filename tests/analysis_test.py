@@ -20,7 +20,7 @@ def test_analyses_of_removed_targets_and_edited_dockerfiles_are_dropped(tmp_path
     root = write_tree(
         tmp_path / "ws",
         {
-            ".cache-spec": 'platforms = ["linux/amd64", "linux/arm64"]\ncache_dir = "../cache"\n',
+            ".cache-spec": 'platforms = ["linux/amd64", "linux/arm64"]\n',
             "BUILD.images": TARGETS,
             "Dockerfile": "FROM scratch\nARG LANG\nCOPY ${LANG}.txt /\n",
             "en.txt": "",
@@ -29,7 +29,7 @@ def test_analyses_of_removed_targets_and_edited_dockerfiles_are_dropped(tmp_path
         },
     )
     cache = tmp_path / "cache"
-    env = {"XDG_CACHE_HOME": str(tmp_path / "xdg")}
+    env = {"XDG_CACHE_HOME": str(tmp_path / "xdg"), "BT_CACHE_DIR": str(cache)}
     bt("plan", "//...", cwd=root, env=env, check=True)
     three = analyses(cache)
     assert len(three) == 3  # one per target: the Dockerfile reads no platform arg

@@ -3,11 +3,14 @@ a platform whose engine is down, a RUN that fails, a recorded digest deleted fro
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import http.client
 import json
 import os
+import socket
 import subprocess
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -103,6 +106,56 @@ def test_a_platform_whose_engine_is_down_fails_alone_and_the_other_platform_is_r
     for event in failed:
         assert str(event["message"]).startswith(f"the linux/arm64 engine {dead} is down: ")
     assert recorded(root) == [("//:a", "linux/amd64"), ("//:b", "linux/amd64")]
+
+
+@contextlib.contextmanager
+def silent_engine(path: Path) -> Iterator[str]:
+    """A socket that accepts every connection and never answers: an engine that hangs. (A
+    real engine cannot be made to hang on demand.)"""
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(str(path))
+    server.listen(64)
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        while not stop.is_set():
+            with contextlib.suppress(OSError):
+                held.append(server.accept()[0])
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        yield f"unix://{path}"
+    finally:
+        stop.set()
+        server.shutdown(socket.SHUT_RDWR)
+        server.close()
+        for connection in held:
+            connection.close()
+
+
+@pytest.mark.parametrize("backend", ["engine", "buildkit"])
+def test_an_engine_that_accepts_and_never_answers_ends_the_run_within_the_retry_budget(
+    tmp_path: Path, backend: str
+) -> None:
+    with silent_engine(tmp_path / "silent.sock") as host:
+        spec = (
+            f'platforms = ["linux/amd64"]\n[retry]\nmax_seconds = 3\n[builders."*"]\n'
+            f'host = "{host}"\nbackend = "{backend}"\n'
+        )
+        root = write_tree(tmp_path / "ws", {**TWO, ".cache-spec": spec, "n.txt": nonce()})
+        started = time.monotonic()
+        result = bt("build", "//...", cwd=root, env={"XDG_CACHE_HOME": str(tmp_path / "c")})
+        took = time.monotonic() - started
+    assert result.returncode == 1, result.stderr
+    assert took < 3 + 10, took
+    output = result.stdout + result.stderr
+    summary = next(line for line in output.splitlines() if line.startswith("built 0"))
+    reported = float(summary.rsplit(" in ", 1)[1].removesuffix("s"))
+    assert summary == f"built 0, cached 0, failed 2, skipped 0 in {reported:.1f}s"
+    assert 3.0 <= reported <= took, (reported, took)  # the wait for the engine included
+    assert f"the linux/amd64 engine {host} is down: " in output
 
 
 FAILING_RUN = {
@@ -274,9 +327,13 @@ def test_a_full_disk_stops_the_run_with_one_line_and_leaves_the_old_state_intact
     on_disk = full == "workspace"
     root = (small_disk if on_disk else tmp_path) / "ws"
     cache = tmp_path / "cache" if on_disk else small_disk / "cache"
-    spec = f'platforms = ["linux/amd64"]\ncache_dir = "{cache}"\n[builders."*"]\nnetwork = "none"\n'
+    spec = 'platforms = ["linux/amd64"]\n[builders."*"]\nnetwork = "none"\n'
     write_tree(root, {**TWO, ".cache-spec": spec, "n.txt": nonce()})
-    env = {"DOCKER_HOST": engine, "XDG_CACHE_HOME": str(tmp_path / "xdg")}
+    env = {
+        "DOCKER_HOST": engine,
+        "XDG_CACHE_HOME": str(tmp_path / "xdg"),
+        "BT_CACHE_DIR": str(cache),
+    }
     bt("build", "//...", cwd=root, env=env, check=True)
     before = (root / "images.lock").read_bytes()
 

@@ -20,7 +20,7 @@ def workspace(tmp_path: Path) -> tuple[Path, dict[str, str], Path]:
     root = write_tree(
         tmp_path / "ws",
         {
-            ".cache-spec": 'platforms = ["linux/amd64"]\ncache_dir = "../cache"\n',
+            ".cache-spec": 'platforms = ["linux/amd64"]\n',
             "BUILD.images": 'image(name = "app")\n',
             "Dockerfile": "FROM scratch\nCOPY a.txt /\n",
             "a.txt": "a\n",
@@ -36,9 +36,9 @@ def workspace(tmp_path: Path) -> tuple[Path, dict[str, str], Path]:
         },
     }
     (root / "images.lock").write_text(json.dumps(lock, indent=2) + "\n")
-    env = {"XDG_CACHE_HOME": str(tmp_path / "xdg")}
-    bt("plan", "//...", cwd=root, env=env, check=True)  # the analysis cache
     cache = tmp_path / "cache"
+    env = {"XDG_CACHE_HOME": str(tmp_path / "xdg"), "BT_CACHE_DIR": str(cache)}
+    bt("plan", "//...", cwd=root, env=env, check=True)  # the analysis cache
     # Files changed seconds ago are not cached yet (racy): a stat cache of another run.
     (cache / "statcache.msgpack").write_bytes(b"\x80")
     for key in (RECORDED, ORPHAN):
@@ -90,7 +90,7 @@ def test_clean_removes_derived_state_and_keeps_the_lockfile_and_its_manifests(
     assert "8 files, freed" in done.stderr
     assert "kept 1 manifest of recorded builds" in done.stderr
     assert digest_tree(root) == before_ws  # images.lock and the sources untouched
-    assert sorted(digest_tree(cache)) == [f"manifests/aa/{RECORDED}.msgpack"]
+    assert sorted(digest_tree(cache)) == ["CACHEDIR.TAG", f"manifests/aa/{RECORDED}.msgpack"]
     assert not (cache / "logs" / "_").exists()
     # The next plan makes the caches again.
     bt("plan", "//...", cwd=root, env=env, check=True)

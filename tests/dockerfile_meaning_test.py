@@ -168,7 +168,12 @@ def test_global_args_count_when_a_reached_from_line_uses_them_or_a_reached_stage
     result = reads(GLOBALS)
     assert result.meaning[1:] == (
         ("global-args", ("BASE", "alpine"), ("TAG", "3"), ("REDECLARED", "r")),
-        ("stage", "build", ("FROM", ("image", "alpine:3"), None), ("ARG", ("REDECLARED", "r"))),
+        (
+            "stage",
+            "build",
+            ("FROM", ("image", "docker.io/library/alpine:3"), None),
+            ("ARG", ("REDECLARED", "r")),
+        ),
         ("stage", 2, ("FROM", ("stage", "build"), None)),
     )
     assert reads(GLOBALS.replace("UNUSED=x", "UNUSED=y")).meaning == result.meaning

@@ -61,3 +61,11 @@ def test_a_site_that_names_no_image_is_an_error() -> None:
     with pytest.raises(BtError) as err:
         rewrite_images(DOCKERFILE, {(6, "copy", "other:1"): "x"}, "docker/Dockerfile")
     assert str(err.value) == "docker/Dockerfile:6: cannot find the image 'other:1' to hand over"
+
+
+def test_the_frontend_of_a_syntax_directive_is_handed_over_pinned() -> None:
+    text = "#!/usr/bin/env docker-build\n# syntax = docker/dockerfile:1.7 \nFROM scratch\n"
+    pinned = "docker/dockerfile:1.7@sha256:" + "6" * 64
+    result = rewrite_images(text, {(2, "syntax", "docker/dockerfile:1.7"): pinned}, "Dockerfile")
+    assert result == f"#!/usr/bin/env docker-build\n# syntax = {pinned} \nFROM scratch\n"
+    assert parse_dockerfile(result, "Dockerfile").syntax == pinned

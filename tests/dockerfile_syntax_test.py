@@ -36,6 +36,16 @@ def test_directives_are_case_insensitive_and_syntax_is_recorded() -> None:
     assert (df.syntax, df.escape) == ("docker/dockerfile:1.7", "`")
 
 
+def test_a_shebang_first_line_is_skipped_and_the_directives_after_it_count() -> None:
+    # BuildKit's DirectiveParser skips a "#!" first line (an executable Dockerfile).
+    text = "#!/usr/bin/env -S docker build -f\n# syntax=docker/dockerfile:1.7\n# check=error=true\n"
+    df = parse_dockerfile(text + "# escape=`\nFROM scratch\n", "Dockerfile")
+    assert (df.syntax, df.check, df.escape) == ("docker/dockerfile:1.7", "error=true", "`")
+    # Only as the first line: a shebang later is a comment that ends the directives.
+    later = parse_dockerfile("# check=error=true\n#!/bin/sh\n# syntax=x/y:1\nFROM scratch\n", "D")
+    assert (later.check, later.syntax) == ("error=true", None)
+
+
 def test_directive_after_a_comment_is_an_ordinary_comment() -> None:
     df = parse(
         """

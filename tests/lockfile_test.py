@@ -226,7 +226,27 @@ def test_fragments_fold_pins_and_refuse_two_digests_for_one_pin() -> None:
     with pytest.raises(BtError) as err:
         fold_fragments([("a.json", a), ("b.json", b)])
     assert err.value.message == (
-        f"a.json and b.json pin r/base:1 (linux/amd64) to different digests: {D1} and {D2}"
+        f"a.json and b.json pin r/base:1 (linux/amd64) to different digests: {D1} (from the "
+        f"registry) and {D2} (from the registry); the builds that use it differ in key for "
+        "that reason"
+    )
+
+
+def test_two_machines_engine_pins_that_differ_are_named_not_their_keys() -> None:
+    # Each machine pinned a base image present only in its own engine: the image ids differ,
+    # so the builds on it differ in key. The pin is the cause, and what to do about it.
+    a, b = Lockfile(), Lockfile()
+    for fragment, digest, key in ((a, D1, "a" * 64), (b, D2, "b" * 64)):
+        fragment.put_pin("local/base:1", "linux/amd64", PinRecord(digest, "engine"))
+        fragment.record_build("//:app", "linux/amd64", BuildRecord(key, D1, "bt/app:x"))
+    with pytest.raises(BtError) as err:
+        fold_fragments([("a.json", a), ("b.json", b)])
+    assert err.value.message == (
+        f"a.json and b.json pin local/base:1 (linux/amd64) to different digests: {D1} (from "
+        f"the engine) and {D2} (from the engine); an image found only in an engine is pinned "
+        "by that engine's image id, which another machine's engine does not share: push "
+        "local/base:1 to a registry (then run bt lock update), or build every platform against "
+        "one engine; the builds that use it differ in key for that reason"
     )
 
 

@@ -329,6 +329,13 @@ def test_an_image_only_the_engine_holds_is_pinned_from_the_engine(
     built = bt("build", "//:app", cwd=root, env=env, check=True)
 
     assert f"pinned {local} (linux/amd64) to {image_id} from the engine" in built.stderr
+    engine_name = f"buildkit@{engine}"
+    assert (
+        f"warning: {local} (linux/amd64) is pinned from {engine_name} alone, which no registry "
+        "serves: the keys of the builds using it hold that engine's image, so another machine's "
+        f"engine gives them other keys; push {local} to a registry and run bt lock update to "
+        "share them\n"
+    ) in built.stderr
     name = f"docker.io/{local}"
     assert pins(root) == {name: {"linux/amd64": {"digest": image_id, "source": "engine"}}}
     assert layers(engine, image_of(root, "//:app"))[0] == layers(engine, local)[0]
@@ -369,3 +376,57 @@ def test_a_multi_platform_index_is_pinned_to_the_platform_s_manifest(
     with pytest.raises(BtError, match=r"has no image for linux/riscv64 \(it has: linux/amd64, "):
         registry_digest(client, f"{repository}:multi", "linux/riscv64")
     assert registry_digest(client, f"{repository}:absent", "linux/amd64") is None
+
+
+@pytest.mark.engine
+def test_a_single_platform_image_for_another_platform_is_an_error_naming_both(
+    tmp_path: Path, engine: str, upstream: str
+) -> None:
+    # `upstream` is one linux/amd64 image, no index: an arm64 build cannot start from it.
+    root = write_tree(
+        tmp_path / "ws",
+        {
+            ".cache-spec": "",
+            "BUILD.images": 'image(name = "app", platforms = ["linux/arm64"])\n',
+            "Dockerfile": f"FROM {upstream}\nCOPY app.txt /\n",
+            "app.txt": uuid.uuid4().hex,
+        },
+    )
+    env = {"DOCKER_HOST": engine, "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    docker(engine, "rmi", upstream)  # only the registry has it
+
+    built = bt("build", "//:app", cwd=root, env=env)
+
+    assert built.returncode == 1, built.stderr
+    problem = (
+        f"{upstream} is an image for linux/amd64 only (not a multi-platform index): the "
+        "linux/arm64 build cannot use it; build linux/arm64 from an image for linux/arm64, or "
+        "leave linux/arm64 out of the target's platforms"
+    )
+    assert f"not pinned (linux/arm64): {problem}" in built.stderr
+    assert not (root / "images.lock").exists()  # nothing pinned, nothing recorded
+
+
+@pytest.mark.engine
+def test_the_frontend_a_syntax_line_names_is_pinned_by_lock_update(
+    tmp_path: Path, engine: str, upstream: str
+) -> None:
+    digest = RegistryClient().manifest_digest(upstream)
+    root = write_tree(
+        tmp_path / "ws",
+        {
+            ".cache-spec": "",
+            "BUILD.images": 'image(name = "app", platforms = ["linux/amd64"])\n',
+            "Dockerfile": f"# syntax={upstream}\nFROM scratch\nCOPY app.txt /\n",
+            "app.txt": "app\n",
+        },
+    )
+    env = {"DOCKER_HOST": engine, "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    assert stale(root, env) == {"//:app": f"external {upstream} not pinned yet"}
+
+    updated = bt("lock", "update", cwd=root, env=env, check=True)
+
+    assert updated.stdout == (
+        f"{upstream} (linux/amd64): pinned to sha256:{digest[7:19]}.. from the registry\n"  # type: ignore[index]
+    )
+    assert pins(root) == {upstream: {"linux/amd64": {"digest": digest, "source": "registry"}}}

@@ -172,13 +172,18 @@ def test_put_manifest_sends_the_media_type_as_content_type() -> None:
 
 
 def test_manifest_bytes_that_do_not_match_the_digest_asked_for_are_refused() -> None:
+    tampered = b'{"schemaVersion": 2, "tampered": true}'
+
     def handle(method: str, path: str, headers: dict[str, str], body: bytes) -> Any:
-        return manifest_answer(b'{"schemaVersion": 2, "tampered": true}')
+        return manifest_answer(tampered)
 
     ref = f"@{sha256_digest(MANIFEST)}"
     with fake_registry(handle) as address, pytest.raises(BtError) as err:
         RegistryClient().get_manifest(f"{address}/x{ref}")
-    assert "registry sent a manifest for" in str(err.value)
+    assert str(err.value) == (
+        f"registry {address} was asked for {sha256_digest(MANIFEST)} of {address}/x and served "
+        f"a manifest whose digest is {sha256_digest(tampered)}"
+    )
 
 
 def _non_loopback_address() -> str | None:

@@ -345,3 +345,47 @@ def test_a_cache_directory_inside_the_context_is_never_sent(
     ).stdout.split()  # fmt: skip
     assert "BUILD.images" in listing and ".cache-spec" in listing
     assert ".bt-cache" not in listing and "images.lock" not in listing
+
+
+# -- secret-looking values in engine and registry errors --------------------------------------
+
+
+def _echoing_registry(method: str, path: str, headers: dict[str, str], body: bytes):  # type: ignore[no-untyped-def]
+    # A registry whose error text repeats the reference it was asked for (a real one cannot be
+    # made to fail that way on demand): the text reaches bt's messages and logs.
+    return 400, {"Content-Type": "application/json"}, json.dumps({"errors": [path]}).encode()
+
+
+@pytest.mark.engine
+@pytest.mark.parametrize("fails_in", ["engine", "pin lookup", "registry"])
+def test_a_secret_looking_value_in_engine_and_registry_errors_is_nowhere_bt_writes(
+    tmp_path: Path, engine: str, registry: str, docker_cli: str, fails_in: str
+) -> None:
+    from registries import fake_registry
+
+    value = f"pw{uuid.uuid4().hex}"
+    with fake_registry(_echoing_registry) as echoing:
+        dockerfile = {
+            "engine": "FROM bt-test/busybox:latest\nARG DB_PASSWORD\nRUN echo $DB_PASSWORD; exit 3\n",
+            "pin lookup": f"ARG DB_PASSWORD\nFROM {registry}/{tmp_path.name}:${{DB_PASSWORD}}\n",
+            "registry": f"ARG DB_PASSWORD\nFROM {echoing}/x:${{DB_PASSWORD}}\n",
+        }[fails_in]
+        build = f'image(name = "app", context = "app", args = {{"DB_PASSWORD": "{value}"}})\n'
+        root = workspace(tmp_path / "ws", engine, build, f'[registry]\nurl = "{registry}/bt"\n')
+        (root / "app/Dockerfile").write_text(dockerfile + "COPY data.txt /\n")
+        env = {"DOCKER_HOST": engine, "XDG_CACHE_HOME": str(tmp_path / "xdg")}
+        outputs = []
+        for args in (["build", "//..."], ["build", "//...", "--json"], ["plan", "//..."]):
+            done = bt(*args, cwd=root, env=env)
+            outputs.append(done.stdout + done.stderr)
+        assert done.returncode == 0  # the plan
+        assert [o.count("FAILED") for o in outputs[:1]] == [1], outputs[0]
+    for text in outputs:
+        assert value not in text, text
+    log = next((root / ".bt-cache" / "logs").rglob("*.log")).read_text()
+    assert REDACTED in log, log
+    for top in (root / ".bt-cache", root / "app", tmp_path / "xdg"):
+        assert files_holding(top, value) == []
+    assert [p.name for p in root.iterdir() if p.is_file() and value in p.read_text()] == [
+        "BUILD.images"  # where the user wrote it
+    ]

@@ -23,7 +23,7 @@ from buildtool.build.record import record_builds
 from buildtool.cli.main import main
 from buildtool.errors import StateWriteError
 from buildtool.state import hashing
-from buildtool.state.cachedir import CacheDir, update_file, write_once
+from buildtool.state.cachedir import CacheDir, claim, update_file, write_once
 from buildtool.state.lockfile import BuildRecord, Lockfile, read_lockfile, update_lockfile
 from buildtool.state.statefile import write_atomic
 from buildtool.workspace.config import find_root, load_config
@@ -211,6 +211,7 @@ class Writer:
 def test_the_next_writer_under_the_lock_removes_the_temporaries_a_killed_writer_left(
     tmp_path: Path,
 ) -> None:
+    claim(tmp_path)  # a cache directory bt made: its temporaries are bt's to sweep
     path = tmp_path / "state.bin"
     other = tmp_path / "other.bin"
     update_file(path, lambda current: b"old")
@@ -226,6 +227,7 @@ def test_the_next_writer_under_the_lock_removes_the_temporaries_a_killed_writer_
 def test_an_unlocked_write_removes_a_dead_writers_temporary_and_never_a_live_ones(
     tmp_path: Path,
 ) -> None:
+    claim(tmp_path)
     path = CacheDir(tmp_path).manifest("ab" + "0" * 62)
     dead = Writer("once", path).kill()
     live = Writer("once", path)  # stopped before its rename, alive

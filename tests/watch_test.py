@@ -201,6 +201,26 @@ def test_the_lockfiles_temporary_file_is_not_watched_beside_root_inputs(
     assert not watched.accepts(str(root / "images.lock"))
 
 
+def test_a_new_file_a_double_star_global_input_matches_is_watched(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # fnmatch's "a/**/b.txt" misses "a/b.txt", which glob (the key's matcher) finds.
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    files = {
+        ".cache-spec": 'platforms = ["linux/amd64"]\nglobal_inputs = ["a/**/b.txt"]\n',
+        "BUILD.images": 'image(name = "app")\n',
+        "Dockerfile": "FROM scratch\nCOPY top.txt /\n",
+        "top.txt": "top\n",
+        "a/x/b.txt": "b\n",
+    }
+    root = write_tree(tmp_path / "ws", files)
+    bench = Workbench(Session(root))
+    watched = watch_set(bench.config, bench.plan(["//..."]))
+    assert watched.accepts(str(root / "a" / "b.txt"))
+    assert watched.accepts(str(root / "a" / "y" / "z" / "b.txt"))
+    assert not watched.accepts(str(root / "a" / "c.txt"))
+
+
 class WatchProcess:
     """`bt watch --json` as a child process, its stdout read line by line in the background."""
 

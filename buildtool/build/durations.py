@@ -23,7 +23,7 @@ def _parse(data: bytes | None) -> dict[str, float]:
         return {}
     try:
         raw = json.loads(data)
-    except ValueError:  # torn by hand or by another version: start over
+    except (ValueError, RecursionError):  # torn by hand or by another version: start over
         return {}
     if not isinstance(raw, dict):
         return {}

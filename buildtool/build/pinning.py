@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from buildtool.build.events import Pinned, ReportEvent
 from buildtool.build.routing import Engines
 from buildtool.errors import BtError, JobFailed, TransientError
-from buildtool.plan.pins import ExternalImage, Pins
+from buildtool.plan.pins import ENGINE, ExternalImage, Pins, engine_pin_warning
 from buildtool.plan.stale import PlannedBuild, needs_run
 from buildtool.state.lockfile import Lockfile, PinRecord, update_lockfile
 from buildtool.workspace.config import Config
@@ -85,6 +85,7 @@ class Pinning:
         """Invariant 9: never build (and record) a key that holds an unpinned image. The build
         fails, with why the pin could not be made in its log; its dependents are skipped."""
         from buildtool.plan.pins import UNPINNED
+        from buildtool.secrets import scrub
 
         unpinned = [(n, w) for n, value, w in planned.manifest.pins if value.startswith(UNPINNED)]
         if not unpinned:
@@ -94,7 +95,7 @@ class Pinning:
             (name, planned.platform), f"{written} is not pinned in images.lock yet"
         )
         log_path.parent.mkdir(parents=True, exist_ok=True)
-        log_path.write_text(message + "\n", encoding="utf-8")
+        log_path.write_text(scrub(message) + "\n", encoding="utf-8")
         raise JobFailed(message, log_tail=message, log_path=str(log_path))
 
 
@@ -211,7 +212,11 @@ def plan_pinned(
     ]
     if missing:
         for image, platform, pin, _ in pinning.pin(missing):
-            report(Pinned(image.written, platform, pin.digest, pin.source))
+            warning = ""
+            if pin.source == ENGINE:
+                builder = pinning.engines.builder(platform)
+                warning = engine_pin_warning(image.written, platform, builder.name)
+            report(Pinned(image.written, platform, pin.digest, pin.source, warning))
         for (name, platform), problem in sorted(pinning.failures.items()):
             report(Pinned(name, platform, "", "", problem))
         lock = bench.lockfile()

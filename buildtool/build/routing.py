@@ -35,7 +35,9 @@ class Engines:
             found = self.builders.get(platform)
             if found is None:
                 spec = self.config.builder_for(platform)
-                found = open_builder(spec.host, spec.backend, spec.network)
+                found = open_builder(
+                    spec.host, spec.backend, spec.network, self.config.retry_max_seconds
+                )
                 self.builders[platform] = found
             return found
 
@@ -77,14 +79,18 @@ class Engines:
         self.builders.clear()
 
 
-def open_builder(host: str | None, backend: str, network: str | None = None) -> Builder:
-    """The builder for one engine: ``backend`` is "buildkit" (docker CLI) or "engine" (API)."""
+def open_builder(
+    host: str | None, backend: str, network: str | None = None, answer_within: float | None = None
+) -> Builder:
+    """The builder for one engine: ``backend`` is "buildkit" (docker CLI) or "engine" (API).
+    ``answer_within`` bounds each call that should answer promptly (``[retry] max_seconds``: an
+    engine that accepts and never answers is down); builds themselves are not bounded."""
     if backend == "buildkit":
         from buildtool.build.builders.buildkit import BuildKitCliBuilder
 
-        return BuildKitCliBuilder(host, network)
+        return BuildKitCliBuilder(host, network, answer_within=answer_within)
     if backend == "engine":
         from buildtool.build.builders.engine import EngineApiBuilder
 
-        return EngineApiBuilder(host, network)
+        return EngineApiBuilder(host, network, answer_within=answer_within)
     raise BtError(f'unknown builder backend "{backend}" (known: buildkit, engine)')

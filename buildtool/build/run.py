@@ -10,6 +10,7 @@ import errno
 import os
 import re
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,8 +35,9 @@ from buildtool.errors import (
 from buildtool.plan.session import Workbench
 from buildtool.plan.stale import PlannedBuild, needs_run
 from buildtool.plan.stamp import KEY_LABEL, stamp, stamped_key
+from buildtool.registry.reference import is_reference, shown
 from buildtool.secrets import SecretSource
-from buildtool.state.cachedir import CacheDir
+from buildtool.state.cachedir import CacheDir, claim
 from buildtool.workspace.config import Config
 from buildtool.workspace.labels import Label
 from buildtool.workspace.target import ImageTarget
@@ -118,6 +120,8 @@ class BuildRun:
     # build -> what the remote action cache lookup warned of, shown with the build's result
     lookup_warnings: dict[tuple[Label, str], str] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    # When the run began: probing the engines and pinning (``plan_pinned``) count in its time.
+    started_at: float = field(default_factory=time.monotonic)
     _client: RegistryClient | None = None
     _claims: Claims | None = None
     engines: Engines = field(init=False)
@@ -133,9 +137,8 @@ class BuildRun:
             if self._claims is None:
                 from buildtool.state.cachedir import hold_in_use
 
-                with contextlib.suppress(OSError):  # the build lock reports it, at the file
-                    self.config.cache_dir.mkdir(parents=True, exist_ok=True)
-                hold_in_use(self.config.cache_dir)  # before the first build lock is made
+                # before the first build lock is made
+                hold_in_use(self.config.cache_dir, create=True)
                 self._claims = Claims(self.config, self.options.push)
             return self._claims
 
@@ -203,6 +206,7 @@ class BuildRun:
                 on_event=on_event,
                 on_success=on_success,
                 lookup=remote if self.config.registry else None,
+                started_at=self.started_at,
             )
         finally:
             self.close()
@@ -215,6 +219,8 @@ class BuildRun:
             ref = self.references.get((parent, planned.platform))
             if ref is None:
                 raise BtError(f"parent {parent} of {planned.label} has no recorded image")
+            if not is_reference(ref):  # it goes on a command line: only a checked reference
+                raise BtError(f"parent {parent} of {planned.label}: {shown(ref)} is no image")
             args[arg] = ref
         return tuple(sorted(args.items()))
 
@@ -403,6 +409,7 @@ class BuildRun:
     def log_path(self, planned: PlannedBuild) -> Path:
         name = f"{planned.label.package or '_'}/{planned.label.name}"
         platform = planned.platform.replace("/", "-")
+        claim(self.config.cache_dir)  # made with bt's mark, if this run makes it
         return CacheDir(self.config.cache_dir).build_log(name, platform, planned.key)
 
     def record(self, planned: PlannedBuild, outcome: Outcome) -> None:

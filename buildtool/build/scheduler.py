@@ -102,6 +102,7 @@ def run_jobs(
     cancel_timeout: float = CANCEL_TIMEOUT,
     lookup: Callable[[Job, threading.Event], Outcome | None] | None = None,
     retry: RetryPolicy | None = None,
+    started_at: float | None = None,
 ) -> Summary:
     """Run ``jobs`` and return what became of each.
 
@@ -125,6 +126,9 @@ def run_jobs(
     same retries: an Outcome from it settles the job without starting it (no Started event: a
     cache found the result), None starts the runner.
 
+    ``started_at`` (``time.monotonic()``) is when the run began, for the summary's time: the
+    caller may have waited on engines before any job (default: now).
+
     Raises ValueError for malformed input: duplicate ids, unknown deps, cycles, limits below 1.
     """
     if max_parallel < 1:
@@ -145,6 +149,8 @@ def run_jobs(
         cancel_timeout=cancel_timeout,
         lookup=lookup,
     )
+    if started_at is not None:
+        run.started_at = started_at
     return run.run()
 
 
@@ -317,9 +323,10 @@ class _Run:
         self.failed: list[JobId] = []
         self.skipped: list[JobId] = []
         self.first_failure: JobId | None = None
+        self.started_at = time.monotonic()
 
     def run(self) -> Summary:
-        started_at = time.monotonic()
+        started_at = self.started_at
         interrupted = False
         try:
             self.emit(RunStarted(len(self.jobs), started_at))

@@ -19,9 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from buildtool.errors import BtError
-from buildtool.state.cachedir import CacheDir, take_over_in_use
+from buildtool.state.cachedir import MARK_NAME, CacheDir, is_bt_cache, take_over_in_use
 from buildtool.state.lockfile import read_lockfile
-from buildtool.state.statefile import exclusive_lock
+from buildtool.state.statefile import TEMPORARY, exclusive_lock
 from buildtool.workspace.config import Config
 
 
@@ -38,6 +38,12 @@ def clean_cache(config: Config, *, dry_run: bool = False) -> Cleaned:
     cache = CacheDir(config.cache_dir)
     if not cache.root.is_dir():
         return Cleaned((), 0, 0)
+    if not is_bt_cache(cache.root):
+        raise BtError(
+            f"not a bt cache directory (no {MARK_NAME} written by bt): nothing removed; bt "
+            "deletes files only in a cache directory it made",
+            cache.root,
+        )
     if not take_over_in_use(cache.root):
         raise BtError(
             f"another bt process is using the cache directory {cache.root}; nothing removed "
@@ -81,7 +87,7 @@ def _derived(cache: CacheDir, recorded: set[str]) -> Iterator[Path]:
             yield path
     for directory, _, names in os.walk(cache.root):
         for name in names:
-            if name.startswith(".") and name.endswith(".tmp"):  # statefile.write_atomic's
+            if TEMPORARY.fullmatch(name):  # statefile.write_atomic's
                 yield Path(directory, name)
 
 
@@ -94,12 +100,16 @@ def _is_manifest(cache: CacheDir, path: Path) -> bool:
 
 
 def _files(top: Path) -> Iterator[Path]:
+    if top.is_symlink():  # os.walk would list where it points, outside the cache directory
+        return
     for directory, _, names in os.walk(top):
         for name in names:
             yield Path(directory, name)
 
 
 def _remove_empty_directories(top: Path) -> None:
+    if top.is_symlink():
+        return
     for directory, _, _ in os.walk(top, topdown=False):  # children first
         if directory != str(top):
             try:

@@ -304,14 +304,18 @@ def _report_crash(err: Exception, argv: list[str]) -> str:
         f"command: bt {' '.join(argv)}\n\n" + "".join(traceback.format_exception(err))
     )
     text = _scrubbed(text)
-    from buildtool.state.cachedir import crash_log_path
+    from buildtool.state.cachedir import claim, crash_log_path
 
     now = datetime.datetime.now()
     for cache_dir in dict.fromkeys((_cache_dir(), None)):
         path = crash_log_path(cache_dir, now)
         try:
+            if cache_dir is not None:
+                claim(cache_dir)  # only into a cache directory bt can prove is its own
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(text)
+        except BtError:
+            continue
         except OSError:
             with contextlib.suppress(OSError):
                 path.unlink()  # a full disk leaves no empty log behind

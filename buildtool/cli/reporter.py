@@ -168,9 +168,9 @@ def plain_lines(event: RunEvent | WatchEvent) -> list[str]:
     if isinstance(event, Pinned):
         if not event.digest:
             return [f"not pinned ({event.platform}): {event.detail}"]
-        return [
-            f"pinned {event.reference} ({event.platform}) to {event.digest} from the {event.source}"
-        ]
+        pinned = f"pinned {event.reference} ({event.platform}) to {event.digest} from the "
+        lines = [pinned + event.source]
+        return [*lines, f"warning: {event.detail}"] if event.detail else lines
     if isinstance(event, ImageTestsPassed):
         return [f"ok    {_build(event.id)} ({counted(event.count, 'test')})"]
     if isinstance(event, ImageTestsFailed):

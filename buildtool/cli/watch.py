@@ -7,7 +7,6 @@ watched set is exactly what the keys of the selected platform builds were comput
 
 from __future__ import annotations
 
-import fnmatch
 import os
 import time
 from collections.abc import Callable, Iterable
@@ -17,6 +16,7 @@ from pathlib import Path
 from buildtool.build.events import ReportEvent, Round, StoryEvent, WatchError, Watching
 from buildtool.errors import BtError
 from buildtool.inputs.filesets import FileSet
+from buildtool.inputs.globs import glob_matches
 from buildtool.plan.session import Workbench
 from buildtool.plan.stale import PlannedBuild
 from buildtool.workspace.config import LOCKFILE_NAME, Config
@@ -61,7 +61,7 @@ class WatchSet:
         if path in self.files or path in self.dirs or os.path.dirname(path) in self.dirs:
             return True
         rel = os.path.relpath(path, self.root).replace(os.sep, "/")
-        return any(fnmatch.fnmatch(rel, pattern) for pattern in self.global_patterns)
+        return any(glob_matches(rel, pattern) for pattern in self.global_patterns)
 
 
 def bare_watch_set(root: Path) -> WatchSet:

@@ -240,6 +240,9 @@ class _Evaluation:
         frontend = frontend_of(self.df, self.build_args)
         if frontend and not DOCKERFILE_FRONTEND.fullmatch(frontend):
             self.whole(f"the build runs frontend {frontend!r}, whose semantics bt does not know")
+        if frontend and frontend == self.df.syntax and self.df.syntax_line is not None:
+            # The frontend is an image BuildKit pulls and runs: pinned like any external one.
+            self.images.append(ImageRef(frontend, self.df.syntax_line, "syntax"))
         reached = self.reached()
         final_envs: dict[int, Env] = {}
         external: list[str] = []
@@ -322,7 +325,7 @@ class _Evaluation:
         if base.kind == "stage":
             resolved = ("stage", self.stage_id(base.stage))
         elif base.kind == "image":
-            resolved = ("image", base.ref)
+            resolved = ("image", keyed_reference(base.ref))
         else:
             resolved = (base.kind,) if base.kind == "scratch" else ("unknown", stage.base)
         head: Meaning = ("FROM", resolved, base.platform)
@@ -330,10 +333,28 @@ class _Evaluation:
         items: list[Meaning] = [head]
         for ins in stage.instructions:
             arg_values = self.apply(ins, env)
-            item = instruction_meaning(ins) if arg_values is None else arg_meaning(arg_values)
+            if arg_values is not None:
+                item: Meaning = arg_meaning(arg_values)
+            elif ins.keyword == "COPY":
+                item = self.copy_meaning(ins)
+            else:
+                item = instruction_meaning(ins)
             self.described.append(described(stage_id, ins.line, ins.keyword, item))
             items.append(item)
         return ("stage", stage_id, *items)
+
+    def copy_meaning(self, ins: Instruction) -> Meaning:
+        """``COPY --from=<image>`` keyed by the image as Docker resolves it (``python`` is
+        ``docker.io/library/python:latest``), like a FROM: spelling it either way is one key."""
+        item = instruction_meaning(ins)
+        source = flag_value(ins, "from")
+        if source is None or self.stage_ref(source, by_index=True) is not None:
+            return item
+        flags = tuple(
+            (name, keyed_reference(source) if name == "from" and value == source else value)
+            for name, value in ins.flags
+        )
+        return (item[0], item[1], flags, *item[3:])
 
     def header(self, reached: list[int]) -> tuple[Meaning, Meaning]:
         """The directives, and the ARGs before the first FROM that the reached stages see."""
@@ -545,3 +566,15 @@ def _union(first: StageReads, second: StageReads) -> StageReads:
         secrets=merged(first.secrets, second.secrets),
         named_sources=merged(first.named_sources, second.named_sources),
     )
+
+
+def keyed_reference(ref: str) -> str:
+    """An image reference as a key holds it: normalised as Docker resolves it, so ``python``,
+    ``python:latest`` and ``docker.io/library/python:latest`` are one image and one key (a
+    reference Docker would refuse is kept as written: the build fails on it anyway)."""
+    from buildtool.registry.reference import normalise_reference
+
+    try:
+        return normalise_reference(ref)
+    except BtError:
+        return ref

@@ -50,6 +50,7 @@ class Dockerfile:
     stages: tuple[Stage, ...]
     syntax: str | None = None  # the `# syntax=` directive: which frontend BuildKit runs
     check: str | None = None  # the `# check=` directive: which build checks BuildKit runs
+    syntax_line: int | None = None  # the line of the `# syntax=` directive
 
 
 @dataclass(frozen=True)
@@ -73,11 +74,12 @@ class SourceRef:
 @dataclass(frozen=True)
 class ImageRef:
     """An image (not a stage, not ``scratch``) a reached stage uses: ``FROM <image>``,
-    ``COPY --from=<image>`` or ``RUN --mount=from=<image>``, after ARG substitution."""
+    ``COPY --from=<image>`` or ``RUN --mount=from=<image>``, after ARG substitution; or the
+    frontend image a ``# syntax=`` directive names (BuildKit pulls and runs it)."""
 
     reference: str  # as written when ``unresolved``
     line: int
-    kind: Literal["from", "copy", "mount"]
+    kind: Literal["from", "copy", "mount", "syntax"]  # syntax: the frontend a directive names
     arg: str | None = None  # the ARG, when the reference is written as exactly $ARG or ${ARG}
     unresolved: bool = False  # its value is not known statically (e.g. an ARG without value)
     context: str | None = None  # the named context it is written as (``reference`` resolves it)

@@ -19,6 +19,7 @@ from collections.abc import Iterable, Mapping
 
 from buildtool.dockerfile.syntax import _is_comment, _split_lines, _trim_continuation
 from buildtool.errors import BtError
+from buildtool.registry.reference import is_reference, shown
 
 # (line, kind "from"/"copy"/"mount", the reference as the analysis reports it): where an image
 # is named. For "from" the reference is the resolved one; the FROM on that line names one image.
@@ -34,12 +35,20 @@ def rewrite_images(text: str, replacements: Mapping[ImageSite, str], path: str) 
     """``text`` with the image named at each site replaced; raises BtError if one is missing."""
     if not replacements:
         return text
+    for (line, _, _), new in replacements.items():
+        # Invariant 11: only a checked reference goes into the Dockerfile the engine runs (a
+        # newline in one would be an instruction of its own).
+        if not is_reference(new):
+            raise BtError(f"refused to hand over {shown(new)}: not an image reference", path, line)
     from buildtool.dockerfile.syntax import parse_dockerfile
 
     escape = parse_dockerfile(text, path).escape
     lines = _split_lines(text)
     by_line: dict[int, list[tuple[str, str, str]]] = {}
     for (line, kind, reference), new in sorted(replacements.items()):
+        if kind == "syntax":
+            lines[line - 1] = _directive_value(lines[line - 1], reference, new, path, line)
+            continue
         by_line.setdefault(line, []).append((kind, reference, new))
     edits: list[tuple[int, int, int, str]] = []
     for line, wanted in sorted(by_line.items()):
@@ -212,3 +221,12 @@ def blank_stages(text: str, reached: Iterable[int], path: str) -> str:
         for index in range(first + 1, min(stage.end_line, len(physical))):
             physical[index] = "# " + physical[index]
     return "".join(physical)
+
+
+def _directive_value(line: str, reference: str, new: str, path: str, number: int) -> str:
+    """``# syntax=<reference>`` with ``new`` in place of the reference."""
+    key, eq, value = line.partition("=")
+    if not eq or value.strip() != reference:
+        raise BtError(f"cannot find the frontend {reference!r} to hand over", path, number)
+    start = len(key) + 1 + value.index(reference)
+    return line[:start] + new + line[start + len(reference) :]

@@ -302,6 +302,7 @@ class _Parser:
         self.pos = 0
         self.escape = "\\"
         self.syntax: str | None = None
+        self.syntax_line: int | None = None
         self.check: str | None = None
         self.directives_done = False
         self.directives_seen: set[str] = set()
@@ -313,6 +314,8 @@ class _Parser:
         """Parser directives: `# key=value` lines before anything else, even a blank line."""
         if self.directives_done:
             return
+        if lineno == 1 and line.startswith("#!"):
+            return  # BuildKit's DirectiveParser skips a shebang line and reads on
         match = _DIRECTIVE.fullmatch(_lstrip(line[1:])) if line.startswith("#") else None
         key = match.group(1).lower() if match else ""
         if match is None or key not in ("syntax", "escape", "check"):
@@ -327,7 +330,7 @@ class _Parser:
                 raise self.error(f"invalid escape token '{value}' does not match ` or \\", lineno)
             self.escape = value
         elif key == "syntax":
-            self.syntax = value
+            self.syntax, self.syntax_line = value, lineno
         else:
             self.check = value
 
@@ -473,7 +476,13 @@ class _Parser:
                 if STAGE_INDEX.fullmatch(source) and not 0 <= int(source) < len(stages):
                     raise self.error(f"invalid stage index {int(source)}", ins.line)
         return Dockerfile(
-            self.path, self.escape, tuple(meta), tuple(stages), self.syntax, self.check
+            self.path,
+            self.escape,
+            tuple(meta),
+            tuple(stages),
+            self.syntax,
+            self.check,
+            self.syntax_line,
         )
 
 

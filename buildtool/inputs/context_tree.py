@@ -204,7 +204,20 @@ class ContextTree:
         return bool(st.st_mode & bit) or os.access(path, os.R_OK)
 
     def _collect(self, reldir: str, out: list[InputEntry]) -> None:
-        """Append every entry sent below ``reldir``, recursively (symlinks not followed)."""
+        """Append every entry sent below ``reldir``, depth first (symlinks not followed).
+        Walked with a stack of its own, not recursion: a context may nest directories deeper
+        than Python's recursion limit."""
+        stack = [self._entries_below(reldir, out)]
+        while stack:
+            below = next(stack[-1], None)
+            if below is None:
+                stack.pop()
+            else:
+                stack.append(self._entries_below(below, out))
+
+    def _entries_below(self, reldir: str, out: list[InputEntry]) -> Iterator[str]:
+        """Append the entries of ``reldir`` to ``out``, yielding each directory whose own
+        entries must be appended right then (``_collect`` does, then resumes this)."""
         cached = self._below.get(reldir)
         if cached is not None:
             self._consulted(self._below_dirs[reldir])
@@ -219,11 +232,11 @@ class ContextTree:
             for entry in listing.kept.values():
                 out.append(entry)
                 if entry.kind == "dir":
-                    self._collect(entry.path, out)
+                    yield entry.path
         for entry in listing.hidden.values():
             mark = len(out)
             out.append(entry)  # sent as the parent of what is re-included below it
-            self._collect(entry.path, out)
+            yield entry.path
             if len(out) == mark + 1:
                 out.pop()
 

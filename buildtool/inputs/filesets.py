@@ -19,14 +19,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
-import msgpack
-
 from buildtool.errors import BtError
 from buildtool.inputs.context_tree import ContextTree, InputEntry, Source, resolve_inputs
 from buildtool.inputs.dockerignore import load_ignore_rules
 from buildtool.inputs.setcache import SetCache, set_key
 from buildtool.state.cachedir import CacheDir
 from buildtool.state.hashing import StatCache, digest_bytes
+from buildtool.state.packing import pack
 from buildtool.workspace.analysis import Analyses, AnalysisCache, ImageUse, InstructionText, Reads
 from buildtool.workspace.config import Config
 from buildtool.workspace.target import ImageTarget
@@ -64,7 +63,7 @@ def inputs_identity(entries_digest: str, named: Iterable[tuple[str, str]]) -> st
     pairs = [list(pair) for pair in named]
     if not pairs:
         return entries_digest
-    return digest_bytes(msgpack.packb([entries_digest, pairs], use_bin_type=True))
+    return digest_bytes(pack([entries_digest, pairs]))
 
 
 @dataclass(frozen=True)
@@ -439,7 +438,7 @@ class FileSets:
         with tree.recording() as dirs:
             found = resolve_inputs(tree, sources)
         entries = self._describe(tree, found)
-        packed = msgpack.packb([list(e) for e in entries], use_bin_type=True)
+        packed = pack([list(e) for e in entries])
         described = (entries, digest_bytes(packed))
         dir_stats = [(d, st) for d in dirs if (st := tree.dir_stats.get(d)) is not None]
         files = [e[0] for e in entries if e[1] == "file"]

@@ -16,10 +16,9 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-import msgpack
-
 from buildtool.state.cachedir import save_table
 from buildtool.state.hashing import RACY_WINDOW_NS, digest_bytes
+from buildtool.state.packing import pack, unpack
 
 VERSION = 1
 
@@ -54,7 +53,7 @@ class SetCache:
         if data is None:
             return {}
         try:
-            top = msgpack.unpackb(data, raw=False)
+            top = unpack(data)
         except Exception:  # a cache never fails a build: truncated, garbage -> empty
             return {}
         if not isinstance(top, dict) or top.get("version") != VERSION:
@@ -69,7 +68,7 @@ class SetCache:
         if blob is None:
             return None
         try:
-            base, dirs, files, entries, digest = msgpack.unpackb(blob, raw=False, use_list=False)
+            base, dirs, files, entries, digest = unpack(blob, use_list=False)
             for reldir, *signature in dirs:
                 if self._dir(os.path.join(base, reldir) if reldir else base) != tuple(signature):
                     return None
@@ -121,7 +120,7 @@ class SetCache:
             file_rows.append((relpath, *_signature(st)))
         entries, digest = described
         record = [base, sorted(dir_rows), file_rows, [list(e) for e in entries], digest]
-        blob: bytes = msgpack.packb(record, use_bin_type=True)
+        blob: bytes = pack(record)
         if self.sets.get(key) != blob:
             self.sets[key] = self.added[key] = blob
 
@@ -139,4 +138,4 @@ class SetCache:
 
 def set_key(material: Any) -> str:
     """The key a described set is kept under: what it was resolved from."""
-    return digest_bytes(msgpack.packb([VERSION, material], use_bin_type=True))
+    return digest_bytes(pack([VERSION, material]))

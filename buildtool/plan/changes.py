@@ -6,6 +6,7 @@ import difflib
 import posixpath
 from dataclasses import dataclass
 
+from buildtool.inputs.pathnames import shown_path
 from buildtool.plan.keys import KeyManifest
 from buildtool.plan.pins import short_digest
 from buildtool.workspace.analysis import InstructionText
@@ -109,7 +110,13 @@ def diff_manifests(old: KeyManifest, new: KeyManifest) -> list[Change]:
         a, b = old_globals.get(path), new_globals.get(path)
         if a != b:
             changes.append(
-                Change("global", path, a and f"blake3:{a}", b and f"blake3:{b}", "global input")
+                Change(
+                    "global",
+                    shown_path(path),
+                    a and f"blake3:{a}",
+                    b and f"blake3:{b}",
+                    "global input",
+                )
             )
     old_parents = {arg: (label, key) for arg, label, key in old.parents}
     for arg, label, key in new.parents:
@@ -162,7 +169,7 @@ def _diff_entries(kind: str, old: KeyManifest, new: KeyManifest) -> list[Change]
         a, b = old_entries.get(path), new_entries.get(path)
         if a == b:
             continue
-        shown = (
+        shown = shown_path(
             posixpath.join(new.context or old.context, path)
             if (new.context or old.context)
             else path

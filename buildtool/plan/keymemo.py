@@ -18,10 +18,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import msgpack
-
 from buildtool.state.cachedir import save_table
 from buildtool.state.hashing import digest_bytes
+from buildtool.state.packing import pack, unpack
 
 VERSION = 2  # 2: unpinned images
 
@@ -32,7 +31,7 @@ Entry = tuple[str, tuple[str, ...], str, tuple[str, ...]]
 
 def run_identity(material: list[Any]) -> str:
     """The digest a memo is kept under: what every key of one run shares (``material``)."""
-    return digest_bytes(msgpack.packb([VERSION, material], use_bin_type=True))
+    return digest_bytes(pack([VERSION, material]))
 
 
 class KeyMemo:
@@ -99,7 +98,7 @@ def _entries(data: bytes | None, identity: str) -> dict[str, Entry]:
     if data is None:
         return {}
     try:
-        top = msgpack.unpackb(data, raw=False, use_list=False)
+        top = unpack(data, use_list=False)
         if top["version"] != VERSION or top["identity"] != identity:
             return {}
         keys = top["keys"]

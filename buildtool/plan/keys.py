@@ -44,13 +44,15 @@ from buildtool.plan.pins import (
 )
 from buildtool.state.cachedir import CacheDir, write_once
 from buildtool.state.hashing import StatCache, digest_bytes
+from buildtool.state.packing import pack, unpack
 from buildtool.workspace.analysis import Analyses, InstructionText
 from buildtool.workspace.config import Config
 from buildtool.workspace.graph import TargetGraph
 from buildtool.workspace.target import BuildId, ImageTarget
 
-# 4: pins of external images; 6: build-arg values by digest, build secrets' ids and sources
-KEY_SCHEMA = 6
+# 4: pins of external images; 6: build-arg values by digest, build secrets' ids and sources;
+# 7: FROM and COPY --from images by their normalised reference, the ``# syntax=`` frontend pinned
+KEY_SCHEMA = 7
 
 
 @dataclass(frozen=True)
@@ -123,15 +125,15 @@ class KeyManifest:
 
     @cached_property
     def key(self) -> str:
-        return digest_bytes(msgpack.packb(self.key_material(), use_bin_type=True))
+        return digest_bytes(pack(self.key_material()))
 
     def to_msgpack(self) -> bytes:
         data = {f.name: getattr(self, f.name) for f in fields(self)}
-        return msgpack.packb(data, use_bin_type=True)  # type: ignore[no-any-return]
+        return pack(data)
 
     @classmethod
     def from_msgpack(cls, data: bytes) -> KeyManifest:
-        raw = msgpack.unpackb(data, raw=False)
+        raw = unpack(data)
         for name in ("args", "inputs", "global_inputs", "parents", "instructions"):
             raw[name] = tuple(tuple(item) for item in raw[name])
         raw["remote_sources"] = tuple(raw["remote_sources"])

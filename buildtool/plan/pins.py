@@ -24,13 +24,13 @@ lockfile, and an image not pinned yet enters the key as ``unpinned:<reference>``
 
 from __future__ import annotations
 
-import json
 from collections.abc import Collection, Iterable, Mapping
 from typing import TYPE_CHECKING, NamedTuple, Protocol
 
-from buildtool.errors import BtError
+from buildtool.errors import BtError, WrongPlatform
 from buildtool.platforms import Platform
 from buildtool.registry import INDEX_TYPES, normalise_reference, parse_reference
+from buildtool.state.jsonvalue import load_json
 from buildtool.state.lockfile import PinRecord
 from buildtool.workspace.analysis import context_placeholder
 
@@ -150,7 +150,7 @@ def resolve_pin(
     try:
         digest = registry_digest(client, image.name, platform)
         problem = "the registry has no such image"
-    except RegistryUnavailable:
+    except (RegistryUnavailable, WrongPlatform):
         raise  # a registry that hiccups is not a reason to pin an old local copy
     except BtError as err:
         digest, problem = None, str(err)
@@ -164,6 +164,17 @@ def resolve_pin(
     )
 
 
+def engine_pin_warning(written: str, platform: str, engine: str) -> str:
+    """What to say of a pin from the engine (an image no registry serves): the key of every
+    build using it depends on that engine."""
+    return (
+        f"{written} ({platform}) is pinned from {engine} alone, which no registry serves: the "
+        "keys of the builds using it hold that engine's image, so another machine's engine "
+        f"gives them other keys; push {written} to a registry and run bt lock update to share "
+        "them"
+    )
+
+
 def registry_digest(client: RegistryClient, name: str, platform: str) -> str | None:
     """The manifest digest of ``name`` for ``platform``: of the index entry for the platform when
     ``name`` is a multi-platform index. None when the registry has no such manifest."""
@@ -171,9 +182,28 @@ def registry_digest(client: RegistryClient, name: str, platform: str) -> str | N
     if found is None:
         return None
     if found.media_type not in INDEX_TYPES:
+        _check_platform(client, name, found.digest, platform)
         return found.digest
     _, body, _ = client.get_manifest(parse_reference(name).at(digest=found.digest))
-    return _platform_entry(json.loads(body).get("manifests") or [], name, platform)
+    index = load_json(body, None, f"the index of {name}")
+    manifests = index.get("manifests") if isinstance(index, dict) else None
+    return _platform_entry(manifests or [], name, platform)
+
+
+def _check_platform(client: RegistryClient, name: str, digest: str, platform: str) -> None:
+    """A single-platform image must be of the build's platform (its config says which): an
+    amd64-only image is no base of an arm64 build, and pinning it would hide that."""
+    config = client.image_config(parse_reference(name).at(digest=digest)) or {}
+    os_name, arch = config.get("os"), config.get("architecture")
+    if not isinstance(os_name, str) or not isinstance(arch, str):
+        return  # a config that does not say: the engine decides
+    found = Platform.of_engine(os_name, arch)
+    if not found.runs_on(Platform.parse(platform)):
+        raise WrongPlatform(
+            f"{name} is an image for {found} only (not a multi-platform index): the {platform} "
+            f"build cannot use it; build {platform} from an image for {platform}, or leave "
+            f"{platform} out of the target's platforms"
+        )
 
 
 def _platform_entry(manifests: list[dict[str, object]], name: str, platform: str) -> str:

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import contextlib
-import fnmatch
 import gc
 import os
 from collections.abc import Iterable, Iterator
@@ -13,6 +12,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from buildtool.inputs.globs import glob_matches
 from buildtool.state.cachedir import CacheDir, hold_in_use
 from buildtool.workspace.analysis import Analyses
 from buildtool.workspace.config import Config, find_root, load_config
@@ -86,9 +86,7 @@ class Session:
     def save(self) -> None:
         """Keep what loading learnt (Dockerfile analyses, the graph) for the next run. Commands
         call it once they have succeeded: a refused input leaves the cache directory as it was."""
-        with contextlib.suppress(OSError):  # the writes below report it, at the file
-            self.config.cache_dir.mkdir(parents=True, exist_ok=True)
-        hold_in_use(self.config.cache_dir)
+        hold_in_use(self.config.cache_dir, create=True)
         if self._unsaved is None:
             self.analyses.save()
             return
@@ -259,7 +257,7 @@ class Workbench:
         if any(path == known for known, _ in self.computer.filesets.global_inputs()):
             return True
         patterns = self.session.config.global_inputs  # a file that may become one
-        return any(fnmatch.fnmatch(path, pattern) for pattern in patterns)
+        return any(glob_matches(path, pattern) for pattern in patterns)
 
     @cached_property
     def _dockerfiles(self) -> frozenset[str]:

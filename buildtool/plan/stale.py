@@ -84,8 +84,8 @@ def check_registry(
     ]
     if not pushed or not config.registry:
         return list(planned)
+    from buildtool.plan.verify import served
     from buildtool.registry import RegistryClient
-    from buildtool.registry.verify import served
 
     attempts = None if strict else 1  # `bt plan` retries; in a build, its pushes will
     client = RegistryClient(config.insecure_registries, attempts=attempts, retry=config.retry)

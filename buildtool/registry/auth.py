@@ -211,7 +211,7 @@ def _bearer(registry: str, host: str, status: int, reason: str, body: bytes) -> 
     try:
         data = json.loads(body)
         token = data.get("token") or data.get("access_token")
-    except (ValueError, AttributeError):
+    except (ValueError, AttributeError, RecursionError):
         token = None
     if not isinstance(token, str) or not token:
         raise BtError(f"token server {host} of registry {registry} sent no token")

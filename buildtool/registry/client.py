@@ -24,7 +24,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from functools import lru_cache
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 from urllib.parse import quote, urljoin, urlsplit
 
 from buildtool.errors import BtError, ManifestNotFound, RegistryUnavailable
@@ -38,8 +38,10 @@ from buildtool.registry.reference import (
     Reference,
     as_reference,
     declared_media_type,
+    is_sha256,
     media_type_of,
     sha256_digest,
+    shown,
 )
 from buildtool.retry import FaultClock, RetryPolicy
 from buildtool.secrets import conceal, scrub
@@ -124,6 +126,7 @@ class RegistryClient:
             # The header is optional in the distribution spec: derive it from the body.
             media_type, body, digest = self.get_manifest(r)
             return Descriptor(media_type, digest, len(body))
+        _check_digest_header(r, digest)
         media_type = media_type_of(response.headers.get("content-type", ""))
         return Descriptor(media_type, digest, int(response.headers.get("content-length") or 0))
 
@@ -141,9 +144,19 @@ class RegistryClient:
         self._expect(response, (200,), f"GET {r}")
         body = response.body
         digest = sha256_digest(body)
-        for claimed in (r.digest, response.headers.get("docker-content-digest")):
-            if claimed and claimed.startswith("sha256:") and claimed != digest:
-                raise BtError(f"registry sent a manifest for {r} whose digest is {digest}")
+        if r.digest and r.digest.startswith("sha256:") and r.digest != digest:
+            raise BtError(
+                f"registry {r.registry} was asked for {r.digest} of {r.name} and served a "
+                f"manifest whose digest is {digest}"
+            )
+        claimed = response.headers.get("docker-content-digest")
+        if claimed:
+            _check_digest_header(r, claimed)
+            if claimed != digest:
+                raise BtError(
+                    f"registry {r.registry} said the manifest of {r} is {claimed}, but the "
+                    f"bytes it served have the digest {digest}"
+                )
         media_type = media_type_of(response.headers.get("content-type", ""))
         if media_type not in (*IMAGE_MANIFEST_TYPES, *INDEX_TYPES):
             media_type = declared_media_type(body) or media_type
@@ -160,21 +173,32 @@ class RegistryClient:
             raise BtError(f"registry sent blob {digest} of {r.name} with other content")
         return response.body
 
-    def config_labels(self, ref: str | Reference) -> dict[str, str] | None:
-        """The labels in the image config behind ``ref`` (``{}`` when it has none); None when
-        ``ref`` names an index, not one image. Raises ManifestNotFound when there is nothing."""
+    def image_config(self, ref: str | Reference) -> dict[str, Any] | None:
+        """The image config behind ``ref`` (os, architecture, labels...); None when ``ref``
+        names an index, not one image. Raises ManifestNotFound when there is nothing."""
         media_type, body, _ = self.get_manifest(ref)
         if media_type not in IMAGE_MANIFEST_TYPES:
             return None
         try:
             config_digest = json.loads(body)["config"]["digest"]
-        except (ValueError, KeyError, TypeError) as err:
+        except (ValueError, KeyError, TypeError, RecursionError) as err:
             raise BtError(f"manifest {ref} has no image config ({err})") from None
         try:
             config = json.loads(self.get_blob(ref, config_digest))
-            labels = (config.get("config") or {}).get("Labels") or {}
-        except (ValueError, AttributeError) as err:
+        except (ValueError, RecursionError) as err:
             raise BtError(f"image config {config_digest} of {ref} is not JSON ({err})") from None
+        if not isinstance(config, dict):
+            raise BtError(f"image config {config_digest} of {ref} is not a JSON object")
+        return config
+
+    def config_labels(self, ref: str | Reference) -> dict[str, str] | None:
+        """The labels in the image config behind ``ref`` (``{}`` when it has none); None when
+        ``ref`` names an index, not one image. Raises ManifestNotFound when there is nothing."""
+        config = self.image_config(ref)
+        if config is None:
+            return None
+        inner = config.get("config")
+        labels = inner.get("Labels") if isinstance(inner, dict) else None
         return {str(k): str(v) for k, v in labels.items()} if isinstance(labels, dict) else {}
 
     def put_manifest(self, ref: str | Reference, media_type: str, body: bytes) -> str:
@@ -422,6 +446,16 @@ def _shared_client(insecure: tuple[str, ...]) -> RegistryClient:
     return RegistryClient(insecure)
 
 
+def _check_digest_header(r: Reference, digest: str) -> None:
+    """Invariant 11: a digest a registry states is checked where it is read (bt records it, and
+    builds and tags by it)."""
+    if not is_sha256(digest):
+        raise BtError(
+            f"registry {r.registry} answered for {r} with the digest {shown(digest)}, not sha256: "
+            "and 64 lower-case hex digits"
+        )
+
+
 def manifest_digest(ref: str, insecure: Sequence[str] = ()) -> str | None:
     """The digest behind ``ref`` (HEAD), None when the registry has no such manifest."""
     return _shared_client(tuple(sorted(insecure))).manifest_digest(ref)
@@ -444,7 +478,7 @@ def _registry_words(response: _Response) -> str:
             if isinstance(detail, str) and detail and len(detail) < 200:
                 text += f" ({detail})"
             words.append(text)
-    except (ValueError, KeyError, TypeError, AttributeError):
+    except (ValueError, KeyError, TypeError, AttributeError, RecursionError):
         return status
     return f"{status}: {'; '.join(words)}" if words else status
 

@@ -16,6 +16,44 @@ from typing import Any, NamedTuple
 
 from buildtool.errors import BtError
 
+# distribution/reference: path components, a domain (host names, IPv4, [IPv6], with a port),
+# tags of up to 128 ASCII word characters, '.' and '-', and digests "algorithm:hex".
+COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+_DOMAIN_PART = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
+DOMAIN = rf"(?:{_DOMAIN_PART}(?:\.{_DOMAIN_PART})*|\[[a-fA-F0-9:]+\])(?::[0-9]+)?"
+TAG = r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}"
+DIGEST = r"[a-z0-9]+(?:[.+_-][a-z0-9]+)*:[a-zA-Z0-9=_-]{32,}"
+SHA256 = r"sha256:[0-9a-f]{64}"
+
+DOMAIN_RE = re.compile(DOMAIN)
+DIGEST_RE = re.compile(DIGEST)
+SHA256_RE = re.compile(SHA256)
+_NAME_RE = re.compile(rf"(?:{DOMAIN}/)?{COMPONENT}(?:/{COMPONENT})*")
+_REFERENCE_RE = re.compile(rf"({_NAME_RE.pattern})(?::{TAG})?(?:@{DIGEST})?")
+NAME_MAX = 255  # characters of a name (domain and path), as Docker limits it
+
+
+def is_reference(text: object) -> bool:
+    """Whether ``text`` is exactly one image reference, ``[domain/]path[:tag][@digest]``: no
+    whitespace, no quote, no comment, nothing before or after it."""
+    if not isinstance(text, str):
+        return False
+    found = _REFERENCE_RE.fullmatch(text)
+    return found is not None and len(found.group(1)) <= NAME_MAX
+
+
+def is_sha256(text: object) -> bool:
+    """Whether ``text`` is a sha256 digest as bt records them: ``sha256:`` and 64 lower-case
+    hex digits."""
+    return isinstance(text, str) and SHA256_RE.fullmatch(text) is not None
+
+
+def shown(value: object, limit: int = 80) -> str:
+    """``value`` for an error message: quoted, escaped (a newline shows as ``\\n``), cut."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 5] + "...'"
+
+
 DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
 DOCKER_MANIFEST_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -25,10 +63,8 @@ INDEX_TYPES = (DOCKER_MANIFEST_LIST, OCI_INDEX)
 MANIFEST_ACCEPT = ", ".join((*INDEX_TYPES, *IMAGE_MANIFEST_TYPES))
 
 DOCKER_HUB = "docker.io"
-_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
-_REPOSITORY_RE = re.compile(rf"{_COMPONENT}(?:/{_COMPONENT})*")
-_TAG_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")  # Go's \w is ASCII
-_DIGEST_RE = re.compile(r"[a-z0-9]+(?:[.+_-][a-z0-9]+)*:[a-zA-Z0-9=_-]{32,}")
+_REPOSITORY_RE = re.compile(rf"{COMPONENT}(?:/{COMPONENT})*")
+_TAG_RE = re.compile(TAG)  # Go's \w is ASCII
 
 
 def is_tag(text: str) -> bool:
@@ -85,7 +121,7 @@ def parse_reference(text: str) -> Reference:
     """Parse an image reference and normalise it like Docker (see the module's docstring).
     A reference without tag or digest keeps ``tag=None``; it means ``latest``."""
     name, at, digest = text.strip().partition("@")
-    if at and not _DIGEST_RE.fullmatch(digest):
+    if at and not DIGEST_RE.fullmatch(digest):
         raise BtError(f"invalid image reference {text!r}: bad digest {digest!r}")
     tag: str | None = None
     last = name.rsplit("/", 1)[-1]
@@ -96,6 +132,8 @@ def parse_reference(text: str) -> Reference:
     first, slash, rest = name.partition("/")
     if slash and names_registry(first):
         registry, repository = first, rest
+        if not DOMAIN_RE.fullmatch(registry):
+            raise BtError(f"invalid image reference {text!r}: bad registry {registry!r}")
     else:
         registry, repository = DOCKER_HUB, name
     if registry == DOCKER_HUB and "/" not in repository:
@@ -135,7 +173,7 @@ def declared_media_type(body: bytes) -> str | None:
     """The ``mediaType`` a manifest states in its own body, if any."""
     try:
         data: Any = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):  # a hostile registry's absurd nesting
         return None
     value = data.get("mediaType") if isinstance(data, dict) else None
     return value if isinstance(value, str) else None

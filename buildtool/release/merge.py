@@ -322,7 +322,7 @@ def _refuse_missing(wanted: Sequence[_Wanted]) -> None:
 def _refuse_lost(client: RegistryClient, wanted: Sequence[_Wanted], jobs: int) -> None:
     """Before anything is put: every manifest an index would list must still be served (one
     HEAD each). The missing ones are named; `bt build --push` pushes them again."""
-    from buildtool.registry.verify import served
+    from buildtool.plan.verify import served
 
     children = [(w.label, platform, str(ref)) for w in wanted for platform, ref in w.children]
     found = served(client, [ref for _, _, ref in children], jobs)
@@ -455,7 +455,7 @@ def _platform_of(config: dict[str, Any], declared: Platform) -> IndexPlatform:
 def _json_object(body: bytes, what: str) -> dict[str, Any]:
     try:
         data = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):
         data = None
     if not isinstance(data, dict):
         raise BtError(f"{what} is not a JSON object")

@@ -21,10 +21,10 @@ from pathlib import Path
 from typing import NamedTuple
 
 import blake3
-import msgpack
 
 from buildtool.errors import BtError
 from buildtool.state.cachedir import update_file
+from buildtool.state.packing import pack, unpack
 
 CACHE_VERSION = 1
 
@@ -200,7 +200,7 @@ class _Table:
 
     @classmethod
     def _decode(cls, data: bytes) -> _Table:
-        top = msgpack.unpackb(data, raw=False)
+        top = unpack(data)
         if not isinstance(top, dict) or top.get("version") != CACHE_VERSION:
             return cls.empty()
         paths, written_ns = top["paths"], top["written_ns"]
@@ -231,7 +231,7 @@ class _Table:
             "times": times.tobytes(),
             "digests": bytes(self.digests),
         }
-        return msgpack.packb(top, use_bin_type=True)  # type: ignore[no-any-return]
+        return pack(top)
 
     def lookup(self, path: str, st: os.stat_result) -> str | None:
         i = self.index.get(path)

@@ -258,12 +258,17 @@ def _decode(data: bytes, name: str, checked: bool = False) -> Lockfile:
     return Lockfile.loads(text, name, checked)
 
 
+# Raised whenever ``lockschema``'s check grows (2: image references checked against their
+# grammar), so that bytes an older check passed are checked again.
+CHECK_REVISION = 2
+
+
 def _mark(data: bytes) -> str:
     """What names lockfile bytes that passed this bt's schema check."""
     from buildtool import __version__
     from buildtool.state.hashing import digest_bytes
 
-    return f"{__version__} {VERSION} {digest_bytes(data)}"
+    return f"{__version__} {VERSION}.{CHECK_REVISION} {digest_bytes(data)}"
 
 
 # -- fragments (`bt lock merge`) ----------------------------------------------------------------
@@ -288,6 +293,19 @@ def fold_fragments(
     """
     folded = Lockfile()
     origin: dict[tuple[str, ...], str] = {}
+    # Pins first: builds pinned to different images have different keys, and the pin is the
+    # cause to name (two engines' local ids of one image, say), not the keys.
+    for name, fragment in fragments:
+        for ref, platform, pin in fragment.pin_records():
+            known_pin = folded.pin(ref, platform)
+            if known_pin is not None and known_pin.digest != pin.digest:
+                raise _pin_conflict(
+                    origin[(ref, platform, "pin")], name, ref, platform, known_pin, pin
+                )
+            # Same digest read from two sources: keep one, whatever the fragments' order.
+            chosen = min(known_pin or pin, pin, key=lambda r: r.source)
+            folded.put_pin(ref, platform, chosen)
+            origin.setdefault((ref, platform, "pin"), name)
     for name, fragment in fragments:
         for label, platform, record in fragment.records():
             known = folded.get(label, platform)
@@ -314,17 +332,6 @@ def fold_fragments(
                 )
             folded.images[label] = index
             origin.setdefault((label, ""), name)
-        for ref, platform, pin in fragment.pin_records():
-            known_pin = folded.pin(ref, platform)
-            if known_pin is not None and known_pin.digest != pin.digest:
-                raise BtError(
-                    f"{origin[(ref, platform, 'pin')]} and {name} pin {ref} ({platform}) to "
-                    f"different digests: {known_pin.digest} and {pin.digest}"
-                )
-            # Same digest read from two sources: keep one, whatever the fragments' order.
-            chosen = min(known_pin or pin, pin, key=lambda r: r.source)
-            folded.put_pin(ref, platform, chosen)
-            origin.setdefault((ref, platform, "pin"), name)
     return folded
 
 
@@ -335,6 +342,22 @@ def _conflict(
         f"{first} and {second} record {label} {platform} built from different keys "
         f"({a.key[:16]} and {b.key[:16]}); fragments must come from one revision"
     )
+
+
+def _pin_conflict(
+    first: str, second: str, ref: str, platform: str, a: PinRecord, b: PinRecord
+) -> BtError:
+    message = (
+        f"{first} and {second} pin {ref} ({platform}) to different digests: {a.digest} (from "
+        f"the {a.source}) and {b.digest} (from the {b.source})"
+    )
+    if "engine" in (a.source, b.source):
+        message += (
+            f"; an image found only in an engine is pinned by that engine's image id, which "
+            f"another machine's engine does not share: push {ref} to a registry (then run bt "
+            "lock update), or build every platform against one engine"
+        )
+    return BtError(message + "; the builds that use it differ in key for that reason")
 
 
 def apply_fragments(lock: Lockfile, folded: Lockfile) -> int:

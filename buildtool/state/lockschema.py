@@ -2,9 +2,11 @@
 
 A lockfile is trusted input: a record it holds makes a build up to date. So every field is
 checked before bt uses any: digests are ``sha256:`` and 64 lower-case hex digits, keys 64 hex
-digits (blake3), labels ``//package:name``, platforms ``os/arch[/variant]``, and a pushed
-image's reference carries the record's own digest. Errors name the file and, where the text
-shows it, the line of the offending entry.
+digits (blake3), labels ``//package:name``, platforms ``os/arch[/variant]``, image references,
+pinned references and index tags follow the reference grammar (``registry/reference.py``: a record's
+image reaches a Dockerfile bt rewrites, a tag a registry call), and a pushed image's reference
+carries the record's own digest. Errors name the file and, where the text shows it, the line of
+the offending entry.
 """
 
 from __future__ import annotations
@@ -14,8 +16,9 @@ import re
 from typing import Any
 
 from buildtool.errors import BtError
+from buildtool.registry.reference import SHA256_RE, is_reference, shown
 
-DIGEST_RE = re.compile(r"sha256:[0-9a-f]{64}")
+DIGEST_RE = SHA256_RE
 KEY_RE = re.compile(r"[0-9a-f]{64}")
 _LABEL_RE = re.compile(
     r"//(?:[A-Za-z0-9_.+\-]+(?:/[A-Za-z0-9_.+\-]+)*)?:[A-Za-z0-9_][A-Za-z0-9_.+\-]*"
@@ -75,9 +78,19 @@ class _Checker:
             tags = record["tags"]
             if not isinstance(tags, list) or not all(isinstance(t, str) and t for t in tags):
                 raise self.fail(f"index of {label}: tags must be a list of strings", label, "tags")
+            for tag in tags:
+                if not is_reference(tag):
+                    raise self.fail(
+                        f"index of {label}: tag {shown(tag)} is not an image reference",
+                        "images",
+                        label,
+                        "tags",
+                    )
         for ref, platforms in data.get("pins", {}).items():
             if not isinstance(ref, str) or not ref:
                 raise self.fail("pins: a reference must be a non-empty string", "pins")
+            if not is_reference(ref):
+                raise self.fail(f"pins: {shown(ref)} is not an image reference", "pins", ref)
             self._platforms(platforms, "pins", ref)
             for platform, record in platforms.items():
                 where = ("pins", ref, platform)
@@ -121,8 +134,12 @@ class _Checker:
             )
 
     def _image(self, image: Any, digest: str, what: str, *where: str) -> None:
-        if not isinstance(image, str) or not image or image != image.strip():
+        if not isinstance(image, str) or not image:
             raise self.fail(f"{what}: image must be a non-empty string", *where, "image")
+        if not is_reference(image):
+            raise self.fail(
+                f"{what}: image {shown(image)} is not an image reference", *where, "image"
+            )
         if "@" in image and image.rpartition("@")[2] != digest:
             raise self.fail(f"{what}: image {image!r} does not carry the digest", *where, "image")
 
@@ -135,7 +152,7 @@ def _builds_ok(builds: dict[str, Any]) -> bool:
     no-op plan of 20,000 builds reads them all); when not, ``check`` finds and words the first
     fault. Each condition here implies the one ``check`` makes."""
     label_ok, platform_ok = _LABEL_RE.fullmatch, _PLATFORM_RE.fullmatch
-    key_ok, digest_ok = KEY_RE.fullmatch, DIGEST_RE.fullmatch
+    key_ok, digest_ok, reference_ok = KEY_RE.fullmatch, DIGEST_RE.fullmatch, is_reference
     for label, platforms in builds.items():
         if type(platforms) is not dict or not label_ok(label):
             return False
@@ -147,7 +164,7 @@ def _builds_ok(builds: dict[str, Any]) -> bool:
                 return False
             if not (platform_ok(platform) and key_ok(key) and digest_ok(digest)):
                 return False
-            if not image or image != image.strip():
+            if not reference_ok(image):
                 return False
             if "@" in image and image.rpartition("@")[2] != digest:
                 return False

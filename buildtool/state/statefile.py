@@ -43,6 +43,10 @@ def exclusive_lock(path: Path) -> Iterator[None]:
         os.close(fd)
 
 
+# ``temporary_name``'s names: ``.<file>.<pid>.<nonce>.tmp``.
+TEMPORARY = re.compile(r"\..+\.[0-9]+\.[0-9a-f]+\.tmp")
+
+
 def temporary_name(path: Path, pid: int, nonce: str) -> Path:
     """The temporary file ``write_atomic`` writes ``path`` through: it names its writer's pid."""
     return path.with_name(f".{path.name}.{pid}.{nonce}.tmp")

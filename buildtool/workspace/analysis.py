@@ -9,6 +9,7 @@ and a warm run neither parses a Dockerfile nor imports the parser.
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -18,6 +19,7 @@ from buildtool import __version__
 from buildtool.errors import BtError
 from buildtool.state.cachedir import CacheDir, save_table
 from buildtool.state.hashing import digest_bytes
+from buildtool.state.packing import pack, unpack
 from buildtool.workspace.config import Config
 from buildtool.workspace.target import BuildId, ImageTarget
 
@@ -80,7 +82,7 @@ class Reads(NamedTuple):
 
     @classmethod
     def of(cls, reads: StageReads) -> Reads:
-        packed = msgpack.packb(reads.meaning, use_bin_type=True)
+        packed = pack(reads.meaning)
         return cls(
             tuple((r.source, r.line, r.instruction, tuple(r.excludes)) for r in reads.sources),
             reads.whole_context,
@@ -128,7 +130,9 @@ class AnalysisCache:
     """Dockerfile analyses by (Dockerfile digest, stage, args, platform), kept between runs:
     a warm run neither parses Dockerfiles nor imports the parser."""
 
-    VERSION = 2  # 2: ARG values in ``instructions`` by digest (dockerfile/meaning.py)
+    # 2: ARG values in ``instructions`` by digest (dockerfile/meaning.py); 3: FROM and COPY
+    # --from images by their normalised reference, and the frontend a ``# syntax=`` names
+    VERSION = 3
 
     def __init__(self, path: Path):
         self.path = path
@@ -146,7 +150,7 @@ class AnalysisCache:
         if data is None:
             return {}
         try:
-            top = msgpack.unpackb(data, raw=False)
+            top = unpack(data)
         except (ValueError, msgpack.UnpackException):
             return {}
         if isinstance(top, dict) and top.get("version") == self.VERSION:
@@ -160,7 +164,11 @@ class AnalysisCache:
 
     def put(self, key: str, reads: Reads) -> None:
         self.used.add(key)
-        self.entries[key] = self.added[key] = reads.to_msgpack()
+        self.entries[key] = entry = reads.to_msgpack()
+        secrets = sys.modules.get("buildtool.secrets")  # imported once a value is concealed
+        if secrets is not None and secrets.holds_concealed(pack(entry)):
+            return  # an analysis holding a secret-looking arg's value is not kept on disk
+        self.added[key] = entry
 
     def save(self, complete: bool = False) -> None:
         """Write what was added. ``complete`` says this process asked for the analysis of every
@@ -262,7 +270,7 @@ class Analyses:
         if reads is None:
             # bt's version is part of the entry's key: a newer analysis never reads an old one.
             material = [__version__, ANALYSIS_SCHEMA, *memo]
-            cache_key = digest_bytes(msgpack.packb(material, use_bin_type=True))
+            cache_key = digest_bytes(pack(material))
             reads = self.cache.get(cache_key)
             if reads is None:
                 from buildtool.dockerfile import context_reads

@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from buildtool.errors import BtError
+from buildtool.state.jsonvalue import load_json
 
 # Fields bt has an equivalent for; others are listed in a comment above the target.
 _IMPORTED = {"context", "dockerfile", "args", "platforms", "tags", "target", "contexts"}
@@ -73,20 +74,60 @@ def read_prints(texts: Iterable[tuple[str, str]]) -> BakeFile:
     """Parse (source name, JSON text) pairs of `docker buildx bake --print` output."""
     bake = BakeFile()
     for where, text in texts:
-        try:
-            data = json.loads(text)
-        except ValueError as err:
-            raise BtError(
-                f"not the JSON `docker buildx bake --print` writes: {err}", where
-            ) from None
+        data = load_json(text, where, "not the JSON `docker buildx bake --print` writes")
         if not isinstance(data, dict) or not isinstance(data.get("target"), dict):
             raise BtError('no "target" object: not `docker buildx bake --print` output', where)
         for name, raw in data["target"].items():
             bake.targets[name] = _target(name, raw, where, bake.registries)
-        for name, raw in (data.get("group") or {}).items():
-            members = raw.get("targets", []) if isinstance(raw, dict) else []
-            bake.groups[name] = tuple(str(m) for m in members)
+        groups = data.get("group") or {}
+        if not isinstance(groups, dict):
+            raise BtError(f'"group" must be an object, not {_kind(groups)}', where)
+        for name, raw in groups.items():
+            if not isinstance(raw, dict):
+                raise BtError(f"group {name!r} must be an object, not {_kind(raw)}", where)
+            bake.groups[name] = _strings(raw, "targets", f"group {name!r}", where)
     return bake
+
+
+# -- the types bake prints: a field of another type is refused, naming target and field ------
+
+_KINDS = {dict: "an object", list: "a list", str: "a string", bool: "a boolean", type(None): "null"}
+
+
+def _kind(value: object) -> str:
+    return _KINDS.get(type(value), "a number")
+
+
+def _string(raw: dict[str, object], key: str, owner: str, where: str) -> str | None:
+    value = raw.get(key)
+    if value is not None and not isinstance(value, str):
+        raise BtError(f"{owner}: {key} must be a string, not {_kind(value)}", where)
+    return value
+
+
+def _strings(raw: dict[str, object], key: str, owner: str, where: str) -> tuple[str, ...]:
+    value = raw.get(key)
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        raise BtError(f"{owner}: {key} must be a list of strings, not {_kind(value)}", where)
+    for item in value:
+        if not isinstance(item, str):
+            raise BtError(f"{owner}: {key} must hold strings, not {_kind(item)}", where)
+    return tuple(value)
+
+
+def _string_map(raw: dict[str, object], key: str, owner: str, where: str) -> dict[str, str]:
+    """An object of strings; null values are left out (bake prints an unset arg as null)."""
+    value = raw.get(key)
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise BtError(f"{owner}: {key} must be an object, not {_kind(value)}", where)
+    for name, item in value.items():
+        if item is not None and not isinstance(item, str):
+            raise BtError(f"{owner}: {key}.{name} must be a string, not {_kind(item)}", where)
+    return {name: item for name, item in value.items() if item is not None}
 
 
 def _target(name: str, raw: object, where: str, registries: set[str]) -> BakeTarget:
@@ -98,25 +139,29 @@ def _target(name: str, raw: object, where: str, registries: set[str]) -> BakeTar
         notes.append(f"{', '.join(caches)}: dropped (a build whose key is recorded never runs)")
     if "dockerfile-inline" in raw:
         raise BtError(f"target {name!r} has dockerfile-inline: write it to a file first", where)
-    args = {str(k): str(v) for k, v in (raw.get("args") or {}).items() if v is not None}
+    owner = f"target {name!r}"
+    context = _string(raw, "context", owner, where)
+    dockerfile = _string(raw, "dockerfile", owner, where)
+    stage = _string(raw, "target", owner, where)
+    platforms = _strings(raw, "platforms", owner, where)
+    args = _string_map(raw, "args", owner, where)
     parents: list[tuple[str, str]] = []
     contexts: list[tuple[str, str]] = []
-    for context_name, value in sorted((raw.get("contexts") or {}).items()):
-        text = str(value)
+    for context_name, text in sorted(_string_map(raw, "contexts", owner, where).items()):
         if text.startswith("target:"):
-            parents.append((str(context_name), text.removeprefix("target:")))
+            parents.append((context_name, text.removeprefix("target:")))
         elif text.startswith("docker-image://") or not _FOREIGN_CONTEXT.match(text):
-            contexts.append((str(context_name), text))
+            contexts.append((context_name, text))
         else:
-            notes.append(f"context {context_name} = {value}: not imported")
-    repository, tags = _tags(name, raw.get("tags") or [], registries, notes)
+            notes.append(f"context {context_name} = {text}: not imported")
+    repository, tags = _tags(name, _strings(raw, "tags", owner, where), registries, notes)
     return BakeTarget(
         name=name,
-        context=str(raw.get("context") or "."),
-        dockerfile=str(raw.get("dockerfile") or "Dockerfile"),
-        stage=str(raw["target"]) if raw.get("target") else None,
+        context=context or ".",
+        dockerfile=dockerfile or "Dockerfile",
+        stage=stage or None,
         args=tuple(sorted(args.items())),
-        platforms=tuple(str(p) for p in raw.get("platforms") or ()),
+        platforms=platforms,
         repository=repository,
         tags=tags,
         parents=tuple(parents),

@@ -13,6 +13,7 @@ from buildtool.errors import BtError
 from buildtool.platforms import normalise
 from buildtool.registry.reference import is_repository, names_registry
 from buildtool.secrets import SecretSource
+from buildtool.state.cachedir import bt_cache_root
 from buildtool.state.hashing import digest_bytes
 from buildtool.workspace.ci_spec import CiSpec, read_ci
 from buildtool.workspace.tagtemplate import DEFAULT_LATEST_RULE, LATEST_RULES, parse_template
@@ -29,6 +30,8 @@ DEFAULT_RETRY_SECONDS = 45.0  # ``[retry] max_seconds``: under a minute (see ``r
 BACKENDS = ("buildkit", "engine")
 DEFAULT_MAX_STEPS = 1_000_000  # ~0.3 s of plain loop; bench's 10,000-target BUILD uses 90,700
 DEFAULT_MAX_SIZE = 1_000_000  # elements or characters of one value
+# The environment variable naming the cache directory, whatever .cache-spec says
+CACHE_DIR_VARIABLE = "BT_CACHE_DIR"
 
 
 class Budget(NamedTuple):
@@ -269,14 +272,30 @@ class _SpecReader:
             raise self.fail(err.message, key) from None
 
     def _cache_dir(self, root: Path, value: Any) -> Path:
+        """Where bt keeps its state for this workspace (invariant 10: a cloned workspace cannot
+        send bt's writes, or its deletions, anywhere but into itself or bt's own cache root).
+        ``BT_CACHE_DIR`` is the user's word and goes anywhere; ``cache_dir`` must resolve
+        (symbolic links followed) below the workspace root or inside ``$XDG_CACHE_HOME/bt``."""
+        override = os.environ.get(CACHE_DIR_VARIABLE)
+        if override:
+            return Path(os.path.expanduser(override)).resolve()
+        own = bt_cache_root()
         if value is None:
-            base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
             # One cache per workspace path: two checkouts never share stat caches or logs.
             digest = digest_bytes(str(root).encode())[:12]
-            return base / "bt" / f"{root.name}-{digest}"
+            return own / f"{root.name}-{digest}"
         if not isinstance(value, str) or not value.strip():
             raise self.fail("cache_dir must be a non-empty string", "cache_dir")
         path = (root / os.path.expanduser(value)).resolve()
+        base = root.resolve()
+        inside = path != base and path.is_relative_to(base)
+        if not inside and not path.is_relative_to(own.resolve()):
+            raise self.fail(
+                f"cache_dir {value!r} is {path}, outside the workspace and bt's cache root "
+                f"({own}): a workspace cannot send bt's files there; to use that directory, "
+                f"set {CACHE_DIR_VARIABLE}={path}",
+                "cache_dir",
+            )
         if path.exists() and not path.is_dir():
             raise self.fail(f"cache_dir {value!r} exists and is not a directory", value)
         return path

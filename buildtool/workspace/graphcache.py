@@ -21,13 +21,12 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import msgpack
-
 from buildtool import __version__
 from buildtool.errors import BtError
 from buildtool.secrets import SecretSource
 from buildtool.state.cachedir import CacheDir, update_file
 from buildtool.state.hashing import RACY_WINDOW_NS, digest_bytes
+from buildtool.state.packing import pack, unpack
 from buildtool.workspace.analysis import Analyses
 from buildtool.workspace.config import Config
 from buildtool.workspace.graph import TargetGraph
@@ -54,7 +53,7 @@ def load_kept_graph(config: Config, analyses: Analyses) -> tuple[TargetGraph, st
     path = CacheDir(config.cache_dir).graph
     try:
         raw = path.read_bytes()
-        top = msgpack.unpackb(raw, raw=False, use_list=False, strict_map_key=False)
+        top = unpack(raw, use_list=False, strict_map_key=False)
         if top["setting"] != tuple(_to_tuples(_setting(config))):
             return None
         search: list[list[Any] | None] = []
@@ -67,7 +66,7 @@ def load_kept_graph(config: Config, analyses: Analyses) -> tuple[TargetGraph, st
     if search and search[0] is not None:
         # Saved with a racy search, found unchanged by searching again: keep that search's
         # stats (no longer racy) so that the next run need not search.
-        data = msgpack.packb({**top, "searched": search[0]}, use_bin_type=True)
+        data = pack({**top, "searched": search[0]})
         update_file(path, lambda current: data if current == raw else None, durable=False)
     return graph, identity
 
@@ -96,7 +95,7 @@ def describe_graph(
 
 
 def write_graph(config: Config, top: dict[str, Any]) -> None:
-    data = msgpack.packb(top, use_bin_type=True)
+    data = pack(top)
     update_file(CacheDir(config.cache_dir).graph, lambda _: data, durable=False)
 
 
@@ -106,7 +105,7 @@ def graph_identity(top: dict[str, Any]) -> str:
     the graph. Whatever is a function of these alone (a build's Dockerfile analysis, its
     target, its parents) is the same while the identity is (``keymemo.py``)."""
     parts = [top[name] for name in ("setting", "build_files", "globs", "dockerfiles", "graph")]
-    return digest_bytes(msgpack.packb(parts, use_bin_type=True))
+    return digest_bytes(pack(parts))
 
 
 def _search_rows(searched: Any, taken_ns: int) -> list[list[Any]] | None:

@@ -232,7 +232,8 @@ def _valid(reference: str) -> bool:
 
 
 def _instruction(kind: str) -> str:
-    return {"from": "FROM", "copy": "COPY --from="}.get(kind, "RUN --mount=from=")
+    kinds = {"from": "FROM", "copy": "COPY --from=", "syntax": "# syntax="}
+    return kinds.get(kind, "RUN --mount=from=")
 
 
 def _written_base(analyses: Analyses, dockerfile: str, line: int) -> str | None:

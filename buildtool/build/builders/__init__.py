@@ -23,12 +23,13 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Protocol
 
 from buildtool.errors import BtError, JobFailed, TransientError, is_transient_message
+from buildtool.plan.pins import LocalImage
 from buildtool.platforms import Platform
+from buildtool.registry.reference import is_reference, is_sha256, shown
 
 if TYPE_CHECKING:
     from buildtool.build.builders.context import SentContext
     from buildtool.inputs.filesets import FileSet
-    from buildtool.plan.pins import LocalImage
     from buildtool.secrets import SecretSource
 
 LOG_TAIL_LINES = 25
@@ -77,6 +78,30 @@ class BuildRequest:
 class BuiltImage:
     image_id: str  # sha256:... config digest on the engine
     tag: str
+
+
+def checked_image_id(engine: str, value: object) -> str:
+    """An image id an engine gave, checked where it is read (invariant 11): bt records it,
+    pins by it and hands it to builds."""
+    if not is_sha256(value):
+        raise BtError(f"engine {engine} gave the image id {shown(value)}, not a sha256 digest")
+    assert isinstance(value, str)
+    return value
+
+
+def checked_local_image(engine: str, image_id: object, repo_digests: object) -> LocalImage:
+    """``LocalImage`` from what an engine said, every value checked (``checked_image_id``)."""
+    if repo_digests is None:
+        repo_digests = ()
+    given = repo_digests if isinstance(repo_digests, (list, tuple)) else [repo_digests]
+    digests: list[str] = []
+    for found in given:
+        if not (isinstance(found, str) and is_reference(found) and "@" in found):
+            raise BtError(
+                f"engine {engine} gave the repository digest {shown(found)}, not name@digest"
+            )
+        digests.append(found)
+    return LocalImage(checked_image_id(engine, image_id), tuple(digests))
 
 
 class Builder(Protocol):

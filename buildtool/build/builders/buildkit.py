@@ -24,6 +24,8 @@ from buildtool.build.builders import (
     BuildRequest,
     BuiltImage,
     build_failure,
+    checked_image_id,
+    checked_local_image,
     dockerfile_to_send,
     is_transient,
     platform_mismatch,
@@ -34,6 +36,7 @@ from buildtool.errors import BtError, Cancelled, JobFailed, TransientError
 from buildtool.plan.pins import LocalImage
 from buildtool.platforms import Platform
 from buildtool.secrets import REDACTED, buildkit_flag, scrub
+from buildtool.state.jsonvalue import load_json
 
 PROBE_TIMEOUT = 30.0  # `docker version`, `docker buildx version`, `docker image inspect`
 PUSH_TIMEOUT = 3 * 3600.0  # a 10 GB image over a slow uplink
@@ -121,9 +124,15 @@ class BuildKitCliBuilder:
     """The engine's BuildKit, through the docker CLI."""
 
     def __init__(
-        self, host: str | None, network: str | None = None, env: Mapping[str, str] | None = None
+        self,
+        host: str | None,
+        network: str | None = None,
+        env: Mapping[str, str] | None = None,
+        *,
+        answer_within: float | None = None,
     ):
         self.env = dict(os.environ if env is None else env)
+        self.probe_timeout = min(PROBE_TIMEOUT, answer_within or PROBE_TIMEOUT)
         self.cli, self.mode = find_docker_cli(self.env)
         if host:
             self.env["DOCKER_HOST"] = host
@@ -137,11 +146,9 @@ class BuildKitCliBuilder:
         self.named_contexts = self.mode == "buildx"
         self._architecture: str | None = None
 
-    def _docker(
-        self, *args: str, timeout: float = PROBE_TIMEOUT
-    ) -> subprocess.CompletedProcess[str]:
+    def _docker(self, *args: str, timeout: float | None = None) -> subprocess.CompletedProcess[str]:
         try:
-            return _run_captured([self.cli, *args], self.env, timeout)
+            return _run_captured([self.cli, *args], self.env, timeout or self.probe_timeout)
         except subprocess.TimeoutExpired:
             raise TransientError(f"docker {args[0]} on {self.host} timed out") from None
 
@@ -185,7 +192,7 @@ class BuildKitCliBuilder:
             if code != 0:
                 message = f"docker build on {self.host} failed: {_error_line(tail)}"
                 raise build_failure(message, tail, request.log_path)
-            image_id = iidfile.read_text().strip()
+            image_id = checked_image_id(self.host, iidfile.read_text().strip())
         actual = self._platform_of(image_id)
         mismatch = None if actual is None else platform_mismatch(self.name, request, actual)
         if mismatch is not None:
@@ -240,7 +247,7 @@ class BuildKitCliBuilder:
     def image_id(self, ref: str) -> str | None:
         done = self._docker("image", "inspect", "--format", "{{.Id}}", ref)
         if done.returncode == 0:
-            return done.stdout.strip()
+            return checked_image_id(self.host, done.stdout.strip())
         if "no such image" in done.stderr.lower() or "no such object" in done.stderr.lower():
             return None
         raise self._fault(f"docker image inspect {ref}", done)
@@ -249,7 +256,11 @@ class BuildKitCliBuilder:
         done = self._docker("image", "inspect", "--format", "{{.Id}} {{json .RepoDigests}}", ref)
         if done.returncode == 0:
             image_id, _, digests = done.stdout.strip().partition(" ")
-            return LocalImage(image_id, tuple(json.loads(digests) or ()))
+            try:
+                repo_digests = json.loads(digests)
+            except (ValueError, RecursionError):
+                repo_digests = digests
+            return checked_local_image(self.host, image_id, repo_digests)
         if "no such image" in done.stderr.lower() or "no such object" in done.stderr.lower():
             return None
         raise self._fault(f"docker image inspect {ref}", done)
@@ -257,7 +268,7 @@ class BuildKitCliBuilder:
     def image_labels(self, ref: str) -> dict[str, str] | None:
         done = self._docker("image", "inspect", "--format", "{{json .Config.Labels}}", ref)
         if done.returncode == 0:
-            labels = json.loads(done.stdout or "null")
+            labels = load_json(done.stdout or "null", None, f"docker image inspect {ref}")
             return {str(k): str(v) for k, v in (labels or {}).items()}
         if "no such image" in done.stderr.lower() or "no such object" in done.stderr.lower():
             return None
@@ -360,7 +371,7 @@ def _stream_to_log(
             log.write("cancelled\n")
             raise Cancelled(f"cancelled: {' '.join(command[:3])}")
         if feed_errors:
-            log.write(f"ERROR: {feed_errors[0]}\n")
+            log.write(scrub(f"ERROR: {feed_errors[0]}") + "\n")
             raise feed_errors[0]
     return code, list(tail)
 

@@ -17,6 +17,8 @@ from buildtool.build.builders import (
     BuildRequest,
     BuiltImage,
     build_failure,
+    checked_image_id,
+    checked_local_image,
     dockerfile_to_send,
     is_transient,
     platform_mismatch,
@@ -33,7 +35,9 @@ _API_TIMEOUT = 120  # docker-py read timeout for calls that answer promptly or s
 class EngineApiBuilder:
     """The Engine API through docker-py: the classic builder, no CLI needed."""
 
-    def __init__(self, host: str | None, network: str | None = None):
+    def __init__(
+        self, host: str | None, network: str | None = None, *, answer_within: float | None = None
+    ):
         import docker
 
         kwargs: dict[str, Any] = {"base_url": host} if host else docker.utils.kwargs_from_env()
@@ -43,8 +47,11 @@ class EngineApiBuilder:
         self.network = network
         try:
             # ssh:// through the system's ssh client, as the docker CLI does (no paramiko).
+            # Calls that answer promptly or stream progress wait no longer than the retry
+            # budget; a build's own stream is not bounded (``_start_build``).
+            timeout = min(_API_TIMEOUT, answer_within or _API_TIMEOUT)
             self.client: Any = docker.APIClient(
-                version="auto", timeout=_API_TIMEOUT, use_ssh_client=True, **kwargs
+                version="auto", timeout=timeout, use_ssh_client=True, **kwargs
             )
             version = self.client.version()
         except docker.errors.DockerException as err:
@@ -183,7 +190,7 @@ class EngineApiBuilder:
                 raise build_failure(message, list(tail), request.log_path)
             aux = chunk.get("aux")
             if isinstance(aux, dict) and isinstance(aux.get("ID"), str):
-                image_id = aux["ID"]
+                image_id = checked_image_id(self.host, aux["ID"])
         return image_id
 
     def _check_platform(self, request: BuildRequest, image_id: str) -> None:
@@ -202,7 +209,7 @@ class EngineApiBuilder:
         import docker
 
         try:
-            return str(self.client.inspect_image(ref)["Id"])
+            return checked_image_id(self.host, self.client.inspect_image(ref)["Id"])
         except docker.errors.ImageNotFound:
             return None
         except (docker.errors.APIError, requests.exceptions.RequestException) as err:
@@ -212,7 +219,7 @@ class EngineApiBuilder:
         attrs = self._inspect(ref)
         if attrs is None:
             return None
-        return LocalImage(str(attrs["Id"]), tuple(attrs.get("RepoDigests") or ()))
+        return checked_local_image(self.host, attrs.get("Id"), attrs.get("RepoDigests"))
 
     def image_labels(self, ref: str) -> dict[str, str] | None:
         attrs = self._inspect(ref)
@@ -269,7 +276,7 @@ class EngineApiBuilder:
             raise JobFailed(message) from None
         if digest is None:
             raise JobFailed(f"push of {ref} reported no digest")
-        return str(digest)
+        return checked_image_id(self.host, digest)
 
     def run(
         self, image: str, command: Sequence[str], timeout: float, entrypoint: str | None = None

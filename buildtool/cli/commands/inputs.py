@@ -8,6 +8,7 @@ import click
 
 from buildtool.cli.commands.common import complete_patterns, format_option, one_platform_option
 from buildtool.errors import BtError
+from buildtool.inputs.pathnames import shown_path
 from buildtool.plan.session import Workbench
 
 
@@ -58,7 +59,7 @@ def command(label: str, platform: str | None, output_format: str) -> None:
     for row in rows:
         mode = "x" if row.executable else "-"
         shown = row.digest[:16] if row.kind != "dir" else "(directory)"
-        click.echo(f"{shown:<16} {mode} {row.path}  <- {row.origin}")
+        click.echo(f"{shown:<16} {mode} {shown_path(row.path)}  <- {row.origin}")
     for name, value, written in pins:
         full = f" ({name})" if name != written else ""
         click.echo(f"# external image {written}{full}: {value}")

@@ -43,7 +43,7 @@ def update(patterns: tuple[str, ...], platforms: tuple[str, ...]) -> None:
     """
     from buildtool.build.pinning import Pinning
     from buildtool.build.routing import Engines
-    from buildtool.plan.pins import short_digest
+    from buildtool.plan.pins import ENGINE, engine_pin_warning, short_digest
 
     bench = Workbench.open()
     wanted = bench.external_images(patterns or ("//...",), platforms)
@@ -51,6 +51,9 @@ def update(patterns: tuple[str, ...], platforms: tuple[str, ...]) -> None:
     pinning = Pinning(bench.config, bench.lock_path, engines)
     try:
         resolved = pinning.pin(wanted)
+        engine_names = {
+            p: engines.builder(p).name for _, p, pin, _ in resolved if pin.source == ENGINE
+        }
     finally:
         engines.close()
     moved = 0
@@ -63,6 +66,9 @@ def update(patterns: tuple[str, ...], platforms: tuple[str, ...]) -> None:
             moved += 1
             state = f"moved {short_digest(before.digest)} -> {short_digest(pin.digest)}"
         click.echo(f"{image.written} ({platform}): {state} from the {pin.source}")
+        if pin.source == ENGINE:
+            warning = engine_pin_warning(image.written, platform, engine_names[platform])
+            click.echo(f"warning: {warning}", err=True)
     click.echo(
         f"{bench.config.lockfile.name}: {counted(len(resolved), 'pin')} checked, {moved} moved",
         err=True,
@@ -151,8 +157,8 @@ def check(lockfile: Path | None) -> None:
       bt lock check && bt merge //...
     """
     from buildtool.plan.session import Session
+    from buildtool.plan.verify import lockfile_problems
     from buildtool.registry import RegistryClient
-    from buildtool.registry.verify import lockfile_problems
     from buildtool.state.lockfile import read_lockfile
 
     config = Session.here().config

@@ -67,12 +67,14 @@ def interpreters(base: Path, env: dict[str, str], before: str | None) -> list[In
         tree = export_revision(before, base / f"src-{before}")
         python = clean_venv(base / "venv-before", tree)
         found.append(
-            Interpreter(f"clean venv, {before}", str(python), [str(python.parent / "bt")],
-                        clean_env)  # fmt: skip
+            Interpreter(
+                f"clean venv, {before}", str(python), [str(python.parent / "bt")], clean_env
+            )
         )
     dev_env = {**env, "PYTHONPATH": str(REPO)}
     found.append(
-        Interpreter("development interpreter", sys.executable, [sys.executable, "-m", "buildtool"],
-                    dev_env)  # fmt: skip
+        Interpreter(
+            "development interpreter", sys.executable, [sys.executable, "-m", "buildtool"], dev_env
+        )
     )
     return found

@@ -1,0 +1,287 @@
+"""The answer of the last ``bt plan PATTERN...``, given again while nothing it read changed.
+
+A warm no-op plan costs little beyond starting Python and importing bt, so the import is what is
+left to save: ``bt plan`` with nothing but patterns is answered before click or the planner is
+imported, from an answer the last such run kept (its output), vouched for by the stat of every
+path that run read. While recording, every path the run opens, lists (``sys.addaudithook``'s
+``open``, ``os.listdir``, ``os.scandir`` events) or stats (``os.stat``, ``os.lstat``) is noted;
+the run's output is a function of those and of its command line, working directory and
+environment, which key the answer (by digest: the environment may hold secrets).
+
+Each path's signature is taken after the run: mode, size, mtime, ctime and inode (a listed
+directory's entries each get one too, as their stats may have come from the listing). A path
+whose mtime or ctime is later than the run's start less the racy window (git's rule, see
+``hashing.py``) may have changed while it was read: then nothing is kept. Paths outside the
+workspace that are directories reached only by stat (the ancestors a path resolves through) keep
+only their type and inode: their listings were not read, and /tmp's mtime moves all day. The
+cache directory is bt's own derived state, not an input: not a witness.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from array import array
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from buildtool.workspace.config import Config
+
+VERSION = 1
+FILE = "noop.msgpack"  # in the cache directory
+KEPT = 8  # answers kept, by command line and environment
+RACY_WINDOW_NS = 3_000_000_000  # hashing.RACY_WINDOW_NS, without importing hashing
+SPEC_NAME = ".cache-spec"
+_ABSENT = (0, 0, 0, 0, 0)
+_FOLLOW, _NOFOLLOW, _TYPE_ONLY = 0, 1, 2
+
+
+def eligible(argv: list[str]) -> bool:
+    """``bt plan`` with patterns and no option: the command an answer can be kept for."""
+    return len(argv) >= 2 and argv[0] == "plan" and not any(a.startswith("-") for a in argv[1:])
+
+
+def answer(argv: list[str]) -> bool:
+    """Print the kept answer of ``argv`` if every path it read is as it was; False (having
+    printed nothing) otherwise."""
+    try:
+        kept = _kept_answer(argv)
+    except (OSError, ValueError, TypeError, KeyError):
+        return False
+    if kept is None:
+        return False
+    stdout, stderr = kept
+    try:
+        sys.stdout.write(stdout)
+        sys.stdout.flush()
+    except BrokenPipeError:  # piped into `head`: not an error of ours (as cli.main)
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115  (what is left unflushed goes)
+    sys.stderr.write(stderr)
+    return True
+
+
+def _kept_answer(argv: list[str]) -> tuple[str, str] | None:
+    import msgpack
+
+    cwd = os.getcwd()
+    root = _root(cwd)
+    if root is None:
+        return None
+    try:
+        with open(os.path.join(default_cache_dir(root), FILE), "rb") as f:
+            top = msgpack.unpackb(f.read(), raw=False)
+    except FileNotFoundError:
+        return None
+    if top.get("version") != VERSION:
+        return None
+    kept = top["answers"].get(answer_key(argv, cwd))
+    if kept is None:
+        return None
+    stdout, stderr, paths, kinds, signatures = kept
+    if not _unchanged(paths.decode("utf-8", "surrogateescape").split("\0"), kinds, signatures):
+        return None
+    return stdout, stderr
+
+
+def _unchanged(paths: list[str], kinds: bytes, signatures: bytes) -> bool:
+    expected = array("q")
+    expected.frombytes(signatures)
+    stat, lstat = os.stat, os.lstat
+    i = 0
+    for path, kind in zip(paths, kinds, strict=True):
+        try:
+            st = lstat(path) if kind == _NOFOLLOW else stat(path)
+        except (FileNotFoundError, NotADirectoryError):
+            if expected[i] != 0:
+                return False
+        else:
+            if kind == _TYPE_ONLY:
+                if st.st_mode != expected[i] or st.st_ino != expected[i + 4]:
+                    return False
+            elif (st.st_mtime_ns != expected[i + 2] or st.st_ctime_ns != expected[i + 3]
+                  or st.st_size != expected[i + 1] or st.st_ino != expected[i + 4]
+                  or st.st_mode != expected[i]):  # fmt: skip
+                return False
+        i += 5
+    return True
+
+
+def _root(cwd: str) -> str | None:
+    """``config.find_root``: the nearest directory from ``cwd`` up holding ``.cache-spec``."""
+    directory = cwd
+    while True:
+        if os.path.isfile(os.path.join(directory, SPEC_NAME)):
+            return directory
+        parent = os.path.dirname(directory)
+        if parent == directory:
+            return None
+        directory = parent
+
+
+def default_cache_dir(root: str) -> str:
+    """The cache directory of a ``.cache-spec`` that names none (``Config._cache_dir``)."""
+    import blake3
+
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    digest = blake3.blake3(root.encode()).hexdigest()[:12]
+    return os.path.join(base, "bt", f"{os.path.basename(root)}-{digest}")
+
+
+def answer_key(argv: list[str], cwd: str) -> str:
+    """What the answer is a function of besides the paths read: bt's code and interpreter,
+    the command line, the working directory and the environment (a digest: it may hold
+    secrets)."""
+    import blake3
+
+    from buildtool import __version__
+
+    parts = [VERSION, __version__, sys.executable, cwd, *argv, "\0env"]
+    parts += sorted(f"{k}={v}" for k, v in os.environ.items())
+    text = "\0".join(map(str, parts))
+    return blake3.blake3(text.encode("utf-8", "surrogateescape")).hexdigest()
+
+
+class _Recorder:
+    """The paths a run reads, how each was reached, and the clock before it began."""
+
+    def __init__(self, argv: list[str]):
+        self.argv = argv
+        self.cwd = os.getcwd()
+        self.started_ns = time.time_ns()
+        self.followed: set[str] = set()
+        self.not_followed: set[str] = set()
+        self.listed: set[str] = set()
+        self.on = True
+        sys.addaudithook(self._event)
+        self._stat, self._lstat = os.stat, os.lstat
+        os.stat, os.lstat = self._stat_noted, self._lstat_noted
+
+    def stop(self) -> None:
+        self.on = False
+        os.stat, os.lstat = self._stat, self._lstat
+
+    def _note(self, into: set[str], path: Any) -> None:
+        if isinstance(path, bytes):
+            path = os.fsdecode(path)
+        elif not isinstance(path, str):
+            path = os.fspath(path) if isinstance(path, os.PathLike) else None
+            if not isinstance(path, str):
+                return  # a file descriptor: opened by a path noted already
+        into.add(os.path.join(self.cwd, path))
+
+    def _event(self, event: str, args: tuple[Any, ...]) -> None:
+        if not self.on:
+            return
+        if event == "open":
+            self._note(self.followed, args[0])
+        elif event in ("os.listdir", "os.scandir"):
+            self._note(self.listed, args[0] if args[0] is not None else ".")
+
+    def _stat_noted(self, path: Any, *args: Any, **kwargs: Any) -> os.stat_result:
+        if self.on:
+            follow = kwargs.get("follow_symlinks", True)
+            self._note(self.followed if follow else self.not_followed, path)
+        return self._stat(path, *args, **kwargs)
+
+    def _lstat_noted(self, path: Any, *args: Any, **kwargs: Any) -> os.stat_result:
+        if self.on:
+            self._note(self.not_followed, path)
+        return self._lstat(path, *args, **kwargs)
+
+
+_recorder: _Recorder | None = None
+
+
+def record(argv: list[str]) -> None:
+    """Note every path this run reads from now on, for ``keep`` (``argv`` is ``eligible``)."""
+    global _recorder
+    _recorder = _Recorder(argv)
+
+
+def keep(config: Config, stdout: str, stderr: str) -> None:
+    """Keep this run's output as the answer to its command line, if it was recorded, its
+    configuration names the default cache directory (the one an answer is looked up in), and
+    no path it read changed during the run."""
+    recorder = _recorder
+    if recorder is None or not recorder.on:
+        return
+    recorder.stop()
+    cache_dir = str(config.cache_dir)
+    if cache_dir != default_cache_dir(str(config.root)):
+        return
+    witnesses = _witnesses(recorder, str(config.root), cache_dir)
+    if witnesses is None:
+        return
+    paths, kinds, signatures = witnesses
+    kept = [stdout, stderr, "\0".join(paths).encode("utf-8", "surrogateescape"), bytes(kinds),
+            signatures.tobytes()]  # fmt: skip
+    key = answer_key(recorder.argv, recorder.cwd)
+    import msgpack
+
+    from buildtool.state.cachedir import update_file
+
+    def merge(current: bytes | None) -> bytes:
+        answers: dict[str, Any] = {}
+        try:
+            top = msgpack.unpackb(current or b"", raw=False)
+            if top.get("version") == VERSION:
+                answers = dict(list(top["answers"].items())[-(KEPT - 1) :])
+        except Exception:  # a cache never fails a plan: corrupt -> start again
+            answers = {}
+        answers.pop(key, None)
+        answers[key] = kept
+        return msgpack.packb({"version": VERSION, "answers": answers}, use_bin_type=True)  # type: ignore[no-any-return]
+
+    update_file(Path(cache_dir, FILE), merge, durable=False)
+
+
+def _witnesses(
+    recorder: _Recorder, root: str, cache_dir: str
+) -> tuple[list[str], bytearray, array[int]] | None:
+    """Every path read, how to stat it and its signature; None when one was racy."""
+    limit = recorder.started_ns - RACY_WINDOW_NS
+    inside = root.rstrip(os.sep) + os.sep
+    ours = cache_dir + os.sep
+    listed = {os.path.normpath(path) for path in recorder.listed}
+    wanted: dict[str, int] = {}
+    for path in listed:
+        try:
+            with os.scandir(path) as entries:
+                for entry in entries:
+                    wanted[entry.path] = _NOFOLLOW
+        except OSError:
+            pass
+    for kind, paths in ((_NOFOLLOW, recorder.not_followed), (_FOLLOW, recorder.followed)):
+        for path in paths:
+            wanted.setdefault(os.path.normpath(path), kind)
+    for path in listed:
+        wanted[path] = _FOLLOW
+    found: list[str] = []
+    kinds, signatures = bytearray(), array("q")
+    for path, kind in wanted.items():
+        if path == cache_dir or path.startswith(ours):
+            continue
+        try:
+            st = os.lstat(path) if kind == _NOFOLLOW else os.stat(path)
+        except (FileNotFoundError, NotADirectoryError):
+            found.append(path)
+            kinds.append(kind)
+            signatures.extend(_ABSENT)
+            continue
+        except OSError:
+            return None
+        if (path + os.sep).startswith(inside) or path in listed or not _is_dir(st):
+            if max(st.st_mtime_ns, st.st_ctime_ns) >= limit:
+                return None  # changed while (or just before) it was read
+        else:
+            kind = _TYPE_ONLY
+        found.append(path)
+        kinds.append(kind)
+        signatures.extend((st.st_mode, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino))
+    return found, kinds, signatures
+
+
+def _is_dir(st: os.stat_result) -> bool:
+    return st.st_mode & 0o170000 == 0o040000

@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import NoReturn
+
+TYPE_CHECKING = False  # not typing's: importing typing costs a kept answer a fifth
+if TYPE_CHECKING:
+    from typing import NoReturn
 
 
 def run() -> NoReturn:

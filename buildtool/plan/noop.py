@@ -21,16 +21,18 @@ from __future__ import annotations
 
 import os
 import sys
-import time
-from array import array
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
+# Not typing's: a kept answer is given before typing, pathlib or msgpack would be imported (the
+# answer file is marshal's: it is only ever in the user's own cache, never in a workspace).
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from array import array
+    from typing import Any
+
     from buildtool.workspace.config import Config
 
 VERSION = 1
-FILE = "noop.msgpack"  # in the cache directory
+FILE = "plan-answers.marshal"  # CacheDir.plan_answers, named here to spare importing cachedir
 KEPT = 8  # answers kept, by command line and environment
 RACY_WINDOW_NS = 3_000_000_000  # hashing.RACY_WINDOW_NS, without importing hashing
 SPEC_NAME = ".cache-spec"
@@ -63,31 +65,48 @@ def answer(argv: list[str]) -> bool:
 
 
 def _kept_answer(argv: list[str]) -> tuple[str, str] | None:
-    import msgpack
-
     cwd = os.getcwd()
     root = _root(cwd)
     if root is None:
         return None
-    try:
-        with open(os.path.join(default_cache_dir(root), FILE), "rb") as f:
-            top = msgpack.unpackb(f.read(), raw=False)
-    except FileNotFoundError:
-        return None
-    if top.get("version") != VERSION:
-        return None
-    kept = top["answers"].get(answer_key(argv, cwd))
+    answers = _read(os.path.join(default_cache_dir(root), FILE))
+    kept = answers.get(answer_key(argv, cwd))
     if kept is None:
         return None
     stdout, stderr, paths, kinds, signatures = kept
     if not _unchanged(paths.decode("utf-8", "surrogateescape").split("\0"), kinds, signatures):
         return None
-    return stdout, stderr
+    return str(stdout), str(stderr)
+
+
+def _read(path: str) -> dict[str, Any]:
+    """The kept answers by key; none when the file is missing, of another version or not
+    what ``keep`` writes."""
+    import marshal
+
+    try:
+        with open(path, "rb") as f:
+            top = marshal.loads(f.read())
+    except (OSError, EOFError, ValueError, TypeError):
+        return {}
+    if not isinstance(top, tuple) or len(top) != 2 or top[0] != VERSION:
+        return {}
+    answers = top[1]
+    if not isinstance(answers, dict):
+        return {}
+    return {key: kept for key, kept in answers.items() if _well_formed(kept)}
+
+
+def _well_formed(kept: Any) -> bool:
+    types = (str, str, bytes, bytes, bytes)
+    return (isinstance(kept, tuple) and len(kept) == len(types)
+            and all(isinstance(x, t) for x, t in zip(kept, types, strict=True)))  # fmt: skip
 
 
 def _unchanged(paths: list[str], kinds: bytes, signatures: bytes) -> bool:
-    expected = array("q")
-    expected.frombytes(signatures)
+    if len(signatures) != 40 * len(paths) or len(kinds) != len(paths):
+        return False
+    expected = memoryview(signatures).cast("q")  # native int64s, as array("q") wrote them
     stat, lstat = os.stat, os.lstat
     i = 0
     for path, kind in zip(paths, kinds, strict=True):
@@ -147,6 +166,8 @@ class _Recorder:
     """The paths a run reads, how each was reached, and the clock before it began."""
 
     def __init__(self, argv: list[str]):
+        import time
+
         self.argv = argv
         self.cwd = os.getcwd()
         self.started_ns = time.time_ns()
@@ -215,26 +236,23 @@ def keep(config: Config, stdout: str, stderr: str) -> None:
     if witnesses is None:
         return
     paths, kinds, signatures = witnesses
-    kept = [stdout, stderr, "\0".join(paths).encode("utf-8", "surrogateescape"), bytes(kinds),
-            signatures.tobytes()]  # fmt: skip
+    kept = (stdout, stderr, "\0".join(paths).encode("utf-8", "surrogateescape"), bytes(kinds),
+            signatures.tobytes())  # fmt: skip
     key = answer_key(recorder.argv, recorder.cwd)
-    import msgpack
+    import marshal
 
-    from buildtool.state.cachedir import update_file
+    from buildtool.state.cachedir import CacheDir, update_file
+
+    path = CacheDir(config.cache_dir).plan_answers
 
     def merge(current: bytes | None) -> bytes:
-        answers: dict[str, Any] = {}
-        try:
-            top = msgpack.unpackb(current or b"", raw=False)
-            if top.get("version") == VERSION:
-                answers = dict(list(top["answers"].items())[-(KEPT - 1) :])
-        except Exception:  # a cache never fails a plan: corrupt -> start again
-            answers = {}
+        answers = _read(str(path)) if current is not None else {}
         answers.pop(key, None)
+        answers = dict(list(answers.items())[-(KEPT - 1) :])
         answers[key] = kept
-        return msgpack.packb({"version": VERSION, "answers": answers}, use_bin_type=True)  # type: ignore[no-any-return]
+        return marshal.dumps((VERSION, answers))
 
-    update_file(Path(cache_dir, FILE), merge, durable=False)
+    update_file(path, merge, durable=False)
 
 
 def _witnesses(
@@ -258,6 +276,8 @@ def _witnesses(
             wanted.setdefault(os.path.normpath(path), kind)
     for path in listed:
         wanted[path] = _FOLLOW
+    from array import array
+
     found: list[str] = []
     kinds, signatures = bytearray(), array("q")
     for path, kind in wanted.items():

@@ -74,7 +74,7 @@ def _kept_answer(argv: list[str]) -> tuple[str, str] | None:
     if kept is None:
         return None
     stdout, stderr, paths, kinds, signatures = kept
-    if not _unchanged(paths.decode("utf-8", "surrogateescape").split("\0"), kinds, signatures):
+    if not _unchanged(paths, kinds, signatures):
         return None
     return str(stdout), str(stderr)
 
@@ -103,13 +103,18 @@ def _well_formed(kept: Any) -> bool:
             and all(isinstance(x, t) for x, t in zip(kept, types, strict=True)))  # fmt: skip
 
 
-def _unchanged(paths: list[str], kinds: bytes, signatures: bytes) -> bool:
-    if len(signatures) != 40 * len(paths) or len(kinds) != len(paths):
+def _unchanged(paths: bytes, kinds: bytes, signatures: bytes) -> bool:
+    """Whether every path (``\0``-separated, stat as bytes: no string is made of each) has its
+    signature."""
+    if len(signatures) != 40 * len(kinds) or paths.count(b"\0") + 1 != len(kinds):
         return False
     expected = memoryview(signatures).cast("q")  # native int64s, as array("q") wrote them
-    stat, lstat = os.stat, os.lstat
-    i = 0
-    for path, kind in zip(paths, kinds, strict=True):
+    stat, lstat, find = os.stat, os.lstat, paths.find
+    start = i = 0
+    for kind in kinds:
+        end = find(b"\0", start)
+        path = paths[start:] if end < 0 else paths[start:end]
+        start = end + 1
         try:
             st = lstat(path) if kind == _NOFOLLOW else stat(path)
         except (FileNotFoundError, NotADirectoryError):

@@ -122,8 +122,12 @@ class RegistryClient:
     # -- the API ---------------------------------------------------------------------------
 
     def head_manifest(self, ref: str | Reference) -> Descriptor | None:
-        """The manifest behind a tag or digest, without its body; None when there is none."""
+        """The manifest behind a tag or digest, without its body; None when there is none. A
+        manifest this process fetched by its digest is not asked for again."""
         r = as_reference(ref)
+        kept = self._kept(r, "manifest", r.digest)
+        if kept is not None:
+            return Descriptor(kept[0], r.digest or "", len(kept[1]))
         response = self._request("HEAD", r, f"manifests/{r.reference}", {"Accept": MANIFEST_ACCEPT})
         if response.status == 404:
             return None

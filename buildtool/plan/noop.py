@@ -267,25 +267,23 @@ def _witnesses(
     limit = recorder.started_ns - RACY_WINDOW_NS
     inside = root.rstrip(os.sep) + os.sep
     ours = cache_dir + os.sep
-    listed = {os.path.normpath(path) for path in recorder.listed}
-    wanted: dict[str, int] = {}
+    listed = recorder.listed
+    # A path both stat-ed and opened (or lstat-ed) is witnessed both ways: a symlink, and
+    # what it points to. Paths are kept as reached, not normalised ("a/.." is not "." when a
+    # is a symlink).
+    wanted = {(path, _FOLLOW) for path in recorder.followed | listed}
+    wanted.update((path, _NOFOLLOW) for path in recorder.not_followed)
     for path in listed:
         try:
             with os.scandir(path) as entries:
-                for entry in entries:
-                    wanted[entry.path] = _NOFOLLOW
+                wanted.update((entry.path, _NOFOLLOW) for entry in entries)
         except OSError:
             pass
-    for kind, paths in ((_NOFOLLOW, recorder.not_followed), (_FOLLOW, recorder.followed)):
-        for path in paths:
-            wanted.setdefault(os.path.normpath(path), kind)
-    for path in listed:
-        wanted[path] = _FOLLOW
     from array import array
 
     found: list[str] = []
     kinds, signatures = bytearray(), array("q")
-    for path, kind in wanted.items():
+    for path, kind in wanted:
         if path == cache_dir or path.startswith(ours):
             continue
         try:

@@ -176,9 +176,9 @@ class _Recorder:
         self.argv = argv
         self.cwd = os.getcwd()
         self.started_ns = time.time_ns()
-        self.followed: set[str] = set()
-        self.not_followed: set[str] = set()
-        self.listed: set[str] = set()
+        self.followed: set[Any] = set()
+        self.not_followed: set[Any] = set()
+        self.listed: set[Any] = set()
         self.on = True
         sys.addaudithook(self._event)
         self._stat, self._lstat = os.stat, os.lstat
@@ -188,32 +188,38 @@ class _Recorder:
         self.on = False
         os.stat, os.lstat = self._stat, self._lstat
 
-    def _note(self, into: set[str], path: Any) -> None:
+    def absolute(self, path: Any) -> str | None:
+        """``path`` as noted (str, bytes, a path object), absolute; None for a descriptor."""
+        if isinstance(path, os.PathLike):
+            path = os.fspath(path)
         if isinstance(path, bytes):
             path = os.fsdecode(path)
-        elif not isinstance(path, str):
-            path = os.fspath(path) if isinstance(path, os.PathLike) else None
-            if not isinstance(path, str):
-                return  # a file descriptor: opened by a path noted already
-        into.add(os.path.join(self.cwd, path))
+        if not isinstance(path, str):
+            return None  # a file descriptor: opened by a path noted already
+        return os.path.join(self.cwd, path)
+
+    # Paths are noted as given, made absolute when the answer is kept: the stat of every
+    # input file passes here, so the noting is kept to a set insertion.
 
     def _event(self, event: str, args: tuple[Any, ...]) -> None:
         if not self.on:
             return
         if event == "open":
-            self._note(self.followed, args[0])
+            self.followed.add(args[0])
         elif event in ("os.listdir", "os.scandir"):
-            self._note(self.listed, args[0] if args[0] is not None else ".")
+            self.listed.add(args[0] if args[0] is not None else ".")
 
     def _stat_noted(self, path: Any, *args: Any, **kwargs: Any) -> os.stat_result:
         if self.on:
-            follow = kwargs.get("follow_symlinks", True)
-            self._note(self.followed if follow else self.not_followed, path)
+            if kwargs.get("follow_symlinks", True):
+                self.followed.add(path)
+            else:
+                self.not_followed.add(path)
         return self._stat(path, *args, **kwargs)
 
     def _lstat_noted(self, path: Any, *args: Any, **kwargs: Any) -> os.stat_result:
         if self.on:
-            self._note(self.not_followed, path)
+            self.not_followed.add(path)
         return self._lstat(path, *args, **kwargs)
 
 
@@ -267,12 +273,16 @@ def _witnesses(
     limit = recorder.started_ns - RACY_WINDOW_NS
     inside = root.rstrip(os.sep) + os.sep
     ours = cache_dir + os.sep
-    listed = recorder.listed
+    absolute = recorder.absolute
+    listed = {absolute(path) for path in recorder.listed} - {None}
     # A path both stat-ed and opened (or lstat-ed) is witnessed both ways: a symlink, and
     # what it points to. Paths are kept as reached, not normalised ("a/.." is not "." when a
     # is a symlink).
-    wanted = {(path, _FOLLOW) for path in recorder.followed | listed}
-    wanted.update((path, _NOFOLLOW) for path in recorder.not_followed)
+    wanted = {(path, _FOLLOW) for path in map(absolute, recorder.followed) if path is not None}
+    wanted.update((path, _FOLLOW) for path in listed if path is not None)
+    wanted.update(
+        (path, _NOFOLLOW) for path in map(absolute, recorder.not_followed) if path is not None
+    )
     for path in listed:
         try:
             with os.scandir(path) as entries:

@@ -1,5 +1,6 @@
 """Peak memory (maximum resident set size, `/usr/bin/time -v`) of `bt plan //...` on generated
-workspaces (as bench_plan.py makes them: N targets x 2 platforms, 10 files per target):
+workspaces (as bench_plan.py makes them: N targets x 2 platforms over 100,000 files, target i
+reading data/<i % 1,000>/):
 
 - cold: an empty cache directory, nothing recorded;
 - warm no-op: every build recorded, the caches warm (the kept answer of the last plan given);
@@ -75,7 +76,7 @@ def main() -> None:
             root = spaces / f"ws-{targets}"
             if not (root / "BUILD.images").exists():
                 root.mkdir(parents=True, exist_ok=True)
-                generate_large(root, targets, targets * 10)
+                generate_large(root, targets)
             for i, interp in enumerate(found):
                 cache = base / f"cache-{targets}-{i}"
                 cold, warm, planned = measure(interp, root, cache, args.runs)

@@ -422,7 +422,7 @@ class BuildRun:
         time (the scheduler asks one build at a time per job slot, each waiting for its parents).
         Only hits are kept for the scheduler: a miss is asked again when its build is due (a
         parent's image may be pushed by another runner meanwhile), a fault too (under the
-        retry policy)."""
+        retry policy), and after a fault nothing more is prefetched."""
         from concurrent.futures import ThreadPoolExecutor
 
         from buildtool.build.remote_cache import lookup
@@ -432,13 +432,19 @@ class BuildRun:
         if len(asked) < 2:
             return
         client = self.registry_client()
+        faulted = threading.Event()  # one fault ends the prefetch: no timeout waited 390 times
 
         def ask(planned: PlannedBuild) -> None:
+            if faulted.is_set():
+                return
             ref = remote_ref(self.config, self.targets[planned.label], planned.key)
-            with contextlib.suppress(BtError, TransientError):
+            try:
                 found = lookup(client, ref, planned.key)
-                if found.hit:
-                    self._prefetched[planned.id] = found
+            except (BtError, TransientError):
+                faulted.set()
+                return
+            if found.hit:
+                self._prefetched[planned.id] = found
 
         with ThreadPoolExecutor(max_workers=min(SIZE, len(asked))) as pool:
             list(pool.map(ask, asked))

@@ -175,7 +175,8 @@ class _Recorder:
 
         self.argv = argv
         self.cwd = os.getcwd()
-        self.started_ns = time.time_ns()
+        # A file whose mtime or ctime is past this may have changed while it was read.
+        self.limit = time.time_ns() - RACY_WINDOW_NS
         self.followed: set[Any] = set()
         self.not_followed: set[Any] = set()
         self.listed: set[Any] = set()
@@ -210,17 +211,30 @@ class _Recorder:
             self.listed.add(args[0] if args[0] is not None else ".")
 
     def _stat_noted(self, path: Any, *args: Any, **kwargs: Any) -> os.stat_result:
-        if self.on:
+        st = self._stat(path, *args, **kwargs)
+        if self.on and not self._racy(st):
             if kwargs.get("follow_symlinks", True):
                 self.followed.add(path)
             else:
                 self.not_followed.add(path)
-        return self._stat(path, *args, **kwargs)
+        return st
 
     def _lstat_noted(self, path: Any, *args: Any, **kwargs: Any) -> os.stat_result:
-        if self.on:
+        st = self._lstat(path, *args, **kwargs)
+        if self.on and not self._racy(st):
             self.not_followed.add(path)
-        return self._lstat(path, *args, **kwargs)
+        return st
+
+    def _racy(self, st: os.stat_result) -> bool:
+        """A file changed within the racy window: no answer can be kept, so recording stops
+        at once (after an edit, the plan that follows pays nothing for it). Directories are
+        judged when the answer is kept: an ancestor's mtime (/tmp's) does not count."""
+        if st.st_mode & 0o170000 == 0o040000:
+            return False
+        if st.st_mtime_ns < self.limit and st.st_ctime_ns < self.limit:
+            return False
+        self.stop()
+        return True
 
 
 _recorder: _Recorder | None = None
@@ -238,7 +252,7 @@ def keep(config: Config, stdout: str, stderr: str) -> None:
     no path it read changed during the run."""
     recorder = _recorder
     if recorder is None or not recorder.on:
-        return
+        return  # not recorded, or a file read was racy
     recorder.stop()
     cache_dir = str(config.cache_dir)
     if cache_dir != default_cache_dir(str(config.root)):
@@ -270,7 +284,7 @@ def _witnesses(
     recorder: _Recorder, root: str, cache_dir: str
 ) -> tuple[list[str], bytearray, array[int]] | None:
     """Every path read, how to stat it and its signature; None when one was racy."""
-    limit = recorder.started_ns - RACY_WINDOW_NS
+    limit = recorder.limit
     inside = root.rstrip(os.sep) + os.sep
     ours = cache_dir + os.sep
     absolute = recorder.absolute

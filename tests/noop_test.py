@@ -143,3 +143,25 @@ def test_bt_plan_answers_from_the_kept_answer_and_sees_an_edit(tmp_path: Path) -
     (ws / "app.txt").write_text("two\n")
     edited = bt(*ARGV, cwd=ws, check=True)
     assert edited.stdout.split()[3] != first.stdout.split()[3]  # another key
+
+
+def test_an_edit_behind_a_symlink_stops_the_kept_answer(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ws = write_tree(tmp_path / "ws", {
+        ".cache-spec": 'platforms = ["linux/amd64"]\n',
+        "BUILD.images": 'image(name = "app")\n',
+        "real/Dockerfile": "FROM scratch\nCOPY app.txt /\n",
+        "app.txt": "one\n",
+    })  # fmt: skip
+    (ws / "Dockerfile").symlink_to("real/Dockerfile")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.chdir(ws)
+    try:
+        plan_and_keep(capsys)
+        assert noop._kept_answer(ARGV) is not None
+        with (ws / "real" / "Dockerfile").open("a") as f:
+            f.write("COPY app.txt /again/\n")
+        assert noop._kept_answer(ARGV) is None
+    finally:
+        noop._recorder = None

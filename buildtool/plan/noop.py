@@ -292,42 +292,62 @@ def _witnesses(
     # A path both stat-ed and opened (or lstat-ed) is witnessed both ways: a symlink, and
     # what it points to. Paths are kept as reached, not normalised ("a/.." is not "." when a
     # is a symlink).
-    wanted = {(path, _FOLLOW) for path in map(absolute, recorder.followed) if path is not None}
-    wanted.update((path, _FOLLOW) for path in listed if path is not None)
-    wanted.update(
-        (path, _NOFOLLOW) for path in map(absolute, recorder.not_followed) if path is not None
-    )
+    # How each path was reached: followed (stat, open, a listing) and/or not (lstat, an entry
+    # of a listed directory). Of a path that is no symlink, one lstat says all.
+    wanted: dict[str, int] = {}
+    for how, paths in ((_FOLLOW, listed), (_FOLLOW, map(absolute, recorder.followed)),
+                       (_NOFOLLOW, map(absolute, recorder.not_followed))):  # fmt: skip
+        for path in paths:
+            if path is not None:
+                wanted[path] = wanted.get(path, 0) | (1 << how)
     for path in listed:
         try:
             with os.scandir(path) as entries:
-                wanted.update((entry.path, _NOFOLLOW) for entry in entries)
+                for entry in entries:
+                    wanted[entry.path] = wanted.get(entry.path, 0) | (1 << _NOFOLLOW)
         except OSError:
             pass
     from array import array
 
     found: list[str] = []
     kinds, signatures = bytearray(), array("q")
-    for path, kind in wanted:
+    for path, how in wanted.items():
         if path == cache_dir or path.startswith(ours):
             continue
+        reached: list[tuple[int, os.stat_result | None]]
         try:
-            st = os.lstat(path) if kind == _NOFOLLOW else os.stat(path)
+            lst = os.lstat(path)
+            reached = [(_NOFOLLOW, lst)]
+            if lst.st_mode & 0o170000 == 0o120000:  # a symlink: as it was reached
+                reached = reached if how & (1 << _NOFOLLOW) else []
+                if how & (1 << _FOLLOW):
+                    reached.append((_FOLLOW, _stat_or_absent(path)))
         except (FileNotFoundError, NotADirectoryError):
-            found.append(path)
-            kinds.append(kind)
-            signatures.extend(_ABSENT)
-            continue
+            reached = [(_NOFOLLOW, None)]
         except OSError:
             return None
-        if (path + os.sep).startswith(inside) or path in listed or not _is_dir(st):
-            if max(st.st_mtime_ns, st.st_ctime_ns) >= limit:
-                return None  # changed while (or just before) it was read
-        else:
-            kind = _TYPE_ONLY
-        found.append(path)
-        kinds.append(kind)
-        signatures.extend((st.st_mode, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino))
+        for kind, st in reached:
+            if st is None:
+                found.append(path)
+                kinds.append(kind)
+                signatures.extend(_ABSENT)
+                continue
+            if (path + os.sep).startswith(inside) or path in listed or not _is_dir(st):
+                if max(st.st_mtime_ns, st.st_ctime_ns) >= limit:
+                    return None  # changed while (or just before) it was read
+            else:
+                kind = _TYPE_ONLY
+            found.append(path)
+            kinds.append(kind)
+            signatures.extend((st.st_mode, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino))
     return found, kinds, signatures
+
+
+def _stat_or_absent(path: str) -> os.stat_result | None:
+    try:
+        return os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return None  # a dangling symlink
 
 
 def _is_dir(st: os.stat_result) -> bool:

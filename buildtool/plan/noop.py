@@ -246,6 +246,13 @@ def record(argv: list[str]) -> None:
     _recorder = _Recorder(argv)
 
 
+def abandon() -> None:
+    """Stop recording: this run evaluates the workspace afresh, reading far more than the
+    no-op after it will; that run keeps the answer (for the one after it) instead."""
+    if _recorder is not None:
+        _recorder.stop()
+
+
 def keep(config: Config, stdout: str, stderr: str) -> None:
     """Keep this run's output as the answer to its command line, if it was recorded, its
     configuration names the default cache directory (the one an answer is looked up in), and

@@ -135,7 +135,11 @@ class BuildRun:
     _client: RegistryClient | None = None
     _claims: Claims | None = None
     # Hits of the remote action cache asked for every stale build at once (``prefetch_hits``)
-    _prefetched: dict[tuple[Label, str], RemoteLookup] = field(default_factory=dict)
+    # (by build: the key asked for, and the hit), or the thread asking, while it runs
+    _prefetched: dict[tuple[Label, str], tuple[str, RemoteLookup]] = field(default_factory=dict)
+    _prefetching: threading.Thread | None = None
+    _prefetch_asked: bool = False
+    _prefetch_stop: threading.Event = field(default_factory=threading.Event)
     # Finished builds not yet in images.lock (``record``), and since when the first waits.
     _unrecorded: list[tuple[PlannedBuild, Outcome]] = field(default_factory=list)
     _unrecorded_since: float = 0.0
@@ -310,7 +314,9 @@ class BuildRun:
         limits = {
             p: self.config.builder_for(p).jobs for p in {planned.platform for planned in stale}
         }
-        self.prefetch_hits(stale)
+        self.end_prefetch()
+        if not self._prefetch_asked:
+            self.prefetch_hits(stale)
         try:
             return run_jobs(
                 jobs,
@@ -399,10 +405,12 @@ class BuildRun:
             self.lookup_warnings[planned.id] = self.registry_down
             return None
         ref = remote_ref(self.config, self.targets[planned.label], planned.key)
+        prefetched = self._prefetched.pop(planned.id, None)
         try:
-            found = self._prefetched.pop(planned.id, None) or lookup(
-                self.registry_client(), ref, planned.key
-            )
+            if prefetched is not None and prefetched[0] == planned.key:
+                found = prefetched[1]
+            else:
+                found = lookup(self.registry_client(), ref, planned.key)
         except RegistryUnavailable as err:
             if self.options.push:
                 raise  # the push would fail the same way: a failed build
@@ -428,11 +436,13 @@ class BuildRun:
         from buildtool.build.remote_cache import lookup
         from buildtool.registry.connections import SIZE
 
+        self._prefetch_asked = True
         asked = [p for p in stale if self.config.registry and not p.manifest.unpinned]
         if len(asked) < 2:
             return
         client = self.registry_client()
-        faulted = threading.Event()  # one fault ends the prefetch: no timeout waited 390 times
+        # One fault ends the prefetch (no timeout waited 390 times), as does a refused run.
+        faulted = self._prefetch_stop
 
         def ask(planned: PlannedBuild) -> None:
             if faulted.is_set():
@@ -444,10 +454,25 @@ class BuildRun:
                 faulted.set()
                 return
             if found.hit:
-                self._prefetched[planned.id] = found
+                self._prefetched[planned.id] = (planned.key, found)
 
         with ThreadPoolExecutor(max_workers=min(SIZE, len(asked))) as pool:
             list(pool.map(ask, asked))
+
+    def start_prefetch(self, stale: Sequence[PlannedBuild]) -> None:
+        """``prefetch_hits`` in a thread, while the run checks its engines."""
+        self._prefetching = threading.Thread(
+            target=self.prefetch_hits, args=(list(stale),), name="bt prefetch", daemon=True
+        )
+        self._prefetching.start()
+
+    def end_prefetch(self, *, stop: bool = False) -> None:
+        """Wait for ``start_prefetch``'s thread; with ``stop``, after telling it to stop."""
+        if stop:
+            self._prefetch_stop.set()
+        if self._prefetching is not None:
+            self._prefetching.join()
+            self._prefetching = None
 
     def claim_and_build(self, planned: PlannedBuild, cancel: threading.Event) -> Outcome:
         """Build under the build's cross-process lock (``record.Claims``), which ``record``
@@ -624,13 +649,22 @@ def plan_pinned(
     config = bench.config
     push = run.options.push
     planned = bench.plan(patterns, platforms)
-    run.check_routing([p for p in planned if needs_run(p, push, config.registry)])
+    needing = [p for p in planned if needs_run(p, push, config.registry)]
     lock = bench.lockfile()
     missing = [
         (image, platform)
         for image, platform in bench.external_images(patterns, platforms)
         if lock.pin(image.name, platform) is None
     ]
+    if not missing:
+        # The keys are final: the remote action cache is asked while the engines are checked.
+        run.start_prefetch(needing)
+    try:
+        run.check_routing(needing)
+    except BaseException:
+        run.end_prefetch(stop=True)
+        raise
+    run.end_prefetch()
     if missing:
         for image, platform, pin, _ in run.pin(missing):
             report(Pinned(image.written, platform, pin.digest, pin.source))

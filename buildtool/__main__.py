@@ -1,4 +1,4 @@
-from buildtool.cli.main import run
+from buildtool.cli.entry import run
 
 if __name__ == "__main__":
     run()

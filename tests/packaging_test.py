@@ -32,7 +32,7 @@ def test_the_wheel_is_bt_images_with_the_bt_command(tmp_path: Path) -> None:
         metadata = archive.read(info).decode()
         entry_points = archive.read(info.replace("METADATA", "entry_points.txt")).decode()
     assert "\nName: bt-images\n" in metadata
-    assert "[console_scripts]\nbt = buildtool.cli.main:run\n" in entry_points
+    assert "[console_scripts]\nbt = buildtool.cli.entry:run\n" in entry_points
     assert "buildtool/cli/main.py" in names and "buildtool/cli/commands/import_bake.py" in names
     assert not any(n.startswith("tests/") for n in names)
 

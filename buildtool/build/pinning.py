@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from buildtool.build.events import Pinned, ReportEvent
 from buildtool.build.routing import Engines
@@ -23,6 +23,14 @@ if TYPE_CHECKING:
     from buildtool.dockerfile.rewrite import ImageSite
     from buildtool.plan.keys import KeyComputer
     from buildtool.plan.session import Workbench
+
+
+class Prefetch(Protocol):
+    """Asks the remote action cache for the stale builds while the engines are checked
+    (``BuildRun``)."""
+
+    def start_prefetch(self, stale: Sequence[PlannedBuild]) -> None: ...
+    def end_prefetch(self, *, stop: bool = False) -> None: ...
 
 
 @dataclass
@@ -195,21 +203,33 @@ def plan_pinned(
     patterns: Iterable[str],
     platforms: Iterable[str],
     report: Callable[[ReportEvent], None],
+    prefetch: Prefetch | None = None,
 ) -> list[PlannedBuild]:
     """The plan `bt build` runs: builds refused by their routing are refused before anything is
     written; then the external images images.lock does not pin yet are pinned (each reported
     with where from), and the builds are planned against the pins. The builds using an image
-    that could not be pinned fail when they run (``Pinning.fail_unpinned``)."""
+    that could not be pinned fail when they run (``Pinning.fail_unpinned``). When no pin is
+    missing the keys are final, and ``prefetch`` asks the remote action cache meanwhile."""
     config = bench.config
     planned = bench.plan(patterns, platforms)
     targets = bench.session.graph.targets
-    pinning.engines.check(targets, [p for p in planned if needs_run(p, push, config.registry)])
+    needing = [p for p in planned if needs_run(p, push, config.registry)]
     lock = bench.lockfile()
     missing = [
         (image, platform)
         for image, platform in bench.external_images(patterns, platforms)
         if lock.pin(image.name, platform) is None
     ]
+    if prefetch is not None and not missing:
+        prefetch.start_prefetch(needing)
+    try:
+        pinning.engines.check(targets, needing)
+    except BaseException:
+        if prefetch is not None:
+            prefetch.end_prefetch(stop=True)
+        raise
+    if prefetch is not None:
+        prefetch.end_prefetch()
     if missing:
         for image, platform, pin, _ in pinning.pin(missing):
             warning = ""

@@ -34,20 +34,19 @@ class RemoteLookup:
 
 
 def lookup(client: RegistryClient, ref: str, key: str) -> RemoteLookup:
-    """Ask the registry for ``ref`` (a ``bt-<key>`` tag): HEAD, then the manifest by the digest
-    HEAD gave (a tag moved in between cannot mix two images) and its config's labels.
+    """Ask the registry for ``ref`` (a ``bt-<key>`` tag): the manifest (its digest is that of
+    the bytes received, so a tag moved meanwhile cannot mix two images; a HEAD first would
+    answer nothing the GET does not) and its config's labels.
 
     An unreachable registry raises RegistryUnavailable (transient: the scheduler retries it,
     then fails the build), saying what was being looked up."""
     repository = ref.rsplit(":", 1)[0]
     try:
-        found = client.head_manifest(ref)
-        if found is None:
-            return RemoteLookup()
-        image = f"{repository}@{found.digest}"
-        labels = client.config_labels(image)
+        media_type, body, digest = client.get_manifest(ref)
+        image = f"{repository}@{digest}"
+        labels = client.manifest_labels(image, media_type, body)
     except ManifestNotFound:
-        return RemoteLookup()  # deleted between HEAD and GET
+        return RemoteLookup()
     except RegistryUnavailable as err:
         raise RegistryUnavailable(
             f"cannot ask the registry for {ref}: {err}",
@@ -55,7 +54,7 @@ def lookup(client: RegistryClient, ref: str, key: str) -> RemoteLookup:
             retry_after=err.retry_after,
         ) from None
     if stamped_key(labels) == key:
-        return RemoteLookup(image, found.digest)
+        return RemoteLookup(image, digest)
     what = "an index" if labels is None else f"its {KEY_LABEL} label is "
     if labels is not None:
         what += stamped_key(labels) or "missing"

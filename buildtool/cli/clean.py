@@ -1,10 +1,11 @@
 """`bt clean`: remove the cache directory's derived state, safely.
 
 Derived is what bt makes again on the next run: the stat, analysis, file-set and graph caches,
-the recorded build times (estimates only), build and crash logs, per-build lock files, and the
-input manifests of keys images.lock no longer records (those it records stay: `bt why` and the
-plan's reasons read them, and no run can make them again). Temporary files a killed bt left are
-removed too. Nothing outside the cache directory is touched, never images.lock.
+the kept answers of `bt plan`, the recorded build times (estimates only), build and crash logs,
+per-build lock files, and the input manifests of keys images.lock no longer records (those it
+records stay: `bt why` and the plan's reasons read them, and no run can make them again).
+Temporary files a killed bt left are removed too. Nothing outside the cache directory is
+touched, never images.lock.
 
 Safe: it runs only while no other bt process uses the cache directory (each holds
 ``in-use.lock`` shared; clean takes it exclusively, without waiting) and under the workspace
@@ -76,6 +77,7 @@ def _derived(cache: CacheDir, recorded: set[str]) -> Iterator[Path]:
         cache.graph,
         cache.keys,
         cache.lockfile_checked,
+        cache.plan_answers,
         cache.build_times,
     ):
         if path.exists():

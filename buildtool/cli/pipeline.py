@@ -96,7 +96,13 @@ def build_selection(
     began = time.monotonic()
     try:
         planned = plan_pinned(
-            bench, run.pinning, push, selection.patterns, selection.platforms, report
+            bench,
+            run.pinning,
+            push,
+            selection.patterns,
+            selection.platforms,
+            report,
+            prefetch=run,
         )
         if push:
             # A pushed digest deleted from the registry since is pushed again (or rebuilt).

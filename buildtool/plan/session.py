@@ -73,8 +73,10 @@ class Session:
         if kept is not None:
             graph, self.graph_identity = kept
             return graph
+        from buildtool.plan import noop
         from buildtool.workspace.loader import load_workspace
 
+        noop.abandon()  # a kept plan answer is recorded by a run that loads the kept graph
         taken_ns = time.time_ns()
         loaded = load_workspace(config)
         graph = build_graph(loaded, self.analyses, config.registry)

@@ -28,7 +28,7 @@ from typing import Any, NamedTuple
 from urllib.parse import quote, urljoin, urlsplit
 
 from buildtool.errors import BtError, ManifestNotFound, RegistryUnavailable
-from buildtool.registry import auth
+from buildtool.registry import auth, connections
 from buildtool.registry.reference import (
     DOCKER_HUB,
     IMAGE_MANIFEST_TYPES,
@@ -68,6 +68,15 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(hostname).is_loopback
     except ValueError:
         return False
+
+
+# Manifests and blobs by digest, fetched once per process: (credentials, registry, repository,
+# kind, digest) -> (media type, body). Small ones only (manifests, image configs), and a bounded
+# number: a merge reads again what the remote action cache fetched.
+_ContentKey = tuple[str, str, str, str, str]
+_CONTENT: dict[_ContentKey, tuple[str, bytes]] = {}
+_KEPT_MAX = 20_000
+_KEPT_MAX_BYTES = 256 * 1024
 
 
 class _Response(NamedTuple):
@@ -115,8 +124,12 @@ class RegistryClient:
     # -- the API ---------------------------------------------------------------------------
 
     def head_manifest(self, ref: str | Reference) -> Descriptor | None:
-        """The manifest behind a tag or digest, without its body; None when there is none."""
+        """The manifest behind a tag or digest, without its body; None when there is none. A
+        manifest this process fetched by its digest is not asked for again."""
         r = as_reference(ref)
+        kept = self._kept(r, "manifest", r.digest)
+        if kept is not None:
+            return Descriptor(kept[0], r.digest or "", len(kept[1]))
         response = self._request("HEAD", r, f"manifests/{r.reference}", {"Accept": MANIFEST_ACCEPT})
         if response.status == 404:
             return None
@@ -136,8 +149,17 @@ class RegistryClient:
         return found.digest if found else None
 
     def get_manifest(self, ref: str | Reference) -> tuple[str, bytes, str]:
-        """(media type, body, digest) of a manifest, the digest checked against the body."""
+        """(media type, body, digest) of a manifest, the digest checked against the body. What
+        a digest names never changes: asked again in this process, it is not fetched again."""
         r = as_reference(ref)
+        kept = self._kept(r, "manifest", r.digest)
+        if kept is not None:
+            return kept[0], kept[1], r.digest or ""
+        found = self._fetch_manifest(r)
+        self._keep(r, "manifest", found[2], (found[0], found[1]))
+        return found
+
+    def _fetch_manifest(self, r: Reference) -> tuple[str, bytes, str]:
         response = self._request("GET", r, f"manifests/{r.reference}", {"Accept": MANIFEST_ACCEPT})
         if response.status == 404:
             raise ManifestNotFound(f"manifest {r} not found in the registry")
@@ -165,18 +187,44 @@ class RegistryClient:
     def get_blob(self, repo_ref: str | Reference, digest: str) -> bytes:
         """A blob of the repository of ``repo_ref``, checked against ``digest``."""
         r = as_reference(repo_ref).at(digest=digest)
+        kept = self._kept(r, "blob", digest)
+        if kept is not None:
+            return kept[1]
         response = self._request("GET", r, f"blobs/{digest}", {})
         if response.status == 404:
             raise BtError(f"blob {digest} not found in {r.name}")
         self._expect(response, (200,), f"GET blob {digest} of {r.name}")
         if digest.startswith("sha256:") and sha256_digest(response.body) != digest:
             raise BtError(f"registry sent blob {digest} of {r.name} with other content")
+        self._keep(r, "blob", digest, ("", response.body))
         return response.body
+
+    def _content_key(self, r: Reference, kind: str, digest: str | None) -> _ContentKey | None:
+        """Where content by digest is kept: per repository (access is granted per repository)
+        and per source of credentials."""
+        if not digest or not digest.startswith("sha256:"):
+            return None
+        return (str(self.credentials.config_dir), r.registry, r.repository, kind, digest)
+
+    def _kept(self, r: Reference, kind: str, digest: str | None) -> tuple[str, bytes] | None:
+        key = self._content_key(r, kind, digest)
+        return None if key is None else _CONTENT.get(key)
+
+    def _keep(self, r: Reference, kind: str, digest: str, content: tuple[str, bytes]) -> None:
+        key = self._content_key(r, kind, digest)
+        if key is not None and len(content[1]) <= _KEPT_MAX_BYTES and len(_CONTENT) < _KEPT_MAX:
+            _CONTENT[key] = content
 
     def image_config(self, ref: str | Reference) -> dict[str, Any] | None:
         """The image config behind ``ref`` (os, architecture, labels...); None when ``ref``
         names an index, not one image. Raises ManifestNotFound when there is nothing."""
         media_type, body, _ = self.get_manifest(ref)
+        return self.manifest_config(ref, media_type, body)
+
+    def manifest_config(
+        self, ref: str | Reference, media_type: str, body: bytes
+    ) -> dict[str, Any] | None:
+        """``image_config`` of a manifest already fetched (its media type and body)."""
         if media_type not in IMAGE_MANIFEST_TYPES:
             return None
         try:
@@ -191,15 +239,22 @@ class RegistryClient:
             raise BtError(f"image config {config_digest} of {ref} is not a JSON object")
         return config
 
-    def config_labels(self, ref: str | Reference) -> dict[str, str] | None:
-        """The labels in the image config behind ``ref`` (``{}`` when it has none); None when
-        ``ref`` names an index, not one image. Raises ManifestNotFound when there is nothing."""
-        config = self.image_config(ref)
+    def manifest_labels(
+        self, ref: str | Reference, media_type: str, body: bytes
+    ) -> dict[str, str] | None:
+        """``config_labels`` of a manifest already fetched (its media type and body)."""
+        config = self.manifest_config(ref, media_type, body)
         if config is None:
             return None
         inner = config.get("config")
         labels = inner.get("Labels") if isinstance(inner, dict) else None
         return {str(k): str(v) for k, v in labels.items()} if isinstance(labels, dict) else {}
+
+    def config_labels(self, ref: str | Reference) -> dict[str, str] | None:
+        """The labels in the image config behind ``ref`` (``{}`` when it has none); None when
+        ``ref`` names an index, not one image. Raises ManifestNotFound when there is nothing."""
+        media_type, body, _ = self.get_manifest(ref)
+        return self.manifest_labels(ref, media_type, body)
 
     def put_manifest(self, ref: str | Reference, media_type: str, body: bytes) -> str:
         """Put ``body`` at the tag or digest of ``ref``; return its digest once the registry
@@ -420,20 +475,21 @@ class RegistryClient:
         headers: dict[str, str],
         body: bytes | None,
     ) -> _Response:
-        conn = self.connection(scheme, host)
-        try:
+        """One request on a persistent connection of the process's pool (``connections``)."""
+        origin = (scheme, host, not self._plain_http_ok(host))
+
+        def send(conn: http.client.HTTPConnection) -> http.client.HTTPResponse:
             conn.request(method, target, body=body, headers=headers)
-            response = conn.getresponse()
-            data = response.read()
-            return _Response(
-                status=response.status,
-                reason=response.reason,
-                headers={k.lower(): v for k, v in response.getheaders()},
-                challenges=tuple(response.msg.get_all("WWW-Authenticate") or ()),
-                body=data,
-            )
-        finally:
-            conn.close()
+            return conn.getresponse()
+
+        response, data = connections.request(connections.SHARED, origin, self.timeout, send)
+        return _Response(
+            status=response.status,
+            reason=response.reason,
+            headers={k.lower(): v for k, v in response.getheaders()},
+            challenges=tuple(response.msg.get_all("WWW-Authenticate") or ()),
+            body=data,
+        )
 
     def _expect(self, response: _Response, statuses: Sequence[int], what: str) -> None:
         if response.status in statuses:

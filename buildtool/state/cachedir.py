@@ -11,6 +11,8 @@ Layout (``cache_dir`` of ``.cache-spec``, by default ``$XDG_CACHE_HOME/bt/<dir>-
     tests-passed.json        image tests that passed, by build key and test text (image_tests)
     keys.msgpack             keys by what they were encoded from, for one run identity (keymemo)
     lockfile-checked         which bytes of images.lock last passed its schema check (lockfile)
+    plan-answers.marshal     the output of recent `bt plan PATTERN...` runs, with the stat of
+                             every path each read (plan.noop; looked up before this module loads)
     manifests/ab/<key>.msgpack   what went into each key (keys; read by ``bt why``)
     logs/<label>/<platform>-<key>.log   one build's full output
     logs/crash-<time>.log    the traceback of an internal error (``crash_log_path``)
@@ -73,6 +75,10 @@ class CacheDir(NamedTuple):
     @property
     def lockfile_checked(self) -> Path:
         return self.root / "lockfile-checked"
+
+    @property
+    def plan_answers(self) -> Path:
+        return self.root / "plan-answers.marshal"  # plan.noop.FILE
 
     def manifest(self, key: str) -> Path:
         return self.root / "manifests" / key[:2] / f"{key}.msgpack"

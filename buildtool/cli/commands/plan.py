@@ -52,14 +52,23 @@ def command(
         planned = check(bench.config, planned, strict=True)
     shown = [p for p in planned if show_all or p.stale]
     if output_format == "json":
-        click.echo(json.dumps([_as_json(p) for p in shown], indent=2))
-        return
-    width = max((len(str(p.label)) for p in shown), default=0)
-    for p in shown:
-        status = "stale" if p.stale else "fresh"
-        click.echo(f"{status}  {p.label!s:<{width}}  {p.platform:<12} {p.key[:12]}  {p.reason}")
-    stale = sum(p.stale for p in planned)
-    click.echo(f"{stale} of {counted(len(planned), 'platform build')} stale", err=True)
+        out = json.dumps([_as_json(p) for p in shown], indent=2) + "\n"
+        summary = ""
+    else:
+        width = max((len(str(p.label)) for p in shown), default=0)
+        out = "".join(
+            f"{'stale' if p.stale else 'fresh'}  {p.label!s:<{width}}  {p.platform:<12} "
+            f"{p.key[:12]}  {p.reason}\n"
+            for p in shown
+        )
+        stale = sum(p.stale for p in planned)
+        summary = f"{stale} of {counted(len(planned), 'platform build')} stale\n"
+    click.echo(out, nl=False)
+    click.echo(summary, nl=False, err=True)
+    if not check_registry:
+        from buildtool.plan import noop
+
+        noop.keep(bench.config, out, summary)
 
 
 def _as_json(p: PlannedBuild) -> dict[str, object]:

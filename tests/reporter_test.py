@@ -351,7 +351,11 @@ class Tty(io.StringIO):
         return True
 
 
-def test_make_reporter_picks_json_then_live_on_a_terminal_then_plain() -> None:
+def test_make_reporter_picks_json_then_live_on_a_terminal_then_plain(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for name in ("CI", "GITHUB_ACTIONS"):  # in CI, auto means plain even on a terminal
+        monkeypatch.delenv(name, raising=False)
     assert isinstance(make_reporter(True, Tty()), JsonReporter)
     assert isinstance(make_reporter(False, Tty()), LiveReporter)
     assert isinstance(make_reporter(False, io.StringIO()), PlainReporter)

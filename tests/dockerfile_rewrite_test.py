@@ -69,3 +69,11 @@ def test_the_frontend_of_a_syntax_directive_is_handed_over_pinned() -> None:
     result = rewrite_images(text, {(2, "syntax", "docker/dockerfile:1.7"): pinned}, "Dockerfile")
     assert result == f"#!/usr/bin/env docker-build\n# syntax = {pinned} \nFROM scratch\n"
     assert parse_dockerfile(result, "Dockerfile").syntax == pinned
+
+
+def test_the_frontend_of_a_json_file_is_handed_over_pinned() -> None:
+    text = '{\n  "syntax": "acme/fe:1",\n  "steps": []\n}\n'
+    pinned = "acme/fe:1@sha256:" + "6" * 64
+    result = rewrite_images(text, {(1, "syntax", "acme/fe:1"): pinned}, "build.json")
+    assert result == text.replace('"acme/fe:1"', f'"{pinned}"')
+    assert parse_dockerfile(result, "build.json").syntax == pinned

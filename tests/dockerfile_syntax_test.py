@@ -349,3 +349,43 @@ def test_onbuild_trigger_is_parsed() -> None:
         ("app", "/app"),
         (("chown", "1"),),
     )
+
+
+@pytest.mark.parametrize(
+    ("text", "found"),
+    [
+        ("// syntax=acme/fe:1 --flag\nanything\n", ("acme/fe:1", 1)),
+        ("#!/bin/x\n// check=skip\n//SYNTAX = acme/fe:2\n", ("acme/fe:2", 3)),
+        ('{"syntax": "acme/fe:3", "steps": []}', ("acme/fe:3", 1)),
+        ("\ufeff// syntax=acme/fe:4\n", ("acme/fe:4", 1)),
+        ("# syntax=acme/fe:5\n// syntax=acme/other\n", None),  # the usual form wins
+        ("// hello\n// syntax=acme/fe:6\n", None),  # not a directive: the directives end
+        ('{"syntax": 1}', None),
+        ("FROM scratch\n", None),
+    ],
+)
+def test_foreign_syntax_follows_buildkits_detect_syntax(
+    text: str, found: tuple[str, int] | None
+) -> None:
+    from buildtool.dockerfile.syntax import foreign_syntax
+
+    assert foreign_syntax(text) == found
+
+
+def test_a_file_another_frontend_reads_is_not_parsed_and_reads_the_whole_context() -> None:
+    df = parse_dockerfile("// syntax=acme/fe:1\nthis is no Dockerfile\n", "Dockerfile")
+    assert (df.stages, df.syntax, df.syntax_line) == ((), "acme/fe:1", 1)
+    assert df.opaque is not None
+    reads = context_reads(df, None, {})
+    assert (
+        reads.whole_context
+        == "the build runs frontend 'acme/fe:1', whose semantics bt does not know"
+    )
+    assert [(i.reference, i.line, i.kind) for i in reads.images] == [("acme/fe:1", 1, "syntax")]
+    other = parse_dockerfile("// syntax=acme/fe:1\nthis is no Dockerfile!\n", "Dockerfile")
+    assert other.opaque != df.opaque
+
+
+def test_the_dockerfile_frontend_named_the_c_style_way_still_parses_as_a_dockerfile() -> None:
+    with pytest.raises(BtError):  # BuildKit's Dockerfile frontend rejects the `//` line too
+        parse_dockerfile("// syntax=docker/dockerfile:1\nFROM scratch\n", "Dockerfile")

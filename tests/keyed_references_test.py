@@ -91,3 +91,34 @@ def test_the_frontend_a_syntax_line_names_is_pinned_and_its_pin_is_keyed(tmp_pat
         LOCK["pins"]["docker.io/library/python:latest"]["linux/amd64"]["digest"] = DIGEST  # type: ignore[index]
     assert pinned["//:app"] != moved["//:app"]  # the frontend's pin moved: the build is stale
     assert pinned["//:base"] == moved["//:base"]
+
+
+@pytest.mark.parametrize(
+    "form",
+    [
+        "// syntax=python\n{body}",
+        "#!/usr/bin/env build\n//syntax = python\n{body}",
+        '{{"syntax": "python", "body": "{body}"}}\n',
+    ],
+    ids=["c-style", "c-style after a shebang", "json"],
+)
+def test_a_frontend_named_in_bakes_other_directive_forms_is_pinned_and_its_file_keyed_whole(
+    tmp_path: Path, form: str
+) -> None:
+    """BuildKit's DetectSyntax falls back to ``// syntax=`` and a JSON ``"syntax"`` when there is
+    no ``# syntax=``: such a file belongs to that frontend. Its pin and every byte of it are
+    keyed (bt cannot know what that frontend reads), and the whole context is its input."""
+    first = keys(tmp_path / "a", form.format(body="one"))
+    edited = keys(tmp_path / "b", form.format(body="two"))
+    assert first["//:app"] != edited["//:app"]  # any byte of a file bt cannot read is keyed
+    assert first["//:base"] == edited["//:base"]
+    LOCK["pins"]["docker.io/library/python:latest"]["linux/amd64"]["digest"] = "sha256:" + "5" * 64  # type: ignore[index]
+    try:
+        moved = keys(tmp_path / "c", form.format(body="one"))
+    finally:
+        LOCK["pins"]["docker.io/library/python:latest"]["linux/amd64"]["digest"] = DIGEST  # type: ignore[index]
+    assert moved["//:app"] != first["//:app"]  # the frontend's pin is keyed
+    root = tmp_path / "a" / "ws"
+    inputs = bt("inputs", "//:app", cwd=root)
+    assert inputs.returncode == 0, inputs.stderr
+    assert "the build runs frontend 'python', whose semantics bt does not know" in inputs.stdout

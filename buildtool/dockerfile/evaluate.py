@@ -534,6 +534,8 @@ def context_reads(
     FROM; whatever Docker would reject at build time, or bt cannot resolve, sets
     ``whole_context`` instead.
     """
+    if df.opaque is not None:
+        return _opaque_reads(df)
     target = resolve_target(df, stage)
     named = contexts or {}
     current = _Evaluation(df, target, build_args, platform, build_platform, False, named).run()
@@ -543,6 +545,24 @@ def context_reads(
     # either would read.
     legacy = _Evaluation(df, target, build_args, platform, build_platform, True, named).run()
     return _union(current, legacy)
+
+
+def _opaque_reads(df: Dockerfile) -> StageReads:
+    """A file another frontend reads (``Dockerfile.opaque``): bt cannot know what it reads or
+    runs, so the whole context is the input, the file's whole text is keyed, and the frontend
+    image is pinned like any external image."""
+    assert df.syntax is not None and df.syntax_line is not None
+    reason = f"the build runs frontend {df.syntax!r}, whose semantics bt does not know"
+    return StageReads(
+        sources=(),
+        whole_context=reason,
+        remote_sources=(),
+        has_run=True,  # it may run anything: never under emulation unless allowed
+        external_bases=(),
+        stage_lines=(),
+        meaning=(("directives", df.syntax, None, None), ("opaque", df.opaque)),
+        images=(ImageRef(df.syntax, df.syntax_line, "syntax"),),
+    )
 
 
 def _union(first: StageReads, second: StageReads) -> StageReads:

@@ -51,6 +51,9 @@ class Dockerfile:
     syntax: str | None = None  # the `# syntax=` directive: which frontend BuildKit runs
     check: str | None = None  # the `# check=` directive: which build checks BuildKit runs
     syntax_line: int | None = None  # the line of the `# syntax=` directive
+    # A file only another frontend reads (its `// syntax=` or JSON "syntax" names one that is
+    # not the Dockerfile frontend): no stages, and the digest of its whole text, which is keyed.
+    opaque: str | None = None
 
 
 @dataclass(frozen=True)

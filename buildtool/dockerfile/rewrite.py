@@ -47,6 +47,9 @@ def rewrite_images(text: str, replacements: Mapping[ImageSite, str], path: str) 
     by_line: dict[int, list[tuple[str, str, str]]] = {}
     for (line, kind, reference), new in sorted(replacements.items()):
         if kind == "syntax":
+            if "=" not in lines[line - 1]:  # a JSON file's "syntax" (``foreign_syntax``)
+                _json_syntax(lines, reference, new, path, line)
+                continue
             lines[line - 1] = _directive_value(lines[line - 1], reference, new, path, line)
             continue
         by_line.setdefault(line, []).append((kind, reference, new))
@@ -230,3 +233,14 @@ def _directive_value(line: str, reference: str, new: str, path: str, number: int
         raise BtError(f"cannot find the frontend {reference!r} to hand over", path, number)
     start = len(key) + 1 + value.index(reference)
     return line[:start] + new + line[start + len(reference) :]
+
+
+def _json_syntax(lines: list[str], reference: str, new: str, path: str, number: int) -> None:
+    """``{"syntax": "<reference>"}`` with ``new`` in place of the reference, on whichever line
+    of the JSON file the string stands (references hold no character JSON escapes)."""
+    quoted = f'"{reference}"'
+    for index, line in enumerate(lines):
+        if quoted in line:
+            lines[index] = line.replace(quoted, f'"{new}"', 1)
+            return
+    raise BtError(f"cannot find the frontend {reference!r} to hand over", path, number)

@@ -500,8 +500,60 @@ def _executed(instructions: Iterable[Instruction]) -> Iterable[Instruction]:
 
 
 def parse_dockerfile(text: str, path: str) -> Dockerfile:
-    """Parse Dockerfile text; raise BtError(path:line) for what Docker rejects at parse time."""
+    """Parse Dockerfile text; raise BtError(path:line) for what Docker rejects at parse time.
+
+    A file whose frontend is named only in a form the Dockerfile frontend does not read
+    (``foreign_syntax``), and is another frontend, is not parsed: BuildKit hands it to that
+    frontend, whose language bt does not know."""
+    foreign = foreign_syntax(text)
+    if foreign is not None and not _DOCKERFILE_FRONTEND.fullmatch(foreign[0]):
+        from buildtool.state.hashing import digest_bytes
+
+        frontend, line = foreign
+        opaque = digest_bytes(text.encode("utf-8", "surrogateescape"))
+        return Dockerfile(path, "\\", (), (), frontend, None, line, opaque)
     return _Parser(text, path).parse()
+
+
+# The Dockerfile frontend's images (``docker/dockerfile``), whatever the tag or digest.
+_DOCKERFILE_FRONTEND = re.compile(r"(docker\.io/)?docker/dockerfile(-upstream)?([:@].*)?")
+_SLASH_DIRECTIVE = re.compile(r"([a-zA-Z][a-zA-Z0-9]*)\s*=\s*(.+?)\s*")
+
+
+def foreign_syntax(text: str) -> tuple[str, int] | None:
+    """The frontend a file names, as BuildKit's ``DetectSyntax`` finds it, when it is named in
+    a form only other frontends read: with no ``# syntax=`` directive, a ``// syntax=``
+    directive among the leading ``//`` directives, else a whole file that is a JSON object
+    with a string ``"syntax"``. (frontend, line); a shebang first line is skipped, as there."""
+    body = text.removeprefix("\ufeff")
+    first, _, rest = body.partition("\n")
+    offset = 0
+    if first.startswith("#!"):
+        body, offset = rest, 1
+    lines = body.splitlines()
+    for line in lines:
+        match = _DIRECTIVE.fullmatch(_lstrip(line[1:])) if line.startswith("#") else None
+        if match is None or match.group(1).lower() not in ("syntax", "escape", "check"):
+            break
+        if match.group(1).lower() == "syntax":
+            return None  # the usual form: the Dockerfile parser reads it
+    for number, line in enumerate(lines, start=1 + offset):
+        if not line.startswith("//"):
+            break
+        match = _SLASH_DIRECTIVE.fullmatch(line[2:].lstrip())
+        if match is None or match.group(1).lower() not in ("syntax", "escape", "check"):
+            break
+        if match.group(1).lower() == "syntax":
+            return match.group(2).split(" ", 1)[0], number
+    if not body.lstrip().startswith("{"):
+        return None
+    try:
+        value = json.loads(body)
+    except (ValueError, RecursionError):
+        return None
+    if isinstance(value, dict) and isinstance(value.get("syntax"), str):
+        return value["syntax"], 1 + offset
+    return None
 
 
 # ---------------------------------------------------------------------------------------------

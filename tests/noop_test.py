@@ -144,7 +144,7 @@ def test_bt_plan_answers_from_the_kept_answer_and_sees_an_edit(tmp_path: Path) -
                               cwd=ws, env=env, capture_output=True, text=True, check=True)  # fmt: skip
     assert answered.stdout == first.stdout
     assert "click" not in answered.stderr
-    assert answered.stderr.endswith("1 of 1 platform builds stale\n")
+    assert answered.stderr.endswith("1 of 1 platform build stale\n")
     (ws / "app.txt").write_text("two\n")
     edited = bt(*ARGV, cwd=ws, check=True)
     assert edited.stdout.split()[3] != first.stdout.split()[3]  # another key

@@ -129,7 +129,10 @@ def test_a_dead_ssh_host_fails_its_platform_and_the_other_finishes(
     failures = [e for e in events(result.stdout) if e["event"] == "failed"]
     for failure in failures:
         assert str(failure["message"]).startswith(f"the linux/arm64 engine {dead} is down: ")
-        assert "Connection refused" in str(failure["message"])
+        # The docker CLI reports ssh's own refusal, or, when it wrote the request before ssh
+        # exited (a race in its connection helper), the broken pipe it hit: both from ssh.
+        message = str(failure["message"])
+        assert "Connection refused" in message or "write |1: broken pipe" in message, message
     # plain output: one line per failed build, naming it and the dead host
     plain = bt("build", "//...", "--retries", "0", cwd=root, env=env)
     assert plain.returncode == 1
